@@ -1,0 +1,480 @@
+//! The records the app keeps, one item each in the single table. None of them holds message
+//! text; tokens are only ever [`EncryptedToken`]s; every item of an installation carries its
+//! `organization_id` so an uninstall finds all of it through the organization index.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::cipher::EncryptedToken;
+use crate::store::{Key, Record};
+
+/// How long message links are kept (for unsends, replies, reactions).
+pub const MESSAGE_LINK_TTL_SECS: i64 = 30 * 24 * 3600;
+/// How long an idempotency record outlives its event (Meta retries for up to 36 h).
+pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
+/// How long an OAuth state is valid.
+pub const OAUTH_STATE_TTL_SECS: i64 = 15 * 60;
+/// How long after uninstall everything of an organization is gone at the latest.
+pub const PURGE_AFTER_SECS: i64 = 7 * 24 * 3600;
+
+fn org_pk(org: &str) -> String {
+    format!("ORG#{org}")
+}
+
+/// Lifecycle of an installation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InstallationStatus {
+    /// Tokens valid, bridging.
+    Active,
+    /// The LiveChat refresh was refused; an admin must re-authorize.
+    ReauthRequired,
+    /// Uninstalled; tokens wiped, data due for purge.
+    Uninstalled,
+}
+
+/// A LiveChat installation (one per organization).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Installation {
+    /// LiveChat organization id.
+    pub organization_id: String,
+    /// The LiveChat account that installed the app.
+    pub account_id: String,
+    /// Agent access token (absent once wiped).
+    pub access_token: Option<EncryptedToken>,
+    /// Refresh token (absent once wiped).
+    pub refresh_token: Option<EncryptedToken>,
+    /// When the access token expires.
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+    /// Granted scopes.
+    pub scopes: Vec<String>,
+    /// Lifecycle.
+    pub status: InstallationStatus,
+    /// First install.
+    pub installed_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl Installation {
+    /// The key of an organization's installation.
+    pub fn key_for(org: &str) -> Key {
+        Key::new(org_pk(org), "INSTALLATION")
+    }
+}
+
+impl Record for Installation {
+    const KIND: &'static str = "installation";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id)
+    }
+}
+
+/// State of an Instagram connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// Bridging.
+    Connected,
+    /// The Page token was refused (Graph error 190); needs reconnecting.
+    Broken,
+    /// Disconnected (deauthorized or uninstalled).
+    Disconnected,
+}
+
+/// A Facebook Page and its Instagram professional account connected to an organization.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstagramConnection {
+    /// Owning organization.
+    pub organization_id: String,
+    /// Instagram professional account id (webhook `entry.id`).
+    pub ig_account_id: String,
+    /// Instagram username, for pages shown to admins.
+    pub ig_username: Option<String>,
+    /// Facebook Page id.
+    pub page_id: String,
+    /// Facebook Page name.
+    pub page_name: Option<String>,
+    /// Page access token (absent once wiped).
+    pub page_token: Option<EncryptedToken>,
+    /// App-scoped id of the Facebook user who connected it (deauthorize and deletion callbacks).
+    pub facebook_user_id: String,
+    /// State.
+    pub status: ConnectionStatus,
+    /// When it was connected.
+    pub connected_at: DateTime<Utc>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl InstagramConnection {
+    /// The key of one connection.
+    pub fn key_for(org: &str, ig_account_id: &str) -> Key {
+        Key::new(org_pk(org), format!("IGCONN#{ig_account_id}"))
+    }
+}
+
+impl Record for InstagramConnection {
+    const KIND: &'static str = "instagram_connection";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.ig_account_id)
+    }
+}
+
+/// Routes an Instagram account id (from a webhook) to the one organization that owns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRoute {
+    /// Instagram professional account id.
+    pub ig_account_id: String,
+    /// The organization it belongs to.
+    pub organization_id: String,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl AccountRoute {
+    /// The key of an account's route.
+    pub fn key_for(ig_account_id: &str) -> Key {
+        Key::new(format!("IGACCT#{ig_account_id}"), "ROUTE")
+    }
+}
+
+impl Record for AccountRoute {
+    const KIND: &'static str = "account_route";
+    fn key(&self) -> Key {
+        Self::key_for(&self.ig_account_id)
+    }
+}
+
+/// An Instagram customer (IGSID) as a LiveChat customer, with their chat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Owning organization.
+    pub organization_id: String,
+    /// The business's Instagram account.
+    pub ig_account_id: String,
+    /// The customer's Instagram-scoped id.
+    pub igsid: String,
+    /// LiveChat customer id (`entity_id`).
+    pub customer_id: String,
+    /// The customer's LiveChat chat, once started.
+    pub chat_id: Option<String>,
+    /// The latest thread seen.
+    pub thread_id: Option<String>,
+    /// Cached customer token and its expiry.
+    pub customer_token: Option<EncryptedToken>,
+    /// When the cached customer token expires.
+    pub customer_token_expires_at: Option<DateTime<Utc>>,
+    /// The customer's last message (opens the reply window).
+    pub last_customer_message_at: Option<DateTime<Utc>>,
+    /// When the profile was last set on the LiveChat customer.
+    pub profile_synced_at: Option<DateTime<Utc>>,
+    /// Last change.
+    pub updated_at: DateTime<Utc>,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl Contact {
+    /// The key of a contact.
+    pub fn key_for(org: &str, ig_account_id: &str, igsid: &str) -> Key {
+        Key::new(
+            format!("{}#CONTACT#{ig_account_id}#{igsid}", org_pk(org)),
+            "CONTACT",
+        )
+    }
+}
+
+impl Record for Contact {
+    const KIND: &'static str = "contact";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.ig_account_id, &self.igsid)
+    }
+}
+
+/// Routes a LiveChat chat to its contact, within one organization.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatRoute {
+    /// Owning organization.
+    pub organization_id: String,
+    /// LiveChat chat id.
+    pub chat_id: String,
+    /// The business's Instagram account.
+    pub ig_account_id: String,
+    /// The customer.
+    pub igsid: String,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl ChatRoute {
+    /// The key of a chat's route.
+    pub fn key_for(org: &str, chat_id: &str) -> Key {
+        Key::new(format!("{}#CHAT#{chat_id}", org_pk(org)), "ROUTE")
+    }
+}
+
+impl Record for ChatRoute {
+    const KIND: &'static str = "chat_route";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.chat_id)
+    }
+}
+
+/// Which way a bridged message went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Instagram → LiveChat.
+    Inbound,
+    /// LiveChat → Instagram.
+    Outbound,
+}
+
+/// Links an Instagram message id to its LiveChat event (no text). Kept 30 days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageLink {
+    /// Owning organization.
+    pub organization_id: String,
+    /// The business's Instagram account.
+    pub ig_account_id: String,
+    /// Meta message id.
+    pub mid: String,
+    /// LiveChat chat id.
+    pub chat_id: String,
+    /// LiveChat thread id.
+    pub thread_id: Option<String>,
+    /// LiveChat event id.
+    pub event_id: Option<String>,
+    /// Which way it went.
+    pub direction: Direction,
+    /// When it was bridged.
+    pub created_at: DateTime<Utc>,
+    /// TTL (always set).
+    pub expires_at: i64,
+}
+
+impl MessageLink {
+    /// The key of the link for a mid.
+    pub fn key_for(org: &str, ig_account_id: &str, mid: &str) -> Key {
+        Key::new(format!("{}#MID#{ig_account_id}#{mid}", org_pk(org)), "LINK")
+    }
+}
+
+impl Record for MessageLink {
+    const KIND: &'static str = "message_link";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.ig_account_id, &self.mid)
+    }
+}
+
+/// Links a LiveChat event back to the Instagram message id. Kept 30 days.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventLink {
+    /// Owning organization.
+    pub organization_id: String,
+    /// LiveChat chat id.
+    pub chat_id: String,
+    /// LiveChat event id.
+    pub event_id: String,
+    /// Meta message id.
+    pub mid: String,
+    /// TTL (always set).
+    pub expires_at: i64,
+}
+
+impl EventLink {
+    /// The key of the link for a LiveChat event.
+    pub fn key_for(org: &str, chat_id: &str, event_id: &str) -> Key {
+        Key::new(
+            format!("{}#EVENT#{chat_id}#{event_id}", org_pk(org)),
+            "LINK",
+        )
+    }
+}
+
+impl Record for EventLink {
+    const KIND: &'static str = "event_link";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.chat_id, &self.event_id)
+    }
+}
+
+/// Progress of one platform event through a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdempotencyState {
+    /// Claimed; the effect may or may not have happened (check the platform before redoing).
+    InProgress,
+    /// The effect happened.
+    Done,
+}
+
+/// Exactly-once bookkeeping for one platform event id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// Owning organization.
+    pub organization_id: String,
+    /// Which stream the event id belongs to (e.g. `instagram`, `livechat`).
+    pub scope: String,
+    /// The platform's event id.
+    pub event_id: String,
+    /// Progress.
+    pub state: IdempotencyState,
+    /// When it was claimed.
+    pub claimed_at: DateTime<Utc>,
+    /// When it was completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// TTL (always set).
+    pub expires_at: i64,
+}
+
+impl IdempotencyRecord {
+    /// The key of the record for one event.
+    pub fn key_for(org: &str, scope: &str, event_id: &str) -> Key {
+        Key::new(format!("{}#IDEM#{scope}#{event_id}", org_pk(org)), "IDEM")
+    }
+}
+
+impl Record for IdempotencyRecord {
+    const KIND: &'static str = "idempotency";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.scope, &self.event_id)
+    }
+}
+
+/// Which step of the install an OAuth state guards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OAuthStep {
+    /// The LiveChat authorization redirect.
+    Livechat,
+    /// The Facebook Login redirect.
+    Facebook,
+    /// The page chooser form.
+    PageSelect,
+}
+
+/// A single-use OAuth state nonce (the signed state carries its id). Kept 15 minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OAuthState {
+    /// Random nonce.
+    pub nonce: String,
+    /// The step it guards.
+    pub step: OAuthStep,
+    /// The organization it is bound to, after the LiveChat step.
+    pub organization_id: Option<String>,
+    /// When it was issued.
+    pub created_at: DateTime<Utc>,
+    /// TTL (always set); also checked on use, as TTL deletion lags.
+    pub expires_at: i64,
+}
+
+impl OAuthState {
+    /// The key of a nonce.
+    pub fn key_for(nonce: &str) -> Key {
+        Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")
+    }
+}
+
+impl Record for OAuthState {
+    const KIND: &'static str = "oauth_state";
+    fn key(&self) -> Key {
+        Self::key_for(&self.nonce)
+    }
+}
+
+/// Progress of a Meta data-deletion request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeletionStatus {
+    /// Scheduled.
+    Pending,
+    /// Everything deleted.
+    Completed,
+}
+
+/// A Meta data-deletion request, looked up by its confirmation code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletionRequest {
+    /// The confirmation code given to Meta.
+    pub confirmation_code: String,
+    /// The app-scoped Facebook user id whose data is deleted (wiped on completion).
+    pub facebook_user_id: Option<String>,
+    /// Progress.
+    pub status: DeletionStatus,
+    /// When Meta asked.
+    pub requested_at: DateTime<Utc>,
+    /// When it completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// TTL for the status record itself.
+    pub expires_at: Option<i64>,
+}
+
+impl DeletionRequest {
+    /// The key of a request.
+    pub fn key_for(code: &str) -> Key {
+        Key::new(format!("DELETION#{code}"), "REQUEST")
+    }
+}
+
+impl Record for DeletionRequest {
+    const KIND: &'static str = "deletion_request";
+    fn key(&self) -> Key {
+        Self::key_for(&self.confirmation_code)
+    }
+}
+
+/// What a purge deletes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "id", rename_all = "snake_case")]
+pub enum PurgeSubject {
+    /// Every item of an organization.
+    Organization(String),
+    /// Every item tied to a Facebook user (deauthorize, data deletion).
+    FacebookUser(String),
+}
+
+/// An entry in the purge schedule: due at `due_at`, found by the sweeper with one query.
+///
+/// It deliberately does not carry `organization_id`, so the purge it schedules cannot delete it
+/// before the purge has finished.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PurgeEntry {
+    /// What to delete.
+    pub subject: PurgeSubject,
+    /// Epoch seconds when it is due.
+    pub due_at: i64,
+    /// When it was scheduled.
+    pub scheduled_at: DateTime<Utc>,
+}
+
+impl PurgeEntry {
+    /// The partition holding the schedule.
+    pub const PARTITION: &'static str = "PURGE";
+
+    /// The key of an entry: sorted by due time.
+    pub fn key_for(due_at: i64, subject: &PurgeSubject) -> Key {
+        let (kind, id) = match subject {
+            PurgeSubject::Organization(id) => ("ORG", id),
+            PurgeSubject::FacebookUser(id) => ("FBUSER", id),
+        };
+        Key::new(Self::PARTITION, format!("{due_at:012}#{kind}#{id}"))
+    }
+
+    /// The inclusive sort-key range of entries due at or before `now`.
+    pub fn due_range(now: i64) -> crate::store::SkRange {
+        crate::store::SkRange::Between("0".into(), format!("{now:012}#~"))
+    }
+}
+
+impl Record for PurgeEntry {
+    const KIND: &'static str = "purge_entry";
+    fn key(&self) -> Key {
+        Self::key_for(self.due_at, &self.subject)
+    }
+}

@@ -1,0 +1,38 @@
+//! igbridge core: configuration, domain records, job envelopes, and the ports (store, queue,
+//! clock, token cipher) with their AWS and in-memory adapters. The Lambda binaries and the
+//! `igbridge` tool only wire these together.
+
+pub mod aws;
+pub mod cipher;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod jobs;
+pub mod logging;
+pub mod provision;
+pub mod queue;
+pub mod retry;
+pub mod store;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Compares two secrets in constant time over their raw bytes. Both sides are hashed first so
+/// neither the content nor the length of the expected value leaks through timing.
+pub fn secret_eq(expected: &str, candidate: &str) -> bool {
+    let a = Sha256::digest(expected.as_bytes());
+    let b = Sha256::digest(candidate.as_bytes());
+    bool::from(a.ct_eq(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn secret_eq_compares_exactly() {
+        assert!(super::secret_eq("s3cret", "s3cret"));
+        assert!(!super::secret_eq("s3cret", "s3creT"));
+        assert!(!super::secret_eq("s3cret", "s3cret "));
+        assert!(!super::secret_eq("s3cret", ""));
+    }
+}

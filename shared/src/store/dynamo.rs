@@ -1,0 +1,345 @@
+//! The DynamoDB store adapter (serde_dynamo for item conversion).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, WriteRequest};
+use serde_json::{Map, Value};
+
+use super::{
+    Condition, Cursor, EXPIRES_AT, Item, Key, ORGANIZATION, ORGANIZATION_INDEX, PK, Page,
+    PageRequest, SK, SkRange, Store, StoreError,
+};
+use crate::aws::{error_summary, is_transient};
+use crate::retry::RetryPolicy;
+
+/// DynamoDB's BatchWriteItem limit.
+const BATCH_WRITE_MAX: usize = 25;
+
+/// The store on one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// The adapter for `table`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// One BatchWriteItem call; returns the requests DynamoDB left unprocessed.
+    async fn write_batch(
+        &self,
+        requests: Vec<WriteRequest>,
+    ) -> Result<Vec<WriteRequest>, StoreError> {
+        let out = self
+            .client
+            .batch_write_item()
+            .request_items(&self.table, requests)
+            .send()
+            .await
+            .map_err(|e| backend(&e))?;
+        Ok(out
+            .unprocessed_items
+            .and_then(|mut m| m.remove(&self.table))
+            .unwrap_or_default())
+    }
+}
+
+fn backend<E: aws_sdk_dynamodb::error::ProvideErrorMetadata>(
+    err: &aws_sdk_dynamodb::error::SdkError<E>,
+) -> StoreError {
+    StoreError::Backend {
+        message: error_summary(err),
+        transient: is_transient(err),
+    }
+}
+
+fn to_attrs(map: &Map<String, Value>) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    serde_dynamo::to_item(map).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+fn from_attrs(attrs: HashMap<String, AttributeValue>) -> Result<Map<String, Value>, StoreError> {
+    serde_dynamo::from_item(attrs).map_err(|e| StoreError::Codec(e.to_string()))
+}
+
+fn key_attrs(key: &Key) -> HashMap<String, AttributeValue> {
+    HashMap::from([
+        (PK.to_string(), AttributeValue::S(key.pk.clone())),
+        (SK.to_string(), AttributeValue::S(key.sk.clone())),
+    ])
+}
+
+/// A condition expression with its names and values.
+#[derive(Default)]
+struct Expr {
+    expression: Option<String>,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+fn condition_expr(condition: &Condition) -> Result<Expr, StoreError> {
+    let mut e = Expr::default();
+    match condition {
+        Condition::Always => {}
+        Condition::IfAbsent => {
+            e.expression = Some("attribute_not_exists(#pk)".into());
+            e.names.insert("#pk".into(), PK.into());
+        }
+        Condition::IfPresent => {
+            e.expression = Some("attribute_exists(#pk)".into());
+            e.names.insert("#pk".into(), PK.into());
+        }
+        Condition::IfEquals { attribute, value } => {
+            e.expression = Some("#c = :c".into());
+            e.names.insert("#c".into(), attribute.clone());
+            e.values.insert(
+                ":c".into(),
+                serde_dynamo::to_attribute_value(value)
+                    .map_err(|err| StoreError::Codec(err.to_string()))?,
+            );
+        }
+    }
+    Ok(e)
+}
+
+fn opt_map<K, V>(m: HashMap<K, V>) -> Option<HashMap<K, V>> {
+    (!m.is_empty()).then_some(m)
+}
+
+fn page_of(last: Option<HashMap<String, AttributeValue>>) -> Result<Option<Cursor>, StoreError> {
+    last.filter(|m| !m.is_empty())
+        .map(|m| from_attrs(m).map(|a| Cursor::from_attrs(&a)))
+        .transpose()
+}
+
+fn start_key(page: &PageRequest) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
+    page.cursor
+        .as_ref()
+        .map(|c| c.to_attrs().and_then(|m| to_attrs(&m)))
+        .transpose()
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn put(&self, item: Item, condition: Condition) -> Result<(), StoreError> {
+        let e = condition_expr(&condition)?;
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(to_attrs(item.attributes())?))
+            .set_condition_expression(e.expression)
+            .set_expression_attribute_names(opt_map(e.names))
+            .set_expression_attribute_values(opt_map(e.values))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(err) => Err(backend(&err)),
+        }
+    }
+
+    async fn get(&self, key: &Key) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend(&e))?;
+        out.item
+            .map(|attrs| from_attrs(attrs).and_then(Item::new))
+            .transpose()
+    }
+
+    async fn delete(&self, key: &Key, condition: Condition) -> Result<Option<Item>, StoreError> {
+        let e = condition_expr(&condition)?;
+        let res = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .set_condition_expression(e.expression)
+            .set_expression_attribute_names(opt_map(e.names))
+            .set_expression_attribute_values(opt_map(e.values))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match res {
+            Ok(out) => out
+                .attributes
+                .filter(|a| !a.is_empty())
+                .map(|attrs| from_attrs(attrs).and_then(Item::new))
+                .transpose(),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Err(err) => Err(backend(&err)),
+        }
+    }
+
+    async fn query(
+        &self,
+        pk: &str,
+        range: &SkRange,
+        page: PageRequest,
+    ) -> Result<Page<Item>, StoreError> {
+        let mut names = HashMap::from([("#pk".to_string(), PK.to_string())]);
+        let mut values = HashMap::from([(":pk".to_string(), AttributeValue::S(pk.to_string()))]);
+        let expression = match range {
+            SkRange::All => "#pk = :pk".to_string(),
+            SkRange::Prefix(p) => {
+                names.insert("#sk".into(), SK.into());
+                values.insert(":p".into(), AttributeValue::S(p.clone()));
+                "#pk = :pk AND begins_with(#sk, :p)".to_string()
+            }
+            SkRange::Between(lo, hi) => {
+                names.insert("#sk".into(), SK.into());
+                values.insert(":lo".into(), AttributeValue::S(lo.clone()));
+                values.insert(":hi".into(), AttributeValue::S(hi.clone()));
+                "#pk = :pk AND #sk BETWEEN :lo AND :hi".to_string()
+            }
+        };
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression(expression)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .consistent_read(true)
+            .set_limit(page.limit.map(|l| l.max(1) as i32))
+            .set_exclusive_start_key(start_key(&page)?)
+            .send()
+            .await
+            .map_err(|e| backend(&e))?;
+        let items = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|attrs| from_attrs(attrs).and_then(Item::new))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            next: page_of(out.last_evaluated_key)?,
+        })
+    }
+
+    async fn query_organization(
+        &self,
+        organization_id: &str,
+        page: PageRequest,
+    ) -> Result<Page<Key>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(ORGANIZATION_INDEX)
+            .key_condition_expression("#o = :o")
+            .expression_attribute_names("#o", ORGANIZATION)
+            .expression_attribute_values(":o", AttributeValue::S(organization_id.to_string()))
+            .set_limit(page.limit.map(|l| l.max(1) as i32))
+            .set_exclusive_start_key(start_key(&page)?)
+            .send()
+            .await
+            .map_err(|e| backend(&e))?;
+        let keys = out
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(|attrs| match (attrs.get(PK), attrs.get(SK)) {
+                (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) => {
+                    Ok(Key::new(pk.clone(), sk.clone()))
+                }
+                _ => Err(StoreError::Codec("index item without pk/sk".into())),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items: keys,
+            next: page_of(out.last_evaluated_key)?,
+        })
+    }
+
+    async fn set_expiry(&self, key: &Key, expires_at: i64) -> Result<bool, StoreError> {
+        let res = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key_attrs(key)))
+            .update_expression("SET #e = :e")
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_values(":e", AttributeValue::N(expires_at.to_string()))
+            .send()
+            .await;
+        match res {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(backend(&err)),
+        }
+    }
+
+    async fn delete_many(&self, keys: &[Key]) -> Result<(), StoreError> {
+        for chunk in keys.chunks(BATCH_WRITE_MAX) {
+            let mut pending: Vec<WriteRequest> = chunk
+                .iter()
+                .map(|k| {
+                    let del = DeleteRequest::builder()
+                        .set_key(Some(key_attrs(k)))
+                        .build()
+                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                    Ok(WriteRequest::builder().delete_request(del).build())
+                })
+                .collect::<Result<_, StoreError>>()?;
+            // Unprocessed items come back under throttling; retry them with backoff.
+            let mut tries = 0;
+            loop {
+                pending = self.write_batch(pending).await?;
+                if pending.is_empty() {
+                    break;
+                }
+                tries += 1;
+                if tries > RetryPolicy::IN_CALL.retries {
+                    return Err(StoreError::Backend {
+                        message: format!("{} deletes left unprocessed", pending.len()),
+                        transient: true,
+                    });
+                }
+                tokio::time::sleep(RetryPolicy::IN_CALL.delay(tries as u32)).await;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! Test harness: moto server over the real AWS wire protocol.
+//!
+//! Uses `AWS_ENDPOINT_URL` when it is set (CI starts one moto for the whole run); otherwise
+//! starts `moto_server` on a free loopback port once per test binary, under a shell that kills
+//! it when this process exits (its stdin closes). A missing moto is a test failure, not a skip.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
+
+static ENDPOINT: OnceLock<String> = OnceLock::new();
+static GUARD: Mutex<Option<Child>> = Mutex::new(None);
+
+/// The moto endpoint for this test run.
+pub fn moto_endpoint() -> String {
+    ENDPOINT
+        .get_or_init(|| match std::env::var("AWS_ENDPOINT_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ => start_moto(),
+        })
+        .clone()
+}
+
+fn start_moto() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port();
+    let script = format!(
+        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+         trap 'kill $pid 2>/dev/null' EXIT; read _; kill $pid 2>/dev/null"
+    );
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sh to start moto_server");
+    *GUARD.lock().unwrap() = Some(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return format!("http://127.0.0.1:{port}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Keep the guard's stdin open until here; dropping it stops the shell.
+    let _ = GUARD
+        .lock()
+        .unwrap()
+        .as_mut()
+        .and_then(|c| c.stdin.as_mut())
+        .map(|s| s.flush());
+    panic!(
+        "moto_server did not start on port {port}: install it with `pip install 'moto[server]'` \
+         or set AWS_ENDPOINT_URL"
+    );
+}
+
+/// An SDK configuration pointed at moto with dummy credentials.
+pub async fn sdk() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(moto_endpoint())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))
+        .load()
+        .await
+}
+
+/// A name no other test uses.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
