@@ -268,17 +268,24 @@ pub struct AwsResources {
     pub table_name: String,
     /// SQS FIFO queue from the Instagram webhook to the LiveChat worker.
     pub to_livechat_queue_url: String,
+    /// Dead-letter queue of the to-livechat queue.
+    pub to_livechat_dlq_url: String,
     /// SQS FIFO queue from the LiveChat webhook to the Instagram worker.
     pub to_instagram_queue_url: String,
+    /// Dead-letter queue of the to-instagram queue.
+    pub to_instagram_dlq_url: String,
 }
 
 impl AwsResources {
-    /// Reads `TABLE_NAME`, `TO_LIVECHAT_QUEUE_URL` and `TO_INSTAGRAM_QUEUE_URL`.
+    /// Reads `TABLE_NAME` and the four queue URLs (`TO_LIVECHAT_QUEUE_URL`, `TO_LIVECHAT_DLQ_URL`,
+    /// `TO_INSTAGRAM_QUEUE_URL`, `TO_INSTAGRAM_DLQ_URL`).
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
         Ok(Self {
             table_name: s.required("TABLE_NAME")?,
             to_livechat_queue_url: s.url("TO_LIVECHAT_QUEUE_URL", None)?,
+            to_livechat_dlq_url: s.url("TO_LIVECHAT_DLQ_URL", None)?,
             to_instagram_queue_url: s.url("TO_INSTAGRAM_QUEUE_URL", None)?,
+            to_instagram_dlq_url: s.url("TO_INSTAGRAM_DLQ_URL", None)?,
         })
     }
 }

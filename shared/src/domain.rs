@@ -165,6 +165,9 @@ pub struct Contact {
     pub chat_id: Option<String>,
     /// The latest thread seen.
     pub thread_id: Option<String>,
+    /// Whether that thread is active (`false` after `chat_deactivated`; unknown when absent).
+    #[serde(default)]
+    pub thread_active: Option<bool>,
     /// Cached customer token and its expiry.
     pub customer_token: Option<EncryptedToken>,
     /// When the cached customer token expires.
@@ -248,8 +251,9 @@ pub struct MessageLink {
     pub chat_id: String,
     /// LiveChat thread id.
     pub thread_id: Option<String>,
-    /// LiveChat event id.
-    pub event_id: Option<String>,
+    /// LiveChat event ids (a message with attachments becomes several events).
+    #[serde(default)]
+    pub event_ids: Vec<String>,
     /// Which way it went.
     pub direction: Direction,
     /// When it was bridged.
@@ -329,6 +333,9 @@ pub struct IdempotencyRecord {
     pub claimed_at: DateTime<Utc>,
     /// When it was completed.
     pub completed_at: Option<DateTime<Utc>>,
+    /// How many parts of a multi-part effect are done (a long text sent as several messages).
+    #[serde(default)]
+    pub parts_done: u32,
     /// TTL (always set).
     pub expires_at: i64,
 }
@@ -477,4 +484,55 @@ impl Record for PurgeEntry {
     fn key(&self) -> Key {
         Self::key_for(self.due_at, &self.subject)
     }
+}
+
+/// A send to Instagram in flight for one conversation, written before the Send API call so an
+/// echo that arrives before the response is recognised as ours. Kept 1 day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSend {
+    /// Owning organization.
+    pub organization_id: String,
+    /// The business's Instagram account.
+    pub ig_account_id: String,
+    /// The customer.
+    pub igsid: String,
+    /// The LiveChat event being sent.
+    pub livechat_event_id: String,
+    /// When the send started.
+    pub started_at: DateTime<Utc>,
+    /// TTL (always set).
+    pub expires_at: i64,
+}
+
+impl PendingSend {
+    /// The partition of a conversation's pending sends.
+    pub fn partition(org: &str, ig_account_id: &str, igsid: &str) -> String {
+        format!("{}#PENDING#{ig_account_id}#{igsid}", org_pk(org))
+    }
+
+    /// The key of one pending send.
+    pub fn key_for(org: &str, ig_account_id: &str, igsid: &str, event_id: &str) -> Key {
+        Key::new(
+            Self::partition(org, ig_account_id, igsid),
+            event_id.to_string(),
+        )
+    }
+}
+
+impl Record for PendingSend {
+    const KIND: &'static str = "pending_send";
+    fn key(&self) -> Key {
+        Self::key_for(
+            &self.organization_id,
+            &self.ig_account_id,
+            &self.igsid,
+            &self.livechat_event_id,
+        )
+    }
+}
+
+/// The associated-data context a token is sealed under: binds it to its organization and field,
+/// so a ciphertext moved to another tenant's item does not open.
+pub fn token_context(org: &str, field: &str) -> String {
+    format!("org:{org}:{field}")
 }

@@ -61,8 +61,31 @@ pub struct UnparsedJob {
     pub source: Source,
     /// Why parsing failed (no body content).
     pub reason: String,
-    /// The body as received.
+    /// The body as received (or one part of it, see `part`).
     pub raw_body: String,
+    /// For a body too large for one queue message: which part this is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub part: Option<BodyPart>,
+}
+
+/// One part of a body split across queue messages (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BodyPart {
+    /// This part.
+    pub index: u32,
+    /// How many parts.
+    pub count: u32,
+}
+
+/// Why and when a job was parked in a dead-letter queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parked {
+    /// Log-safe reason.
+    pub reason: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The work queue's message id.
+    pub message_id: String,
 }
 
 /// A unit of work.
@@ -86,6 +109,9 @@ pub struct Envelope {
     pub received_at: DateTime<Utc>,
     /// The job.
     pub job: Job,
+    /// Set on dead-letter copies; removed by redrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
 }
 
 /// Why a queue body is not a job this build can run.
@@ -106,6 +132,7 @@ impl Envelope {
             v: ENVELOPE_VERSION,
             received_at,
             job,
+            parked: None,
         }
     }
 
@@ -140,8 +167,9 @@ impl Envelope {
             Job::InstagramEvent(j) => format!("ig:{}:{}", j.ig_account_id, j.event_id),
             Job::LivechatEvent(j) => format!("lc:{}:{}", j.organization_id, j.event_id),
             Job::Unparsed(j) => format!(
-                "unparsed:{}",
-                hex::encode(Sha256::digest(j.raw_body.as_bytes()))
+                "unparsed:{}:{}",
+                hex::encode(Sha256::digest(j.raw_body.as_bytes())),
+                j.part.map(|p| p.index).unwrap_or(0)
             ),
         }
     }
@@ -224,6 +252,7 @@ mod tests {
                 source: Source::Instagram,
                 reason: "expected value at line 1".into(),
                 raw_body: "{not json".into(),
+                part: None,
             }),
             Utc::now(),
         );
@@ -236,5 +265,92 @@ mod tests {
             j.event_id = "aWdfZAG1faXRlbToxOklHTWVzc2FnZA".repeat(6);
         }
         assert!(long.to_message().dedup_id.len() <= 128);
+    }
+}
+
+/// Raw bytes per part when an unparseable body is split (JSON escaping can grow text up to six
+/// times, and a queue message holds 256 KiB).
+const PART_BYTES: usize = 40 * 1024;
+
+/// Wraps an authentic but unparseable body as unparsed jobs for the dead-letter queue, split into
+/// parts that each fit a queue message. Invalid UTF-8 is kept losslessly as base64.
+pub fn unparsed_jobs(
+    source: Source,
+    reason: &str,
+    raw: &[u8],
+    now: DateTime<Utc>,
+) -> Vec<Envelope> {
+    use base64::Engine;
+    let text = match std::str::from_utf8(raw) {
+        Ok(s) => s.to_string(),
+        Err(_) => format!(
+            "base64:{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        ),
+    };
+    let mut parts = Vec::new();
+    let mut rest = text.as_str();
+    while !rest.is_empty() || parts.is_empty() {
+        let mut cut = rest.len().min(PART_BYTES);
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        parts.push(&rest[..cut]);
+        rest = &rest[cut..];
+    }
+    let count = parts.len() as u32;
+    parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            Envelope::new(
+                Job::Unparsed(UnparsedJob {
+                    source,
+                    reason: reason.to_string(),
+                    raw_body: p.to_string(),
+                    part: (count > 1).then_some(BodyPart {
+                        index: i as u32 + 1,
+                        count,
+                    }),
+                }),
+                now,
+            )
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod unparsed_tests {
+    use super::*;
+
+    #[test]
+    fn large_bodies_split_losslessly_into_queue_sized_parts() {
+        let body = "ä\u{200a}".repeat(200_000);
+        let envs = unparsed_jobs(Source::Instagram, "bad", body.as_bytes(), Utc::now());
+        assert!(envs.len() > 1);
+        let mut joined = String::new();
+        for (i, e) in envs.iter().enumerate() {
+            let m = e.to_message();
+            assert!(
+                m.body.len() <= crate::queue::MAX_BATCH_BYTES,
+                "part {i} too big"
+            );
+            let Job::Unparsed(u) = &e.job else { panic!() };
+            assert_eq!(u.part.unwrap().index, i as u32 + 1);
+            joined.push_str(&u.raw_body);
+        }
+        assert_eq!(joined, body);
+        let ids: std::collections::HashSet<_> = envs.iter().map(|e| e.dedup_id()).collect();
+        assert_eq!(ids.len(), envs.len());
+    }
+
+    #[test]
+    fn invalid_utf8_is_kept_as_base64() {
+        let envs = unparsed_jobs(Source::Livechat, "bad", &[0xff, 0xfe, b'{'], Utc::now());
+        let Job::Unparsed(u) = &envs[0].job else {
+            panic!()
+        };
+        assert_eq!(u.raw_body, "base64://57");
+        assert!(u.part.is_none());
     }
 }

@@ -2,18 +2,24 @@
 //! clock, token cipher) with their AWS and in-memory adapters. The Lambda binaries and the
 //! `igbridge` tool only wire these together.
 
+pub mod app;
 pub mod aws;
 pub mod cipher;
 pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod http;
+pub mod ingest;
+pub mod instagram;
 pub mod jobs;
+pub mod livechat;
 pub mod logging;
 pub mod provision;
 pub mod queue;
+pub mod relay;
 pub mod retry;
 pub mod store;
+pub mod worker;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;

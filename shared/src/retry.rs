@@ -1,9 +1,8 @@
 //! The one retry policy: exponential backoff with full jitter, used both for in-call retries
-//! (HTTP to the platforms, unprocessed DynamoDB batches) and for queue redelivery delays.
+//! (unprocessed DynamoDB batches, refused SQS batch entries) and for queue redelivery delays.
 
 use std::time::Duration;
 
-use backon::ExponentialBuilder;
 use rand::Rng;
 
 /// How often and how patiently to retry.
@@ -31,15 +30,6 @@ impl RetryPolicy {
         base: Duration::from_secs(10),
         max: Duration::from_secs(300),
     };
-
-    /// A backon builder for `.retry(...)` on async closures.
-    pub fn backoff(&self) -> ExponentialBuilder {
-        ExponentialBuilder::default()
-            .with_min_delay(self.base)
-            .with_max_delay(self.max)
-            .with_max_times(self.retries)
-            .with_jitter()
-    }
 
     /// The delay before attempt `attempt` (1 = first retry): full jitter over the capped
     /// exponential, never less than a tenth of `base`.

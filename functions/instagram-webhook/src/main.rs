@@ -1,0 +1,19 @@
+//! instagram-webhook: the `/webhooks/instagram` routes on API Gateway. Wiring only; the handler
+//! is `shared::ingest::instagram_router`.
+
+use lambda_http::Error;
+use shared::app::Services;
+use shared::config::{AwsResources, Config, Settings};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::logging::init();
+    let sdk = shared::aws::sdk_config().await;
+    let config = Config::load(&sdk).await?;
+    let resources = AwsResources::from_settings(&Settings::from_env())?;
+    let services = Services::aws(&sdk, config, &resources);
+    lambda_http::run(shared::ingest::instagram_router(
+        services.instagram_ingest(),
+    ))
+    .await
+}

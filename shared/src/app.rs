@@ -1,0 +1,154 @@
+//! Wiring: the services every function and the local server build once per start, from AWS
+//! (DynamoDB, SQS) or in memory. Lambda `main`s and `igbridge serve` only call these.
+
+use std::sync::Arc;
+
+use aws_config::SdkConfig;
+
+use crate::clock::{Clock, SystemClock};
+use crate::config::{AwsResources, Config};
+use crate::ingest::{InstagramIngest, LivechatIngest};
+use crate::instagram::graph::GraphClient;
+use crate::livechat::LivechatClient;
+use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, SqsQueue};
+use crate::relay::inbound::Inbound;
+use crate::relay::outbound::Outbound;
+use crate::store::{DynamoStore, MemoryStore, Repo};
+
+/// The shared services.
+#[derive(Clone)]
+pub struct Services {
+    /// Configuration.
+    pub config: Config,
+    /// Records.
+    pub repo: Repo,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Instagram → LiveChat work queue.
+    pub to_livechat: Arc<dyn Queue>,
+    /// Its dead-letter queue.
+    pub to_livechat_dlq: Arc<dyn Queue>,
+    /// LiveChat → Instagram work queue.
+    pub to_instagram: Arc<dyn Queue>,
+    /// Its dead-letter queue.
+    pub to_instagram_dlq: Arc<dyn Queue>,
+    /// The one HTTP client for the platforms.
+    pub http: reqwest::Client,
+}
+
+impl Services {
+    /// Services on DynamoDB and SQS.
+    pub fn aws(sdk: &SdkConfig, config: Config, res: &AwsResources) -> Self {
+        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
+        let sqs = aws_sdk_sqs::Client::new(sdk);
+        let q = |url: &str| -> Arc<dyn Queue> { Arc::new(SqsQueue::new(sqs.clone(), url)) };
+        Self {
+            config,
+            repo: Repo::new(Arc::new(DynamoStore::new(dynamo, &res.table_name))),
+            clock: Arc::new(SystemClock),
+            to_livechat: q(&res.to_livechat_queue_url),
+            to_livechat_dlq: q(&res.to_livechat_dlq_url),
+            to_instagram: q(&res.to_instagram_queue_url),
+            to_instagram_dlq: q(&res.to_instagram_dlq_url),
+            http: crate::http::client(),
+        }
+    }
+
+    /// Services held in memory (local runs and tests), on the given clock.
+    pub fn memory(config: Config, clock: Arc<dyn Clock>) -> Self {
+        let pair = |name: &str| -> (Arc<dyn Queue>, Arc<dyn Queue>) {
+            let dlq = Arc::new(MemoryQueue::new(
+                format!("{name}-dlq"),
+                clock.clone(),
+                MemoryQueueSettings::default(),
+            ));
+            let queue = Arc::new(MemoryQueue::new(
+                name,
+                clock.clone(),
+                MemoryQueueSettings {
+                    dead_letter: Some(dlq.clone()),
+                    ..MemoryQueueSettings::default()
+                },
+            ));
+            (queue, dlq)
+        };
+        let (to_livechat, to_livechat_dlq) = pair("to-livechat");
+        let (to_instagram, to_instagram_dlq) = pair("to-instagram");
+        Self {
+            config,
+            repo: Repo::new(Arc::new(MemoryStore::new())),
+            clock,
+            to_livechat,
+            to_livechat_dlq,
+            to_instagram,
+            to_instagram_dlq,
+            http: crate::http::client(),
+        }
+    }
+
+    /// The Graph API client.
+    pub fn graph(&self) -> GraphClient {
+        GraphClient::new(
+            self.http.clone(),
+            &self.config.graph_api_base_url,
+            &self.config.graph_api_version,
+        )
+    }
+
+    /// The LiveChat client.
+    pub fn livechat(&self) -> LivechatClient {
+        LivechatClient::new(
+            self.http.clone(),
+            &self.config.livechat_api_base_url,
+            &self.config.livechat_accounts_base_url,
+            &self.config.livechat_client_id,
+            self.config.livechat_client_secret.clone(),
+        )
+    }
+
+    /// The Instagram webhook's state.
+    pub fn instagram_ingest(&self) -> Arc<InstagramIngest> {
+        Arc::new(InstagramIngest {
+            app_secret: self.config.meta_app_secret.clone(),
+            verify_token: self.config.meta_verify_token.clone(),
+            repo: self.repo.clone(),
+            queue: self.to_livechat.clone(),
+            dead_letter: self.to_livechat_dlq.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// The instagram-to-livechat worker.
+    pub fn inbound(&self) -> Inbound {
+        Inbound {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            livechat: self.livechat(),
+            graph: self.graph(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The LiveChat chat webhook's state.
+    pub fn livechat_ingest(&self) -> Arc<LivechatIngest> {
+        Arc::new(LivechatIngest {
+            webhook_secret: self.config.livechat_webhook_secret.clone(),
+            repo: self.repo.clone(),
+            queue: self.to_instagram.clone(),
+            dead_letter: self.to_instagram_dlq.clone(),
+            clock: self.clock.clone(),
+        })
+    }
+
+    /// The livechat-to-instagram worker.
+    pub fn outbound(&self) -> Outbound {
+        Outbound {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            livechat: self.livechat(),
+            graph: self.graph(),
+            clock: self.clock.clone(),
+            public_base_url: self.config.public_base_url.clone(),
+        }
+    }
+}

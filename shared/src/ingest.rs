@@ -1,0 +1,288 @@
+//! The ingest edge: HTTP routes that authenticate a webhook, split it into jobs and enqueue them
+//! before answering. The same axum routers serve Lambda (through lambda_http) and the local server.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::clock::Clock;
+use crate::domain::AccountRoute;
+use crate::instagram::webhook;
+use crate::jobs::{Envelope, Job, Source, unparsed_jobs};
+use crate::queue::Queue;
+use crate::store::Repo;
+
+/// Webhook bodies accepted up to this size (Lambda's own limit is 6 MB; Meta has sent > 300 KB).
+pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
+
+/// What the Instagram webhook needs.
+pub struct InstagramIngest {
+    /// Meta app secret (signs the bodies).
+    pub app_secret: SecretString,
+    /// The handshake's verify token.
+    pub verify_token: SecretString,
+    /// Routes accounts to installations.
+    pub repo: Repo,
+    /// The to-livechat queue.
+    pub queue: Arc<dyn Queue>,
+    /// Its dead-letter queue (unparseable bodies go straight there).
+    pub dead_letter: Arc<dyn Queue>,
+    /// Receive times.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// `GET` and `POST /webhooks/instagram`.
+pub fn instagram_router(state: Arc<InstagramIngest>) -> Router {
+    Router::new()
+        .route(
+            "/webhooks/instagram",
+            get(instagram_handshake).post(instagram_events),
+        )
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn instagram_handshake(
+    State(state): State<Arc<InstagramIngest>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
+    let token_ok = q
+        .get("hub.verify_token")
+        .is_some_and(|t| crate::secret_eq(state.verify_token.expose_secret(), t));
+    match (mode_ok && token_ok, q.get("hub.challenge")) {
+        (true, Some(challenge)) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            challenge.clone(),
+        )
+            .into_response(),
+        _ => {
+            tracing::warn!("instagram webhook handshake refused");
+            text(StatusCode::FORBIDDEN, "forbidden")
+        }
+    }
+}
+
+/// What the ack path did with a body (also what the benchmark measures).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    /// Jobs queued for the worker.
+    pub queued: usize,
+    /// Items for accounts with no installation (acknowledged, not stored).
+    pub unrouted: usize,
+    /// Messages parked in the dead-letter queue.
+    pub parked: usize,
+}
+
+async fn instagram_events(
+    State(state): State<Arc<InstagramIngest>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let signature = headers
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok());
+    if !webhook::signature_is_valid(
+        state.app_secret.expose_secret().as_bytes(),
+        signature,
+        &body,
+    ) {
+        tracing::warn!(
+            bytes = body.len(),
+            "instagram webhook with a missing or wrong signature refused"
+        );
+        return text(StatusCode::UNAUTHORIZED, "invalid signature");
+    }
+    match ingest_instagram(&state, &body).await {
+        Ok(report) => {
+            tracing::info!(
+                queued = report.queued,
+                unrouted = report.unrouted,
+                parked = report.parked,
+                "instagram webhook accepted"
+            );
+            text(StatusCode::OK, "EVENT_RECEIVED")
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "instagram webhook not queued; Meta will retry");
+            text(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
+
+/// Splits a verified body and queues its jobs; an error means nothing may be acknowledged.
+pub async fn ingest_instagram(
+    state: &InstagramIngest,
+    body: &[u8],
+) -> Result<IngestReport, String> {
+    let now = state.clock.now();
+    let jobs = match webhook::split(body) {
+        Ok(jobs) => jobs,
+        Err(e) => {
+            let parked = unparsed_jobs(Source::Instagram, &e.to_string(), body, now);
+            let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
+            state
+                .dead_letter
+                .send(&messages)
+                .await
+                .map_err(|e| e.to_string())?;
+            return Ok(IngestReport {
+                parked: messages.len(),
+                ..IngestReport::default()
+            });
+        }
+    };
+    let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_str()).collect();
+    let mut routed = BTreeSet::new();
+    for account in accounts {
+        let route = state
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for(account))
+            .await
+            .map_err(|e| e.to_string())?;
+        if route.is_some() {
+            routed.insert(account.to_string());
+        }
+    }
+    let mut report = IngestReport::default();
+    let mut messages = Vec::new();
+    let mut oversized = Vec::new();
+    for job in jobs {
+        if !routed.contains(&job.ig_account_id) {
+            report.unrouted += 1;
+            continue;
+        }
+        let msg = Envelope::new(Job::InstagramEvent(job), now).to_message();
+        if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
+            oversized.push(msg.body);
+        } else {
+            messages.push(msg);
+        }
+    }
+    state
+        .queue
+        .send(&messages)
+        .await
+        .map_err(|e| e.to_string())?;
+    report.queued = messages.len();
+    // An item too large for the queue is kept whole in the dead-letter queue for a human.
+    for body in oversized {
+        let parked = unparsed_jobs(
+            Source::Instagram,
+            "item too large for the queue",
+            body.as_bytes(),
+            now,
+        );
+        let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
+        state
+            .dead_letter
+            .send(&messages)
+            .await
+            .map_err(|e| e.to_string())?;
+        report.parked += messages.len();
+    }
+    Ok(report)
+}
+
+/// What the LiveChat chat webhook needs.
+pub struct LivechatIngest {
+    /// The `secret_key` LiveChat puts in chat webhook bodies.
+    pub webhook_secret: SecretString,
+    /// Finds installations.
+    pub repo: Repo,
+    /// The to-instagram queue.
+    pub queue: Arc<dyn Queue>,
+    /// Its dead-letter queue.
+    pub dead_letter: Arc<dyn Queue>,
+    /// Receive times.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// `POST /webhooks/livechat`.
+pub fn livechat_router(state: Arc<LivechatIngest>) -> Router {
+    Router::new()
+        .route("/webhooks/livechat", axum::routing::post(livechat_events))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn livechat_events(State(state): State<Arc<LivechatIngest>>, body: Bytes) -> Response {
+    let value = match crate::livechat::webhook::authenticate(&state.webhook_secret, &body) {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!(reason = %e, bytes = body.len(), "livechat webhook refused");
+            return text(StatusCode::UNAUTHORIZED, "invalid secret_key");
+        }
+    };
+    match ingest_livechat(&state, value, &body).await {
+        Ok(what) => {
+            tracing::info!(result = what, "livechat webhook accepted");
+            text(StatusCode::OK, "ok")
+        }
+        Err(reason) => {
+            tracing::error!(%reason, "livechat webhook not queued; LiveChat will retry");
+            text(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
+
+/// Queues an authentic LiveChat webhook (or parks it); an error means nothing may be acknowledged.
+pub async fn ingest_livechat(
+    state: &LivechatIngest,
+    value: serde_json::Value,
+    raw: &[u8],
+) -> Result<&'static str, String> {
+    use crate::livechat::webhook::{Decision, decide};
+    let now = state.clock.now();
+    match decide(value) {
+        Err(reason) => {
+            // The raw body holds the secret_key; park it without.
+            let mut clean: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
+            if let Some(o) = clean.as_object_mut() {
+                o.remove("secret_key");
+            }
+            let parked =
+                unparsed_jobs(Source::Livechat, &reason, clean.to_string().as_bytes(), now);
+            let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
+            state
+                .dead_letter
+                .send(&messages)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok("parked")
+        }
+        Ok(Decision::Ignore(why)) => Ok(why),
+        Ok(Decision::Enqueue(job)) => {
+            let installed = state
+                .repo
+                .get::<crate::domain::Installation>(&crate::domain::Installation::key_for(
+                    &job.organization_id,
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+            if installed.is_none() {
+                return Ok("unknown organization");
+            }
+            let msg = Envelope::new(Job::LivechatEvent(job), now).to_message();
+            state.queue.send(&[msg]).await.map_err(|e| e.to_string())?;
+            Ok("queued")
+        }
+    }
+}

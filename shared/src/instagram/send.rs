@@ -1,0 +1,178 @@
+//! Sending to Instagram: text split to the Send API's 1000-byte limit, attachment types from MIME
+//! types, and the messaging-window rules (24 h standard, `HUMAN_AGENT` up to 7 days).
+
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{Value, json};
+
+/// The Send API's limit on text, in UTF-8 bytes.
+pub const MAX_TEXT_BYTES: usize = 1000;
+
+/// Splits text into pieces of at most `max` bytes, at whitespace where possible, otherwise at a
+/// character boundary; order kept, nothing lost but the whitespace at the cut.
+pub fn split_text(text: &str, max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text.trim();
+    while rest.len() > max {
+        let mut cut = max;
+        while !rest.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        // Prefer the last whitespace in the window, unless that leaves a tiny piece.
+        if let Some(ws) = rest[..cut].rfind(char::is_whitespace) {
+            if ws > max / 2 {
+                cut = ws;
+            }
+        }
+        out.push(rest[..cut].trim_end().to_string());
+        rest = rest[cut..].trim_start();
+    }
+    if !rest.is_empty() {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+/// The Instagram attachment type for a MIME type, or `None` when Instagram cannot take it as a
+/// file (then the link is sent as text).
+pub fn attachment_type(content_type: &str) -> Option<&'static str> {
+    let ct = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match ct.as_str() {
+        "image/png" | "image/jpeg" | "image/jpg" | "image/gif" => Some("image"),
+        c if c.starts_with("video/") => Some("video"),
+        c if c.starts_with("audio/") => Some("audio"),
+        "application/pdf" => Some("file"),
+        _ => None,
+    }
+}
+
+/// Who wrote a LiveChat message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Author {
+    /// A human agent.
+    Human,
+    /// A bot (ChatBot, automations).
+    Bot,
+}
+
+/// How a message may be sent, given the customer's last message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// Inside 24 hours: a standard response.
+    Standard,
+    /// 24 hours to 7 days, written by a human: `MESSAGE_TAG` + `HUMAN_AGENT`.
+    HumanAgent,
+    /// A bot after 24 hours.
+    ClosedForBots,
+    /// Nobody after 7 days, or the customer never wrote.
+    Closed,
+}
+
+/// Applies Meta's messaging-window policy.
+pub fn window(
+    last_customer_message: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    author: Author,
+) -> Window {
+    let Some(last) = last_customer_message else {
+        return Window::Closed;
+    };
+    let age = now - last;
+    if age < Duration::hours(24) {
+        Window::Standard
+    } else if age >= Duration::days(7) {
+        Window::Closed
+    } else if author == Author::Human {
+        Window::HumanAgent
+    } else {
+        Window::ClosedForBots
+    }
+}
+
+/// A Send API body for `message` to `igsid` under the window (which must allow sending).
+pub fn message_body(igsid: &str, message: Value, window: Window) -> Value {
+    let mut body = json!({"recipient": {"id": igsid}, "message": message});
+    match window {
+        Window::HumanAgent => {
+            body["messaging_type"] = json!("MESSAGE_TAG");
+            body["tag"] = json!("HUMAN_AGENT");
+        }
+        _ => body["messaging_type"] = json!("RESPONSE"),
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_split_at_words_and_utf8_boundaries() {
+        assert_eq!(split_text("short", MAX_TEXT_BYTES), vec!["short"]);
+        let words = "lorem ipsum ".repeat(200);
+        let parts = split_text(&words, MAX_TEXT_BYTES);
+        assert!(parts.len() >= 3);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.len() <= MAX_TEXT_BYTES && !p.starts_with(' ') && !p.ends_with(' '))
+        );
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.ends_with("ipsum") || p.ends_with("lorem")),
+            "cut inside a word: {parts:?}"
+        );
+        assert_eq!(parts.join(" "), words.trim());
+        let emoji = "😀".repeat(600); // 2400 bytes, no spaces
+        let parts = split_text(&emoji, MAX_TEXT_BYTES);
+        assert!(parts.iter().all(|p| p.len() <= MAX_TEXT_BYTES));
+        assert_eq!(parts.concat(), emoji);
+    }
+
+    #[test]
+    fn window_table() {
+        let now = Utc::now();
+        let h = |hours: i64| Some(now - Duration::hours(hours));
+        let cases = [
+            (h(1), Author::Human, Window::Standard),
+            (h(1), Author::Bot, Window::Standard),
+            (h(25), Author::Human, Window::HumanAgent),
+            (h(25), Author::Bot, Window::ClosedForBots),
+            (h(24 * 7 - 1), Author::Human, Window::HumanAgent),
+            (h(24 * 7), Author::Human, Window::Closed),
+            (h(24 * 8), Author::Bot, Window::Closed),
+            (None, Author::Human, Window::Closed),
+        ];
+        for (last, author, expected) in cases {
+            assert_eq!(window(last, now, author), expected, "{last:?} {author:?}");
+        }
+    }
+
+    #[test]
+    fn bodies_carry_the_tag_only_for_human_agent() {
+        let b = message_body("IGSID", json!({"text": "hi"}), Window::HumanAgent);
+        assert_eq!(
+            b,
+            json!({"recipient": {"id": "IGSID"}, "message": {"text": "hi"}, "messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"})
+        );
+        let b = message_body("IGSID", json!({"text": "hi"}), Window::Standard);
+        assert_eq!(b["messaging_type"], "RESPONSE");
+        assert!(b.get("tag").is_none());
+    }
+
+    #[test]
+    fn attachment_types_from_mime() {
+        assert_eq!(attachment_type("image/png"), Some("image"));
+        assert_eq!(attachment_type("IMAGE/JPEG; charset=binary"), Some("image"));
+        assert_eq!(attachment_type("video/mp4"), Some("video"));
+        assert_eq!(attachment_type("audio/mpeg"), Some("audio"));
+        assert_eq!(attachment_type("application/pdf"), Some("file"));
+        assert_eq!(attachment_type("application/msword"), None);
+        assert_eq!(attachment_type("image/webp"), None);
+    }
+}

@@ -1,0 +1,380 @@
+//! LiveChat: the accounts service (agent and customer tokens) and the Customer Chat Web API
+//! v3.6, through which the bridge acts as each Instagram customer.
+
+pub mod webhook;
+
+use bytes::Bytes;
+use reqwest::StatusCode;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::http::{is_retryable_error, is_retryable_status};
+
+/// The Customer Chat API version.
+pub const API_VERSION: &str = "3.6";
+
+/// A LiveChat failure.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LivechatError {
+    /// LiveChat answered with an error (`error.type`, or the accounts service's `error` string).
+    #[error("livechat {status} {kind}: {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// Error type, e.g. `authentication`, `chat_inactive`, `invalid_grant`.
+        kind: String,
+        /// LiveChat's message.
+        message: String,
+    },
+    /// The request did not complete.
+    #[error("livechat transport: {message}")]
+    Transport {
+        /// What failed.
+        message: String,
+        /// Whether retrying may help.
+        retryable: bool,
+    },
+}
+
+impl LivechatError {
+    /// The token was refused (expired or revoked).
+    pub fn is_auth(&self) -> bool {
+        matches!(self, LivechatError::Api { status, kind, .. } if *status == 401 || kind == "authentication")
+    }
+
+    /// The chat has no active thread.
+    pub fn is_chat_inactive(&self) -> bool {
+        matches!(self, LivechatError::Api { kind, .. } if kind == "chat_inactive")
+    }
+
+    /// A refresh token that no longer works.
+    pub fn is_grant_refused(&self) -> bool {
+        matches!(self, LivechatError::Api { kind, .. } if kind == "invalid_grant" || kind == "invalid_client" || kind == "missing_grant")
+    }
+
+    /// Throttling, LiveChat faults, timeouts, transport errors: retry later.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            LivechatError::Api { status, kind, .. } => {
+                matches!(
+                    kind.as_str(),
+                    "too_many_requests"
+                        | "internal"
+                        | "service_unavailable"
+                        | "request_timeout"
+                        | "temporarily_unavailable"
+                        | "server_error"
+                ) || is_retryable_status(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK))
+            }
+            LivechatError::Transport { retryable, .. } => *retryable,
+        }
+    }
+}
+
+fn transport(e: reqwest::Error) -> LivechatError {
+    LivechatError::Transport {
+        retryable: is_retryable_error(&e),
+        message: e.without_url().to_string(),
+    }
+}
+
+async fn parse(res: reqwest::Response) -> Result<Value, LivechatError> {
+    let status = res.status();
+    let text = res.text().await.map_err(transport)?;
+    let body: Value = if text.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    };
+    if status.is_success() {
+        return Ok(body);
+    }
+    let (kind, message) = match body.get("error") {
+        Some(Value::Object(e)) => (
+            e.get("type").and_then(Value::as_str).unwrap_or("unknown"),
+            e.get("message").and_then(Value::as_str).unwrap_or(""),
+        ),
+        Some(Value::String(kind)) => (
+            kind.as_str(),
+            body.get("error_description")
+                .and_then(Value::as_str)
+                .unwrap_or(""),
+        ),
+        _ => ("unknown", ""),
+    };
+    Err(LivechatError::Api {
+        status: status.as_u16(),
+        kind: kind.to_string(),
+        message: message.to_string(),
+    })
+}
+
+/// Tokens from the accounts token endpoint.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TokenSet {
+    /// Agent access token.
+    pub access_token: SecretString,
+    /// Refresh token (non-rotating for server-side apps; store it anyway).
+    pub refresh_token: Option<SecretString>,
+    /// Lifetime in seconds.
+    pub expires_in: i64,
+    /// The organization.
+    pub organization_id: Option<String>,
+    /// The account that authorized.
+    pub account_id: Option<String>,
+    /// Granted scopes, comma-separated.
+    pub scope: Option<String>,
+}
+
+/// A customer token from the agent_token grant.
+#[derive(Debug, Clone, Deserialize)]
+pub struct CustomerToken {
+    /// The customer's bearer token.
+    pub access_token: SecretString,
+    /// The customer id, to reuse for later grants.
+    pub entity_id: String,
+    /// Lifetime in seconds.
+    pub expires_in: i64,
+}
+
+/// Result of `start_chat`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct StartedChat {
+    /// The new chat.
+    pub chat_id: String,
+    /// Its thread.
+    pub thread_id: String,
+    /// Ids of the initial events, in order.
+    #[serde(default)]
+    pub event_ids: Vec<String>,
+}
+
+/// Result of `resume_chat`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ResumedChat {
+    /// The new thread.
+    pub thread_id: String,
+    /// Ids of the initial events.
+    #[serde(default)]
+    pub event_ids: Vec<String>,
+}
+
+/// The LiveChat client for one app (client id/secret), any organization.
+#[derive(Debug, Clone)]
+pub struct LivechatClient {
+    http: reqwest::Client,
+    api_base: String,
+    accounts_base: String,
+    client_id: String,
+    client_secret: SecretString,
+}
+
+impl LivechatClient {
+    /// A client against the given bases.
+    pub fn new(
+        http: reqwest::Client,
+        api_base: &str,
+        accounts_base: &str,
+        client_id: &str,
+        client_secret: SecretString,
+    ) -> Self {
+        Self {
+            http,
+            api_base: api_base.trim_end_matches('/').to_string(),
+            accounts_base: accounts_base.trim_end_matches('/').to_string(),
+            client_id: client_id.to_string(),
+            client_secret,
+        }
+    }
+
+    /// Refreshes an agent token (`grant_type=refresh_token`).
+    pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, LivechatError> {
+        let res = self
+            .http
+            .post(format!("{}/v2/token", self.accounts_base))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token.expose_secret()),
+                ("client_id", &self.client_id),
+                ("client_secret", self.client_secret.expose_secret()),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = parse(res).await?;
+        serde_json::from_value(body).map_err(|e| LivechatError::Transport {
+            message: format!("token response shape: {e}"),
+            retryable: false,
+        })
+    }
+
+    /// The agent_token grant: a new customer (no `entity_id`) or a fresh token for one.
+    pub async fn customer_token(
+        &self,
+        agent_token: &SecretString,
+        entity_id: Option<&str>,
+    ) -> Result<CustomerToken, LivechatError> {
+        let mut body = json!({
+            "grant_type": "agent_token",
+            "client_id": self.client_id,
+            "response_type": "token",
+        });
+        if let Some(id) = entity_id {
+            body["entity_id"] = json!(id);
+        }
+        let res = self
+            .http
+            .post(format!("{}/v2/customer/token", self.accounts_base))
+            .bearer_auth(agent_token.expose_secret())
+            .json(&body)
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = parse(res).await?;
+        serde_json::from_value(body).map_err(|e| LivechatError::Transport {
+            message: format!("customer token shape: {e}"),
+            retryable: false,
+        })
+    }
+
+    fn action_url(&self, action: &str) -> String {
+        format!("{}/v{API_VERSION}/customer/action/{action}", self.api_base)
+    }
+
+    /// Calls a Customer Chat API action as the customer.
+    pub async fn customer_action(
+        &self,
+        organization_id: &str,
+        token: &SecretString,
+        action: &str,
+        body: &Value,
+    ) -> Result<Value, LivechatError> {
+        let res = self
+            .http
+            .post(self.action_url(action))
+            .query(&[("organization_id", organization_id)])
+            .bearer_auth(token.expose_secret())
+            .json(body)
+            .send()
+            .await
+            .map_err(transport)?;
+        parse(res).await
+    }
+
+    /// `start_chat` (continuous) with initial events.
+    pub async fn start_chat(
+        &self,
+        org: &str,
+        token: &SecretString,
+        events: &[Value],
+    ) -> Result<StartedChat, LivechatError> {
+        let body = json!({"chat": {"thread": {"events": events}}, "continuous": true});
+        let v = self
+            .customer_action(org, token, "start_chat", &body)
+            .await?;
+        shape(v)
+    }
+
+    /// `resume_chat` carrying the events as the new thread's first events.
+    pub async fn resume_chat(
+        &self,
+        org: &str,
+        token: &SecretString,
+        chat_id: &str,
+        events: &[Value],
+    ) -> Result<ResumedChat, LivechatError> {
+        let body =
+            json!({"chat": {"id": chat_id, "thread": {"events": events}}, "continuous": true});
+        let v = self
+            .customer_action(org, token, "resume_chat", &body)
+            .await?;
+        shape(v)
+    }
+
+    /// `send_event` into the active thread; returns the event id.
+    pub async fn send_event(
+        &self,
+        org: &str,
+        token: &SecretString,
+        chat_id: &str,
+        event: &Value,
+    ) -> Result<String, LivechatError> {
+        let body = json!({"chat_id": chat_id, "event": event});
+        let v = self
+            .customer_action(org, token, "send_event", &body)
+            .await?;
+        v.get("event_id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| LivechatError::Transport {
+                message: "send_event answered without event_id".into(),
+                retryable: false,
+            })
+    }
+
+    /// `upload_file` (multipart, ≤ 10 MB); returns the LiveChat CDN URL.
+    pub async fn upload_file(
+        &self,
+        org: &str,
+        token: &SecretString,
+        name: &str,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> Result<String, LivechatError> {
+        let part = reqwest::multipart::Part::stream(bytes)
+            .file_name(name.to_string())
+            .mime_str(content_type)
+            .map_err(transport)?;
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let res = self
+            .http
+            .post(self.action_url("upload_file"))
+            .query(&[("organization_id", org)])
+            .bearer_auth(token.expose_secret())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let v = parse(res).await?;
+        v.get("url")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| LivechatError::Transport {
+                message: "upload_file answered without url".into(),
+                retryable: false,
+            })
+    }
+}
+
+fn shape<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, LivechatError> {
+    serde_json::from_value(v).map_err(|e| LivechatError::Transport {
+        message: format!("unexpected response shape: {e}"),
+        retryable: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, kind: &str) -> LivechatError {
+        LivechatError::Api {
+            status,
+            kind: kind.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn classifies_errors() {
+        assert!(api(401, "authentication").is_auth());
+        assert!(api(403, "authentication").is_auth());
+        assert!(api(422, "chat_inactive").is_chat_inactive());
+        assert!(api(429, "too_many_requests").is_transient());
+        assert!(api(500, "internal").is_transient());
+        assert!(api(400, "invalid_grant").is_grant_refused());
+        assert!(!api(400, "validation").is_transient());
+        assert!(!api(400, "customer_banned").is_transient());
+    }
+}

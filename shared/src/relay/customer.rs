@@ -1,0 +1,330 @@
+//! Acting as an Instagram customer in LiveChat: the installation's agent token (refreshed when
+//! due, the installation flagged when refresh is refused), the customer grant, the customer
+//! token cache, and one retry on a refused token. Both workers use it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::cipher::{CipherError, TokenCipher};
+use crate::clock::Clock;
+use crate::domain::*;
+use crate::livechat::{CustomerToken, LivechatClient, LivechatError};
+use crate::store::{Condition, Repo, StoreError};
+use crate::worker::Outcome;
+
+/// Tokens this close to expiry are renewed before use.
+const TOKEN_MARGIN_SECS: i64 = 300;
+
+/// Why a job did not complete.
+#[derive(Debug)]
+pub(crate) enum Fail {
+    /// Try again later.
+    Retry(String),
+    /// Park for a human.
+    Park(String),
+    /// Kept typed so callers can react to specific LiveChat errors.
+    Livechat(LivechatError),
+}
+
+impl From<StoreError> for Fail {
+    fn from(e: StoreError) -> Self {
+        if e.is_transient() {
+            Fail::Retry(e.to_string())
+        } else {
+            Fail::Park(e.to_string())
+        }
+    }
+}
+
+impl From<LivechatError> for Fail {
+    fn from(e: LivechatError) -> Self {
+        Fail::Livechat(e)
+    }
+}
+
+impl From<CipherError> for Fail {
+    fn from(e: CipherError) -> Self {
+        Fail::Park(e.to_string())
+    }
+}
+
+impl Fail {
+    /// The queue outcome.
+    pub(crate) fn outcome(self) -> Outcome {
+        match self {
+            Fail::Retry(reason) => Outcome::Retry {
+                reason,
+                after: None,
+            },
+            Fail::Park(reason) => Outcome::Park(reason),
+            Fail::Livechat(e) if e.is_transient() => Outcome::Retry {
+                reason: e.to_string(),
+                after: None,
+            },
+            Fail::Livechat(e) => Outcome::Park(e.to_string()),
+        }
+    }
+}
+
+/// A customer identity ready to act.
+pub(crate) struct Session {
+    /// The contact record (saved by the caller when changed).
+    pub contact: Contact,
+    /// A valid customer token.
+    pub token: SecretString,
+}
+
+/// The customer-side toolkit.
+#[derive(Clone)]
+pub(crate) struct Customers {
+    pub repo: Repo,
+    pub cipher: TokenCipher,
+    pub livechat: LivechatClient,
+    pub clock: Arc<dyn Clock>,
+}
+
+fn customer_token_context(c: &Contact) -> String {
+    token_context(
+        &c.organization_id,
+        &format!("livechat.customer_token:{}:{}", c.ig_account_id, c.igsid),
+    )
+}
+
+impl Customers {
+    /// The installation's agent token, refreshed when near expiry or when `force`d.
+    pub async fn agent_token(
+        &self,
+        inst: &mut Installation,
+        force: bool,
+    ) -> Result<SecretString, Fail> {
+        let org = inst.organization_id.clone();
+        let fresh = inst
+            .access_token_expires_at
+            .is_some_and(|e| (e - self.clock.now()).num_seconds() > TOKEN_MARGIN_SECS);
+        if let (Some(token), true, false) = (&inst.access_token, fresh, force) {
+            return Ok(self
+                .cipher
+                .open(token, &token_context(&org, "livechat.access_token"))?);
+        }
+        let Some(refresh) = &inst.refresh_token else {
+            return Err(Fail::Park("installation has no refresh token".into()));
+        };
+        let refresh = self
+            .cipher
+            .open(refresh, &token_context(&org, "livechat.refresh_token"))?;
+        match self.livechat.refresh(&refresh).await {
+            Ok(set) => {
+                let now = self.clock.now();
+                inst.access_token = Some(self.cipher.seal(
+                    &set.access_token,
+                    &token_context(&org, "livechat.access_token"),
+                ));
+                if let Some(rt) = &set.refresh_token {
+                    inst.refresh_token = Some(
+                        self.cipher
+                            .seal(rt, &token_context(&org, "livechat.refresh_token")),
+                    );
+                }
+                inst.access_token_expires_at =
+                    Some(now + chrono::Duration::seconds(set.expires_in));
+                inst.updated_at = now;
+                self.repo.put(inst, Condition::Always).await?;
+                Ok(set.access_token)
+            }
+            Err(e) if e.is_grant_refused() || e.is_auth() => {
+                inst.status = InstallationStatus::ReauthRequired;
+                inst.updated_at = self.clock.now();
+                self.repo.put(inst, Condition::Always).await?;
+                tracing::error!(organization_id = %org, "LiveChat refused the refresh token; installation marked for re-authorization");
+                Err(Fail::Park(
+                    "LiveChat refused the refresh token; the installation must be re-authorized"
+                        .into(),
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A customer grant with the agent token, refreshing the agent token once on 401.
+    pub async fn grant(
+        &self,
+        inst: &mut Installation,
+        entity_id: Option<&str>,
+    ) -> Result<CustomerToken, Fail> {
+        let agent = self.agent_token(inst, false).await?;
+        match self.livechat.customer_token(&agent, entity_id).await {
+            Err(e) if e.is_auth() => {
+                let agent = self.agent_token(inst, true).await?;
+                Ok(self.livechat.customer_token(&agent, entity_id).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// The existing customer for an IGSID, with a valid token.
+    pub async fn find(
+        &self,
+        inst: &mut Installation,
+        ig: &str,
+        igsid: &str,
+    ) -> Result<Option<Session>, Fail> {
+        let org = inst.organization_id.clone();
+        let Some(contact) = self
+            .repo
+            .get::<Contact>(&Contact::key_for(&org, ig, igsid))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let now = self.clock.now();
+        let cached = match (&contact.customer_token, contact.customer_token_expires_at) {
+            (Some(t), Some(exp)) if (exp - now).num_seconds() > TOKEN_MARGIN_SECS => {
+                Some(self.cipher.open(t, &customer_token_context(&contact))?)
+            }
+            _ => None,
+        };
+        Ok(Some(match cached {
+            Some(token) => Session { contact, token },
+            None => {
+                let mut s = Session {
+                    contact,
+                    token: SecretString::from(String::new()),
+                };
+                self.regrant(inst, &mut s).await?;
+                s
+            }
+        }))
+    }
+
+    /// A new LiveChat customer for an IGSID, saved at once so a retry reuses it.
+    pub async fn create(
+        &self,
+        inst: &mut Installation,
+        ig: &str,
+        igsid: &str,
+    ) -> Result<Session, Fail> {
+        let granted = self.grant(inst, None).await?;
+        let now = self.clock.now();
+        let mut contact = Contact {
+            organization_id: inst.organization_id.clone(),
+            ig_account_id: ig.to_string(),
+            igsid: igsid.to_string(),
+            customer_id: granted.entity_id.clone(),
+            chat_id: None,
+            thread_id: None,
+            thread_active: None,
+            customer_token: None,
+            customer_token_expires_at: Some(now + chrono::Duration::seconds(granted.expires_in)),
+            last_customer_message_at: None,
+            profile_synced_at: None,
+            updated_at: now,
+            expires_at: None,
+        };
+        contact.customer_token = Some(
+            self.cipher
+                .seal(&granted.access_token, &customer_token_context(&contact)),
+        );
+        self.repo.put(&contact, Condition::Always).await?;
+        Ok(Session {
+            contact,
+            token: granted.access_token,
+        })
+    }
+
+    /// Renews the customer token (`entity_id` grant) and caches it.
+    pub async fn regrant(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+    ) -> Result<(), Fail> {
+        let entity = session.contact.customer_id.clone();
+        let granted = self.grant(inst, Some(&entity)).await?;
+        session.contact.customer_token = Some(self.cipher.seal(
+            &granted.access_token,
+            &customer_token_context(&session.contact),
+        ));
+        session.contact.customer_token_expires_at =
+            Some(self.clock.now() + chrono::Duration::seconds(granted.expires_in));
+        session.token = granted.access_token;
+        self.repo.put(&session.contact, Condition::Always).await?;
+        Ok(())
+    }
+
+    /// Runs a customer call, renewing the customer token once if LiveChat refuses it.
+    pub async fn call<T, F, Fut>(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        call: F,
+    ) -> Result<T, Fail>
+    where
+        F: Fn(LivechatClient, SecretString) -> Fut,
+        Fut: Future<Output = Result<T, LivechatError>>,
+    {
+        match call(self.livechat.clone(), session.token.clone()).await {
+            Err(e) if e.is_auth() => {
+                self.regrant(inst, session).await?;
+                Ok(call(self.livechat.clone(), session.token.clone()).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Calls a Customer Chat API action with a JSON body as this customer.
+    pub async fn action(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        action: &str,
+        body: Value,
+    ) -> Result<Value, Fail> {
+        let org = inst.organization_id.clone();
+        self.call(inst, session, |lc, tok| {
+            let body = body.clone();
+            let org = org.clone();
+            let action = action.to_string();
+            async move { lc.customer_action(&org, &tok, &action, &body).await }
+        })
+        .await
+    }
+
+    /// Posts a notice from the bridge into the customer's chat (not attributed to the customer).
+    pub async fn notice(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        text: &str,
+        custom_id: &str,
+    ) -> Result<(), Fail> {
+        let Some(chat_id) = session.contact.chat_id.clone() else {
+            return Ok(());
+        };
+        let event = notice_event(text, custom_id);
+        let org = inst.organization_id.clone();
+        let sent = self
+            .call(inst, session, |lc, tok| {
+                let (org, chat_id, event) = (org.clone(), chat_id.clone(), event.clone());
+                async move { lc.send_event(&org, &tok, &chat_id, &event).await }
+            })
+            .await;
+        match sent {
+            Ok(_) => Ok(()),
+            Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
+                let body =
+                    json!({"chat_id": chat_id, "event": event, "attach_to_last_thread": true});
+                self.action(inst, session, "send_event", body)
+                    .await
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A bridge notice as a LiveChat event.
+pub(crate) fn notice_event(text: &str, custom_id: &str) -> Value {
+    json!({"type": "system_message", "system_message_type": "igbridge.notice", "text": text, "custom_id": custom_id})
+}

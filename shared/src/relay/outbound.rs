@@ -1,0 +1,533 @@
+//! livechat-to-instagram: sends agent messages, files and read marks from LiveChat to the
+//! customer on Instagram through the Send API, within Meta's messaging window, and turns every
+//! failure into an action the agent can see.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::customer::{Customers, Fail, Session};
+use crate::cipher::TokenCipher;
+use crate::clock::Clock;
+use crate::domain::*;
+use crate::instagram::graph::{GraphClient, GraphError};
+use crate::instagram::send::{
+    Author, MAX_TEXT_BYTES, Window, attachment_type, message_body, split_text, window,
+};
+use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
+use crate::livechat::LivechatClient;
+use crate::store::{Condition, Record, Repo, StoreError};
+use crate::worker::{JobHandler, Outcome};
+
+/// Pending-send records outlive any send by far; the sweeper removes leftovers.
+const PENDING_TTL_SECS: i64 = 24 * 3600;
+
+/// The livechat-to-instagram worker.
+pub struct Outbound {
+    /// Records.
+    pub repo: Repo,
+    /// Token cipher.
+    pub cipher: TokenCipher,
+    /// LiveChat client (for notices to the agent).
+    pub livechat: LivechatClient,
+    /// Graph API client (Send API).
+    pub graph: GraphClient,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Where admins reconnect an account.
+    pub public_base_url: String,
+}
+
+/// Everything a job needs about its conversation, found strictly within its organization.
+struct Conversation {
+    inst: Installation,
+    conn: InstagramConnection,
+    route: ChatRoute,
+}
+
+#[async_trait]
+impl JobHandler for Outbound {
+    fn source(&self) -> Source {
+        Source::Livechat
+    }
+
+    async fn handle(&self, envelope: &Envelope, _receive_count: u32) -> Outcome {
+        let Job::LivechatEvent(job) = &envelope.job else {
+            return Outcome::Park("not a LiveChat event job".into());
+        };
+        match self.run(job).await {
+            Ok(outcome) => outcome,
+            Err(fail) => fail.outcome(),
+        }
+    }
+}
+
+/// Who wrote an event: LiveChat agents have e-mail ids; bots have opaque ids.
+fn author_of(author_id: &str) -> Author {
+    if author_id.contains('@') {
+        Author::Human
+    } else {
+        Author::Bot
+    }
+}
+
+/// The Send API messages for a LiveChat event, in order; `None` for events not forwarded.
+fn messages_for(event: &Value) -> Option<Vec<Value>> {
+    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
+    match s("type") {
+        "message" => Some(
+            split_text(s("text"), MAX_TEXT_BYTES)
+                .into_iter()
+                .map(|t| json!({"text": t}))
+                .collect(),
+        ),
+        "file" => {
+            let url = s("url");
+            Some(match attachment_type(s("content_type")) {
+                Some(kind) => vec![json!({"attachment": {"type": kind, "payload": {"url": url}}})],
+                None => split_text(&format!("📎 {}\n{url}", s("name")), MAX_TEXT_BYTES)
+                    .into_iter()
+                    .map(|t| json!({"text": t}))
+                    .collect(),
+            })
+        }
+        "rich_message" => {
+            let mut lines = Vec::new();
+            for el in event
+                .get("elements")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                for k in ["title", "subtitle"] {
+                    if let Some(t) = el.get(k).and_then(Value::as_str) {
+                        lines.push(t.to_string());
+                    }
+                }
+                for b in el
+                    .get("buttons")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(t) = b.get("text").and_then(Value::as_str) {
+                        lines.push(format!("• {t}"));
+                    }
+                }
+            }
+            let text = lines.join("\n");
+            (!text.is_empty()).then(|| {
+                split_text(&text, MAX_TEXT_BYTES)
+                    .into_iter()
+                    .map(|t| json!({"text": t}))
+                    .collect()
+            })
+        }
+        _ => None,
+    }
+}
+
+impl Outbound {
+    fn customers(&self) -> Customers {
+        Customers {
+            repo: self.repo.clone(),
+            cipher: self.cipher.clone(),
+            livechat: self.livechat.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    async fn conversation(&self, job: &LivechatEventJob) -> Result<Option<Conversation>, Fail> {
+        let org = &job.organization_id;
+        let Some(inst) = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?
+        else {
+            return Ok(None);
+        };
+        if inst.status == InstallationStatus::Uninstalled {
+            return Ok(None);
+        }
+        let Some(chat_id) = &job.chat_id else {
+            return Ok(None);
+        };
+        // Keys carry the organization: a chat id from another tenant finds nothing here.
+        let Some(route) = self
+            .repo
+            .get::<ChatRoute>(&ChatRoute::key_for(org, chat_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let Some(conn) = self
+            .repo
+            .get::<InstagramConnection>(&InstagramConnection::key_for(org, &route.ig_account_id))
+            .await?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Conversation { inst, conn, route }))
+    }
+
+    async fn run(&self, job: &LivechatEventJob) -> Result<Outcome, Fail> {
+        let Some(mut conv) = self.conversation(job).await? else {
+            return Ok(Outcome::Skipped("chat not bridged for this organization"));
+        };
+        match job.action.as_str() {
+            "incoming_event" => self.forward(&mut conv, job).await,
+            "events_marked_as_seen" => self.mark_seen(&mut conv, job).await,
+            "chat_deactivated" => {
+                let customers = self.customers();
+                let (ig, igsid) = (conv.route.ig_account_id.clone(), conv.route.igsid.clone());
+                if let Some(mut contact) = self
+                    .repo
+                    .get::<Contact>(&Contact::key_for(&conv.inst.organization_id, &ig, &igsid))
+                    .await?
+                {
+                    contact.thread_active = Some(false);
+                    contact.updated_at = customers.clock.now();
+                    self.repo.put(&contact, Condition::Always).await?;
+                }
+                Ok(Outcome::Done)
+            }
+            _ => Ok(Outcome::Skipped("action not forwarded")),
+        }
+    }
+
+    fn page_token(&self, conv: &Conversation) -> Result<SecretString, Fail> {
+        let token = conv
+            .conn
+            .page_token
+            .as_ref()
+            .ok_or_else(|| Fail::Park("the Instagram connection has no Page token".into()))?;
+        Ok(self.cipher.open(
+            token,
+            &token_context(
+                &conv.inst.organization_id,
+                &format!("instagram.page_token:{}", conv.conn.ig_account_id),
+            ),
+        )?)
+    }
+
+    async fn contact(&self, conv: &Conversation) -> Result<Option<Contact>, Fail> {
+        Ok(self
+            .repo
+            .get::<Contact>(&Contact::key_for(
+                &conv.inst.organization_id,
+                &conv.route.ig_account_id,
+                &conv.route.igsid,
+            ))
+            .await?)
+    }
+
+    /// Tells the agent something in the chat, as a bridge notice.
+    async fn tell(&self, conv: &mut Conversation, text: &str, custom_id: &str) -> Result<(), Fail> {
+        let customers = self.customers();
+        let Some(mut session): Option<Session> = customers
+            .find(&mut conv.inst, &conv.route.ig_account_id, &conv.route.igsid)
+            .await?
+        else {
+            return Ok(());
+        };
+        customers
+            .notice(&mut conv.inst, &mut session, text, custom_id)
+            .await
+    }
+
+    async fn mark_seen(
+        &self,
+        conv: &mut Conversation,
+        job: &LivechatEventJob,
+    ) -> Result<Outcome, Fail> {
+        let user = job
+            .webhook
+            .pointer("/payload/user_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let Some(contact) = self.contact(conv).await? else {
+            return Ok(Outcome::Skipped("no contact"));
+        };
+        if user == contact.customer_id || author_of(user) != Author::Human {
+            return Ok(Outcome::Skipped("not an agent's read"));
+        }
+        let token = self.page_token(conv)?;
+        let body = json!({"recipient": {"id": contact.igsid}, "sender_action": "mark_seen"});
+        match self
+            .graph
+            .post(&format!("{}/messages", conv.conn.page_id), &token, &body)
+            .await
+        {
+            Ok(_) => Ok(Outcome::Done),
+            Err(e) if e.is_transient() => Err(Fail::Retry(e.to_string())),
+            // A read mark that cannot be shown is not worth bothering anyone about.
+            Err(e) => {
+                tracing::info!(code = ?graph_code(&e), "mark_seen not accepted by Instagram");
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        conv: &mut Conversation,
+        job: &LivechatEventJob,
+    ) -> Result<Outcome, Fail> {
+        let org = conv.inst.organization_id.clone();
+        let event = job
+            .webhook
+            .pointer("/payload/event")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let event_id = event
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let author_id = event
+            .get("author_id")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let thread_id = job
+            .webhook
+            .pointer("/payload/thread_id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let Some(contact) = self.contact(conv).await? else {
+            return Ok(Outcome::Skipped("no contact for the chat"));
+        };
+        if author_id == contact.customer_id {
+            return Ok(Outcome::Skipped("the customer's own event"));
+        }
+        let Some(messages) = messages_for(&event) else {
+            return Ok(Outcome::Skipped("event type not forwarded to Instagram"));
+        };
+
+        let now = self.clock.now();
+        let idem_key = IdempotencyRecord::key_for(&org, "livechat", &job.event_id);
+        let mut claim = match self.repo.get::<IdempotencyRecord>(&idem_key).await? {
+            Some(r) if r.state == IdempotencyState::Done => {
+                return Ok(Outcome::Skipped("already sent"));
+            }
+            Some(r) => r,
+            None => {
+                let r = IdempotencyRecord {
+                    organization_id: org.clone(),
+                    scope: "livechat".into(),
+                    event_id: job.event_id.clone(),
+                    state: IdempotencyState::InProgress,
+                    claimed_at: now,
+                    completed_at: None,
+                    expires_at: now.timestamp() + IDEMPOTENCY_TTL_SECS,
+                    parts_done: 0,
+                };
+                match self.repo.put(&r, Condition::IfAbsent).await {
+                    Ok(()) => r,
+                    Err(StoreError::ConditionFailed) => {
+                        return Ok(Outcome::Skipped("claimed by another attempt"));
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let notice_id = format!("ig:notice:{}", job.event_id);
+
+        let win = window(contact.last_customer_message_at, now, author_of(author_id));
+        let refusal = match win {
+            Window::ClosedForBots => Some(
+                "Not sent to Instagram: more than 24 hours have passed since the customer's last message, and automated replies are only allowed within 24 hours. A human agent can still reply for up to 7 days.",
+            ),
+            Window::Closed => Some(
+                "Not sent to Instagram: more than 7 days have passed since the customer's last message. Instagram allows a reply only after the customer writes again.",
+            ),
+            _ => None,
+        };
+        if let Some(text) = refusal {
+            self.tell(conv, text, &notice_id).await?;
+            return self.finish(claim).await;
+        }
+
+        let token = self.page_token(conv)?;
+        let igsid = contact.igsid.clone();
+        for (i, message) in messages.iter().enumerate().skip(claim.parts_done as usize) {
+            let pending = PendingSend {
+                organization_id: org.clone(),
+                ig_account_id: conv.route.ig_account_id.clone(),
+                igsid: igsid.clone(),
+                livechat_event_id: format!("{}#{i}", job.event_id),
+                started_at: self.clock.now(),
+                expires_at: now.timestamp() + PENDING_TTL_SECS,
+            };
+            // Written before the call, so an echo that beats the response waits for it.
+            self.repo.put(&pending, Condition::Always).await?;
+            let sent = self
+                .graph
+                .post(
+                    &format!("{}/messages", conv.conn.page_id),
+                    &token,
+                    &message_body(&igsid, message.clone(), win),
+                )
+                .await;
+            let result = match sent {
+                Ok(resp) => {
+                    if let Some(mid) = resp.get("message_id").and_then(Value::as_str) {
+                        self.record(conv, mid, &event_id, thread_id.clone(), i == 0)
+                            .await?;
+                    }
+                    claim.parts_done = i as u32 + 1;
+                    self.repo.put(&claim, Condition::Always).await?;
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            self.repo
+                .store()
+                .delete(&Record::key(&pending), Condition::Always)
+                .await?;
+            if let Err(e) = result {
+                return self.failed(conv, claim, e, &notice_id).await;
+            }
+        }
+        self.finish(claim).await
+    }
+
+    async fn finish(&self, claim: IdempotencyRecord) -> Result<Outcome, Fail> {
+        let done = IdempotencyRecord {
+            state: IdempotencyState::Done,
+            completed_at: Some(self.clock.now()),
+            ..claim
+        };
+        self.repo.put(&done, Condition::Always).await?;
+        Ok(Outcome::Done)
+    }
+
+    /// Records a sent message so its echo is recognised and unsends/reactions can find it.
+    async fn record(
+        &self,
+        conv: &Conversation,
+        mid: &str,
+        event_id: &str,
+        thread_id: Option<String>,
+        first: bool,
+    ) -> Result<(), Fail> {
+        let now = self.clock.now();
+        let org = conv.inst.organization_id.clone();
+        let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
+        self.repo
+            .put(
+                &MessageLink {
+                    organization_id: org.clone(),
+                    ig_account_id: conv.route.ig_account_id.clone(),
+                    mid: mid.to_string(),
+                    chat_id: conv.route.chat_id.clone(),
+                    thread_id,
+                    event_ids: vec![event_id.to_string()],
+                    direction: Direction::Outbound,
+                    created_at: now,
+                    expires_at,
+                },
+                Condition::Always,
+            )
+            .await?;
+        if first {
+            self.repo
+                .put(
+                    &EventLink {
+                        organization_id: org,
+                        chat_id: conv.route.chat_id.clone(),
+                        event_id: event_id.to_string(),
+                        mid: mid.to_string(),
+                        expires_at,
+                    },
+                    Condition::Always,
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Turns a Send API error into an action.
+    async fn failed(
+        &self,
+        conv: &mut Conversation,
+        claim: IdempotencyRecord,
+        e: GraphError,
+        notice_id: &str,
+    ) -> Result<Outcome, Fail> {
+        let code = graph_code(&e);
+        if e.is_outside_window() {
+            let text = "Not sent to Instagram: the messaging window is closed. The customer must write again before you can reply.";
+            self.tell(conv, text, notice_id).await?;
+            return self.finish(claim).await;
+        }
+        if e.is_token_invalid() {
+            conv.conn.status = ConnectionStatus::Broken;
+            conv.conn.updated_at = self.clock.now();
+            self.repo.put(&conv.conn, Condition::Always).await?;
+            let text = format!(
+                "Not sent to Instagram: the Instagram connection has expired or was revoked. An admin must reconnect it at {}/install. This message is kept and can be delivered after reconnecting.",
+                self.public_base_url
+            );
+            self.tell(conv, &text, notice_id).await?;
+            tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
+            return Ok(Outcome::Park(
+                "Instagram Page token invalid (code 190); reconnect, then redrive".into(),
+            ));
+        }
+        if e.is_transient() {
+            return Err(Fail::Retry(format!("Send API: {e}")));
+        }
+        let detail = match &e {
+            GraphError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        };
+        let text = format!(
+            "Not sent to Instagram: {detail} (Meta error {}).",
+            code.map_or("?".into(), |c| c.to_string())
+        );
+        self.tell(conv, &text, notice_id).await?;
+        Ok(Outcome::Park(format!(
+            "Send API refused the message: code {code:?}"
+        )))
+    }
+}
+
+fn graph_code(e: &GraphError) -> Option<i64> {
+    match e {
+        GraphError::Api { code, .. } => *code,
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_map_to_send_api_messages() {
+        let long = "word ".repeat(500);
+        assert_eq!(
+            messages_for(&json!({"type": "message", "text": long}))
+                .unwrap()
+                .len(),
+            3
+        );
+        assert_eq!(
+            messages_for(&json!({"type": "file", "url": "https://cdn/x.png", "content_type": "image/png", "name": "x.png"})).unwrap(),
+            vec![json!({"attachment": {"type": "image", "payload": {"url": "https://cdn/x.png"}}})]
+        );
+        assert_eq!(
+            messages_for(&json!({"type": "file", "url": "https://cdn/x.docx", "content_type": "application/msword", "name": "x.docx"})).unwrap(),
+            vec![json!({"text": "📎 x.docx\nhttps://cdn/x.docx"})]
+        );
+        assert_eq!(
+            messages_for(&json!({"type": "rich_message", "elements": [{"title": "Pick", "buttons": [{"text": "Yes"}, {"text": "No"}]}]})).unwrap(),
+            vec![json!({"text": "Pick\n• Yes\n• No"})]
+        );
+        assert!(messages_for(&json!({"type": "filled_form"})).is_none());
+        assert_eq!(author_of("agent1@example.com"), Author::Human);
+        assert_eq!(author_of("5c9871d5372c824cbf22d860a707a578"), Author::Bot);
+    }
+}

@@ -1,0 +1,930 @@
+//! Instagram → LiveChat end to end inside the core crate: signed webhook bodies through the
+//! instagram-webhook router, the in-memory FIFO queue, and the instagram-to-livechat worker,
+//! against loopback fakes of the Graph API and LiveChat (wiremock) with documented payloads.
+
+#[path = "support/bridge.rs"]
+mod bridge;
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bridge::*;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use shared::clock::Clock;
+use shared::domain::*;
+use shared::instagram::webhook::sign;
+use shared::jobs::{Envelope, Job};
+use shared::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
+use shared::store::{
+    Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError,
+};
+use shared::worker::{Outcome, QueuedJob, process_batch};
+use tower::ServiceExt;
+use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+#[tokio::test]
+async fn handshake_answers_the_challenge_only_with_the_right_token() {
+    let h = Harness::new().await;
+    let router = shared::ingest::instagram_router(h.services.instagram_ingest());
+    let ok = router
+        .clone()
+        .oneshot(Request::get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=CHALLENGE_ACCEPTED").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(
+        ok.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    assert_eq!(
+        ok.into_body().collect().await.unwrap().to_bytes(),
+        "CHALLENGE_ACCEPTED"
+    );
+    for q in [
+        "hub.mode=subscribe&hub.verify_token=wrong&hub.challenge=1",
+        "hub.mode=unsubscribe&hub.verify_token=verify-me&hub.challenge=1",
+        "hub.mode=subscribe&hub.challenge=1",
+    ] {
+        let res = router
+            .clone()
+            .oneshot(
+                Request::get(format!("/webhooks/instagram?{q}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::FORBIDDEN, "{q}");
+    }
+}
+
+#[tokio::test]
+async fn unsigned_or_wrongly_signed_bodies_are_refused_and_nothing_is_queued() {
+    let h = Harness::new().await;
+    let body = webhook(vec![text("MID_TEXT_0001", "hi")]).to_string();
+    assert_eq!(
+        h.post_webhook(&body, None).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.post_webhook(&body, Some(sign(b"not-the-secret", body.as_bytes())))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        h.post_webhook(&body, Some("sha256=00".into())).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(h.services.to_livechat.depth().await.unwrap(), 0);
+    assert_eq!(h.services.to_livechat_dlq.depth().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn authentic_but_unparseable_bodies_are_accepted_and_parked() {
+    let h = Harness::new().await;
+    let body = r#"{"object":"instagram","entry":[{"messaging":[{"message":"#;
+    let (status, _) = h
+        .post_webhook(body, Some(sign(APP_SECRET.as_bytes(), body.as_bytes())))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h.services.to_livechat.depth().await.unwrap(), 0);
+    let parked = h.dlq().await;
+    let Job::Unparsed(u) = &parked[0].job else {
+        panic!()
+    };
+    assert_eq!(u.raw_body, body);
+}
+
+#[tokio::test]
+async fn events_for_unknown_accounts_are_acknowledged_not_stored() {
+    let h = Harness::new().await;
+    let body = json!({"object": "instagram", "entry": [{"id": "999", "time": 1, "messaging": [
+        {"sender": {"id": "X"}, "recipient": {"id": "999"}, "timestamp": 1, "message": {"mid": "M", "text": "hi"}}]}]});
+    assert_eq!(h.deliver(&body).await, StatusCode::OK);
+    assert_eq!(h.services.to_livechat.depth().await.unwrap(), 0);
+}
+
+struct RefusingQueue;
+
+#[async_trait]
+impl Queue for RefusingQueue {
+    async fn send(&self, m: &[OutgoingMessage]) -> Result<(), QueueError> {
+        Err(QueueError::Rejected {
+            failed: m.len(),
+            total: m.len(),
+            reason: "throttled".into(),
+        })
+    }
+    async fn receive(&self, _: u8, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        Ok(vec![])
+    }
+    async fn delete(&self, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn retry_later(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+        Ok(())
+    }
+    async fn depth(&self) -> Result<u64, QueueError> {
+        Ok(0)
+    }
+}
+
+#[tokio::test]
+async fn a_queue_failure_answers_5xx_so_meta_retries() {
+    let mut h = Harness::new().await;
+    h.services.to_livechat = Arc::new(RefusingQueue);
+    let status = h.deliver(&webhook(vec![text("MID_TEXT_0001", "hi")])).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn first_message_creates_the_customer_with_profile_and_starts_a_continuous_chat() {
+    let h = Harness::new().await;
+    assert_eq!(
+        h.deliver(&webhook(vec![text(
+            "MID_TEXT_0001",
+            "Hi, where is my order #1042?"
+        )]))
+        .await,
+        StatusCode::OK
+    );
+    assert!(h.work().await.is_empty());
+
+    let grants = h.requests("/v2/customer/token").await;
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].headers["authorization"], "Bearer dal:AGENT-A");
+    let grant: Value = serde_json::from_slice(&grants[0].body).unwrap();
+    assert_eq!(
+        grant,
+        json!({"grant_type": "agent_token", "client_id": "CLIENT_ID_0001", "response_type": "token"})
+    );
+
+    let profile = h.graph.received_requests().await.unwrap();
+    assert_eq!(
+        profile[0].url.query(),
+        Some("fields=name%2Cusername%2Cprofile_pic")
+    );
+    assert_eq!(profile[0].headers["authorization"], "Bearer PAGE-TOKEN-A");
+
+    let update = &h.calls("update_customer").await[0];
+    assert_eq!(update["name"], "Example Customer");
+    assert_eq!(update["avatar"], "https://cdn.example.com/p.jpg");
+    assert_eq!(
+        update["session_fields"],
+        json!([{"instagram_id": IGSID}, {"instagram_username": "@example_customer"}])
+    );
+
+    let starts = h.requests("start_chat").await;
+    assert_eq!(starts.len(), 1);
+    assert_eq!(
+        starts[0].url.query(),
+        Some(format!("organization_id={ORG}").as_str())
+    );
+    assert_eq!(
+        starts[0].headers["authorization"],
+        "Bearer dal:CUSTOMER-TOKEN"
+    );
+    let started: Value = serde_json::from_slice(&starts[0].body).unwrap();
+    assert_eq!(
+        started,
+        json!({"chat": {"thread": {"events": [
+        {"type": "message", "text": "Hi, where is my order #1042?", "custom_id": "ig:MID_TEXT_0001"}]}}, "continuous": true})
+    );
+
+    let contact = h.contact().await.unwrap();
+    assert_eq!(contact.chat_id.as_deref(), Some("CHAT000001"));
+    assert_eq!(contact.customer_id, "00000000-0000-4000-8000-00000000c001");
+    assert_eq!(
+        contact.last_customer_message_at.unwrap().timestamp_millis(),
+        1569262485349
+    );
+    let route: ChatRoute = h
+        .services
+        .repo
+        .get(&ChatRoute::key_for(ORG, "CHAT000001"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(route.igsid, IGSID);
+    let link: MessageLink = h
+        .services
+        .repo
+        .get(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (link.chat_id.as_str(), link.event_ids.clone()),
+        ("CHAT000001", vec!["THREAD0001_1".to_string()])
+    );
+    assert!(link.expires_at > start().timestamp());
+}
+
+#[tokio::test]
+async fn later_messages_use_send_event_and_an_inactive_chat_is_resumed_with_the_message() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    h.work().await;
+    h.deliver(&webhook(vec![text("M2", "second")])).await;
+    assert!(h.work().await.is_empty());
+    let sends = h.calls("send_event").await;
+    assert_eq!(
+        sends,
+        vec![
+            json!({"chat_id": "CHAT000001", "event": {"type": "message", "text": "second", "custom_id": "ig:M2"}})
+        ]
+    );
+
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/send_event"))
+        .respond_with(ResponseTemplate::new(422).set_body_json(
+            json!({"error": {"type": "chat_inactive", "message": "Chat is inactive"}}),
+        ))
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/resume_chat"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"thread_id": "THREAD0002", "event_ids": ["THREAD0002_1"]})),
+        )
+        .mount(&h.livechat)
+        .await;
+    h.deliver(&webhook(vec![text("M3", "back again")])).await;
+    assert!(h.work().await.is_empty());
+    let resumes = h.calls("resume_chat").await;
+    assert_eq!(
+        resumes,
+        vec![json!({"chat": {"id": "CHAT000001", "thread": {"events": [
+        {"type": "message", "text": "back again", "custom_id": "ig:M3"}]}}, "continuous": true})]
+    );
+    assert_eq!(
+        h.contact().await.unwrap().thread_id.as_deref(),
+        Some("THREAD0002")
+    );
+    let link: MessageLink = h
+        .services
+        .repo
+        .get(&MessageLink::key_for(ORG, IG, "M3"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.event_ids, vec!["THREAD0002_1"]);
+}
+
+#[tokio::test]
+async fn media_is_uploaded_as_file_events_and_a_failed_upload_falls_back_to_the_link() {
+    let h = Harness::new().await;
+    let cdn = format!("{}/cdn/image.jpg", h.graph.uri());
+    let missing = format!("{}/cdn/gone.mp4", h.graph.uri());
+    h.deliver(&webhook(vec![inbound(
+        "message",
+        json!({"mid": "MID_MEDIA_0002", "attachments": [
+        {"type": "image", "payload": {"url": cdn}},
+        {"type": "video", "payload": {"url": missing}}]}),
+    )]))
+    .await;
+    assert!(h.work().await.is_empty());
+    let uploads = h.requests("upload_file").await;
+    assert_eq!(uploads.len(), 1);
+    let ct = uploads[0].headers["content-type"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(ct.starts_with("multipart/form-data"));
+    assert!(
+        uploads[0]
+            .body
+            .windows(4)
+            .any(|w| w == [0xff, 0xd8, 0xff, 0xe0])
+    );
+    let start: Value = h.calls("start_chat").await[0].clone();
+    assert_eq!(
+        start["chat"]["thread"]["events"],
+        json!([
+        {"type": "file", "url": "https://cdn.livechat-files.com/api/file/lc/att/1/abc/image.jpg", "custom_id": "ig:MID_MEDIA_0002"},
+        {"type": "message", "text": format!("[Video]\n{missing}"), "custom_id": "ig:MID_MEDIA_0002:1"}])
+    );
+    let link: MessageLink = h
+        .services
+        .repo
+        .get(&MessageLink::key_for(ORG, IG, "MID_MEDIA_0002"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.event_ids.len(), 2);
+}
+
+#[tokio::test]
+async fn the_same_webhook_three_times_plus_a_redelivery_makes_one_livechat_event() {
+    let h = Harness::new().await;
+    let body = webhook(vec![text("MID_TEXT_0001", "hi")]);
+    for _ in 0..3 {
+        assert_eq!(h.deliver(&body).await, StatusCode::OK);
+    }
+    assert_eq!(
+        h.services.to_livechat.depth().await.unwrap(),
+        1,
+        "queue dedup"
+    );
+    // An SQS redelivery: the same job handled again after it was processed.
+    let got = h
+        .services
+        .to_livechat
+        .receive(10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    let job = QueuedJob::from(got[0].clone());
+    let inbound = h.services.inbound();
+    for _ in 0..2 {
+        let failed = process_batch(
+            &inbound,
+            h.services.to_livechat.as_ref(),
+            h.services.to_livechat_dlq.as_ref(),
+            h.clock.now(),
+            vec![job.clone()],
+        )
+        .await;
+        assert!(failed.is_empty());
+    }
+    // And a Meta retry after the 5-minute dedup window.
+    h.services.to_livechat.delete(&job.receipt).await.unwrap();
+    h.clock.advance(chrono::Duration::minutes(10));
+    h.deliver(&body).await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.requests("start_chat").await.len() + h.requests("send_event").await.len(),
+        1
+    );
+}
+
+/// A store that fails the first write of a message link, as if the worker crashed right after
+/// LiveChat accepted the event.
+struct CrashOnceStore {
+    inner: MemoryStore,
+    armed: Mutex<bool>,
+}
+
+#[async_trait]
+impl Store for CrashOnceStore {
+    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
+        if item.str("kind") == Some("event_link") {
+            let mut armed = self.armed.lock().unwrap();
+            if *armed {
+                *armed = false;
+                return Err(StoreError::Backend {
+                    message: "connection reset".into(),
+                    transient: true,
+                });
+            }
+        }
+        self.inner.put(item, c).await
+    }
+    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(k).await
+    }
+    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
+        self.inner.delete(k, c).await
+    }
+    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
+        self.inner.query(pk, r, p).await
+    }
+    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
+        self.inner.query_organization(o, p).await
+    }
+    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
+        self.inner.set_expiry(k, e).await
+    }
+    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
+        self.inner.delete_many(k).await
+    }
+}
+
+#[tokio::test]
+async fn a_crash_after_livechat_accepted_does_not_duplicate_on_retry() {
+    let store = Arc::new(CrashOnceStore {
+        inner: MemoryStore::new(),
+        armed: Mutex::new(false),
+    });
+    let h = Harness::with_store(store.clone()).await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    *store.armed.lock().unwrap() = true;
+    h.deliver(&webhook(vec![text("M2", "second")])).await;
+    let failed = h.work().await;
+    assert_eq!(failed.len(), 1, "the crash is retried");
+    assert_eq!(h.calls("send_event").await.len(), 1);
+    // LiveChat now holds the event with our custom_id.
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/get_chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "active": true, "events": [
+            {"id": "THREAD0001_1", "custom_id": "ig:M1", "type": "message", "text": "first"},
+            {"id": "THREAD0001_9", "custom_id": "ig:M2", "type": "message", "text": "second"}]}}),
+        ))
+        .mount(&h.livechat)
+        .await;
+    h.clock.advance(chrono::Duration::minutes(5));
+    assert!(h.work().await.is_empty());
+    assert_eq!(h.calls("send_event").await.len(), 1, "no second send");
+    let link: MessageLink = h
+        .services
+        .repo
+        .get(&MessageLink::key_for(ORG, IG, "M2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(link.event_ids, vec!["THREAD0001_9"]);
+}
+
+#[tokio::test]
+async fn unsend_deletes_the_bridged_event_and_an_unknown_mid_is_counted() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("MID_TEXT_0001", "oops")]))
+        .await;
+    h.work().await;
+    h.deliver(&webhook(vec![inbound(
+        "message",
+        json!({"mid": "MID_TEXT_0001", "is_deleted": true}),
+    )]))
+    .await;
+    h.deliver(&webhook(vec![inbound(
+        "message",
+        json!({"mid": "NEVER_SEEN", "is_deleted": true}),
+    )]))
+    .await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.calls("delete_event").await,
+        vec![
+            json!({"chat_id": "CHAT000001", "thread_id": "THREAD0001", "event_id": "THREAD0001_1"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn read_receipts_mark_events_seen_and_reactions_quote_the_message() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("MID_TEXT_0001", "Hi there")]))
+        .await;
+    h.work().await;
+    Mock::given(method("POST")).and(path("/v3.6/customer/action/get_chat")).and(body_partial_json(json!({"chat_id": "CHAT000001"})))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "events": [
+            {"id": "THREAD0001_1", "custom_id": "ig:MID_TEXT_0001", "type": "message", "text": "Hi there"}]}})))
+        .mount(&h.livechat).await;
+    h.deliver(&webhook(vec![
+        inbound("read", json!({"mid": "MID_ECHO_0006"})),
+        inbound("reaction", json!({"mid": "MID_TEXT_0001", "action": "react", "reaction": "love", "emoji": "\u{2764}\u{fe0f}"})),
+    ])).await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.calls("mark_events_as_seen").await,
+        vec![json!({"chat_id": "CHAT000001", "seen_up_to": "2019-09-23T18:14:45.349000Z"})]
+    );
+    let sends = h.calls("send_event").await;
+    assert_eq!(
+        sends[0]["event"]["text"],
+        "Reacted \u{2764}\u{fe0f} to \u{201c}Hi there\u{201d}"
+    );
+}
+
+#[tokio::test]
+async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "hello")])).await;
+    h.work().await;
+    let repo = &h.services.repo;
+    repo.put(
+        &MessageLink {
+            organization_id: ORG.into(),
+            ig_account_id: IG.into(),
+            mid: "MID_SENT_0013".into(),
+            chat_id: "CHAT000001".into(),
+            thread_id: None,
+            event_ids: vec!["THREAD0001_5".into()],
+            direction: Direction::Outbound,
+            created_at: start(),
+            expires_at: start().timestamp() + 100,
+        },
+        Condition::Always,
+    )
+    .await
+    .unwrap();
+    let echo = |mid: &str, t: &str| json!({"sender": {"id": IG}, "recipient": {"id": IGSID}, "timestamp": 1569262489800u64, "message": {"mid": mid, "text": t, "is_echo": true}});
+    h.deliver(&webhook(vec![echo("MID_SENT_0013", "our reply")]))
+        .await;
+    h.deliver(&webhook(vec![echo("MID_STAFF_0014", "typed in the app")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    let sends = h.calls("send_event").await;
+    assert_eq!(sends.len(), 1);
+    assert_eq!(
+        sends[0]["event"],
+        json!({"type": "system_message", "system_message_type": "igbridge.notice",
+        "text": "Sent from the Instagram app by your team:\ntyped in the app", "custom_id": "ig:MID_STAFF_0014"})
+    );
+
+    // A send in flight: its echo waits instead of being shown as a staff message.
+    repo.put(
+        &PendingSend {
+            organization_id: ORG.into(),
+            ig_account_id: IG.into(),
+            igsid: IGSID.into(),
+            livechat_event_id: "THREAD0001_7".into(),
+            started_at: h.clock.now(),
+            expires_at: start().timestamp() + 3600,
+        },
+        Condition::Always,
+    )
+    .await
+    .unwrap();
+    h.deliver(&webhook(vec![echo("MID_SENT_0015", "racing")]))
+        .await;
+    let env = Envelope::decode(
+        &h.services
+            .to_livechat
+            .receive(1, Duration::from_millis(50))
+            .await
+            .unwrap()[0]
+            .body,
+    )
+    .unwrap();
+    let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &env, 1).await;
+    assert!(
+        matches!(outcome, Outcome::Retry { after: Some(_), .. }),
+        "{outcome:?}"
+    );
+    assert_eq!(h.calls("send_event").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_profile_fetch_never_holds_back_the_message() {
+    let h = Harness::new().await;
+    Mock::given(method("GET")).and(path(format!("/v25.0/{IGSID}")))
+        .respond_with(ResponseTemplate::new(400).set_body_json(json!({"error": {"message": "User consent is required", "type": "OAuthException", "code": 230}})))
+        .with_priority(1).mount(&h.graph).await;
+    h.deliver(&webhook(vec![text("M1", "hi")])).await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.calls("update_customer").await[0]["name"],
+        "Instagram user"
+    );
+    assert_eq!(h.calls("start_chat").await.len(), 1);
+    assert!(
+        h.contact().await.unwrap().profile_synced_at.is_none(),
+        "tried again next time"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_customer_token_is_renewed_once() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "hi")])).await;
+    h.work().await;
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/send_event"))
+        .respond_with(ResponseTemplate::new(401).set_body_json(
+            json!({"error": {"type": "authentication", "message": "Invalid access token"}}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    h.deliver(&webhook(vec![text("M2", "again")])).await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(h.calls("send_event").await.len(), 2);
+    let grants = h.calls("/v2/customer/token").await;
+    assert_eq!(
+        grants.last().unwrap()["entity_id"],
+        "00000000-0000-4000-8000-00000000c001"
+    );
+}
+
+#[tokio::test]
+async fn throttling_is_retried_and_holds_back_the_rest_of_the_conversation() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "hi")])).await;
+    h.work().await;
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/send_event"))
+        .respond_with(ResponseTemplate::new(429).set_body_json(
+            json!({"error": {"type": "too_many_requests", "message": "Too many requests"}}),
+        ))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    h.deliver(&webhook(vec![text("M2", "two"), text("M3", "three")]))
+        .await;
+    let failed = h.work().await;
+    assert_eq!(
+        failed.len(),
+        2,
+        "the failed job and the one after it in its group"
+    );
+    assert_eq!(h.calls("send_event").await.len(), 1);
+    h.clock.advance(chrono::Duration::minutes(10));
+    assert!(h.work().await.is_empty());
+    let texts: Vec<_> = h
+        .calls("send_event")
+        .await
+        .iter()
+        .map(|b| b["event"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["two", "two", "three"]);
+    assert!(h.dlq().await.is_empty());
+}
+
+#[tokio::test]
+async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job() {
+    let h = Harness::new().await;
+    Mock::given(method("POST")).and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "dal:AGENT-NEW", "refresh_token": "refresh-new", "expires_in": 28800, "organization_id": ORG, "token_type": "Bearer"})))
+        .up_to_n_times(1).mount(&h.livechat).await;
+    h.clock.advance(chrono::Duration::hours(9));
+    h.deliver(&webhook(vec![text("M1", "hi")])).await;
+    assert!(h.work().await.is_empty());
+    let refresh = h.requests("/v2/token").await;
+    let form = String::from_utf8(refresh[0].body.clone()).unwrap();
+    assert!(
+        form.contains("grant_type=refresh_token")
+            && form.contains("refresh_token=refresh-dal%3AAGENT-A"),
+        "{form}"
+    );
+    assert_eq!(
+        h.requests("/v2/customer/token").await[0].headers["authorization"],
+        "Bearer dal:AGENT-NEW"
+    );
+
+    // Later the refresh token is refused: the job is parked, the installation flagged.
+    Mock::given(method("POST"))
+        .and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(400).set_body_json(
+            json!({"error": "invalid_grant", "error_description": "refresh token expired"}),
+        ))
+        .mount(&h.livechat)
+        .await;
+    h.clock.advance(chrono::Duration::hours(9));
+    let mut contact = h.contact().await.unwrap();
+    contact.customer_token_expires_at = Some(h.clock.now());
+    h.services
+        .repo
+        .put(&contact, Condition::Always)
+        .await
+        .unwrap();
+    h.deliver(&webhook(vec![text("M2", "still there?")])).await;
+    assert!(h.work().await.is_empty(), "parked, not failed");
+    let parked = h.dlq().await;
+    assert_eq!(parked.len(), 1);
+    assert!(
+        parked[0]
+            .parked
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("re-authorized")
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::ReauthRequired);
+}
+
+#[tokio::test]
+async fn a_multi_entry_batch_reaches_each_tenant_with_its_own_tokens_only() {
+    let h = Harness::new().await;
+    let org_b = "00000000-0000-4000-8000-00000000a002";
+    h.install(org_b, "17841400000000002", "dal:AGENT-B", "PAGE-TOKEN-B")
+        .await;
+    let body = json!({"object": "instagram", "entry": [
+        {"id": IG, "time": 1, "messaging": [text("MA", "to A")]},
+        {"id": "17841400000000002", "time": 2, "messaging": [
+            {"sender": {"id": "IGSID_2002"}, "recipient": {"id": "17841400000000002"}, "timestamp": 2, "message": {"mid": "MB", "text": "to B"}}]}]});
+    assert_eq!(h.deliver(&body).await, StatusCode::OK);
+    assert!(h.work().await.is_empty());
+    let grants: Vec<String> = h
+        .requests("/v2/customer/token")
+        .await
+        .iter()
+        .map(|r| r.headers["authorization"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(grants.len(), 2);
+    assert!(
+        grants.contains(&"Bearer dal:AGENT-A".to_string())
+            && grants.contains(&"Bearer dal:AGENT-B".to_string())
+    );
+    for r in h.requests("start_chat").await {
+        let b: Value = serde_json::from_slice(&r.body).unwrap();
+        let text = b["chat"]["thread"]["events"][0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let org = r
+            .url
+            .query()
+            .unwrap()
+            .trim_start_matches("organization_id=")
+            .to_string();
+        assert_eq!(org, if text == "to A" { ORG } else { org_b });
+    }
+    assert!(
+        h.services
+            .repo
+            .get::<Contact>(&Contact::key_for(org_b, "17841400000000002", "IGSID_2002"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        h.services
+            .repo
+            .get::<Contact>(&Contact::key_for(ORG, "17841400000000002", "IGSID_2002"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn the_lambda_adapter_reports_partial_batch_failures() {
+    use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+    let h = Harness::new().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/customer/token"))
+        .respond_with(
+            ResponseTemplate::new(503).set_body_json(json!({"error": "temporarily_unavailable"})),
+        )
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    let job = |n: u32, group: &str, mid: &str| {
+        let env = Envelope::new(
+            Job::InstagramEvent(shared::jobs::InstagramEventJob {
+                ig_account_id: IG.into(),
+                igsid: group.into(),
+                event_id: mid.into(),
+                field: "messaging".into(),
+                entry_time: None,
+                item: json!({"sender": {"id": group}, "recipient": {"id": IG}, "timestamp": 1, "message": {"mid": mid, "text": "x"}}),
+            }),
+            start(),
+        );
+        let mut m = SqsMessage::default();
+        m.message_id = Some(format!("msg-{n}"));
+        m.receipt_handle = Some(format!("r-{n}"));
+        m.body = Some(env.to_message().body);
+        m.attributes.insert("MessageGroupId".into(), group.into());
+        m.attributes
+            .insert("ApproximateReceiveCount".into(), "1".into());
+        m
+    };
+    let mut event = SqsEvent::default();
+    event.records = vec![job(1, "G1", "A"), job(2, "G1", "B"), job(3, "G2", "C")];
+    let res = shared::worker::handle_sqs_event(
+        &h.services.inbound(),
+        h.services.to_livechat.as_ref(),
+        h.services.to_livechat_dlq.as_ref(),
+        start(),
+        event,
+    )
+    .await;
+    let mut ids: Vec<_> = res
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, vec!["msg-1", "msg-2", "msg-3"]);
+}
+
+#[tokio::test]
+async fn every_documented_inbound_kind_is_posted_to_livechat() {
+    let h = Harness::new().await;
+    let cdn = |p: &str| {
+        format!("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id={p}&signature=EXAMPLE")
+    };
+    // A unicode-escaped body, signed over the bytes as sent.
+    let escaped = format!(
+        r#"{{"object":"instagram","entry":[{{"id":"{IG}","time":1569262486134,"messaging":[{{"sender":{{"id":"{IGSID}"}},"recipient":{{"id":"{IG}"}},"timestamp":1569262485349,"message":{{"mid":"MID_UNICODE","text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}}}}]}}]}}"#
+    );
+    let (status, _) = h
+        .post_webhook(
+            &escaped,
+            Some(sign(APP_SECRET.as_bytes(), escaped.as_bytes())),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let cases: Vec<(Value, Value)> = vec![
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_STORY_MENTION_0003", "attachments": [{"type": "story_mention", "payload": {"url": cdn("3")}}]}),
+            ),
+            json!({"type": "message", "text": format!("📣 Mentioned you in their story:\n{}", cdn("3"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_STORY_REPLY_0004", "text": "Is this still in stock?", "reply_to": {"story": {"url": cdn("4"), "id": "18000000000000004"}}}),
+            ),
+            json!({"type": "message", "text": format!("↩ Replied to your story {}\nIs this still in stock?", cdn("4"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_REEL_0011", "attachments": [{"type": "ig_reel", "payload": {"reel_video_id": "1", "title": "Caption #tag", "url": cdn("5")}}]}),
+            ),
+            json!({"type": "message", "text": format!("[Shared a reel] Caption #tag\n{}", cdn("5"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_UNSUPPORTED_0007", "is_unsupported": true}),
+            ),
+            json!({"type": "message", "text": "[A message Instagram does not let apps show: open Instagram to see it]"}),
+        ),
+        (
+            inbound(
+                "postback",
+                json!({"mid": "MID_POSTBACK_0008", "title": "Track my order", "payload": "TRACK_ORDER"}),
+            ),
+            json!({"type": "message", "text": "[Tapped: Track my order]\n[Payload: TRACK_ORDER]"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_QUICK_REPLY_0009", "text": "Talk to a human", "quick_reply": {"payload": "HANDOFF_HUMAN"}}),
+            ),
+            json!({"type": "message", "text": "Talk to a human\n[Quick reply: HANDOFF_HUMAN]"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_AD_0010", "text": "Is this available?", "referral": {"ref": "ad_ref_1", "ad_id": "AD_ID_0001", "source": "ADS", "type": "OPEN_THREAD", "ads_context_data": {"ad_title": "Spring sale"}}}),
+            ),
+            json!({"type": "message", "text": "Is this available?\n(via ad \u{201c}Spring sale\u{201d}, ref ad_ref_1)"}),
+        ),
+        (
+            inbound(
+                "referral",
+                json!({"ref": "campaign_spring", "source": "https://ig.me/m/examplebusiness?ref=campaign_spring", "type": "OPEN_THREAD"}),
+            ),
+            json!({"type": "system_message", "system_message_type": "igbridge.notice", "text": "The customer opened an Instagram link into this conversation (ref campaign_spring)"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_EPHEMERAL", "attachments": [{"type": "ephemeral"}]}),
+            ),
+            json!({"type": "message", "text": "[View-once media: open Instagram to see it]"}),
+        ),
+    ];
+    for (item, _) in &cases {
+        h.deliver(&webhook(vec![item.clone()])).await;
+    }
+    // Standby items are bridged too.
+    h.deliver(&json!({"object": "instagram", "entry": [{"id": IG, "time": 1, "standby": [inbound("message", json!({"mid": "MID_STANDBY_0012", "text": "hello?"}))]}]})).await;
+    assert!(h.work().await.is_empty());
+
+    let start = &h.calls("start_chat").await[0];
+    assert_eq!(
+        start["chat"]["thread"]["events"][0],
+        json!({"type": "message", "text": "äöå 😀", "custom_id": "ig:MID_UNICODE"})
+    );
+    let sent: Vec<Value> = h
+        .calls("send_event")
+        .await
+        .into_iter()
+        .map(|b| b["event"].clone())
+        .collect();
+    assert_eq!(sent.len(), cases.len() + 1);
+    for (i, (_, expected)) in cases.iter().enumerate() {
+        let mut got = sent[i].clone();
+        got.as_object_mut().unwrap().remove("custom_id");
+        assert_eq!(&got, expected, "case {i}");
+    }
+    assert_eq!(sent[cases.len()]["text"], "hello?");
+    let fields = h.calls("set_customer_session_fields").await;
+    assert_eq!(
+        fields[0]["session_fields"],
+        json!([{"ig_referral_ref": "ad_ref_1"}, {"ig_referral_source": "ADS"}, {"ig_referral_type": "OPEN_THREAD"}, {"ig_ad_id": "AD_ID_0001"}, {"ig_ad_title": "Spring sale"}])
+    );
+    assert_eq!(
+        fields[1]["session_fields"][0],
+        json!({"ig_referral_ref": "campaign_spring"})
+    );
+}

@@ -1,0 +1,468 @@
+//! Shared harness for the Instagram → LiveChat tests: services in memory, wiremock fakes of
+//! LiveChat and the Graph API, and helpers to post signed webhooks and run the worker.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{TimeZone, Utc};
+use http_body_util::BodyExt;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use shared::app::Services;
+use shared::clock::{Clock, ManualClock};
+use shared::config::{Config, Settings};
+use shared::domain::*;
+use shared::instagram::webhook::sign;
+use shared::jobs::Envelope;
+use shared::queue::Queue;
+use shared::store::{Condition, MemoryStore, Repo, Store};
+use shared::worker::{JobHandler, QueuedJob, process_batch};
+use tower::ServiceExt;
+use wiremock::matchers::{method, path, path_regex};
+use wiremock::{Mock, MockServer, Request as WireRequest, ResponseTemplate};
+
+pub const ORG: &str = "00000000-0000-4000-8000-00000000a001";
+pub const IG: &str = "17841400000000001";
+pub const IGSID: &str = "IGSID_1001";
+pub const APP_SECRET: &str = "meta-app-secret";
+
+pub fn start() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
+}
+
+pub struct Harness {
+    pub services: Services,
+    pub clock: ManualClock,
+    pub livechat: MockServer,
+    pub graph: MockServer,
+}
+
+pub fn config(livechat: &str, graph: &str) -> Config {
+    Config::from_settings(&Settings::from_pairs([
+        ("PUBLIC_BASE_URL", "https://bridge.example.com".to_string()),
+        ("META_APP_ID", "1234".into()),
+        ("META_APP_SECRET", APP_SECRET.into()),
+        ("META_VERIFY_TOKEN", "verify-me".into()),
+        ("LIVECHAT_CLIENT_ID", "CLIENT_ID_0001".into()),
+        ("LIVECHAT_CLIENT_SECRET", "lc-client-secret".into()),
+        ("LIVECHAT_WEBHOOK_SECRET", "lc-webhook-secret".into()),
+        ("LIVECHAT_APP_WEBHOOK_TOKEN", "lc-app-token".into()),
+        (
+            "TOKEN_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+        ),
+        ("GRAPH_API_BASE_URL", graph.to_string()),
+        ("LIVECHAT_API_BASE_URL", livechat.to_string()),
+        ("LIVECHAT_ACCOUNTS_BASE_URL", livechat.to_string()),
+    ]))
+    .unwrap()
+}
+
+pub fn seal(cfg: &Config, value: &str, field: &str, org: &str) -> shared::cipher::EncryptedToken {
+    cfg.cipher.seal(
+        &SecretString::from(value.to_string()),
+        &token_context(org, field),
+    )
+}
+
+impl Harness {
+    pub async fn new() -> Self {
+        Self::with_store(Arc::new(MemoryStore::new())).await
+    }
+
+    pub async fn with_store(store: Arc<dyn Store>) -> Self {
+        let livechat = MockServer::start().await;
+        let graph = MockServer::start().await;
+        let clock = ManualClock::new(start());
+        let mut services = Services::memory(
+            config(&livechat.uri(), &graph.uri()),
+            Arc::new(clock.clone()),
+        );
+        services.repo = Repo::new(store);
+        let h = Self {
+            services,
+            clock,
+            livechat,
+            graph,
+        };
+        h.install(ORG, IG, "dal:AGENT-A", "PAGE-TOKEN-A").await;
+        h.default_mocks().await;
+        h
+    }
+
+    pub async fn install(&self, org: &str, ig: &str, agent: &str, page: &str) {
+        let cfg = &self.services.config;
+        let repo = &self.services.repo;
+        repo.put(
+            &Installation {
+                organization_id: org.into(),
+                account_id: "acc".into(),
+                access_token: Some(seal(cfg, agent, "livechat.access_token", org)),
+                refresh_token: Some(seal(
+                    cfg,
+                    &format!("refresh-{agent}"),
+                    "livechat.refresh_token",
+                    org,
+                )),
+                access_token_expires_at: Some(start() + chrono::Duration::hours(8)),
+                scopes: vec!["customers:own".into()],
+                status: InstallationStatus::Active,
+                installed_at: start(),
+                updated_at: start(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+        repo.put(
+            &InstagramConnection {
+                organization_id: org.into(),
+                ig_account_id: ig.into(),
+                ig_username: Some("shop".into()),
+                page_id: format!("PAGE-{ig}"),
+                page_name: None,
+                page_token: Some(seal(cfg, page, &format!("instagram.page_token:{ig}"), org)),
+                facebook_user_id: "fbuser".into(),
+                status: ConnectionStatus::Connected,
+                connected_at: start(),
+                updated_at: start(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+        repo.put(
+            &AccountRoute {
+                ig_account_id: ig.into(),
+                organization_id: org.into(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    }
+
+    pub async fn default_mocks(&self) {
+        let lc = &self.livechat;
+        Mock::given(method("POST"))
+            .and(path("/v2/customer/token"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "access_token": "dal:CUSTOMER-TOKEN", "client_id": "CLIENT_ID_0001",
+                "entity_id": "00000000-0000-4000-8000-00000000c001", "expires_in": 28800,
+                "token_type": "Bearer", "organization_id": ORG})))
+            .with_priority(10)
+            .mount(lc)
+            .await;
+        for action in [
+            "update_customer",
+            "set_customer_session_fields",
+            "mark_events_as_seen",
+            "delete_event",
+        ] {
+            Mock::given(method("POST"))
+                .and(path(format!("/v3.6/customer/action/{action}")))
+                .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+                .with_priority(10)
+                .mount(lc)
+                .await;
+        }
+        Mock::given(method("POST"))
+            .and(path("/v3.6/customer/action/start_chat"))
+            .respond_with(StartChat)
+            .with_priority(10)
+            .mount(lc)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v3.6/customer/action/send_event"))
+            .respond_with(
+                ResponseTemplate::new(200).set_body_json(json!({"event_id": "THREAD0001_9"})),
+            )
+            .with_priority(10)
+            .mount(lc)
+            .await;
+        Mock::given(method("POST"))
+            .and(path("/v3.6/customer/action/upload_file"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(
+                json!({"url": "https://cdn.livechat-files.com/api/file/lc/att/1/abc/image.jpg"}),
+            ))
+            .with_priority(10)
+            .mount(lc)
+            .await;
+        Mock::given(method("POST")).and(path("/v3.6/customer/action/get_chat"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "active": true, "events": []}})))
+            .with_priority(10).mount(lc).await;
+        Mock::given(method("GET")).and(path(format!("/v25.0/{IGSID}")))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "Example Customer", "username": "example_customer", "profile_pic": "https://cdn.example.com/p.jpg"})))
+            .with_priority(10).mount(&self.graph).await;
+        Mock::given(method("POST"))
+            .and(path_regex(r"^/v25\.0/PAGE-[0-9]+/messages$"))
+            .respond_with(SendApi::default())
+            .with_priority(10)
+            .mount(&self.graph)
+            .await;
+        Mock::given(method("GET"))
+            .and(path("/cdn/image.jpg"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .insert_header("content-type", "image/jpeg")
+                    .set_body_bytes(vec![0xff, 0xd8, 0xff, 0xe0]),
+            )
+            .with_priority(10)
+            .mount(&self.graph)
+            .await;
+    }
+
+    pub async fn post_webhook(
+        &self,
+        body: &str,
+        signature: Option<String>,
+    ) -> (StatusCode, String) {
+        let router = shared::ingest::instagram_router(self.services.instagram_ingest());
+        let mut req =
+            Request::post("/webhooks/instagram").header("content-type", "application/json");
+        if let Some(sig) = signature {
+            req = req.header("x-hub-signature-256", sig);
+        }
+        let res = router
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&bytes).to_string())
+    }
+
+    pub async fn deliver(&self, body: &Value) -> StatusCode {
+        let text = body.to_string();
+        self.post_webhook(&text, Some(sign(APP_SECRET.as_bytes(), text.as_bytes())))
+            .await
+            .0
+    }
+
+    /// Runs the instagram-to-livechat worker over everything queued.
+    pub async fn work(&self) -> Vec<String> {
+        let inbound = self.services.inbound();
+        self.work_queue(
+            &inbound,
+            self.services.to_livechat.as_ref(),
+            self.services.to_livechat_dlq.as_ref(),
+        )
+        .await
+    }
+
+    /// Runs the livechat-to-instagram worker over everything queued.
+    pub async fn work_outbound(&self) -> Vec<String> {
+        let outbound = self.services.outbound();
+        self.work_queue(
+            &outbound,
+            self.services.to_instagram.as_ref(),
+            self.services.to_instagram_dlq.as_ref(),
+        )
+        .await
+    }
+
+    /// Runs a worker like the Lambda event source would, until the queue is empty or a batch
+    /// reports failures (returned).
+    pub async fn work_queue(
+        &self,
+        handler: &dyn JobHandler,
+        queue: &dyn Queue,
+        dlq: &dyn Queue,
+    ) -> Vec<String> {
+        loop {
+            let got = queue.receive(10, Duration::from_millis(50)).await.unwrap();
+            if got.is_empty() {
+                return Vec::new();
+            }
+            let ids: Vec<_> = got
+                .iter()
+                .map(|m| (m.message_id.clone(), m.receipt.clone()))
+                .collect();
+            let failed = process_batch(
+                handler,
+                queue,
+                dlq,
+                self.clock.now(),
+                got.into_iter().map(QueuedJob::from).collect(),
+            )
+            .await;
+            for (id, receipt) in ids {
+                if !failed.contains(&id) {
+                    queue.delete(&receipt).await.unwrap();
+                }
+            }
+            if !failed.is_empty() {
+                return failed;
+            }
+        }
+    }
+
+    /// Posts a LiveChat chat webhook through the livechat-webhook router.
+    pub async fn post_livechat(&self, body: &Value) -> StatusCode {
+        let router = shared::ingest::livechat_router(self.services.livechat_ingest());
+        let req = Request::post("/webhooks/livechat").header("content-type", "application/json");
+        let res = router
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        res.status()
+    }
+
+    /// A contact with a chat, whose customer last wrote `ago` before now.
+    pub async fn seed_contact(
+        &self,
+        org: &str,
+        ig: &str,
+        igsid: &str,
+        chat: &str,
+        ago: Option<chrono::Duration>,
+    ) {
+        let cfg = &self.services.config;
+        let now = self.clock.now();
+        let contact = Contact {
+            organization_id: org.into(),
+            ig_account_id: ig.into(),
+            igsid: igsid.into(),
+            customer_id: format!("customer-{igsid}"),
+            chat_id: Some(chat.into()),
+            thread_id: Some("THREAD0001".into()),
+            thread_active: Some(true),
+            customer_token: Some(seal(
+                cfg,
+                "dal:CUSTOMER-TOKEN",
+                &format!("livechat.customer_token:{ig}:{igsid}"),
+                org,
+            )),
+            customer_token_expires_at: Some(now + chrono::Duration::hours(8)),
+            last_customer_message_at: ago.map(|a| now - a),
+            profile_synced_at: Some(now),
+            updated_at: now,
+            expires_at: None,
+        };
+        self.services
+            .repo
+            .put(&contact, Condition::Always)
+            .await
+            .unwrap();
+        let route = ChatRoute {
+            organization_id: org.into(),
+            chat_id: chat.into(),
+            ig_account_id: ig.into(),
+            igsid: igsid.into(),
+            expires_at: None,
+        };
+        self.services
+            .repo
+            .put(&route, Condition::Always)
+            .await
+            .unwrap();
+    }
+
+    /// Requests the Graph fake received on a path suffix, as JSON bodies.
+    pub async fn graph_calls(&self, suffix: &str) -> Vec<(WireRequest, Value)> {
+        self.graph
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.method.as_str() == "POST" && r.url.path().ends_with(suffix))
+            .map(|r| {
+                let v = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+                (r, v)
+            })
+            .collect()
+    }
+
+    pub async fn calls(&self, action: &str) -> Vec<Value> {
+        self.livechat
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path().ends_with(action))
+            .map(|r| serde_json::from_slice(&r.body).unwrap_or(Value::Null))
+            .collect()
+    }
+
+    pub async fn requests(&self, suffix: &str) -> Vec<WireRequest> {
+        self.livechat
+            .received_requests()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.url.path().ends_with(suffix))
+            .collect()
+    }
+
+    pub async fn dlq(&self) -> Vec<Envelope> {
+        let got = self
+            .services
+            .to_livechat_dlq
+            .receive(10, Duration::from_millis(50))
+            .await
+            .unwrap();
+        got.iter()
+            .map(|m| Envelope::decode(&m.body).unwrap())
+            .collect()
+    }
+
+    pub async fn contact(&self) -> Option<Contact> {
+        self.services
+            .repo
+            .get(&Contact::key_for(ORG, IG, IGSID))
+            .await
+            .unwrap()
+    }
+}
+
+/// Meta's Send API: a fresh message id per message; sender actions answer with the recipient only.
+#[derive(Default)]
+pub struct SendApi(std::sync::atomic::AtomicU32);
+
+impl wiremock::Respond for SendApi {
+    fn respond(&self, req: &WireRequest) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let recipient = body["recipient"]["id"].clone();
+        if body.get("sender_action").is_some() {
+            return ResponseTemplate::new(200).set_body_json(json!({"recipient_id": recipient}));
+        }
+        ResponseTemplate::new(200).set_body_json(
+            json!({"recipient_id": recipient, "message_id": format!("MID_SENT_{n:04}")}),
+        )
+    }
+}
+
+/// LiveChat's start_chat: one event id per initial event, as documented.
+pub struct StartChat;
+
+impl wiremock::Respond for StartChat {
+    fn respond(&self, req: &WireRequest) -> ResponseTemplate {
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let n = body["chat"]["thread"]["events"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let ids: Vec<String> = (1..=n).map(|i| format!("THREAD0001_{i}")).collect();
+        ResponseTemplate::new(200).set_body_json(
+            json!({"chat_id": "CHAT000001", "thread_id": "THREAD0001", "event_ids": ids}),
+        )
+    }
+}
+
+pub fn webhook(items: Vec<Value>) -> Value {
+    json!({"object": "instagram", "entry": [{"id": IG, "time": 1569262486134u64, "messaging": items}]})
+}
+
+pub fn inbound(kind: &str, body: Value) -> Value {
+    json!({"sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": 1569262485349u64, kind: body})
+}
+
+pub fn text(mid: &str, t: &str) -> Value {
+    inbound("message", json!({"mid": mid, "text": t}))
+}
