@@ -152,3 +152,41 @@ impl Services {
         }
     }
 }
+
+/// The Lambda side of the wiring: each function's `main` is one call to these.
+pub mod lambda {
+    use std::sync::Arc;
+
+    use aws_lambda_events::event::sqs::SqsEvent;
+    use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+    use super::Services;
+    use crate::config::{AwsResources, Config, Settings};
+    use crate::queue::Queue;
+    use crate::worker::{JobHandler, handle_sqs_event};
+
+    /// Initialises logging and builds the services once per cold start: configuration from the
+    /// environment and the `APP_SECRET_ID` secret, SDK clients from the AWS configuration.
+    pub async fn services() -> Result<Services, Error> {
+        crate::logging::init();
+        let sdk = crate::aws::sdk_config().await;
+        let config = Config::load(&sdk).await?;
+        let resources = AwsResources::from_settings(&Settings::from_env())?;
+        Ok(Services::aws(&sdk, config, &resources))
+    }
+
+    /// Runs a queue worker under the Lambda runtime, reporting partial batch failures.
+    pub async fn run_worker(
+        services: &Services,
+        handler: &dyn JobHandler,
+        queue: Arc<dyn Queue>,
+        dead_letter: Arc<dyn Queue>,
+    ) -> Result<(), Error> {
+        let (queue, dead_letter) = (queue.as_ref(), dead_letter.as_ref());
+        lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+            let now = services.clock.now();
+            Ok::<_, Error>(handle_sqs_event(handler, queue, dead_letter, now, event.payload).await)
+        }))
+        .await
+    }
+}

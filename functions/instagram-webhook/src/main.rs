@@ -1,17 +1,9 @@
-//! instagram-webhook: the `/webhooks/instagram` routes on API Gateway. Wiring only; the handler
-//! is `shared::ingest::instagram_router`.
-
-use lambda_http::Error;
-use shared::app::Services;
-use shared::config::{AwsResources, Config, Settings};
+//! instagram-webhook: `GET`/`POST /webhooks/instagram` on API Gateway. Wiring only; the handler is
+//! `shared::ingest::instagram_router`.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let sdk = shared::aws::sdk_config().await;
-    let config = Config::load(&sdk).await?;
-    let resources = AwsResources::from_settings(&Settings::from_env())?;
-    let services = Services::aws(&sdk, config, &resources);
+async fn main() -> Result<(), lambda_http::Error> {
+    let services = shared::app::lambda::services().await?;
     lambda_http::run(shared::ingest::instagram_router(
         services.instagram_ingest(),
     ))

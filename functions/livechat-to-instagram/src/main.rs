@@ -1,31 +1,13 @@
-//! livechat-to-instagram: consumes the to-instagram FIFO queue and reports partial batch
-//! failures. Wiring only; the worker is `shared::relay::outbound::Outbound`.
-
-use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{Error, LambdaEvent, service_fn};
-use shared::app::Services;
-use shared::config::{AwsResources, Config, Settings};
-use shared::worker::handle_sqs_event;
+//! livechat-to-instagram: consumes the to-instagram FIFO queue. Wiring only; the worker is
+//! `shared::relay::outbound::Outbound`.
 
 #[tokio::main]
-async fn main() -> Result<(), Error> {
-    shared::logging::init();
-    let sdk = shared::aws::sdk_config().await;
-    let config = Config::load(&sdk).await?;
-    let resources = AwsResources::from_settings(&Settings::from_env())?;
-    let services = Services::aws(&sdk, config, &resources);
-    let outbound = services.outbound();
-    let (services, outbound) = (&services, &outbound);
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let response: SqsBatchResponse = handle_sqs_event(
-            outbound,
-            services.to_instagram.as_ref(),
-            services.to_instagram_dlq.as_ref(),
-            services.clock.now(),
-            event.payload,
-        )
-        .await;
-        Ok::<_, Error>(response)
-    }))
-    .await
+async fn main() -> Result<(), lambda_runtime::Error> {
+    let services = shared::app::lambda::services().await?;
+    let worker = services.outbound();
+    let (queue, dlq) = (
+        services.to_instagram.clone(),
+        services.to_instagram_dlq.clone(),
+    );
+    shared::app::lambda::run_worker(&services, &worker, queue, dlq).await
 }

@@ -236,15 +236,16 @@ impl Inbound {
             Action::MarkSeen => {
                 if let Some(chat_id) = session.contact.chat_id.clone() {
                     let body = json!({"chat_id": chat_id, "seen_up_to": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
-                    self.as_customer(inst, &mut session, |lc, tok| {
-                        let body = body.clone();
-                        let org = org.clone();
-                        async move {
-                            lc.customer_action(&org, &tok, "mark_events_as_seen", &body)
-                                .await
-                        }
-                    })
-                    .await?;
+                    self.customers()
+                        .call(inst, &mut session, |lc, tok| {
+                            let body = body.clone();
+                            let org = org.clone();
+                            async move {
+                                lc.customer_action(&org, &tok, "mark_events_as_seen", &body)
+                                    .await
+                            }
+                        })
+                        .await?;
                 }
                 Outcome::Done
             }
@@ -265,7 +266,8 @@ impl Inbound {
                         for event_id in &link.event_ids {
                             let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id, "event_id": event_id});
                             let res = self
-                                .as_customer(inst, &mut session, |lc, tok| {
+                                .customers()
+                                .call(inst, &mut session, |lc, tok| {
                                     let body = body.clone();
                                     let org = org.clone();
                                     async move {
@@ -389,19 +391,6 @@ impl Inbound {
         Ok(Some(session))
     }
 
-    async fn as_customer<T, F, Fut>(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        call: F,
-    ) -> Result<T, Fail>
-    where
-        F: Fn(LivechatClient, secrecy::SecretString) -> Fut,
-        Fut: std::future::Future<Output = Result<T, LivechatError>>,
-    {
-        self.customers().call(inst, session, call).await
-    }
-
     /// Sets name, avatar and Instagram ids on the customer; never fails the message.
     async fn sync_profile(
         &self,
@@ -461,7 +450,8 @@ impl Inbound {
         }
         body["session_fields"] = Value::Array(fields);
         let res = self
-            .as_customer(inst, session, |lc, tok| {
+            .customers()
+            .call(inst, session, |lc, tok| {
                 let body = body.clone();
                 let org = org.clone();
                 async move {
@@ -491,7 +481,8 @@ impl Inbound {
         let org = inst.organization_id.clone();
         let body = json!({"session_fields": fields});
         let res = self
-            .as_customer(inst, session, |lc, tok| {
+            .customers()
+            .call(inst, session, |lc, tok| {
                 let body = body.clone();
                 let org = org.clone();
                 async move {
@@ -522,7 +513,8 @@ impl Inbound {
         let event_id = link.event_ids.first()?.clone();
         let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id});
         let chat = self
-            .as_customer(inst, session, |lc, tok| {
+            .customers()
+            .call(inst, session, |lc, tok| {
                 let body = body.clone();
                 let org = org.clone();
                 async move { lc.customer_action(&org, &tok, "get_chat", &body).await }
@@ -545,7 +537,8 @@ impl Inbound {
         let org = inst.organization_id.clone();
         if session.contact.chat_id.is_none() {
             let list = self
-                .as_customer(inst, session, |lc, tok| {
+                .customers()
+                .call(inst, session, |lc, tok| {
                     let org = org.clone();
                     async move {
                         lc.customer_action(&org, &tok, "list_chats", &json!({"limit": 1}))
@@ -563,7 +556,8 @@ impl Inbound {
         };
         let body = json!({"chat_id": chat_id});
         let chat = self
-            .as_customer(inst, session, |lc, tok| {
+            .customers()
+            .call(inst, session, |lc, tok| {
                 let body = body.clone();
                 let org = org.clone();
                 async move { lc.customer_action(&org, &tok, "get_chat", &body).await }
@@ -652,7 +646,8 @@ impl Inbound {
         }
         let Some(chat_id) = session.contact.chat_id.clone() else {
             let started = self
-                .as_customer(inst, session, |lc, tok| {
+                .customers()
+                .call(inst, session, |lc, tok| {
                     let events = events.clone();
                     let org = org.clone();
                     async move { lc.start_chat(&org, &tok, &events).await }
@@ -686,7 +681,8 @@ impl Inbound {
         if resume_from.is_none() {
             for (i, ev) in events.iter().enumerate() {
                 let sent = self
-                    .as_customer(inst, session, |lc, tok| {
+                    .customers()
+                    .call(inst, session, |lc, tok| {
                         let ev = ev.clone();
                         let org = org.clone();
                         let chat_id = chat_id.clone();
@@ -706,7 +702,8 @@ impl Inbound {
         if let Some(i) = resume_from {
             let rest = events[i..].to_vec();
             let resumed = self
-                .as_customer(inst, session, |lc, tok| {
+                .customers()
+                .call(inst, session, |lc, tok| {
                     let rest = rest.clone();
                     let org = org.clone();
                     let chat_id = chat_id.clone();
@@ -739,7 +736,8 @@ impl Inbound {
         let name = file_name(url, kind, &media.content_type);
         let org = inst.organization_id.clone();
         let res = self
-            .as_customer(inst, session, |lc, tok| {
+            .customers()
+            .call(inst, session, |lc, tok| {
                 let bytes = media.bytes.clone();
                 let ct = media.content_type.clone();
                 let name = name.clone();
