@@ -9,6 +9,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsResources, Config};
 use crate::ingest::{InstagramIngest, LivechatIngest};
 use crate::instagram::graph::GraphClient;
+use crate::lifecycle::Lifecycle;
+use crate::lifecycle::events::{EventBridgePublisher, EventPublisher, MemoryPublisher};
+use crate::lifecycle::routes::UninstallState;
 use crate::livechat::LivechatClient;
 use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, SqsQueue};
 use crate::relay::inbound::Inbound;
@@ -34,6 +37,8 @@ pub struct Services {
     pub to_instagram_dlq: Arc<dyn Queue>,
     /// The one HTTP client for the platforms.
     pub http: reqwest::Client,
+    /// Lifecycle events for ops.
+    pub events: Arc<dyn EventPublisher>,
 }
 
 impl Services {
@@ -51,6 +56,10 @@ impl Services {
             to_instagram: q(&res.to_instagram_queue_url),
             to_instagram_dlq: q(&res.to_instagram_dlq_url),
             http: crate::http::client(),
+            events: Arc::new(EventBridgePublisher::new(
+                aws_sdk_eventbridge::Client::new(sdk),
+                &res.event_bus_name,
+            )),
         }
     }
 
@@ -83,6 +92,7 @@ impl Services {
             to_instagram,
             to_instagram_dlq,
             http: crate::http::client(),
+            events: Arc::new(MemoryPublisher::default()),
         }
     }
 
@@ -137,6 +147,31 @@ impl Services {
             queue: self.to_instagram.clone(),
             dead_letter: self.to_instagram_dlq.clone(),
             clock: self.clock.clone(),
+        })
+    }
+
+    /// The lifecycle service (uninstall, deauthorize, data deletion, sweeps).
+    pub fn lifecycle(&self) -> Lifecycle {
+        Lifecycle {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            livechat: self.livechat(),
+            graph: self.graph(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            meta_app_id: self.config.meta_app_id.clone(),
+            meta_app_secret: self.config.meta_app_secret.clone(),
+        }
+    }
+
+    /// The uninstall function's state.
+    pub fn uninstall_state(&self) -> Arc<UninstallState> {
+        Arc::new(UninstallState {
+            lifecycle: self.lifecycle(),
+            app_webhook_token: self.config.livechat_app_webhook_token.clone(),
+            livechat_client_id: self.config.livechat_client_id.clone(),
+            meta_app_secret: self.config.meta_app_secret.clone(),
+            public_base_url: self.config.public_base_url.clone(),
         })
     }
 

@@ -274,6 +274,8 @@ pub struct AwsResources {
     pub to_instagram_queue_url: String,
     /// Dead-letter queue of the to-instagram queue.
     pub to_instagram_dlq_url: String,
+    /// The EventBridge bus for lifecycle events (`EVENT_BUS_NAME`, default `default`).
+    pub event_bus_name: String,
 }
 
 impl AwsResources {
@@ -286,6 +288,7 @@ impl AwsResources {
             to_livechat_dlq_url: s.url("TO_LIVECHAT_DLQ_URL", None)?,
             to_instagram_queue_url: s.url("TO_INSTAGRAM_QUEUE_URL", None)?,
             to_instagram_dlq_url: s.url("TO_INSTAGRAM_DLQ_URL", None)?,
+            event_bus_name: s.get("EVENT_BUS_NAME").unwrap_or("default").to_string(),
         })
     }
 }

@@ -446,6 +446,102 @@ pub enum PurgeSubject {
     FacebookUser(String),
 }
 
+/// Finds the connections a Facebook user made (Meta's deauthorize and data-deletion callbacks
+/// name the user by an app-scoped id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FacebookUserLink {
+    /// App-scoped Facebook user id.
+    pub facebook_user_id: String,
+    /// The organization of the connection.
+    pub organization_id: String,
+    /// The connected Instagram account.
+    pub ig_account_id: String,
+    /// TTL once due for purge.
+    pub expires_at: Option<i64>,
+}
+
+impl FacebookUserLink {
+    /// The partition of a user's links.
+    pub fn partition(facebook_user_id: &str) -> String {
+        format!("FBUSER#{facebook_user_id}")
+    }
+
+    /// The key of one link.
+    pub fn key_for(facebook_user_id: &str, org: &str, ig_account_id: &str) -> Key {
+        Key::new(
+            Self::partition(facebook_user_id),
+            format!("ORG#{org}#IG#{ig_account_id}"),
+        )
+    }
+}
+
+impl Record for FacebookUserLink {
+    const KIND: &'static str = "facebook_user_link";
+    fn key(&self) -> Key {
+        Self::key_for(
+            &self.facebook_user_id,
+            &self.organization_id,
+            &self.ig_account_id,
+        )
+    }
+}
+
+/// What a pending revocation revokes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Revocation {
+    /// A LiveChat token (`DELETE /v2/token`), sealed under `livechat.revoke` context.
+    Livechat {
+        /// The token to revoke.
+        token: EncryptedToken,
+    },
+    /// Unsubscribe a Page from the app's webhooks (needs the Page token).
+    PageSubscription {
+        /// The Page.
+        page_id: String,
+        /// Its token, sealed under `instagram.revoke:<page>` context.
+        token: EncryptedToken,
+    },
+    /// Revoke the app's grant for a Facebook user (with the app token; no user token kept).
+    FacebookGrant {
+        /// App-scoped user id.
+        facebook_user_id: String,
+    },
+}
+
+/// A revocation that failed at uninstall and is retried by the sweeper until it succeeds or the
+/// organization is purged. The only place a token survives an uninstall, for that purpose only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingRevocation {
+    /// Owning organization.
+    pub organization_id: String,
+    /// Unique id within the organization.
+    pub id: String,
+    /// What to revoke.
+    pub revocation: Revocation,
+    /// Attempts so far.
+    pub attempts: u32,
+    /// TTL (always set: the purge deadline).
+    pub expires_at: i64,
+}
+
+impl PendingRevocation {
+    /// The one partition holding every pending revocation, so the sweeper finds them all.
+    pub const PARTITION: &'static str = "REVOKE";
+
+    /// The key of one.
+    pub fn key_for(org: &str, id: &str) -> Key {
+        Key::new(Self::PARTITION, format!("{org}#{id}"))
+    }
+}
+
+impl Record for PendingRevocation {
+    const KIND: &'static str = "pending_revocation";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.id)
+    }
+}
+
 /// An entry in the purge schedule: due at `due_at`, found by the sweeper with one query.
 ///
 /// It deliberately does not carry `organization_id`, so the purge it schedules cannot delete it
@@ -458,6 +554,9 @@ pub struct PurgeEntry {
     pub due_at: i64,
     /// When it was scheduled.
     pub scheduled_at: DateTime<Utc>,
+    /// The data-deletion request it completes, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_code: Option<String>,
 }
 
 impl PurgeEntry {

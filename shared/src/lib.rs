@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod instagram;
 pub mod jobs;
+pub mod lifecycle;
 pub mod livechat;
 pub mod logging;
 pub mod provision;

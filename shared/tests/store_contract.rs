@@ -480,6 +480,7 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 subject: PurgeSubject::Organization(ORG.into()),
                 due_at: exp,
                 scheduled_at: now(),
+                deletion_code: None,
             })
             .unwrap(),
             false,
@@ -528,6 +529,7 @@ async fn purge_schedule_query_finds_only_due_entries(store: Arc<dyn Store>) {
             subject: PurgeSubject::Organization(org.into()),
             due_at: due,
             scheduled_at: now(),
+            deletion_code: None,
         };
         repo.put(&e, Condition::Always).await.unwrap();
     }

@@ -200,6 +200,18 @@ impl GraphClient {
         parse_response(res).await
     }
 
+    /// DELETEs a Graph path (unsubscribe a Page, revoke a user's grant).
+    pub async fn delete(&self, path: &str, token: &SecretString) -> Result<Value, GraphError> {
+        let res = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(transport)?;
+        parse_response(res).await
+    }
+
     /// Downloads media from Meta's CDN (signed URLs, no token), at most [`MAX_MEDIA_BYTES`].
     pub async fn download(&self, url: &str) -> Result<Media, GraphError> {
         let mut res = self.http.get(url).send().await.map_err(transport)?;

@@ -209,6 +209,22 @@ impl LivechatClient {
         })
     }
 
+    /// Revokes a token (`DELETE /v2/token`); an unknown token counts as revoked.
+    pub async fn revoke(&self, token: &SecretString) -> Result<(), LivechatError> {
+        let res = self
+            .http
+            .delete(format!("{}/v2/token", self.accounts_base))
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(transport)?;
+        match parse(res).await {
+            Ok(_) => Ok(()),
+            Err(LivechatError::Api { status: 404, .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The agent_token grant: a new customer (no `entity_id`) or a fresh token for one.
     pub async fn customer_token(
         &self,

@@ -213,6 +213,8 @@ impl Store for DynamoStore {
         let mut values = HashMap::from([(":pk".to_string(), AttributeValue::S(pk.to_string()))]);
         let expression = match range {
             SkRange::All => "#pk = :pk".to_string(),
+            // DynamoDB refuses an empty operand on a key attribute; an empty prefix is "all".
+            SkRange::Prefix(p) if p.is_empty() => "#pk = :pk".to_string(),
             SkRange::Prefix(p) => {
                 names.insert("#sk".into(), SK.into());
                 values.insert(":p".into(), AttributeValue::S(p.clone()));

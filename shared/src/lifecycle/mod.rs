@@ -1,0 +1,515 @@
+//! Uninstall and the data lifecycle: what makes the privacy policy true. Tokens are revoked and
+//! wiped at uninstall, every item of the organization gets a TTL and a purge entry, and the
+//! sweeper hard-deletes what is due whatever DynamoDB's TTL lag.
+
+pub mod events;
+pub mod routes;
+pub mod signed_request;
+pub mod sweeper;
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use crate::cipher::TokenCipher;
+use crate::clock::Clock;
+use crate::domain::*;
+use crate::instagram::graph::GraphClient;
+use crate::livechat::LivechatClient;
+use crate::store::{Condition, Key, PageRequest, Repo, StoreError};
+use events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+
+/// TTL set on every item of an uninstalled organization (the policy's promise).
+pub const RETENTION_AFTER_UNINSTALL_SECS: i64 = PURGE_AFTER_SECS;
+/// When the sweeper hard-deletes it: a day before the promise, so hourly sweeps and retries
+/// always land inside it.
+pub const PURGE_DUE_SECS: i64 = PURGE_AFTER_SECS - 24 * 3600;
+/// How long a data-deletion status record stays readable after completion.
+pub const DELETION_STATUS_TTL_SECS: i64 = 90 * 24 * 3600;
+
+/// The lifecycle service.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Records.
+    pub repo: Repo,
+    /// Token cipher.
+    pub cipher: TokenCipher,
+    /// LiveChat client (revocation, notices).
+    pub livechat: LivechatClient,
+    /// Graph client (unsubscribe, revoke).
+    pub graph: GraphClient,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Audit trail.
+    pub events: Arc<dyn EventPublisher>,
+    /// Meta app id (app token for revocations).
+    pub meta_app_id: String,
+    /// Meta app secret (app token for revocations).
+    pub meta_app_secret: SecretString,
+}
+
+/// What an uninstall did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct UninstallReport {
+    /// False for a replay or an unknown organization.
+    pub uninstalled: bool,
+    /// Revocations that succeeded now.
+    pub revoked: usize,
+    /// Revocations left for the sweeper to retry.
+    pub deferred: usize,
+    /// Items given a TTL.
+    pub items: usize,
+}
+
+impl Lifecycle {
+    fn app_token(&self) -> SecretString {
+        use secrecy::ExposeSecret;
+        SecretString::from(format!(
+            "{}|{}",
+            self.meta_app_id,
+            self.meta_app_secret.expose_secret()
+        ))
+    }
+
+    /// Runs one revocation; `Ok(false)` means "retry later".
+    async fn revoke(&self, org: &str, r: &Revocation) -> bool {
+        let result = match r {
+            Revocation::Livechat { token } => match self
+                .cipher
+                .open(token, &token_context(org, "livechat.revoke"))
+            {
+                Ok(t) => self.livechat.revoke(&t).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Revocation::PageSubscription { page_id, token } => {
+                match self.cipher.open(
+                    token,
+                    &token_context(org, &format!("instagram.revoke:{page_id}")),
+                ) {
+                    Ok(t) => self
+                        .graph
+                        .delete(&format!("{page_id}/subscribed_apps"), &t)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Revocation::FacebookGrant { facebook_user_id } => self
+                .graph
+                .delete(
+                    &format!("{facebook_user_id}/permissions"),
+                    &self.app_token(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+        };
+        match result {
+            Ok(()) => true,
+            Err(reason) => {
+                tracing::warn!(organization_id = %org, %reason, "revocation failed; the sweeper retries it");
+                false
+            }
+        }
+    }
+
+    /// Revokes now, or records the revocation for the sweeper.
+    async fn revoke_or_defer(
+        &self,
+        org: &str,
+        id: &str,
+        r: Revocation,
+        report: &mut UninstallReport,
+    ) -> Result<(), StoreError> {
+        if self.revoke(org, &r).await {
+            report.revoked += 1;
+            return Ok(());
+        }
+        report.deferred += 1;
+        let pending = PendingRevocation {
+            organization_id: org.to_string(),
+            id: id.to_string(),
+            revocation: r,
+            attempts: 1,
+            expires_at: self.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS,
+        };
+        self.repo.put(&pending, Condition::Always).await
+    }
+
+    /// `application_uninstalled`: revoke, wipe tokens, schedule the purge. Replays are harmless.
+    pub async fn uninstall(&self, org: &str) -> Result<UninstallReport, StoreError> {
+        let mut report = UninstallReport::default();
+        let Some(mut inst) = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?
+        else {
+            return Ok(report);
+        };
+        if inst.status == InstallationStatus::Uninstalled {
+            return Ok(report);
+        }
+        let now = self.clock.now();
+        let expires = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
+
+        let connections: Vec<InstagramConnection> = self
+            .repo
+            .query_prefix(&Installation::key_for(org).pk, "IGCONN#")
+            .await?;
+        for mut conn in connections {
+            let ctx = token_context(org, &format!("instagram.page_token:{}", conn.ig_account_id));
+            if let Some(token) = conn
+                .page_token
+                .take()
+                .and_then(|t| self.cipher.open(&t, &ctx).ok())
+            {
+                let sealed = self.cipher.seal(
+                    &token,
+                    &token_context(org, &format!("instagram.revoke:{}", conn.page_id)),
+                );
+                let r = Revocation::PageSubscription {
+                    page_id: conn.page_id.clone(),
+                    token: sealed,
+                };
+                self.revoke_or_defer(org, &format!("page:{}", conn.page_id), r, &mut report)
+                    .await?;
+            }
+            let r = Revocation::FacebookGrant {
+                facebook_user_id: conn.facebook_user_id.clone(),
+            };
+            self.revoke_or_defer(
+                org,
+                &format!("fbuser:{}", conn.facebook_user_id),
+                r,
+                &mut report,
+            )
+            .await?;
+            conn.status = ConnectionStatus::Disconnected;
+            conn.updated_at = now;
+            conn.expires_at = Some(expires);
+            self.repo.put(&conn, Condition::Always).await?;
+            // Stop routing at once: new webhooks for the account are acknowledged, not stored.
+            self.repo
+                .store()
+                .delete(
+                    &AccountRoute::key_for(&conn.ig_account_id),
+                    Condition::IfEquals {
+                        attribute: "organization_id".into(),
+                        value: json!(org),
+                    },
+                )
+                .await
+                .or_else(|e| {
+                    if matches!(e, StoreError::ConditionFailed) {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+        }
+        let livechat_token = inst
+            .refresh_token
+            .take()
+            .and_then(|t| {
+                self.cipher
+                    .open(&t, &token_context(org, "livechat.refresh_token"))
+                    .ok()
+            })
+            .or_else(|| {
+                inst.access_token.as_ref().and_then(|t| {
+                    self.cipher
+                        .open(t, &token_context(org, "livechat.access_token"))
+                        .ok()
+                })
+            });
+        inst.access_token = None;
+        inst.status = InstallationStatus::Uninstalled;
+        inst.updated_at = now;
+        inst.expires_at = Some(expires);
+        self.repo.put(&inst, Condition::Always).await?;
+        if let Some(token) = livechat_token {
+            let sealed = self
+                .cipher
+                .seal(&token, &token_context(org, "livechat.revoke"));
+            self.revoke_or_defer(
+                org,
+                "livechat",
+                Revocation::Livechat { token: sealed },
+                &mut report,
+            )
+            .await?;
+        }
+
+        // Every other item: customer tokens wiped, TTL set.
+        report.items = self.expire_organization(org, expires).await?;
+        self.schedule(
+            PurgeSubject::Organization(org.to_string()),
+            now.timestamp() + PURGE_DUE_SECS,
+            None,
+        )
+        .await?;
+        report.uninstalled = true;
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::Uninstalled, now).org(org)],
+        )
+        .await;
+        Ok(report)
+    }
+
+    /// Sets the TTL on every item of an organization, wiping contacts' cached tokens.
+    async fn expire_organization(&self, org: &str, expires: i64) -> Result<usize, StoreError> {
+        let mut count = 0;
+        let mut page = PageRequest::default();
+        loop {
+            let got = self
+                .repo
+                .store()
+                .query_organization(org, page.clone())
+                .await?;
+            for key in &got.items {
+                if key.sk == "CONTACT" {
+                    if let Some(mut c) = self.repo.get::<Contact>(key).await? {
+                        c.customer_token = None;
+                        c.customer_token_expires_at = None;
+                        c.expires_at = Some(expires);
+                        self.repo.put(&c, Condition::Always).await?;
+                    }
+                } else {
+                    self.repo.store().set_expiry(key, expires).await?;
+                }
+                count += 1;
+            }
+            match got.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(count),
+            }
+        }
+    }
+
+    async fn schedule(
+        &self,
+        subject: PurgeSubject,
+        due_at: i64,
+        deletion_code: Option<String>,
+    ) -> Result<(), StoreError> {
+        let entry = PurgeEntry {
+            subject,
+            due_at,
+            scheduled_at: self.clock.now(),
+            deletion_code,
+        };
+        self.repo.put(&entry, Condition::Always).await
+    }
+
+    /// Meta deauthorize (or data deletion): disconnect every connection the Facebook user made,
+    /// wipe their tokens, tell the affected chats, and schedule their data for purge.
+    pub async fn disconnect_facebook_user(
+        &self,
+        facebook_user_id: &str,
+        deletion_code: Option<String>,
+    ) -> Result<usize, StoreError> {
+        let now = self.clock.now();
+        let expires = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
+        let links: Vec<FacebookUserLink> = self
+            .repo
+            .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
+            .await?;
+        let mut events = Vec::new();
+        for link in &links {
+            let org = &link.organization_id;
+            let Some(mut conn) = self
+                .repo
+                .get::<InstagramConnection>(&InstagramConnection::key_for(org, &link.ig_account_id))
+                .await?
+            else {
+                continue;
+            };
+            if conn.facebook_user_id != facebook_user_id {
+                continue;
+            }
+            conn.page_token = None;
+            conn.status = ConnectionStatus::Disconnected;
+            conn.updated_at = now;
+            conn.expires_at = Some(expires);
+            self.repo.put(&conn, Condition::Always).await?;
+            self.repo
+                .store()
+                .delete(
+                    &AccountRoute::key_for(&conn.ig_account_id),
+                    Condition::IfEquals {
+                        attribute: "organization_id".into(),
+                        value: json!(org),
+                    },
+                )
+                .await
+                .or_else(|e| {
+                    if matches!(e, StoreError::ConditionFailed) {
+                        Ok(None)
+                    } else {
+                        Err(e)
+                    }
+                })?;
+            self.tell_chats(org, &conn.ig_account_id).await;
+            events.push(
+                LifecycleEvent::new(LifecycleKind::Disconnected, now)
+                    .org(org)
+                    .account(&conn.ig_account_id),
+            );
+        }
+        self.schedule(
+            PurgeSubject::FacebookUser(facebook_user_id.to_string()),
+            now.timestamp() + PURGE_DUE_SECS,
+            deletion_code,
+        )
+        .await?;
+        publish_logged(self.events.as_ref(), &events).await;
+        Ok(links.len())
+    }
+
+    /// Posts "the Instagram account was disconnected" into each chat of the account; nothing more.
+    async fn tell_chats(&self, org: &str, ig: &str) {
+        let customers = crate::relay::customer::Customers {
+            repo: self.repo.clone(),
+            cipher: self.cipher.clone(),
+            livechat: self.livechat.clone(),
+            clock: self.clock.clone(),
+        };
+        let Ok(Some(mut inst)) = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await
+        else {
+            return;
+        };
+        let keys = match self.keys_of_account(org, ig).await {
+            Ok(k) => k,
+            Err(_) => return,
+        };
+        let prefix = format!("ORG#{org}#CONTACT#{ig}#");
+        for key in keys.iter().filter(|k| k.pk.starts_with(&prefix)) {
+            let Ok(Some(contact)) = self.repo.get::<Contact>(key).await else {
+                continue;
+            };
+            let Ok(Some(mut session)) = customers.find(&mut inst, ig, &contact.igsid).await else {
+                continue;
+            };
+            let text = "The Instagram account connected to this chat was disconnected. Messages are no longer bridged.";
+            if customers
+                .notice(
+                    &mut inst,
+                    &mut session,
+                    text,
+                    &format!("ig:disconnected:{ig}"),
+                )
+                .await
+                .is_err()
+            {
+                tracing::warn!(organization_id = %org, "could not tell a chat about the disconnection");
+            }
+        }
+    }
+
+    /// Keys of everything of an organization that belongs to one Instagram account.
+    pub async fn keys_of_account(&self, org: &str, ig: &str) -> Result<Vec<Key>, StoreError> {
+        let mut out = Vec::new();
+        let mut chats = Vec::new();
+        let mut maybe = Vec::new();
+        let mut page = PageRequest::default();
+        loop {
+            let got = self
+                .repo
+                .store()
+                .query_organization(org, page.clone())
+                .await?;
+            for key in got.items {
+                let own = [
+                    format!("ORG#{org}#CONTACT#{ig}#"),
+                    format!("ORG#{org}#MID#{ig}#"),
+                    format!("ORG#{org}#PENDING#{ig}#"),
+                ];
+                if own.iter().any(|p| key.pk.starts_with(p.as_str()))
+                    || key == InstagramConnection::key_for(org, ig)
+                    || key == AccountRoute::key_for(ig)
+                {
+                    out.push(key);
+                } else if key.pk.starts_with(&format!("ORG#{org}#CHAT#"))
+                    || key.pk.starts_with(&format!("ORG#{org}#EVENT#"))
+                {
+                    maybe.push(key);
+                }
+            }
+            match got.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        // Chat routes name their account; event links belong to those chats.
+        for key in &maybe {
+            if key.pk.starts_with(&format!("ORG#{org}#CHAT#")) {
+                if let Some(route) = self.repo.get::<ChatRoute>(key).await? {
+                    if route.ig_account_id == ig {
+                        chats.push(route.chat_id.clone());
+                        out.push(key.clone());
+                    }
+                }
+            }
+        }
+        for key in maybe {
+            if chats
+                .iter()
+                .any(|c| key.pk.starts_with(&format!("ORG#{org}#EVENT#{c}#")))
+            {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Meta data deletion: schedules the user's data for deletion and returns the confirmation code.
+    pub async fn request_deletion(&self, facebook_user_id: &str) -> Result<String, StoreError> {
+        let now = self.clock.now();
+        let code = uuid_code();
+        let request = DeletionRequest {
+            confirmation_code: code.clone(),
+            facebook_user_id: Some(facebook_user_id.to_string()),
+            status: DeletionStatus::Pending,
+            requested_at: now,
+            completed_at: None,
+            expires_at: None,
+        };
+        self.repo.put(&request, Condition::IfAbsent).await?;
+        self.disconnect_facebook_user(facebook_user_id, Some(code.clone()))
+            .await?;
+        let mut e = LifecycleEvent::new(LifecycleKind::DeletionRequested, now);
+        e.confirmation_code = Some(code.clone());
+        publish_logged(self.events.as_ref(), &[e]).await;
+        Ok(code)
+    }
+
+    /// The status of a data-deletion request.
+    pub async fn deletion_status(&self, code: &str) -> Result<Option<DeletionStatus>, StoreError> {
+        Ok(self
+            .repo
+            .get::<DeletionRequest>(&DeletionRequest::key_for(code))
+            .await?
+            .map(|r| r.status))
+    }
+
+    /// The JSON Meta expects from the data-deletion callback.
+    pub fn deletion_answer(public_base_url: &str, code: &str) -> Value {
+        json!({"url": format!("{public_base_url}/meta/data-deletion/{code}"), "confirmation_code": code})
+    }
+}
+
+/// An alphanumeric confirmation code (Meta requires alphanumeric).
+fn uuid_code() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..16)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}

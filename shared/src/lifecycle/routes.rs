@@ -1,0 +1,204 @@
+//! The uninstall function's routes: LiveChat's app webhook, Meta's deauthorize and data-deletion
+//! callbacks, and the deletion status page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::Lifecycle;
+use super::signed_request;
+use crate::domain::DeletionStatus;
+
+/// What the uninstall routes need.
+pub struct UninstallState {
+    /// The lifecycle service.
+    pub lifecycle: Lifecycle,
+    /// The shared secret in the App Webhooks URL.
+    pub app_webhook_token: SecretString,
+    /// Our LiveChat client id (app webhooks must name it).
+    pub livechat_client_id: String,
+    /// Verifies `signed_request`.
+    pub meta_app_secret: SecretString,
+    /// For the status URL.
+    pub public_base_url: String,
+}
+
+/// `POST /webhooks/livechat/app`, `POST /meta/deauthorize`, `POST /meta/data-deletion`,
+/// `GET /meta/data-deletion/{code}`.
+pub fn uninstall_router(state: Arc<UninstallState>) -> Router {
+    Router::new()
+        .route("/webhooks/livechat/app", post(app_webhook))
+        .route("/meta/deauthorize", post(deauthorize))
+        .route("/meta/data-deletion", post(data_deletion))
+        .route("/meta/data-deletion/{code}", get(deletion_status))
+        .with_state(state)
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+async fn app_webhook(
+    State(state): State<Arc<UninstallState>>,
+    Query(q): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Response {
+    let token_ok = q
+        .get("token")
+        .is_some_and(|t| crate::secret_eq(state.app_webhook_token.expose_secret(), t));
+    if !token_ok {
+        tracing::warn!("app webhook without the right token refused");
+        return plain(StatusCode::UNAUTHORIZED, "invalid token");
+    }
+    let Ok(body) = serde_json::from_slice::<Value>(&body) else {
+        return plain(StatusCode::BAD_REQUEST, "not JSON");
+    };
+    if body.get("clientID").and_then(Value::as_str) != Some(state.livechat_client_id.as_str()) {
+        tracing::warn!("app webhook for another client refused");
+        return plain(StatusCode::FORBIDDEN, "not this app");
+    }
+    let event = body
+        .get("event")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let org = body
+        .get("organizationID")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if event != "application_uninstalled" {
+        tracing::info!(event, "app webhook acknowledged");
+        return plain(StatusCode::OK, "ok");
+    }
+    if org.is_empty() {
+        return plain(StatusCode::BAD_REQUEST, "no organizationID");
+    }
+    match state.lifecycle.uninstall(org).await {
+        Ok(report) => {
+            tracing::info!(organization_id = %org, uninstalled = report.uninstalled, revoked = report.revoked, deferred = report.deferred, items = report.items, "uninstall handled");
+            plain(StatusCode::OK, "ok")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "uninstall failed; LiveChat will retry");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
+
+fn verify(
+    state: &UninstallState,
+    form: &HashMap<String, String>,
+) -> Result<String, (StatusCode, &'static str)> {
+    let Some(sr) = form.get("signed_request") else {
+        return Err((StatusCode::BAD_REQUEST, "missing signed_request"));
+    };
+    match signed_request::parse(state.meta_app_secret.expose_secret().as_bytes(), sr) {
+        Ok(r) => Ok(r.user_id),
+        Err(signed_request::SignedRequestError::BadSignature) => {
+            tracing::warn!("signed_request with a wrong signature refused");
+            Err((StatusCode::FORBIDDEN, "invalid signature"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "signed_request refused");
+            Err((StatusCode::BAD_REQUEST, "invalid signed_request"))
+        }
+    }
+}
+
+async fn deauthorize(
+    State(state): State<Arc<UninstallState>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user = match verify(&state, &form) {
+        Ok(u) => u,
+        Err((status, why)) => return plain(status, why),
+    };
+    match state.lifecycle.disconnect_facebook_user(&user, None).await {
+        Ok(n) => {
+            tracing::info!(connections = n, "Meta deauthorize handled");
+            plain(StatusCode::OK, "ok")
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "deauthorize failed");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "try again later")
+        }
+    }
+}
+
+async fn data_deletion(
+    State(state): State<Arc<UninstallState>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let user = match verify(&state, &form) {
+        Ok(u) => u,
+        Err((status, why)) => return plain(status, why),
+    };
+    match state.lifecycle.request_deletion(&user).await {
+        Ok(code) => Json(Lifecycle::deletion_answer(&state.public_base_url, &code)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "data deletion request failed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "try again later"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · igbridge</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a;line-height:1.5}}h1{{font-size:1.5rem}}</style></head>\
+<body><main><h1>{title}</h1><p>{body}</p></main></body></html>"
+    );
+    (status, Html(html)).into_response()
+}
+
+async fn deletion_status(
+    State(state): State<Arc<UninstallState>>,
+    Path(code): Path<String>,
+) -> Response {
+    if code.is_empty() || code.len() > 64 || !code.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return page(
+            StatusCode::NOT_FOUND,
+            "Unknown request",
+            "There is no data deletion request with this code.",
+        );
+    }
+    match state.lifecycle.deletion_status(&code).await {
+        Ok(Some(DeletionStatus::Pending)) => page(
+            StatusCode::OK,
+            "Deletion pending",
+            &format!(
+                "Request {code} is being processed. All data will be deleted within 7 days of the request."
+            ),
+        ),
+        Ok(Some(DeletionStatus::Completed)) => page(
+            StatusCode::OK,
+            "Deletion completed",
+            &format!("Request {code} is complete: the data has been deleted."),
+        ),
+        Ok(None) => page(
+            StatusCode::NOT_FOUND,
+            "Unknown request",
+            "There is no data deletion request with this code.",
+        ),
+        Err(_) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again later",
+            "The status cannot be read right now.",
+        ),
+    }
+}

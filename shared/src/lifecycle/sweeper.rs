@@ -1,0 +1,262 @@
+//! The deletion sweeper: hard-deletes every item of each organization or Facebook user whose
+//! purge is due, completes data-deletion requests, and retries revocations that failed. Logs
+//! counts only. Idempotent and resumable: a run cut short continues at the next one, and nothing
+//! not due is touched.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use super::{DELETION_STATUS_TTL_SECS, Lifecycle};
+use crate::domain::*;
+use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
+
+/// Keys deleted per round when purging an organization.
+const ROUND: u32 = 500;
+/// Rounds per organization per run (a larger one continues at the next run).
+const MAX_ROUNDS: usize = 200;
+
+/// What one sweep did (or, dry, would do).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
+pub struct SweepReport {
+    /// Purge entries due.
+    pub due: usize,
+    /// Organizations purged completely.
+    pub organizations: usize,
+    /// Facebook users purged.
+    pub users: usize,
+    /// Items deleted (or that would be).
+    pub items_deleted: usize,
+    /// Data-deletion requests completed.
+    pub requests_completed: usize,
+    /// Revocations that succeeded on retry.
+    pub revocations_done: usize,
+    /// Revocations still failing.
+    pub revocations_pending: usize,
+    /// Nothing was changed.
+    pub dry_run: bool,
+}
+
+impl Lifecycle {
+    /// One sweep at `now`.
+    pub async fn sweep(
+        &self,
+        now: DateTime<Utc>,
+        dry_run: bool,
+    ) -> Result<SweepReport, StoreError> {
+        let mut report = SweepReport {
+            dry_run,
+            ..SweepReport::default()
+        };
+        self.retry_revocations(dry_run, &mut report).await?;
+        let mut page = PageRequest::default();
+        loop {
+            let got = self
+                .repo
+                .store()
+                .query(
+                    PurgeEntry::PARTITION,
+                    &PurgeEntry::due_range(now.timestamp()),
+                    page.clone(),
+                )
+                .await?;
+            for item in got.items {
+                let entry: PurgeEntry = Repo::from_item(item)?;
+                report.due += 1;
+                self.purge(&entry, now, dry_run, &mut report).await?;
+            }
+            match got.next {
+                Some(c) => page.cursor = Some(c),
+                None => break,
+            }
+        }
+        tracing::info!(
+            due = report.due,
+            organizations = report.organizations,
+            users = report.users,
+            items_deleted = report.items_deleted,
+            requests_completed = report.requests_completed,
+            revocations_done = report.revocations_done,
+            revocations_pending = report.revocations_pending,
+            dry_run,
+            "sweep finished"
+        );
+        Ok(report)
+    }
+
+    async fn retry_revocations(
+        &self,
+        dry_run: bool,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let pending: Vec<PendingRevocation> = self
+            .repo
+            .query_prefix(PendingRevocation::PARTITION, "")
+            .await?;
+        for mut p in pending {
+            if dry_run {
+                report.revocations_pending += 1;
+                continue;
+            }
+            if self.revoke(&p.organization_id, &p.revocation).await {
+                self.repo
+                    .store()
+                    .delete(&p.key(), Condition::Always)
+                    .await?;
+                report.revocations_done += 1;
+            } else {
+                p.attempts += 1;
+                self.repo.put(&p, Condition::Always).await?;
+                report.revocations_pending += 1;
+            }
+        }
+        Ok(())
+    }
+
+    async fn purge(
+        &self,
+        entry: &PurgeEntry,
+        now: DateTime<Utc>,
+        dry_run: bool,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let mut event = LifecycleEvent::new(LifecycleKind::Purged, now);
+        match &entry.subject {
+            PurgeSubject::Organization(org) => {
+                event = event.org(org);
+                let mut deleted = 0;
+                let mut complete = false;
+                for _ in 0..MAX_ROUNDS {
+                    let page = PageRequest {
+                        limit: Some(ROUND),
+                        cursor: None,
+                    };
+                    let keys = self.repo.store().query_organization(org, page).await?.items;
+                    if keys.is_empty() {
+                        complete = true;
+                        break;
+                    }
+                    deleted += keys.len();
+                    if dry_run {
+                        complete = true;
+                        break;
+                    }
+                    self.repo.store().delete_many(&keys).await?;
+                }
+                report.items_deleted += deleted;
+                event.items = Some(deleted as u64);
+                if !complete {
+                    return Ok(()); // resumes at the next run
+                }
+                report.organizations += 1;
+            }
+            PurgeSubject::FacebookUser(user) => {
+                let links: Vec<FacebookUserLink> = self
+                    .repo
+                    .query_prefix(&FacebookUserLink::partition(user), "")
+                    .await?;
+                let mut keys: Vec<Key> = Vec::new();
+                for link in &links {
+                    keys.extend(
+                        self.keys_of_account(&link.organization_id, &link.ig_account_id)
+                            .await?,
+                    );
+                    keys.push(link.key());
+                }
+                keys.sort();
+                keys.dedup();
+                report.items_deleted += keys.len();
+                event.items = Some(keys.len() as u64);
+                if !dry_run {
+                    self.repo.store().delete_many(&keys).await?;
+                }
+                report.users += 1;
+            }
+        }
+        if dry_run {
+            return Ok(());
+        }
+        let mut events = vec![event];
+        if let Some(code) = &entry.deletion_code {
+            if let Some(mut request) = self
+                .repo
+                .get::<DeletionRequest>(&DeletionRequest::key_for(code))
+                .await?
+            {
+                request.status = DeletionStatus::Completed;
+                request.facebook_user_id = None;
+                request.completed_at = Some(now);
+                request.expires_at = Some(now.timestamp() + DELETION_STATUS_TTL_SECS);
+                self.repo.put(&request, Condition::Always).await?;
+                report.requests_completed += 1;
+                let mut done = LifecycleEvent::new(LifecycleKind::DeletionCompleted, now);
+                done.confirmation_code = Some(code.clone());
+                events.push(done);
+            }
+        }
+        // The entry goes last, so a run cut short finds it again.
+        self.repo
+            .store()
+            .delete(&entry.key(), Condition::Always)
+            .await?;
+        publish_logged(self.events.as_ref(), &events).await;
+        Ok(())
+    }
+}
+
+/// The scheduler's input: any JSON; `{"now": RFC3339, "dry_run": bool}` are honoured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SweepInput {
+    /// The time to sweep at.
+    pub now: DateTime<Utc>,
+    /// Report only.
+    pub dry_run: bool,
+}
+
+/// The input was not usable.
+#[derive(Debug, thiserror::Error)]
+#[error("sweep input: {0}")]
+pub struct SweepInputError(String);
+
+impl SweepInput {
+    /// Reads the optional fields of a scheduler event; anything else is ignored.
+    pub fn from_event(
+        event: &serde_json::Value,
+        default_now: DateTime<Utc>,
+    ) -> Result<Self, SweepInputError> {
+        let now = match event.get("now").and_then(serde_json::Value::as_str) {
+            Some(s) => DateTime::parse_from_rfc3339(s)
+                .map_err(|e| SweepInputError(format!("now: {e}")))?
+                .with_timezone(&Utc),
+            None => default_now,
+        };
+        Ok(Self {
+            now,
+            dry_run: event
+                .get("dry_run")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scheduler_input_is_optional_and_checked() {
+        let now = Utc::now();
+        assert_eq!(
+            SweepInput::from_event(&serde_json::json!({}), now).unwrap(),
+            SweepInput {
+                now,
+                dry_run: false
+            }
+        );
+        let i = SweepInput::from_event(&serde_json::json!({"now": "2026-01-01T00:00:00Z", "dry_run": true, "source": "aws.scheduler"}), now).unwrap();
+        assert_eq!((i.now.timestamp(), i.dry_run), (1767225600, true));
+        assert!(SweepInput::from_event(&serde_json::json!({"now": "yesterday"}), now).is_err());
+        assert!(SweepInput::from_event(&serde_json::Value::Null, now).is_ok());
+    }
+}

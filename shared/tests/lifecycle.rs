@@ -1,0 +1,660 @@
+//! Uninstall and the data lifecycle against DynamoDB and EventBridge on moto, with loopback fakes
+//! of LiveChat and the Graph API: revocations, token wipe, TTLs, the 7-day purge, Meta's
+//! deauthorize and data-deletion callbacks, and forged requests.
+
+#[path = "support/bridge.rs"]
+mod bridge;
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use bridge::*;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use shared::clock::Clock;
+use shared::domain::*;
+use shared::lifecycle::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
+use shared::lifecycle::signed_request::sign as sign_request;
+use shared::store::{Condition, DynamoStore, Item, PageRequest, Store};
+use tower::ServiceExt;
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+const ORG_B: &str = "00000000-0000-4000-8000-00000000a002";
+const IG_B: &str = "17841400000000002";
+
+async fn on_moto() -> (Harness, Arc<dyn Store>, aws_sdk_sqs::Client, String) {
+    let sdk = support::sdk().await;
+    let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = support::unique("igbridge-life");
+    shared::provision::create_table(&dynamo, &table)
+        .await
+        .unwrap();
+    let store: Arc<dyn Store> = Arc::new(DynamoStore::new(dynamo, table));
+    let mut h = Harness::with_store(store.clone()).await;
+    // Lifecycle events go to an EventBridge bus whose rule forwards them to a queue we can read.
+    let events = aws_sdk_eventbridge::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let bus = support::unique("igbridge-bus");
+    events.create_event_bus().name(&bus).send().await.unwrap();
+    let queue_url = sqs
+        .create_queue()
+        .queue_name(support::unique("audit"))
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap()[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+        .clone();
+    events
+        .put_rule()
+        .name("audit")
+        .event_bus_name(&bus)
+        .event_pattern(json!({"source": ["igbridge"]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    events
+        .put_targets()
+        .rule("audit")
+        .event_bus_name(&bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("q")
+                .arn(arn)
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    h.services.events = Arc::new(EventBridgePublisher::new(events, &bus));
+    revocation_mocks(&h).await;
+    (h, store, sqs, queue_url)
+}
+
+async fn revocation_mocks(h: &Harness) {
+    for p in [
+        format!("/v25.0/PAGE-{IG}/subscribed_apps"),
+        format!("/v25.0/PAGE-{IG_B}/subscribed_apps"),
+        "/v25.0/fbuser/permissions".to_string(),
+    ] {
+        Mock::given(method("DELETE"))
+            .and(path(p))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+            .with_priority(10)
+            .mount(&h.graph)
+            .await;
+    }
+    Mock::given(method("DELETE"))
+        .and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .with_priority(10)
+        .mount(&h.livechat)
+        .await;
+}
+
+async fn audit(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    for _ in 0..3 {
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages.unwrap_or_default() {
+            out.push(serde_json::from_str(m.body.as_deref().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+async fn org_items(store: &dyn Store, org: &str) -> Vec<Item> {
+    let keys = store
+        .query_organization(org, PageRequest::default())
+        .await
+        .unwrap()
+        .items;
+    let mut items = Vec::new();
+    for k in keys {
+        if let Some(i) = store.get(&k).await.unwrap() {
+            items.push(i);
+        }
+    }
+    items
+}
+
+async fn app_webhook(h: &Harness, token: Option<&str>, body: Value) -> StatusCode {
+    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let uri = match token {
+        Some(t) => format!("/webhooks/livechat/app?token={t}"),
+        None => "/webhooks/livechat/app".into(),
+    };
+    let req = Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    router.oneshot(req).await.unwrap().status()
+}
+
+async fn form(h: &Harness, uri: &str, signed: &str) -> (StatusCode, String) {
+    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let body = format!("signed_request={}", signed);
+    let req = Request::post(uri)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Body::from(body))
+        .unwrap();
+    let res = router.oneshot(req).await.unwrap();
+    let status = res.status();
+    (
+        status,
+        String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).to_string(),
+    )
+}
+
+async fn get(h: &Harness, uri: &str) -> (StatusCode, String) {
+    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let res = router
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = res.status();
+    (
+        status,
+        String::from_utf8_lossy(&res.into_body().collect().await.unwrap().to_bytes()).to_string(),
+    )
+}
+
+fn uninstalled(org: &str) -> Value {
+    json!({"applicationID": "APP_ID_0001", "applicationName": "igbridge", "clientID": "CLIENT_ID_0001", "date": "2026-03-01T12:00:00+00:00",
+           "event": "application_uninstalled", "licenseID": 100000001, "organizationID": org, "payload": {"applicationID": "APP_ID_0001"},
+           "userID": "00000000-0000-4000-8000-00000000b001"})
+}
+
+async fn link_user(h: &Harness, org: &str, ig: &str) {
+    h.services
+        .repo
+        .put(
+            &FacebookUserLink {
+                facebook_user_id: "fbuser".into(),
+                organization_id: org.into(),
+                ig_account_id: ig.into(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+}
+
+/// Org A with a real conversation (contact, chat route, links, idempotency) and org B alongside.
+async fn two_tenants(h: &Harness) {
+    h.deliver(&webhook(vec![text("MID_TEXT_0001", "hello")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    link_user(h, ORG, IG).await;
+    h.install(ORG_B, IG_B, "dal:AGENT-B", "PAGE-TOKEN-B").await;
+    h.seed_contact(
+        ORG_B,
+        IG_B,
+        "IGSID_2002",
+        "CHAT_B",
+        Some(chrono::Duration::hours(1)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn uninstall_revokes_wipes_and_the_sweep_purges_only_that_organization_after_7_days() {
+    let (h, store, sqs, audit_url) = on_moto().await;
+    two_tenants(&h).await;
+    let before_b = org_items(store.as_ref(), ORG_B).await;
+    assert!(before_b.len() >= 5);
+    assert!(org_items(store.as_ref(), ORG).await.len() >= 8);
+
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+
+    let graph = h.graph.received_requests().await.unwrap();
+    let deletes: Vec<(String, String)> = graph
+        .iter()
+        .filter(|r| r.method.as_str() == "DELETE")
+        .map(|r| {
+            (
+                r.url.path().to_string(),
+                r.headers["authorization"].to_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        vec![
+            (
+                format!("/v25.0/PAGE-{IG}/subscribed_apps"),
+                "Bearer PAGE-TOKEN-A".to_string()
+            ),
+            (
+                "/v25.0/fbuser/permissions".to_string(),
+                "Bearer 1234|meta-app-secret".to_string()
+            ),
+        ]
+    );
+    let lc = h.requests("/v2/token").await;
+    assert_eq!(lc.len(), 1);
+    assert_eq!(lc[0].method.as_str(), "DELETE");
+    assert_eq!(lc[0].headers["authorization"], "Bearer refresh-dal:AGENT-A");
+
+    // Every token wiped at once, every item of A carries a TTL within 7 days, routing stopped.
+    let deadline = h.clock.now().timestamp() + 7 * 24 * 3600;
+    let items = org_items(store.as_ref(), ORG).await;
+    for item in &items {
+        let text = Value::Object(item.attributes().clone()).to_string();
+        assert!(!text.contains("\"v1:"), "token left in {:?}", item.key());
+        let ttl = item
+            .expires_at()
+            .unwrap_or_else(|| panic!("{:?} has no TTL", item.key()));
+        assert!(ttl <= deadline);
+    }
+    assert!(
+        store
+            .get(&AccountRoute::key_for(IG))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Uninstalled);
+
+    // A replay changes nothing and revokes nothing again.
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.graph
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .count(),
+        2
+    );
+    assert_eq!(h.requests("/v2/token").await.len(), 1);
+
+    // Not due yet: a sweep deletes nothing.
+    let early = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(early.due, 0);
+    assert_eq!(org_items(store.as_ref(), ORG).await.len(), items.len());
+
+    h.clock.advance(chrono::Duration::days(7));
+    let dry = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), true)
+        .await
+        .unwrap();
+    assert_eq!((dry.due, dry.items_deleted), (1, items.len()));
+    assert_eq!(
+        org_items(store.as_ref(), ORG).await.len(),
+        items.len(),
+        "a dry run deletes nothing"
+    );
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.due, report.organizations, report.items_deleted),
+        (1, 1, items.len())
+    );
+    assert!(
+        org_items(store.as_ref(), ORG).await.is_empty(),
+        "zero items of the organization remain"
+    );
+    assert!(
+        store
+            .get(&Installation::key_for(ORG))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        org_items(store.as_ref(), ORG_B).await,
+        before_b,
+        "the other organization is intact"
+    );
+    // Idempotent: the next sweep finds nothing.
+    assert_eq!(
+        h.services
+            .lifecycle()
+            .sweep(h.clock.now(), false)
+            .await
+            .unwrap()
+            .due,
+        0
+    );
+
+    let kinds: Vec<String> = audit(&sqs, &audit_url)
+        .await
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"igbridge.uninstalled".to_string())
+            && kinds.contains(&"igbridge.purged".to_string()),
+        "{kinds:?}"
+    );
+}
+
+#[tokio::test]
+async fn forged_app_webhooks_are_rejected_and_change_nothing() {
+    let h = Harness::new().await;
+    revocation_mocks(&h).await;
+    assert_eq!(
+        app_webhook(&h, None, uninstalled(ORG)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-tokeN"), uninstalled(ORG)).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let mut other = uninstalled(ORG);
+    other["clientID"] = json!("SOMEONE_ELSE");
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), other).await,
+        StatusCode::FORBIDDEN
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Active);
+    assert!(inst.access_token.is_some());
+    assert!(h.graph.received_requests().await.unwrap().is_empty());
+    assert!(h.requests("/v2/token").await.is_empty());
+    // Other app events are acknowledged.
+    let mut installed = uninstalled(ORG);
+    installed["event"] = json!("application_installed");
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), installed).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_failed_revocation_is_retried_by_the_sweeper_and_the_purge_happens_regardless() {
+    let h = Harness::new().await;
+    Mock::given(method("DELETE"))
+        .and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    revocation_mocks(&h).await;
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    let pending: Vec<PendingRevocation> = h
+        .services
+        .repo
+        .query_prefix(PendingRevocation::PARTITION, "")
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1);
+    assert!(matches!(pending[0].revocation, Revocation::Livechat { .. }));
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.revocations_done, report.revocations_pending),
+        (1, 0)
+    );
+    assert_eq!(h.requests("/v2/token").await.len(), 2);
+    assert!(
+        h.services
+            .repo
+            .query_prefix::<PendingRevocation>(PendingRevocation::PARTITION, "")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedules_the_purge() {
+    let (h, store, _, _) = on_moto().await;
+    two_tenants(&h).await;
+    let secret = b"meta-app-secret";
+    let forged = sign_request(
+        b"wrong-secret",
+        &json!({"algorithm": "HMAC-SHA256", "user_id": "fbuser", "issued_at": 1}),
+    );
+    assert_eq!(
+        form(&h, "/meta/deauthorize", &forged).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let conn: InstagramConnection = h
+        .services
+        .repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.status, ConnectionStatus::Connected, "nothing changed");
+
+    let good = sign_request(
+        secret,
+        &json!({"algorithm": "HMAC-SHA256", "user_id": "fbuser", "issued_at": 1624244156}),
+    );
+    assert_eq!(form(&h, "/meta/deauthorize", &good).await.0, StatusCode::OK);
+    let conn: InstagramConnection = h
+        .services
+        .repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.status, ConnectionStatus::Disconnected);
+    assert!(conn.page_token.is_none());
+    assert!(
+        store
+            .get(&AccountRoute::key_for(IG))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let notices = h.calls("send_event").await;
+    assert_eq!(notices.len(), 1);
+    assert_eq!(
+        notices[0]["event"]["text"],
+        "The Instagram account connected to this chat was disconnected. Messages are no longer bridged."
+    );
+    // Organization B (another Facebook user) is untouched.
+    assert!(
+        store
+            .get(&AccountRoute::key_for(IG_B))
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    h.clock.advance(chrono::Duration::days(7));
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.users, 1);
+    assert!(
+        store
+            .get(&InstagramConnection::key_for(ORG, IG))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get(&Contact::key_for(ORG, IG, IGSID))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get(&ChatRoute::key_for(ORG, "CHAT000001"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .get(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The LiveChat installation itself stays: only the Facebook user's connection went.
+    assert!(
+        store
+            .get(&Installation::key_for(ORG))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .get(&Contact::key_for(ORG_B, IG_B, "IGSID_2002"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn data_deletion_answers_with_a_status_url_and_completes_after_the_sweep() {
+    let h = Harness::new().await;
+    link_user(&h, ORG, IG).await;
+    let signed = sign_request(
+        b"meta-app-secret",
+        &json!({"algorithm": "HMAC-SHA256", "expires": 1291840400, "issued_at": 1291836800, "user_id": "fbuser"}),
+    );
+    let (status, body) = form(&h, "/meta/data-deletion", &signed).await;
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    let code = answer["confirmation_code"].as_str().unwrap().to_string();
+    assert!(code.chars().all(|c| c.is_ascii_alphanumeric()) && code.len() >= 12);
+    assert_eq!(
+        answer["url"],
+        format!("https://bridge.example.com/meta/data-deletion/{code}")
+    );
+
+    let (status, page) = get(&h, &format!("/meta/data-deletion/{code}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Deletion pending") && !page.contains("fbuser"));
+    h.clock.advance(chrono::Duration::days(7));
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.requests_completed, 1);
+    let (_, page) = get(&h, &format!("/meta/data-deletion/{code}")).await;
+    assert!(page.contains("Deletion completed") && !page.contains("fbuser"));
+    let request: DeletionRequest = h
+        .services
+        .repo
+        .get(&DeletionRequest::key_for(&code))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        request.facebook_user_id.is_none(),
+        "the user id is gone once done"
+    );
+    assert_eq!(
+        get(&h, "/meta/data-deletion/NOPE0000").await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        get(&h, "/meta/data-deletion/%3Cscript%3E").await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    for bad in ["", "garbage", "a.b"] {
+        let (status, _) = form(&h, "/meta/data-deletion", bad).await;
+        assert!(
+            status == StatusCode::BAD_REQUEST || status == StatusCode::FORBIDDEN,
+            "{bad}: {status}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_events_reach_eventbridge_with_ids_only() {
+    let (h, _, sqs, url) = on_moto().await;
+    let mut e = LifecycleEvent::new(LifecycleKind::InstagramConnected, h.clock.now())
+        .org(ORG)
+        .account(IG);
+    e.items = None;
+    h.services
+        .events
+        .publish(&[
+            e.clone(),
+            LifecycleEvent::new(LifecycleKind::Installed, h.clock.now()).org(ORG),
+        ])
+        .await
+        .unwrap();
+    let got = audit(&sqs, &url).await;
+    assert_eq!(got.len(), 2);
+    let connected = got
+        .iter()
+        .find(|g| g["detail-type"] == "igbridge.instagram_connected")
+        .unwrap();
+    assert_eq!(connected["source"], "igbridge");
+    assert_eq!(
+        connected["detail"],
+        json!({"kind": "instagram_connected", "organization_id": ORG, "ig_account_id": IG, "at": "2026-03-01T12:00:00Z"})
+    );
+    let _ = Duration::from_secs(0);
+}
