@@ -175,6 +175,27 @@ impl Services {
         })
     }
 
+    /// The install flow's state.
+    pub fn install(&self) -> Arc<crate::install::Install> {
+        use secrecy::ExposeSecret;
+        Arc::new(crate::install::Install {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            livechat: self.livechat(),
+            graph: self.graph(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            signer: crate::install::state::StateSigner::new(self.config.livechat_client_secret.expose_secret().as_bytes()),
+            public_base_url: self.config.public_base_url.clone(),
+            livechat_client_id: self.config.livechat_client_id.clone(),
+            livechat_accounts_base_url: self.config.livechat_accounts_base_url.clone(),
+            facebook_dialog_base_url: self.config.facebook_dialog_base_url.clone(),
+            graph_api_version: self.config.graph_api_version.clone(),
+            meta_app_id: self.config.meta_app_id.clone(),
+            meta_app_secret: self.config.meta_app_secret.clone(),
+        })
+    }
+
     /// The livechat-to-instagram worker.
     pub fn outbound(&self) -> Outbound {
         Outbound {

@@ -379,6 +379,27 @@ pub struct OAuthState {
     pub created_at: DateTime<Utc>,
     /// TTL (always set); also checked on use, as TTL deletion lags.
     pub expires_at: i64,
+    /// For the page chooser: who logged in to Facebook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub facebook_user_id: Option<String>,
+    /// For the page chooser: the Pages offered (tokens sealed; they never reach the browser).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pages: Vec<PageChoice>,
+}
+
+/// A Page offered in the chooser.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageChoice {
+    /// Facebook Page id.
+    pub page_id: String,
+    /// Page name.
+    pub page_name: String,
+    /// Linked Instagram professional account id.
+    pub ig_account_id: String,
+    /// Its username.
+    pub ig_username: Option<String>,
+    /// The Page token, sealed under `oauth.page_token:<nonce>:<page>`.
+    pub page_token: EncryptedToken,
 }
 
 impl OAuthState {

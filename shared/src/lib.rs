@@ -10,6 +10,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod ingest;
+pub mod install;
 pub mod instagram;
 pub mod jobs;
 pub mod lifecycle;

@@ -182,6 +182,28 @@ impl GraphClient {
         })
     }
 
+    /// GETs a Graph path with a token and query parameters.
+    pub async fn get(&self, path: &str, token: Option<&SecretString>, query: &[(&str, &str)]) -> Result<Value, GraphError> {
+        let mut req = self.http.get(self.url(path)).query(query);
+        if let Some(t) = token {
+            req = req.bearer_auth(t.expose_secret());
+        }
+        parse_response(req.send().await.map_err(transport)?).await
+    }
+
+    /// POSTs form parameters to a Graph path (e.g. `subscribed_apps`).
+    pub async fn post_form(&self, path: &str, token: &SecretString, form: &[(&str, &str)]) -> Result<Value, GraphError> {
+        let res = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(token.expose_secret())
+            .form(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        parse_response(res).await
+    }
+
     /// POSTs JSON to a Graph path with the Page token.
     pub async fn post(
         &self,

@@ -188,6 +188,27 @@ impl LivechatClient {
         }
     }
 
+    /// Exchanges an authorization code (`grant_type=authorization_code`).
+    pub async fn exchange_code(&self, code: &str, redirect_uri: &str) -> Result<TokenSet, LivechatError> {
+        // Codes may arrive with `:` encoded; LiveChat wants it back as `:`.
+        let code = code.replace("%3A", ":").replace("%3a", ":");
+        let res = self
+            .http
+            .post(format!("{}/v2/token", self.accounts_base))
+            .form(&[
+                ("grant_type", "authorization_code"),
+                ("code", code.as_str()),
+                ("client_id", &self.client_id),
+                ("client_secret", self.client_secret.expose_secret()),
+                ("redirect_uri", redirect_uri),
+            ])
+            .send()
+            .await
+            .map_err(transport)?;
+        let body = parse(res).await?;
+        shape(body)
+    }
+
     /// Refreshes an agent token (`grant_type=refresh_token`).
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, LivechatError> {
         let res = self
