@@ -185,7 +185,12 @@ impl Services {
             graph: self.graph(),
             clock: self.clock.clone(),
             events: self.events.clone(),
-            signer: crate::install::state::StateSigner::new(self.config.livechat_client_secret.expose_secret().as_bytes()),
+            signer: crate::install::state::StateSigner::new(
+                self.config
+                    .livechat_client_secret
+                    .expose_secret()
+                    .as_bytes(),
+            ),
             public_base_url: self.config.public_base_url.clone(),
             livechat_client_id: self.config.livechat_client_id.clone(),
             livechat_accounts_base_url: self.config.livechat_accounts_base_url.clone(),

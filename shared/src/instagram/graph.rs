@@ -183,7 +183,12 @@ impl GraphClient {
     }
 
     /// GETs a Graph path with a token and query parameters.
-    pub async fn get(&self, path: &str, token: Option<&SecretString>, query: &[(&str, &str)]) -> Result<Value, GraphError> {
+    pub async fn get(
+        &self,
+        path: &str,
+        token: Option<&SecretString>,
+        query: &[(&str, &str)],
+    ) -> Result<Value, GraphError> {
         let mut req = self.http.get(self.url(path)).query(query);
         if let Some(t) = token {
             req = req.bearer_auth(t.expose_secret());
@@ -192,7 +197,12 @@ impl GraphClient {
     }
 
     /// POSTs form parameters to a Graph path (e.g. `subscribed_apps`).
-    pub async fn post_form(&self, path: &str, token: &SecretString, form: &[(&str, &str)]) -> Result<Value, GraphError> {
+    pub async fn post_form(
+        &self,
+        path: &str,
+        token: &SecretString,
+        form: &[(&str, &str)],
+    ) -> Result<Value, GraphError> {
         let res = self
             .http
             .post(self.url(path))

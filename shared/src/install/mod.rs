@@ -31,7 +31,8 @@ pub const REQUIRED_SCOPES: &[&str] = &["customers:own"];
 /// Facebook Login permissions for the Messenger API for Instagram.
 pub const FACEBOOK_SCOPES: &str = "instagram_basic,instagram_manage_messages,pages_manage_metadata,pages_show_list,pages_read_engagement,pages_messaging,business_management";
 /// Page webhook fields the bridge uses.
-pub const SUBSCRIBED_FIELDS: &str = "messages,messaging_postbacks,message_reactions,messaging_seen,messaging_referral";
+pub const SUBSCRIBED_FIELDS: &str =
+    "messages,messaging_postbacks,message_reactions,messaging_seen,messaging_referral";
 
 /// The install flow.
 pub struct Install {
@@ -83,12 +84,20 @@ fn nonce() -> String {
 
 fn internal(e: impl std::fmt::Display) -> Response {
     tracing::error!(error = %e, "install step failed");
-    pages::error(StatusCode::SERVICE_UNAVAILABLE, "Something went wrong", "igbridge could not save the installation. Nothing was connected; please try again.")
+    pages::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Something went wrong",
+        "igbridge could not save the installation. Nothing was connected; please try again.",
+    )
 }
 
 fn bad_state() -> Response {
     tracing::warn!("install request with a forged, expired or reused state");
-    pages::error(StatusCode::BAD_REQUEST, "This link has expired", "The installation link is invalid, expired or was already used. Nothing was changed.")
+    pages::error(
+        StatusCode::BAD_REQUEST,
+        "This link has expired",
+        "The installation link is invalid, expired or was already used. Nothing was changed.",
+    )
 }
 
 impl Install {
@@ -97,7 +106,14 @@ impl Install {
     }
 
     /// Issues a state: the nonce is stored (15 minutes, single use) and signed into the token.
-    async fn issue(&self, step: OAuthStep, org: Option<&str>, facebook_user_id: Option<String>, pages: Vec<PageChoice>, n: Option<String>) -> Result<String, StoreError> {
+    async fn issue(
+        &self,
+        step: OAuthStep,
+        org: Option<&str>,
+        facebook_user_id: Option<String>,
+        pages: Vec<PageChoice>,
+        n: Option<String>,
+    ) -> Result<String, StoreError> {
         let now = self.clock.now();
         let n = n.unwrap_or_else(nonce);
         let record = OAuthState {
@@ -110,27 +126,48 @@ impl Install {
             pages,
         };
         self.repo.put(&record, Condition::IfAbsent).await?;
-        Ok(self.signer.sign(&StateClaims { n, s: step, o: record.organization_id.clone(), e: record.expires_at }))
+        Ok(self.signer.sign(&StateClaims {
+            n,
+            s: step,
+            o: record.organization_id.clone(),
+            e: record.expires_at,
+        }))
     }
 
     /// Verifies and consumes a state: exactly one use, before it expires.
-    async fn consume(&self, token: Option<&String>, step: OAuthStep) -> Result<Option<OAuthState>, StoreError> {
+    async fn consume(
+        &self,
+        token: Option<&String>,
+        step: OAuthStep,
+    ) -> Result<Option<OAuthState>, StoreError> {
         let now = self.clock.now().timestamp();
         let Some(claims) = token.and_then(|t| self.signer.verify(t, step, now)) else {
             return Ok(None);
         };
-        let Some(record) = self.repo.take::<OAuthState>(&OAuthState::key_for(&claims.n)).await? else {
+        let Some(record) = self
+            .repo
+            .take::<OAuthState>(&OAuthState::key_for(&claims.n))
+            .await?
+        else {
             return Ok(None);
         };
-        let valid = record.step == step && record.expires_at > now && record.organization_id == claims.o;
+        let valid =
+            record.step == step && record.expires_at > now && record.organization_id == claims.o;
         Ok(valid.then_some(record))
     }
 
     fn facebook_dialog(&self, state: &str) -> String {
-        let mut url = reqwest::Url::parse(&format!("{}/{}/dialog/oauth", self.facebook_dialog_base_url, self.graph_api_version)).expect("configured base URL is valid");
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/{}/dialog/oauth",
+            self.facebook_dialog_base_url, self.graph_api_version
+        ))
+        .expect("configured base URL is valid");
         url.query_pairs_mut()
             .append_pair("client_id", &self.meta_app_id)
-            .append_pair("redirect_uri", &self.redirect_uri("/oauth/facebook/callback"))
+            .append_pair(
+                "redirect_uri",
+                &self.redirect_uri("/oauth/facebook/callback"),
+            )
             .append_pair("state", state)
             .append_pair("response_type", "code")
             .append_pair("scope", FACEBOOK_SCOPES);
@@ -140,33 +177,74 @@ impl Install {
     /// A reinstall after an uninstall starts clean: what is left of the old one is deleted now.
     async fn clear_uninstalled(&self, org: &str) -> Result<(), StoreError> {
         loop {
-            let keys = self.repo.store().query_organization(org, PageRequest { limit: Some(500), cursor: None }).await?.items;
+            let keys = self
+                .repo
+                .store()
+                .query_organization(
+                    org,
+                    PageRequest {
+                        limit: Some(500),
+                        cursor: None,
+                    },
+                )
+                .await?
+                .items;
             if keys.is_empty() {
                 break;
             }
             self.repo.store().delete_many(&keys).await?;
         }
         let due: Vec<PurgeEntry> = self.repo.query_prefix(PurgeEntry::PARTITION, "").await?;
-        for e in due.into_iter().filter(|e| e.subject == PurgeSubject::Organization(org.to_string())) {
-            self.repo.take::<PurgeEntry>(&crate::store::Record::key(&e)).await?;
+        for e in due
+            .into_iter()
+            .filter(|e| e.subject == PurgeSubject::Organization(org.to_string()))
+        {
+            self.repo
+                .take::<PurgeEntry>(&crate::store::Record::key(&e))
+                .await?;
         }
         Ok(())
     }
 
-    async fn save_installation(&self, set: &crate::livechat::TokenSet, org: &str) -> Result<(), StoreError> {
+    async fn save_installation(
+        &self,
+        set: &crate::livechat::TokenSet,
+        org: &str,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let existing = self.repo.get::<Installation>(&Installation::key_for(org)).await?;
-        if existing.as_ref().is_some_and(|i| i.status == InstallationStatus::Uninstalled) {
+        let existing = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?;
+        if existing
+            .as_ref()
+            .is_some_and(|i| i.status == InstallationStatus::Uninstalled)
+        {
             self.clear_uninstalled(org).await?;
         }
-        let installed_at = existing.filter(|i| i.status != InstallationStatus::Uninstalled).map_or(now, |i| i.installed_at);
+        let installed_at = existing
+            .filter(|i| i.status != InstallationStatus::Uninstalled)
+            .map_or(now, |i| i.installed_at);
         let inst = Installation {
             organization_id: org.to_string(),
             account_id: set.account_id.clone().unwrap_or_default(),
-            access_token: Some(self.cipher.seal(&set.access_token, &token_context(org, "livechat.access_token"))),
-            refresh_token: set.refresh_token.as_ref().map(|t| self.cipher.seal(t, &token_context(org, "livechat.refresh_token"))),
+            access_token: Some(self.cipher.seal(
+                &set.access_token,
+                &token_context(org, "livechat.access_token"),
+            )),
+            refresh_token: set.refresh_token.as_ref().map(|t| {
+                self.cipher
+                    .seal(t, &token_context(org, "livechat.refresh_token"))
+            }),
             access_token_expires_at: Some(now + chrono::Duration::seconds(set.expires_in)),
-            scopes: set.scope.as_deref().unwrap_or("").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            scopes: set
+                .scope
+                .as_deref()
+                .unwrap_or("")
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             status: InstallationStatus::Active,
             installed_at,
             updated_at: now,
@@ -176,12 +254,25 @@ impl Install {
     }
 
     /// Connects a Page: subscribe its webhooks, then store the connection and the routes.
-    async fn connect(&self, org: &str, facebook_user_id: &str, choice: &PageChoice, token: &SecretString) -> Response {
+    async fn connect(
+        &self,
+        org: &str,
+        facebook_user_id: &str,
+        choice: &PageChoice,
+        token: &SecretString,
+    ) -> Response {
         let now = self.clock.now();
         // Refuse an account that another live installation holds.
-        match self.repo.get::<AccountRoute>(&AccountRoute::key_for(&choice.ig_account_id)).await {
+        match self
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for(&choice.ig_account_id))
+            .await
+        {
             Ok(Some(route)) if route.organization_id != org => {
-                let live = self.repo.get::<Installation>(&Installation::key_for(&route.organization_id)).await;
+                let live = self
+                    .repo
+                    .get::<Installation>(&Installation::key_for(&route.organization_id))
+                    .await;
                 if matches!(live, Ok(Some(i)) if i.status != InstallationStatus::Uninstalled) {
                     return pages::already_connected(choice.ig_username.as_deref());
                 }
@@ -195,11 +286,19 @@ impl Install {
             .post_form(&path, token, &[("subscribed_fields", SUBSCRIBED_FIELDS)])
             .await;
         let subscribed = subscribed.map_err(|e| e.to_string()).and_then(|v| {
-            if subscription_succeeded(&v) { Ok(()) } else { Err("subscription not confirmed".to_string()) }
+            if subscription_succeeded(&v) {
+                Ok(())
+            } else {
+                Err("subscription not confirmed".to_string())
+            }
         });
         if let Err(e) = subscribed {
             tracing::warn!(error = %e, "Page subscription failed");
-            return pages::error(StatusCode::BAD_GATEWAY, "Could not subscribe the Page", "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again.");
+            return pages::error(
+                StatusCode::BAD_GATEWAY,
+                "Could not subscribe the Page",
+                "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again.",
+            );
         }
         let conn = InstagramConnection {
             organization_id: org.to_string(),
@@ -207,15 +306,30 @@ impl Install {
             ig_username: choice.ig_username.clone(),
             page_id: choice.page_id.clone(),
             page_name: Some(choice.page_name.clone()),
-            page_token: Some(self.cipher.seal(token, &token_context(org, &format!("instagram.page_token:{}", choice.ig_account_id)))),
+            page_token: Some(self.cipher.seal(
+                token,
+                &token_context(
+                    org,
+                    &format!("instagram.page_token:{}", choice.ig_account_id),
+                ),
+            )),
             facebook_user_id: facebook_user_id.to_string(),
             status: ConnectionStatus::Connected,
             connected_at: now,
             updated_at: now,
             expires_at: None,
         };
-        let route = AccountRoute { ig_account_id: choice.ig_account_id.clone(), organization_id: org.to_string(), expires_at: None };
-        let link = FacebookUserLink { facebook_user_id: facebook_user_id.to_string(), organization_id: org.to_string(), ig_account_id: choice.ig_account_id.clone(), expires_at: None };
+        let route = AccountRoute {
+            ig_account_id: choice.ig_account_id.clone(),
+            organization_id: org.to_string(),
+            expires_at: None,
+        };
+        let link = FacebookUserLink {
+            facebook_user_id: facebook_user_id.to_string(),
+            organization_id: org.to_string(),
+            ig_account_id: choice.ig_account_id.clone(),
+            expires_at: None,
+        };
         for result in [
             self.repo.put(&conn, Condition::Always).await,
             self.repo.put(&route, Condition::Always).await,
@@ -225,26 +339,42 @@ impl Install {
                 return internal(e);
             }
         }
-        publish_logged(self.events.as_ref(), &[LifecycleEvent::new(LifecycleKind::InstagramConnected, now).org(org).account(&choice.ig_account_id)]).await;
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::InstagramConnected, now)
+                .org(org)
+                .account(&choice.ig_account_id)],
+        )
+        .await;
         pages::success(choice.ig_username.as_deref(), &choice.page_name)
     }
 }
 
 async fn start(State(app): State<Arc<Install>>) -> Response {
-    let state = match app.issue(OAuthStep::Livechat, None, None, vec![], None).await {
+    let state = match app
+        .issue(OAuthStep::Livechat, None, None, vec![], None)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return internal(e),
     };
-    let mut url = reqwest::Url::parse(&format!("{}/", app.livechat_accounts_base_url)).expect("configured base URL is valid");
+    let mut url = reqwest::Url::parse(&format!("{}/", app.livechat_accounts_base_url))
+        .expect("configured base URL is valid");
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &app.livechat_client_id)
-        .append_pair("redirect_uri", &app.redirect_uri("/oauth/livechat/callback"))
+        .append_pair(
+            "redirect_uri",
+            &app.redirect_uri("/oauth/livechat/callback"),
+        )
         .append_pair("state", &state);
     Redirect::to(url.as_str()).into_response()
 }
 
-async fn livechat_callback(State(app): State<Arc<Install>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn livechat_callback(
+    State(app): State<Arc<Install>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     // A state we issued must be valid; none at all is a Marketplace install (confirmed below).
     let ours = match q.get("state") {
         Some(_) => match app.consume(q.get("state"), OAuthStep::Livechat).await {
@@ -255,27 +385,62 @@ async fn livechat_callback(State(app): State<Arc<Install>>, Query(q): Query<Hash
         None => false,
     };
     let Some(code) = q.get("code") else {
-        return pages::error(StatusCode::BAD_REQUEST, "Installation cancelled", "LiveChat did not authorize igbridge. Nothing was installed.");
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "Installation cancelled",
+            "LiveChat did not authorize igbridge. Nothing was installed.",
+        );
     };
-    let set = match app.livechat.exchange_code(code, &app.redirect_uri("/oauth/livechat/callback")).await {
+    let set = match app
+        .livechat
+        .exchange_code(code, &app.redirect_uri("/oauth/livechat/callback"))
+        .await
+    {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "LiveChat code exchange failed");
-            return pages::error(StatusCode::BAD_GATEWAY, "LiveChat authorization failed", "LiveChat did not accept the authorization code (it may have expired or been used). Nothing was installed.");
+            return pages::error(
+                StatusCode::BAD_GATEWAY,
+                "LiveChat authorization failed",
+                "LiveChat did not accept the authorization code (it may have expired or been used). Nothing was installed.",
+            );
         }
     };
-    let granted: Vec<&str> = set.scope.as_deref().unwrap_or("").split(',').map(str::trim).collect();
+    let granted: Vec<&str> = set
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
     if let Some(missing) = REQUIRED_SCOPES.iter().find(|s| !granted.contains(s)) {
-        return pages::error(StatusCode::FORBIDDEN, "Missing permission", &format!("igbridge needs the LiveChat permission {missing}, which only an owner or administrator can grant. Ask an administrator to install igbridge. Nothing was installed."));
+        return pages::error(
+            StatusCode::FORBIDDEN,
+            "Missing permission",
+            &format!(
+                "igbridge needs the LiveChat permission {missing}, which only an owner or administrator can grant. Ask an administrator to install igbridge. Nothing was installed."
+            ),
+        );
     }
     let Some(org) = set.organization_id.clone() else {
-        return pages::error(StatusCode::BAD_GATEWAY, "LiveChat authorization failed", "LiveChat did not name the organization. Nothing was installed.");
+        return pages::error(
+            StatusCode::BAD_GATEWAY,
+            "LiveChat authorization failed",
+            "LiveChat did not name the organization. Nothing was installed.",
+        );
     };
     if let Err(e) = app.save_installation(&set, &org).await {
         return internal(e);
     }
-    publish_logged(app.events.as_ref(), &[LifecycleEvent::new(LifecycleKind::Installed, app.clock.now()).org(&org)]).await;
-    let state = match app.issue(OAuthStep::Facebook, Some(&org), None, vec![], None).await {
+    publish_logged(
+        app.events.as_ref(),
+        &[LifecycleEvent::new(LifecycleKind::Installed, app.clock.now()).org(&org)],
+    )
+    .await;
+    let state = match app
+        .issue(OAuthStep::Facebook, Some(&org), None, vec![], None)
+        .await
+    {
         Ok(s) => s,
         Err(e) => return internal(e),
     };
@@ -283,18 +448,28 @@ async fn livechat_callback(State(app): State<Arc<Install>>, Query(q): Query<Hash
     if ours {
         Redirect::to(&dialog).into_response()
     } else {
-        pages::confirm(&org, set.account_id.as_deref().unwrap_or("unknown"), &dialog)
+        pages::confirm(
+            &org,
+            set.account_id.as_deref().unwrap_or("unknown"),
+            &dialog,
+        )
     }
 }
 
 /// One Page of `/me/accounts` with its Instagram account.
 fn page_choices(app: &Install, accounts: &Value, n: &str) -> Vec<(PageChoice, SecretString)> {
     let mut out = Vec::new();
-    for p in accounts.get("data").and_then(Value::as_array).into_iter().flatten() {
+    for p in accounts
+        .get("data")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let (Some(page_id), Some(token), Some(ig)) = (
             p.get("id").and_then(Value::as_str),
             p.get("access_token").and_then(Value::as_str),
-            p.pointer("/instagram_business_account/id").and_then(Value::as_str),
+            p.pointer("/instagram_business_account/id")
+                .and_then(Value::as_str),
         ) else {
             continue;
         };
@@ -302,10 +477,20 @@ fn page_choices(app: &Install, accounts: &Value, n: &str) -> Vec<(PageChoice, Se
         out.push((
             PageChoice {
                 page_id: page_id.to_string(),
-                page_name: p.get("name").and_then(Value::as_str).unwrap_or(page_id).to_string(),
+                page_name: p
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or(page_id)
+                    .to_string(),
                 ig_account_id: ig.to_string(),
-                ig_username: p.pointer("/instagram_business_account/username").and_then(Value::as_str).map(str::to_string),
-                page_token: app.cipher.seal(&token, &token_context(n, &format!("oauth.page_token:{page_id}"))),
+                ig_username: p
+                    .pointer("/instagram_business_account/username")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+                page_token: app.cipher.seal(
+                    &token,
+                    &token_context(n, &format!("oauth.page_token:{page_id}")),
+                ),
             },
             token,
         ));
@@ -313,7 +498,10 @@ fn page_choices(app: &Install, accounts: &Value, n: &str) -> Vec<(PageChoice, Se
     out
 }
 
-async fn facebook_callback(State(app): State<Arc<Install>>, Query(q): Query<HashMap<String, String>>) -> Response {
+async fn facebook_callback(
+    State(app): State<Arc<Install>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     let record = match app.consume(q.get("state"), OAuthStep::Facebook).await {
         Ok(Some(r)) => r,
         Ok(None) => return bad_state(),
@@ -323,28 +511,91 @@ async fn facebook_callback(State(app): State<Arc<Install>>, Query(q): Query<Hash
         return bad_state();
     };
     let Some(code) = q.get("code") else {
-        return pages::error(StatusCode::BAD_REQUEST, "Facebook Login cancelled", "Facebook Login was cancelled or refused, so no Instagram account was connected. LiveChat is installed; start again to connect Instagram.");
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "Facebook Login cancelled",
+            "Facebook Login was cancelled or refused, so no Instagram account was connected. LiveChat is installed; start again to connect Instagram.",
+        );
     };
     let secret = app.meta_app_secret.clone();
     let redirect = app.redirect_uri("/oauth/facebook/callback");
     let fail = |what: &str, e: crate::instagram::graph::GraphError| {
         tracing::warn!(error = %e, step = what, "Facebook step failed");
-        pages::error(StatusCode::BAD_GATEWAY, "Facebook step failed", &format!("Facebook did not complete: {what}. Nothing was connected; please try again."))
+        pages::error(
+            StatusCode::BAD_GATEWAY,
+            "Facebook step failed",
+            &format!("Facebook did not complete: {what}. Nothing was connected; please try again."),
+        )
     };
-    let short = match app.graph.get("oauth/access_token", None, &[("client_id", &app.meta_app_id), ("redirect_uri", &redirect), ("client_secret", secret.expose_secret()), ("code", code)]).await {
+    let short = match app
+        .graph
+        .get(
+            "oauth/access_token",
+            None,
+            &[
+                ("client_id", &app.meta_app_id),
+                ("redirect_uri", &redirect),
+                ("client_secret", secret.expose_secret()),
+                ("code", code),
+            ],
+        )
+        .await
+    {
         Ok(v) => v,
         Err(e) => return fail("exchanging the login code", e),
     };
-    let short = SecretString::from(short.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string());
-    let long = match app.graph.get("oauth/access_token", None, &[("grant_type", "fb_exchange_token"), ("client_id", &app.meta_app_id), ("client_secret", secret.expose_secret()), ("fb_exchange_token", short.expose_secret())]).await {
-        Ok(v) => SecretString::from(v.get("access_token").and_then(Value::as_str).unwrap_or_default().to_string()),
+    let short = SecretString::from(
+        short
+            .get("access_token")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let long = match app
+        .graph
+        .get(
+            "oauth/access_token",
+            None,
+            &[
+                ("grant_type", "fb_exchange_token"),
+                ("client_id", &app.meta_app_id),
+                ("client_secret", secret.expose_secret()),
+                ("fb_exchange_token", short.expose_secret()),
+            ],
+        )
+        .await
+    {
+        Ok(v) => SecretString::from(
+            v.get("access_token")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string(),
+        ),
         Err(e) => return fail("getting a long-lived token", e),
     };
     let me = match app.graph.get("me", Some(&long), &[("fields", "id")]).await {
-        Ok(v) => v.get("id").and_then(Value::as_str).unwrap_or_default().to_string(),
+        Ok(v) => v
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
         Err(e) => return fail("reading your Facebook user", e),
     };
-    let accounts = match app.graph.get("me/accounts", Some(&long), &[("fields", "id,name,access_token,instagram_business_account{id,username}"), ("limit", "100")]).await {
+    let accounts = match app
+        .graph
+        .get(
+            "me/accounts",
+            Some(&long),
+            &[
+                (
+                    "fields",
+                    "id,name,access_token,instagram_business_account{id,username}",
+                ),
+                ("limit", "100"),
+            ],
+        )
+        .await
+    {
         Ok(v) => v,
         Err(e) => return fail("listing your Pages", e),
     };
@@ -358,29 +609,64 @@ async fn facebook_callback(State(app): State<Arc<Install>>, Query(q): Query<Hash
         }
         _ => {
             let offered: Vec<PageChoice> = choices.into_iter().map(|(c, _)| c).collect();
-            let state = match app.issue(OAuthStep::PageSelect, Some(&org), Some(me), offered.clone(), Some(n)).await {
+            let state = match app
+                .issue(
+                    OAuthStep::PageSelect,
+                    Some(&org),
+                    Some(me),
+                    offered.clone(),
+                    Some(n),
+                )
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => return internal(e),
             };
-            let shown: Vec<pages::Choice<'_>> = offered.iter().map(|c| pages::Choice { page_id: &c.page_id, page_name: &c.page_name, ig_username: c.ig_username.as_deref() }).collect();
+            let shown: Vec<pages::Choice<'_>> = offered
+                .iter()
+                .map(|c| pages::Choice {
+                    page_id: &c.page_id,
+                    page_name: &c.page_name,
+                    ig_username: c.ig_username.as_deref(),
+                })
+                .collect();
             pages::chooser(&state, &shown)
         }
     }
 }
 
-async fn select(State(app): State<Arc<Install>>, Form(form): Form<HashMap<String, String>>) -> Response {
+async fn select(
+    State(app): State<Arc<Install>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
     let record = match app.consume(form.get("state"), OAuthStep::PageSelect).await {
         Ok(Some(r)) => r,
         Ok(None) => return bad_state(),
         Err(e) => return internal(e),
     };
-    let (Some(org), Some(user)) = (record.organization_id.clone(), record.facebook_user_id.clone()) else {
+    let (Some(org), Some(user)) = (
+        record.organization_id.clone(),
+        record.facebook_user_id.clone(),
+    ) else {
         return bad_state();
     };
-    let Some(choice) = form.get("page_id").and_then(|id| record.pages.iter().find(|p| &p.page_id == id)) else {
-        return pages::error(StatusCode::BAD_REQUEST, "No Page chosen", "The chosen Page was not among those offered. Nothing was connected.");
+    let Some(choice) = form
+        .get("page_id")
+        .and_then(|id| record.pages.iter().find(|p| &p.page_id == id))
+    else {
+        return pages::error(
+            StatusCode::BAD_REQUEST,
+            "No Page chosen",
+            "The chosen Page was not among those offered. Nothing was connected.",
+        );
     };
-    let token = match app.cipher.open(&choice.page_token, &token_context(&record.nonce, &format!("oauth.page_token:{}", choice.page_id))) {
+    let token = match app.cipher.open(
+        &choice.page_token,
+        &token_context(
+            &record.nonce,
+            &format!("oauth.page_token:{}", choice.page_id),
+        ),
+    ) {
         Ok(t) => t,
         Err(e) => return internal(e),
     };

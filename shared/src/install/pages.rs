@@ -14,7 +14,7 @@ pub fn esc(s: &str) -> String {
 }
 
 const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24;line-height:1.5}\
-main{max-width:36rem;margin:0 auto;padding:2rem 1.25rem}h1{font-size:1.6rem;margin:.2rem 0 1rem}\
+main{max-width:36rem;margin:0 auto;padding:2rem 1.25rem}h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.15rem;margin:1.25rem 0 .5rem}\
 .card{background:#fff;border:1px solid #d4d8de;border-radius:10px;padding:1.25rem;margin:1rem 0}\
 .button,button{display:inline-block;background:#0b57d0;color:#fff;border:0;border-radius:8px;padding:.75rem 1.25rem;font-size:1rem;text-decoration:none;cursor:pointer}\
 .button:focus,button:focus,input:focus{outline:3px solid #f5a623;outline-offset:2px}\
@@ -92,7 +92,10 @@ pub struct Choice<'a> {
 pub fn chooser(state: &str, choices: &[Choice<'_>]) -> Response {
     let mut options = String::new();
     for (i, c) in choices.iter().enumerate() {
-        let ig = c.ig_username.map(|u| format!(" — Instagram @{}", esc(u))).unwrap_or_default();
+        let ig = c
+            .ig_username
+            .map(|u| format!(" — Instagram @{}", esc(u)))
+            .unwrap_or_default();
         options.push_str(&format!(
             "<label for=\"page-{i}\"><input type=\"radio\" id=\"page-{i}\" name=\"page_id\" value=\"{}\"{}> {}{}</label>",
             esc(c.page_id),
@@ -115,7 +118,9 @@ pub fn chooser(state: &str, choices: &[Choice<'_>]) -> Response {
 
 /// Connected.
 pub fn success(ig_username: Option<&str>, page_name: &str) -> Response {
-    let who = ig_username.map(|u| format!("@{}", esc(u))).unwrap_or_else(|| "your Instagram account".into());
+    let who = ig_username
+        .map(|u| format!("@{}", esc(u)))
+        .unwrap_or_else(|| "your Instagram account".into());
     page(
         StatusCode::OK,
         "Instagram is connected",
@@ -132,7 +137,9 @@ pub fn success(ig_username: Option<&str>, page_name: &str) -> Response {
 
 /// The Instagram account belongs to another live installation.
 pub fn already_connected(ig_username: Option<&str>) -> Response {
-    let who = ig_username.map(|u| format!("@{}", esc(u))).unwrap_or_else(|| "This Instagram account".into());
+    let who = ig_username
+        .map(|u| format!("@{}", esc(u)))
+        .unwrap_or_else(|| "This Instagram account".into());
     page(
         StatusCode::CONFLICT,
         "Already connected elsewhere",
@@ -149,6 +156,9 @@ mod tests {
 
     #[test]
     fn escapes_everything_shown() {
-        assert_eq!(esc("<a href=\"x\">'&'</a>"), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            esc("<a href=\"x\">'&'</a>"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 }

@@ -46,7 +46,10 @@ impl StateSigner {
         let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(claims).expect("claims serialize"));
         let mut mac = self.mac();
         mac.update(body.as_bytes());
-        format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+        format!(
+            "{body}.{}",
+            URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        )
     }
 
     /// The claims of an authentic, unexpired token for `step`.
@@ -56,7 +59,8 @@ impl StateSigner {
         let mut mac = self.mac();
         mac.update(body.as_bytes());
         mac.verify_slice(&sig).ok()?;
-        let claims: StateClaims = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
+        let claims: StateClaims =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()?;
         (claims.s == step && claims.e > now).then_some(claims)
     }
 }
@@ -68,15 +72,34 @@ mod tests {
     #[test]
     fn forged_expired_or_wrong_step_states_are_refused() {
         let s = StateSigner::new(b"secret");
-        let c = StateClaims { n: "abc".into(), s: OAuthStep::Facebook, o: Some("org".into()), e: 1000 };
+        let c = StateClaims {
+            n: "abc".into(),
+            s: OAuthStep::Facebook,
+            o: Some("org".into()),
+            e: 1000,
+        };
         let t = s.sign(&c);
         assert_eq!(s.verify(&t, OAuthStep::Facebook, 999), Some(c.clone()));
         assert_eq!(s.verify(&t, OAuthStep::Facebook, 1000), None, "expired");
         assert_eq!(s.verify(&t, OAuthStep::Livechat, 999), None, "wrong step");
-        assert_eq!(StateSigner::new(b"other").verify(&t, OAuthStep::Facebook, 999), None, "forged");
+        assert_eq!(
+            StateSigner::new(b"other").verify(&t, OAuthStep::Facebook, 999),
+            None,
+            "forged"
+        );
         let (_, sig) = t.split_once('.').unwrap();
-        let other = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&StateClaims { o: Some("victim".into()), ..c }).unwrap());
-        assert_eq!(s.verify(&format!("{other}.{sig}"), OAuthStep::Facebook, 999), None, "tampered");
+        let other = URL_SAFE_NO_PAD.encode(
+            serde_json::to_vec(&StateClaims {
+                o: Some("victim".into()),
+                ..c
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            s.verify(&format!("{other}.{sig}"), OAuthStep::Facebook, 999),
+            None,
+            "tampered"
+        );
         assert_eq!(s.verify("garbage", OAuthStep::Facebook, 0), None);
     }
 }

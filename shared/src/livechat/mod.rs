@@ -189,7 +189,11 @@ impl LivechatClient {
     }
 
     /// Exchanges an authorization code (`grant_type=authorization_code`).
-    pub async fn exchange_code(&self, code: &str, redirect_uri: &str) -> Result<TokenSet, LivechatError> {
+    pub async fn exchange_code(
+        &self,
+        code: &str,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, LivechatError> {
         // Codes may arrive with `:` encoded; LiveChat wants it back as `:`.
         let code = code.replace("%3A", ":").replace("%3a", ":");
         let res = self
