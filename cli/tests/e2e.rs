@@ -1,0 +1,356 @@
+//! End to end: `igbridge serve` as a separate process (embedded, then `--aws` on moto after
+//! `igbridge provision`), installed through its own HTTP routes, then signed events posted with
+//! `igbridge send`; loopback fakes of Meta and LiveChat see the right calls in both directions.
+
+#[path = "../../shared/tests/support/mod.rs"]
+mod support;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wiremock::matchers::{method, path, path_regex, query_param};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+const ORG: &str = "00000000-0000-4000-8000-00000000a001";
+
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn events_file(name: &str) -> String {
+    format!("{}/../events/webhooks/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+struct Fakes {
+    livechat: MockServer,
+    graph: MockServer,
+}
+
+async fn fakes() -> Fakes {
+    let livechat = MockServer::start().await;
+    let graph = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "dal:AGENT", "account_id": "acc", "expires_in": 28800,
+            "organization_id": ORG, "refresh_token": "R", "scope": "customers:own,chats--all:rw"}),
+        ))
+        .mount(&livechat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v2/customer/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": "dal:CUSTOMER", "entity_id": "customer-1", "expires_in": 28800}),
+        ))
+        .mount(&livechat)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v3.6/customer/action/update_customer"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
+        .mount(&livechat)
+        .await;
+    Mock::given(method("POST")).and(path("/v3.6/customer/action/start_chat"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"chat_id": "CHAT000001", "thread_id": "THREAD0001", "event_ids": ["THREAD0001_1"]})))
+        .mount(&livechat).await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/oauth/access_token"))
+        .and(query_param("code", "FBCODE"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "SHORT"})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/oauth/access_token"))
+        .and(query_param("grant_type", "fb_exchange_token"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "LONG"})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/me"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "fbuser"})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/me/accounts"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(
+            json!({"data": [{"id": "100000000000001", "name": "Shop", "access_token": "PAGE-TOKEN",
+            "instagram_business_account": {"id": "17841400000000001", "username": "shop"}}]}),
+        ))
+        .mount(&graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/v25.0/100000000000001/subscribed_apps"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
+        .mount(&graph)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/v25.0/IGSID_1001"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"name": "Example Customer", "username": "example_customer"})),
+        )
+        .mount(&graph)
+        .await;
+    Mock::given(method("POST"))
+        .and(path_regex(r"^/v25\.0/100000000000001/messages$"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(
+                json!({"recipient_id": "IGSID_1001", "message_id": "MID_SENT_0001"}),
+            ),
+        )
+        .mount(&graph)
+        .await;
+    Fakes { livechat, graph }
+}
+
+fn igbridge(env: &[(String, String)]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_igbridge"));
+    c.env_remove("AWS_ENDPOINT_URL");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c
+}
+
+async fn wait_for<F: Fn(&[wiremock::Request]) -> bool>(server: &MockServer, what: &str, check: F) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = server.received_requests().await.unwrap();
+        if check(&got) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn body_of(r: &wiremock::Request) -> Value {
+    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
+}
+
+/// Installs through the server's own routes, then carries one message each way.
+async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut env = env;
+    env.push(("PUBLIC_BASE_URL".into(), base.clone()));
+    let mut args = vec!["serve", "--addr"];
+    let addr = format!("127.0.0.1:{port}");
+    args.push(&addr);
+    args.extend_from_slice(serve_args);
+    let _server = Guard(
+        igbridge(&env)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "igbridge serve did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let state_of = |loc: &str| {
+        reqwest::Url::parse(loc)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "state")
+            .unwrap()
+            .1
+            .to_string()
+    };
+    let start = http.get(format!("{base}/install")).send().await.unwrap();
+    let lc_state = state_of(start.headers()["location"].to_str().unwrap());
+    let back = http
+        .get(format!("{base}/oauth/livechat/callback"))
+        .query(&[("code", "dal:CODE"), ("state", &lc_state)])
+        .send()
+        .await
+        .unwrap();
+    let fb_state = state_of(back.headers()["location"].to_str().unwrap());
+    let done = http
+        .get(format!("{base}/oauth/facebook/callback"))
+        .query(&[("code", "FBCODE"), ("state", &fb_state)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert!(
+        done.text()
+            .await
+            .unwrap()
+            .contains("Instagram is connected")
+    );
+
+    // Instagram → LiveChat.
+    let sent = igbridge(&env)
+        .args([
+            "send",
+            &events_file("instagram-text.json"),
+            "--to",
+            &format!("{base}/webhooks/instagram"),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let answer: Value = serde_json::from_slice(&sent.stdout).unwrap();
+    assert_eq!(answer["status"], 200);
+    wait_for(&f.livechat, "start_chat", |rs| {
+        rs.iter().any(|r| {
+            r.url.path().ends_with("start_chat")
+                && body_of(r)["chat"]["thread"]["events"][0]["text"]
+                    == "Hi, where is my order #1042?"
+        })
+    })
+    .await;
+
+    // LiveChat → Instagram.
+    let sent = igbridge(&env)
+        .args([
+            "send",
+            &events_file("livechat-incoming-event.json"),
+            "--to",
+            &format!("{base}/webhooks/livechat"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    wait_for(&f.graph, "the Send API call", |rs| {
+        rs.iter().any(|r| {
+            r.url.path().ends_with("/messages")
+                && body_of(r) == json!({"recipient": {"id": "IGSID_1001"}, "message": {"text": "Hello, your order ships tomorrow."}, "messaging_type": "RESPONSE"})
+                && r.headers["authorization"] == "Bearer PAGE-TOKEN"
+        })
+    })
+    .await;
+
+    // A forged event is refused by the running server.
+    let forged = http
+        .post(format!("{base}/webhooks/instagram"))
+        .header("x-hub-signature-256", "sha256=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+}
+
+fn local_env(f: &Fakes) -> Vec<(String, String)> {
+    vec![
+        ("GRAPH_API_BASE_URL".into(), f.graph.uri()),
+        ("LIVECHAT_API_BASE_URL".into(), f.livechat.uri()),
+        ("LIVECHAT_ACCOUNTS_BASE_URL".into(), f.livechat.uri()),
+        ("RUST_LOG".into(), "warn".into()),
+    ]
+}
+
+#[tokio::test]
+async fn serve_embedded_carries_messages_both_ways() {
+    let f = fakes().await;
+    walk(local_env(&f), &[], &f).await;
+}
+
+#[tokio::test]
+async fn serve_on_moto_after_provision_carries_messages_both_ways() {
+    let f = fakes().await;
+    let endpoint = support::moto_endpoint();
+    let mut env = local_env(&f);
+    env.extend([
+        ("AWS_ENDPOINT_URL".to_string(), endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID".into(), "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY".into(), "testing".into()),
+        ("AWS_REGION".into(), "us-east-1".into()),
+        (
+            "TOKEN_ENCRYPTION_KEY".into(),
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+        ),
+    ]);
+    for (k, v) in [
+        ("META_APP_ID", "local-meta-app"),
+        ("META_APP_SECRET", "local-meta-app-secret"),
+        ("META_VERIFY_TOKEN", "local-verify-token"),
+        ("LIVECHAT_CLIENT_ID", "local-livechat-client"),
+        ("LIVECHAT_CLIENT_SECRET", "local-livechat-client-secret"),
+        ("LIVECHAT_WEBHOOK_SECRET", "local-livechat-webhook-secret"),
+        ("LIVECHAT_APP_WEBHOOK_TOKEN", "local-livechat-app-token"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let table = support::unique("e2e");
+    let prefix = support::unique("e2e");
+    let out = igbridge(&env)
+        .args([
+            "provision",
+            "--json",
+            "--table",
+            &table,
+            "--prefix",
+            &prefix,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let provisioned: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (k, v) in provisioned.as_object().unwrap() {
+        env.push((k.clone(), v.as_str().unwrap().to_string()));
+    }
+    walk(env.clone(), &["--aws"], &f).await;
+
+    // The chores run against the same table and queues (a missing setting is named, as above).
+    env.push(("PUBLIC_BASE_URL".into(), "http://127.0.0.1:3000".into()));
+    let sweep = igbridge(&env)
+        .args(["sweep", "--dry-run", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        sweep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sweep.stderr)
+    );
+    let report: Value = serde_json::from_slice(&sweep.stdout).unwrap();
+    assert_eq!(
+        (report["due"].as_u64(), report["dry_run"].as_bool()),
+        (Some(0), Some(true))
+    );
+    let redrive = igbridge(&env).args(["redrive", "--json"]).output().unwrap();
+    assert!(
+        redrive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&redrive.stderr)
+    );
+    let counts: Value = serde_json::from_slice(&redrive.stdout).unwrap();
+    assert_eq!(counts["to-livechat"]["moved"], 0);
+}
