@@ -5,8 +5,7 @@
 #[path = "../../shared/tests/support/mod.rs"]
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -14,23 +13,6 @@ use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const ORG: &str = "00000000-0000-4000-8000-00000000a001";
-
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn events_file(name: &str) -> String {
     format!("{}/../events/webhooks/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -144,7 +126,7 @@ fn body_of(r: &wiremock::Request) -> Value {
 
 /// Installs through the server's own routes, then carries one message each way.
 async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
-    let port = free_port();
+    let port = support::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut env = env;
     env.push(("PUBLIC_BASE_URL".into(), base.clone()));
@@ -152,7 +134,7 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
     let addr = format!("127.0.0.1:{port}");
     args.push(&addr);
     args.extend_from_slice(serve_args);
-    let _server = Guard(
+    let _server = support::Guard(
         igbridge(&env)
             .args(&args)
             .stdout(Stdio::null())

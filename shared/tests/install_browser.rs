@@ -5,8 +5,7 @@
 
 mod support;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,24 +16,6 @@ use shared::clock::SystemClock;
 use shared::config::{Config, Settings};
 use wiremock::matchers::{method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-/// Kills the child when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An authorization page that approves at once: redirects to `redirect_uri` with a code and the
 /// state it was given, as LiveChat and Facebook do after the user clicks Allow.
@@ -82,7 +63,7 @@ fn shots_dir() -> std::path::PathBuf {
 #[tokio::test]
 async fn the_install_walks_through_in_chromium() {
     // The app on a real loopback socket.
-    let app_port = free_port();
+    let app_port = support::free_port();
     let base = format!("http://127.0.0.1:{app_port}");
     let livechat = MockServer::start().await;
     let graph = MockServer::start().await;
@@ -156,8 +137,8 @@ async fn the_install_walks_through_in_chromium() {
         .await;
 
     // Chromium through chromedriver.
-    let driver_port = free_port();
-    let _driver = Guard(
+    let driver_port = support::free_port();
+    let _driver = support::Guard(
         Command::new("chromedriver")
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())

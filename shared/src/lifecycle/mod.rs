@@ -72,6 +72,24 @@ impl Lifecycle {
         ))
     }
 
+    /// Stops routing an Instagram account to `org` at once: its webhooks are then acknowledged,
+    /// not stored. A route that already points elsewhere is left alone.
+    async fn stop_routing(&self, org: &str, ig: &str) -> Result<(), StoreError> {
+        let only_ours = Condition::IfEquals {
+            attribute: "organization_id".into(),
+            value: json!(org),
+        };
+        match self
+            .repo
+            .store()
+            .delete(&AccountRoute::key_for(ig), only_ours)
+            .await
+        {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Runs one revocation; `Ok(false)` means "retry later".
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
@@ -190,24 +208,7 @@ impl Lifecycle {
             conn.updated_at = now;
             conn.expires_at = Some(expires);
             self.repo.put(&conn, Condition::Always).await?;
-            // Stop routing at once: new webhooks for the account are acknowledged, not stored.
-            self.repo
-                .store()
-                .delete(
-                    &AccountRoute::key_for(&conn.ig_account_id),
-                    Condition::IfEquals {
-                        attribute: "organization_id".into(),
-                        value: json!(org),
-                    },
-                )
-                .await
-                .or_else(|e| {
-                    if matches!(e, StoreError::ConditionFailed) {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })?;
+            self.stop_routing(org, &conn.ig_account_id).await?;
         }
         let livechat_token = inst
             .refresh_token
@@ -335,23 +336,7 @@ impl Lifecycle {
             conn.updated_at = now;
             conn.expires_at = Some(expires);
             self.repo.put(&conn, Condition::Always).await?;
-            self.repo
-                .store()
-                .delete(
-                    &AccountRoute::key_for(&conn.ig_account_id),
-                    Condition::IfEquals {
-                        attribute: "organization_id".into(),
-                        value: json!(org),
-                    },
-                )
-                .await
-                .or_else(|e| {
-                    if matches!(e, StoreError::ConditionFailed) {
-                        Ok(None)
-                    } else {
-                        Err(e)
-                    }
-                })?;
+            self.stop_routing(org, &conn.ig_account_id).await?;
             self.tell_chats(org, &conn.ig_account_id).await;
             events.push(
                 LifecycleEvent::new(LifecycleKind::Disconnected, now)
