@@ -237,14 +237,7 @@ impl Inbound {
                 if let Some(chat_id) = session.contact.chat_id.clone() {
                     let body = json!({"chat_id": chat_id, "seen_up_to": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
                     self.customers()
-                        .call(inst, &mut session, |lc, tok| {
-                            let body = body.clone();
-                            let org = org.clone();
-                            async move {
-                                lc.customer_action(&org, &tok, "mark_events_as_seen", &body)
-                                    .await
-                            }
-                        })
+                        .action(inst, &mut session, "mark_events_as_seen", body)
                         .await?;
                 }
                 Outcome::Done
@@ -267,13 +260,7 @@ impl Inbound {
                             let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id, "event_id": event_id});
                             let res = self
                                 .customers()
-                                .call(inst, &mut session, |lc, tok| {
-                                    let body = body.clone();
-                                    let org = org.clone();
-                                    async move {
-                                        lc.customer_action(&org, &tok, "delete_event", &body).await
-                                    }
-                                })
+                                .action(inst, &mut session, "delete_event", body)
                                 .await;
                             match res {
                                 Ok(_) => {}
@@ -451,14 +438,7 @@ impl Inbound {
         body["session_fields"] = Value::Array(fields);
         let res = self
             .customers()
-            .call(inst, session, |lc, tok| {
-                let body = body.clone();
-                let org = org.clone();
-                async move {
-                    lc.customer_action(&org, &tok, "update_customer", &body)
-                        .await
-                }
-            })
+            .action(inst, session, "update_customer", body)
             .await;
         match res {
             Ok(_) if profile.is_some() => {
@@ -478,18 +458,10 @@ impl Inbound {
         if fields.is_empty() {
             return;
         }
-        let org = inst.organization_id.clone();
         let body = json!({"session_fields": fields});
         let res = self
             .customers()
-            .call(inst, session, |lc, tok| {
-                let body = body.clone();
-                let org = org.clone();
-                async move {
-                    lc.customer_action(&org, &tok, "set_customer_session_fields", &body)
-                        .await
-                }
-            })
+            .action(inst, session, "set_customer_session_fields", body)
             .await;
         if res.is_err() {
             tracing::warn!("could not record the referral on the customer");
@@ -514,11 +486,7 @@ impl Inbound {
         let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id});
         let chat = self
             .customers()
-            .call(inst, session, |lc, tok| {
-                let body = body.clone();
-                let org = org.clone();
-                async move { lc.customer_action(&org, &tok, "get_chat", &body).await }
-            })
+            .action(inst, session, "get_chat", body)
             .await
             .ok()?;
         chat.pointer("/thread/events")?
@@ -534,17 +502,10 @@ impl Inbound {
         inst: &mut Installation,
         session: &mut Session,
     ) -> Result<HashMap<String, (String, String)>, Fail> {
-        let org = inst.organization_id.clone();
         if session.contact.chat_id.is_none() {
             let list = self
                 .customers()
-                .call(inst, session, |lc, tok| {
-                    let org = org.clone();
-                    async move {
-                        lc.customer_action(&org, &tok, "list_chats", &json!({"limit": 1}))
-                            .await
-                    }
-                })
+                .action(inst, session, "list_chats", json!({"limit": 1}))
                 .await?;
             session.contact.chat_id = list
                 .pointer("/chats_summary/0/id")
@@ -557,11 +518,7 @@ impl Inbound {
         let body = json!({"chat_id": chat_id});
         let chat = self
             .customers()
-            .call(inst, session, |lc, tok| {
-                let body = body.clone();
-                let org = org.clone();
-                async move { lc.customer_action(&org, &tok, "get_chat", &body).await }
-            })
+            .action(inst, session, "get_chat", body)
             .await?;
         let thread_id = chat
             .pointer("/thread/id")
