@@ -26,12 +26,9 @@ pub struct Args {
 
 /// The whole app as one router.
 pub fn router(services: &Services) -> axum::Router {
-    shared::ingest::instagram_router(services.instagram_ingest())
-        .merge(shared::ingest::livechat_router(services.livechat_ingest()))
-        .merge(shared::lifecycle::routes::uninstall_router(
-            services.uninstall_state(),
-        ))
-        .merge(shared::install::install_router(services.install()))
+    shared::routes::HttpFunction::ALL
+        .into_iter()
+        .fold(axum::Router::new(), |all, f| all.merge(services.router(f)))
 }
 
 /// Runs the server until Ctrl-C.

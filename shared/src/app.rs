@@ -16,6 +16,7 @@ use crate::livechat::LivechatClient;
 use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, SqsQueue};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
+use crate::routes::HttpFunction;
 use crate::store::{DynamoStore, MemoryStore, Repo};
 
 /// The shared services.
@@ -199,6 +200,20 @@ impl Services {
             meta_app_id: self.config.meta_app_id.clone(),
             meta_app_secret: self.config.meta_app_secret.clone(),
         })
+    }
+
+    /// The HTTP router of one function: what its Lambda serves, and what `igbridge serve` merges.
+    pub fn router(&self, function: HttpFunction) -> axum::Router {
+        match function {
+            HttpFunction::OauthInstall => crate::install::install_router(self.install()),
+            HttpFunction::InstagramWebhook => {
+                crate::ingest::instagram_router(self.instagram_ingest())
+            }
+            HttpFunction::LivechatWebhook => crate::ingest::livechat_router(self.livechat_ingest()),
+            HttpFunction::Uninstall => {
+                crate::lifecycle::routes::uninstall_router(self.uninstall_state())
+            }
+        }
     }
 
     /// The livechat-to-instagram worker.

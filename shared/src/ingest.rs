@@ -42,7 +42,7 @@ pub struct InstagramIngest {
 pub fn instagram_router(state: Arc<InstagramIngest>) -> Router {
     Router::new()
         .route(
-            "/webhooks/instagram",
+            crate::routes::INSTAGRAM_WEBHOOK,
             get(instagram_handshake).post(instagram_events),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -218,7 +218,10 @@ pub struct LivechatIngest {
 /// `POST /webhooks/livechat`.
 pub fn livechat_router(state: Arc<LivechatIngest>) -> Router {
     Router::new()
-        .route("/webhooks/livechat", axum::routing::post(livechat_events))
+        .route(
+            crate::routes::LIVECHAT_WEBHOOK,
+            axum::routing::post(livechat_events),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

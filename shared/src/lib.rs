@@ -20,6 +20,7 @@ pub mod provision;
 pub mod queue;
 pub mod relay;
 pub mod retry;
+pub mod routes;
 pub mod store;
 pub mod worker;
 

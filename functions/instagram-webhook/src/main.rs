@@ -1,11 +1,10 @@
-//! instagram-webhook: `GET`/`POST /webhooks/instagram` on API Gateway. Wiring only; the handler is
-//! `shared::ingest::instagram_router`.
+//! instagram-webhook: `GET`/`POST /webhooks/instagram` on API Gateway. Wiring only; the routes are
+//! `shared::routes::ROUTES`, the router `shared::app::Services::router`.
+
+use shared::routes::HttpFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let services = shared::app::lambda::services().await?;
-    lambda_http::run(shared::ingest::instagram_router(
-        services.instagram_ingest(),
-    ))
-    .await
+    lambda_http::run(services.router(HttpFunction::InstagramWebhook)).await
 }

@@ -1,8 +1,10 @@
-//! oauth-install: `/install` and `/oauth/*` on API Gateway. Wiring only; the flow is
-//! `shared::install`.
+//! oauth-install: `/install` and `/oauth/*` on API Gateway. Wiring only; the routes are
+//! `shared::routes::ROUTES`, the router `shared::app::Services::router`.
+
+use shared::routes::HttpFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let services = shared::app::lambda::services().await?;
-    lambda_http::run(shared::install::install_router(services.install())).await
+    lambda_http::run(services.router(HttpFunction::OauthInstall)).await
 }

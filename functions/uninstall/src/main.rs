@@ -1,11 +1,10 @@
-//! uninstall: LiveChat's app webhook and Meta's deauthorize and data-deletion callbacks. Wiring
-//! only; the handlers are `shared::lifecycle::routes`.
+//! uninstall: LiveChat's app webhook and Meta's deauthorize and data-deletion callbacks on API Gateway. Wiring only; the routes are
+//! `shared::routes::ROUTES`, the router `shared::app::Services::router`.
+
+use shared::routes::HttpFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     let services = shared::app::lambda::services().await?;
-    lambda_http::run(shared::lifecycle::routes::uninstall_router(
-        services.uninstall_state(),
-    ))
-    .await
+    lambda_http::run(services.router(HttpFunction::Uninstall)).await
 }

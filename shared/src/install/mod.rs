@@ -23,6 +23,7 @@ use crate::domain::*;
 use crate::instagram::graph::GraphClient;
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
+use crate::routes;
 use crate::store::{Condition, PageRequest, Repo, StoreError};
 use state::{StateClaims, StateSigner};
 
@@ -70,10 +71,10 @@ pub struct Install {
 /// `POST /oauth/facebook/select`.
 pub fn install_router(install: Arc<Install>) -> Router {
     Router::new()
-        .route("/install", get(start))
-        .route("/oauth/livechat/callback", get(livechat_callback))
-        .route("/oauth/facebook/callback", get(facebook_callback))
-        .route("/oauth/facebook/select", post(select))
+        .route(routes::INSTALL, get(start))
+        .route(routes::LIVECHAT_CALLBACK, get(livechat_callback))
+        .route(routes::FACEBOOK_CALLBACK, get(facebook_callback))
+        .route(routes::FACEBOOK_SELECT, post(select))
         .with_state(install)
 }
 
@@ -166,7 +167,7 @@ impl Install {
             .append_pair("client_id", &self.meta_app_id)
             .append_pair(
                 "redirect_uri",
-                &self.redirect_uri("/oauth/facebook/callback"),
+                &self.redirect_uri(routes::FACEBOOK_CALLBACK),
             )
             .append_pair("state", state)
             .append_pair("response_type", "code")
@@ -363,10 +364,7 @@ async fn start(State(app): State<Arc<Install>>) -> Response {
     url.query_pairs_mut()
         .append_pair("response_type", "code")
         .append_pair("client_id", &app.livechat_client_id)
-        .append_pair(
-            "redirect_uri",
-            &app.redirect_uri("/oauth/livechat/callback"),
-        )
+        .append_pair("redirect_uri", &app.redirect_uri(routes::LIVECHAT_CALLBACK))
         .append_pair("state", &state);
     Redirect::to(url.as_str()).into_response()
 }
@@ -393,7 +391,7 @@ async fn livechat_callback(
     };
     let set = match app
         .livechat
-        .exchange_code(code, &app.redirect_uri("/oauth/livechat/callback"))
+        .exchange_code(code, &app.redirect_uri(routes::LIVECHAT_CALLBACK))
         .await
     {
         Ok(s) => s,
@@ -518,7 +516,7 @@ async fn facebook_callback(
         );
     };
     let secret = app.meta_app_secret.clone();
-    let redirect = app.redirect_uri("/oauth/facebook/callback");
+    let redirect = app.redirect_uri(routes::FACEBOOK_CALLBACK);
     let fail = |what: &str, e: crate::instagram::graph::GraphError| {
         tracing::warn!(error = %e, step = what, "Facebook step failed");
         pages::error(

@@ -34,10 +34,10 @@ pub struct UninstallState {
 /// `GET /meta/data-deletion/{code}`.
 pub fn uninstall_router(state: Arc<UninstallState>) -> Router {
     Router::new()
-        .route("/webhooks/livechat/app", post(app_webhook))
-        .route("/meta/deauthorize", post(deauthorize))
-        .route("/meta/data-deletion", post(data_deletion))
-        .route("/meta/data-deletion/{code}", get(deletion_status))
+        .route(crate::routes::LIVECHAT_APP_WEBHOOK, post(app_webhook))
+        .route(crate::routes::META_DEAUTHORIZE, post(deauthorize))
+        .route(crate::routes::META_DATA_DELETION, post(data_deletion))
+        .route(crate::routes::META_DELETION_STATUS, get(deletion_status))
         .with_state(state)
 }
 

@@ -1,0 +1,91 @@
+//! The public HTTP routes, the external contract of DESIGN.md: the routers serve these paths, and
+//! template.yaml declares the same set (shared/tests/deploy_template.rs keeps them in step).
+
+/// `GET /install`: start an install.
+pub const INSTALL: &str = "/install";
+/// `GET /oauth/livechat/callback`: LiveChat authorization code.
+pub const LIVECHAT_CALLBACK: &str = "/oauth/livechat/callback";
+/// `GET /oauth/facebook/callback`: Facebook Login code.
+pub const FACEBOOK_CALLBACK: &str = "/oauth/facebook/callback";
+/// `POST /oauth/facebook/select`: the page chosen in the chooser.
+pub const FACEBOOK_SELECT: &str = "/oauth/facebook/select";
+/// `GET` (handshake) and `POST` (events) `/webhooks/instagram`.
+pub const INSTAGRAM_WEBHOOK: &str = "/webhooks/instagram";
+/// `POST /webhooks/livechat`: LiveChat chat webhooks.
+pub const LIVECHAT_WEBHOOK: &str = "/webhooks/livechat";
+/// `POST /webhooks/livechat/app`: LiveChat app webhooks.
+pub const LIVECHAT_APP_WEBHOOK: &str = "/webhooks/livechat/app";
+/// `POST /meta/deauthorize`: Meta's deauthorize callback.
+pub const META_DEAUTHORIZE: &str = "/meta/deauthorize";
+/// `POST /meta/data-deletion`: Meta's data deletion callback.
+pub const META_DATA_DELETION: &str = "/meta/data-deletion";
+/// `GET /meta/data-deletion/{code}`: the deletion status page.
+pub const META_DELETION_STATUS: &str = "/meta/data-deletion/{code}";
+
+/// The Lambda functions that serve HTTP; `Services::router` builds each one's router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HttpFunction {
+    /// `functions/oauth-install`.
+    OauthInstall,
+    /// `functions/instagram-webhook`.
+    InstagramWebhook,
+    /// `functions/livechat-webhook`.
+    LivechatWebhook,
+    /// `functions/uninstall`.
+    Uninstall,
+}
+
+impl HttpFunction {
+    /// All of them.
+    pub const ALL: [HttpFunction; 4] = [
+        HttpFunction::OauthInstall,
+        HttpFunction::InstagramWebhook,
+        HttpFunction::LivechatWebhook,
+        HttpFunction::Uninstall,
+    ];
+
+    /// The function's crate (and binary) name under `functions/`.
+    pub fn crate_name(self) -> &'static str {
+        match self {
+            HttpFunction::OauthInstall => "oauth-install",
+            HttpFunction::InstagramWebhook => "instagram-webhook",
+            HttpFunction::LivechatWebhook => "livechat-webhook",
+            HttpFunction::Uninstall => "uninstall",
+        }
+    }
+}
+
+/// One route: method, path (API Gateway and axum share the `{param}` syntax) and the function
+/// that serves it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Route {
+    /// HTTP method.
+    pub method: &'static str,
+    /// Path template.
+    pub path: &'static str,
+    /// The function serving it.
+    pub function: HttpFunction,
+}
+
+const fn route(method: &'static str, path: &'static str, function: HttpFunction) -> Route {
+    Route {
+        method,
+        path,
+        function,
+    }
+}
+
+/// Every public route.
+pub const ROUTES: &[Route] = &[
+    route("GET", INSTALL, HttpFunction::OauthInstall),
+    route("GET", LIVECHAT_CALLBACK, HttpFunction::OauthInstall),
+    route("GET", FACEBOOK_CALLBACK, HttpFunction::OauthInstall),
+    route("POST", FACEBOOK_SELECT, HttpFunction::OauthInstall),
+    route("GET", INSTAGRAM_WEBHOOK, HttpFunction::InstagramWebhook),
+    route("POST", INSTAGRAM_WEBHOOK, HttpFunction::InstagramWebhook),
+    route("POST", LIVECHAT_WEBHOOK, HttpFunction::LivechatWebhook),
+    route("POST", LIVECHAT_APP_WEBHOOK, HttpFunction::Uninstall),
+    route("POST", META_DEAUTHORIZE, HttpFunction::Uninstall),
+    route("POST", META_DATA_DELETION, HttpFunction::Uninstall),
+    route("GET", META_DELETION_STATUS, HttpFunction::Uninstall),
+];

@@ -1,0 +1,569 @@
+//! template.yaml against the code: its routes are the routes the routers serve (and each goes to
+//! the function that serves it), its queues and table are the ones the code and `provision`
+//! expect, its settings load the configuration, and its policies grant no wildcard.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use serde_yaml_ng::Value;
+use shared::app::Services;
+use shared::clock::SystemClock;
+use shared::config::{AwsResources, Config, Settings};
+use shared::routes::{HttpFunction, ROUTES};
+use tower::ServiceExt;
+
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).unwrap()
+}
+
+/// A CloudFormation short-form intrinsic (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`): tag and value.
+fn intrinsic(v: &Value) -> Option<(String, &Value)> {
+    match v {
+        Value::Tagged(t) => Some((
+            t.tag.to_string().trim_start_matches('!').to_string(),
+            &t.value,
+        )),
+        _ => None,
+    }
+}
+
+fn ref_target(v: &Value) -> String {
+    match intrinsic(v) {
+        Some((tag, inner)) if tag == "Ref" => inner.as_str().unwrap().to_string(),
+        Some((tag, inner)) if tag == "GetAtt" => inner
+            .as_str()
+            .unwrap()
+            .split('.')
+            .next()
+            .unwrap()
+            .to_string(),
+        _ => panic!("not a !Ref or !GetAtt: {v:?}"),
+    }
+}
+
+fn resources(t: &Value) -> BTreeMap<String, Value> {
+    t["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
+        .collect()
+}
+
+fn of_type(t: &Value, ty: &str) -> BTreeMap<String, Value> {
+    resources(t)
+        .into_iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
+        .collect()
+}
+
+fn num(v: &Value) -> i64 {
+    v.as_i64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {v:?}"))
+}
+
+/// The `functions/<name>` crate each function resource is built from.
+fn function_names(t: &Value) -> BTreeMap<String, String> {
+    of_type(t, "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(id, f)| {
+            let binary = f["Metadata"]["BuildProperties"]["Binary"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            (id, binary)
+        })
+        .collect()
+}
+
+#[test]
+fn template_routes_are_the_routes_the_code_declares() {
+    let t = template();
+    let functions = function_names(&t);
+    let integrations = of_type(&t, "AWS::ApiGatewayV2::Integration");
+    let mut declared = BTreeSet::new();
+    for (id, r) in of_type(&t, "AWS::ApiGatewayV2::Route") {
+        let key = r["Properties"]["RouteKey"].as_str().unwrap();
+        let (method, path) = key.split_once(' ').unwrap();
+        let (_, target) = intrinsic(&r["Properties"]["Target"]).unwrap();
+        let integration = target
+            .as_str()
+            .unwrap()
+            .strip_prefix("integrations/${")
+            .and_then(|s| s.strip_suffix('}'))
+            .unwrap_or_else(|| panic!("{id}: target is not an integration"));
+        let props = &integrations[integration]["Properties"];
+        assert_eq!(props["PayloadFormatVersion"].as_str(), Some("2.0"), "{id}");
+        assert_eq!(props["IntegrationType"].as_str(), Some("AWS_PROXY"), "{id}");
+        let function = &functions[&ref_target(&props["IntegrationUri"])];
+        declared.insert((method.to_string(), path.to_string(), function.clone()));
+    }
+    let code: BTreeSet<_> = ROUTES
+        .iter()
+        .map(|r| {
+            (
+                r.method.to_string(),
+                r.path.to_string(),
+                r.function.crate_name().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(declared, code);
+    assert_eq!(ROUTES.len(), 11, "DESIGN.md lists eleven routes");
+}
+
+fn local_config() -> Config {
+    Config::from_settings(&Settings::from_pairs([
+        ("PUBLIC_BASE_URL", "https://bridge.example.com"),
+        ("META_APP_ID", "1234"),
+        ("META_APP_SECRET", "s"),
+        ("META_VERIFY_TOKEN", "v"),
+        ("LIVECHAT_CLIENT_ID", "c"),
+        ("LIVECHAT_CLIENT_SECRET", "cs"),
+        ("LIVECHAT_WEBHOOK_SECRET", "w"),
+        ("LIVECHAT_APP_WEBHOOK_TOKEN", "a"),
+        (
+            "TOKEN_ENCRYPTION_KEY",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        ),
+    ]))
+    .unwrap()
+}
+
+async fn probe(router: &axum::Router, method: &str, path: &str) -> (StatusCode, BTreeSet<String>) {
+    let res = router
+        .clone()
+        .oneshot(
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let allow = res
+        .headers()
+        .get("allow")
+        .map(|v| {
+            v.to_str()
+                .unwrap()
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    (res.status(), allow)
+}
+
+/// axum answers a method a path does not serve with 405 and the methods it does serve in
+/// `Allow`, and a path it does not serve with 404: so each router's route set is observable.
+#[tokio::test]
+async fn each_function_serves_exactly_its_declared_routes() {
+    let services = Services::memory(local_config(), Arc::new(SystemClock));
+    for function in HttpFunction::ALL {
+        let router = services.router(function);
+        let paths: BTreeSet<&str> = ROUTES.iter().map(|r| r.path).collect();
+        for path in paths {
+            let concrete = path.replace("{code}", "ABC123");
+            let (status, allow) = probe(&router, "PATCH", &concrete).await;
+            let mut expected: BTreeSet<String> = ROUTES
+                .iter()
+                .filter(|r| r.path == path && r.function == function)
+                .map(|r| r.method.to_string())
+                .collect();
+            if expected.is_empty() {
+                assert_eq!(status, StatusCode::NOT_FOUND, "{function:?} {path}");
+                continue;
+            }
+            if expected.contains("GET") {
+                expected.insert("HEAD".into());
+            }
+            assert_eq!(
+                status,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{function:?} {path}"
+            );
+            assert_eq!(allow, expected, "{function:?} {path}");
+        }
+        let (status, _) = probe(&router, "GET", "/not-a-route").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+    }
+}
+
+/// The routers take every path from `shared::routes` (a literal path would be a route the
+/// template and this test know nothing about).
+#[test]
+fn routers_only_use_the_declared_paths() {
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    sources(&root().join("shared/src"), &mut files);
+    sources(&root().join("cli/src"), &mut files);
+    let mut routes_seen = 0;
+    for file in files {
+        let text: String = std::fs::read_to_string(&file)
+            .unwrap()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        for (at, _) in text.match_indices(".route(") {
+            let arg = &text[at + ".route(".len()..];
+            assert!(
+                arg.starts_with("routes::") || arg.starts_with("crate::routes::"),
+                "{}: a route whose path is not from shared::routes",
+                file.display()
+            );
+            routes_seen += 1;
+        }
+    }
+    // Ten distinct paths, one `.route` call each.
+    assert_eq!(routes_seen, 10);
+}
+
+#[test]
+fn every_function_crate_is_deployed_on_arm64_with_json_logs() {
+    let t = template();
+    let on_disk: BTreeSet<String> = std::fs::read_dir(root().join("functions"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let names = function_names(&t);
+    assert_eq!(names.values().cloned().collect::<BTreeSet<_>>(), on_disk);
+    let g = &t["Globals"]["Function"];
+    assert_eq!(g["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(g["Architectures"][0].as_str(), Some("arm64"));
+    assert_eq!(g["LoggingConfig"]["LogFormat"].as_str(), Some("JSON"));
+    let res = resources(&t);
+    for (id, name) in &names {
+        let f = &res[id];
+        assert_eq!(
+            f["Metadata"]["BuildMethod"].as_str(),
+            Some("rust-cargolambda")
+        );
+        let p = &f["Properties"];
+        assert_eq!(
+            p["CodeUri"].as_str(),
+            Some(format!("functions/{name}").as_str())
+        );
+        // Its own log group, with the retention parameter, and its own role.
+        let logs = &res[&ref_target(&p["LoggingConfig"]["LogGroup"])];
+        assert_eq!(
+            ref_target(&logs["Properties"]["RetentionInDays"]),
+            "LogRetentionDays"
+        );
+        let role = &res[&ref_target(&p["Role"])];
+        assert_eq!(role["Type"].as_str(), Some("AWS::IAM::Role"));
+        assert!(
+            role["Properties"].get("ManagedPolicyArns").is_none(),
+            "{id}"
+        );
+    }
+    let roles: BTreeSet<String> = names
+        .keys()
+        .map(|id| ref_target(&res[id]["Properties"]["Role"]))
+        .collect();
+    assert_eq!(roles.len(), names.len(), "one role per function");
+    assert_eq!(num(&t["Parameters"]["LogRetentionDays"]["Default"]), 30);
+}
+
+#[test]
+fn queues_and_table_match_what_the_code_expects() {
+    use shared::provision::{
+        DLQ_RETENTION_SECS, MAX_RECEIVE_COUNT, RETENTION_SECS, VISIBILITY_TIMEOUT_SECS,
+    };
+    let t = template();
+    let res = resources(&t);
+    let names = function_names(&t);
+    let worker_queue = [
+        ("instagram-to-livechat", "ToLivechatQueue", "ToLivechatDlq"),
+        (
+            "livechat-to-instagram",
+            "ToInstagramQueue",
+            "ToInstagramDlq",
+        ),
+    ];
+    for (worker, queue, dlq) in worker_queue {
+        let q = &res[queue]["Properties"];
+        assert_eq!(q["FifoQueue"].as_bool(), Some(true));
+        assert_eq!(q["ContentBasedDeduplication"].as_bool(), Some(false));
+        assert_eq!(
+            num(&q["VisibilityTimeout"]),
+            i64::from(VISIBILITY_TIMEOUT_SECS)
+        );
+        assert_eq!(num(&q["MessageRetentionPeriod"]), i64::from(RETENTION_SECS));
+        assert_eq!(ref_target(&q["RedrivePolicy"]["deadLetterTargetArn"]), dlq);
+        assert_eq!(
+            num(&q["RedrivePolicy"]["maxReceiveCount"]),
+            i64::from(MAX_RECEIVE_COUNT)
+        );
+        let d = &res[dlq]["Properties"];
+        assert_eq!(d["FifoQueue"].as_bool(), Some(true));
+        assert_eq!(
+            num(&d["MessageRetentionPeriod"]),
+            i64::from(DLQ_RETENTION_SECS)
+        );
+
+        let (id, _) = names.iter().find(|(_, n)| *n == worker).unwrap();
+        let f = &res[id]["Properties"];
+        assert!(
+            num(&f["Timeout"]) * 6 <= i64::from(VISIBILITY_TIMEOUT_SECS),
+            "{worker}: visibility must be at least six times the timeout"
+        );
+        let events = f["Events"].as_mapping().unwrap();
+        assert_eq!(events.len(), 1);
+        let source = &events.values().next().unwrap()["Properties"];
+        assert_eq!(ref_target(&source["Queue"]), queue);
+        assert_eq!(num(&source["BatchSize"]), shared::queue::BATCH_MAX as i64);
+        assert_eq!(
+            source["FunctionResponseTypes"][0].as_str(),
+            Some("ReportBatchItemFailures")
+        );
+        // The env var the worker reads names the queue its event source polls.
+        let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+        let var = if queue == "ToLivechatQueue" {
+            "TO_LIVECHAT"
+        } else {
+            "TO_INSTAGRAM"
+        };
+        assert_eq!(ref_target(&env[format!("{var}_QUEUE_URL").as_str()]), queue);
+        assert_eq!(ref_target(&env[format!("{var}_DLQ_URL").as_str()]), dlq);
+    }
+
+    let table = &res["Table"]["Properties"];
+    assert_eq!(table["BillingMode"].as_str(), Some("PAY_PER_REQUEST"));
+    let keys: Vec<(&str, &str)> = table["KeySchema"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["AttributeName"].as_str().unwrap(),
+                k["KeyType"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        [(shared::store::PK, "HASH"), (shared::store::SK, "RANGE")]
+    );
+    let gsi = &table["GlobalSecondaryIndexes"][0];
+    assert_eq!(
+        gsi["IndexName"].as_str(),
+        Some(shared::store::ORGANIZATION_INDEX)
+    );
+    assert_eq!(
+        gsi["KeySchema"][0]["AttributeName"].as_str(),
+        Some(shared::store::ORGANIZATION)
+    );
+    assert_eq!(
+        gsi["Projection"]["ProjectionType"].as_str(),
+        Some("KEYS_ONLY")
+    );
+    assert_eq!(
+        table["TimeToLiveSpecification"]["AttributeName"].as_str(),
+        Some(shared::store::EXPIRES_AT)
+    );
+    assert_eq!(
+        table["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"].as_bool(),
+        Some(true)
+    );
+    assert_eq!(
+        table["SSESpecification"]["SSEEnabled"].as_bool(),
+        Some(true)
+    );
+    // Restorable backups must not outlive the 7-day purge promise by default.
+    assert!(num(&t["Parameters"]["BackupRetentionDays"]["Default"]) <= 1);
+}
+
+/// Every setting a function needs comes from the template: plain ones as environment variables,
+/// secret ones as keys of the secret, created empty (nothing secret is in the template).
+#[test]
+fn template_settings_load_the_configuration() {
+    let t = template();
+    let env = t["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let env_names: BTreeSet<String> = env
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    let secret = &resources(&t)["AppSecret"]["Properties"]["GenerateSecretString"];
+    let placeholders: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(secret["SecretStringTemplate"].as_str().unwrap()).unwrap();
+    assert!(
+        placeholders.values().all(|v| v == ""),
+        "the template must not carry secret values"
+    );
+    let mut secret_names: BTreeSet<String> = placeholders.keys().cloned().collect();
+    secret_names.insert(secret["GenerateStringKey"].as_str().unwrap().to_string());
+    assert!(
+        env_names.is_disjoint(&secret_names),
+        "a secret key would override the environment"
+    );
+    assert_eq!(ref_target(&env["APP_SECRET_ID"]), "AppSecret");
+    assert_eq!(ref_target(&env["TABLE_NAME"]), "Table");
+    // EVENT_BUS_NAME has a default ("default"); the template must point it at the archived bus.
+    assert_eq!(ref_target(&env["EVENT_BUS_NAME"]), "LifecycleBus");
+
+    // What the operator fills in, with the environment the template sets.
+    let sample = |name: &str| -> String {
+        match name {
+            n if n.ends_with("_URL") => "https://example.com/x".into(),
+            "TOKEN_ENCRYPTION_KEY" => "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
+            "GRAPH_API_VERSION" => "v25.0".into(),
+            _ => "value".into(),
+        }
+    };
+    let all: Vec<(String, String)> = env_names
+        .iter()
+        .chain(&secret_names)
+        .filter(|n| *n != "APP_SECRET_ID")
+        .map(|n| (n.clone(), sample(n)))
+        .collect();
+    let settings = Settings::from_pairs(all.clone());
+    Config::from_settings(&settings).expect("the template provides every configuration setting");
+    AwsResources::from_settings(&settings).expect("the template provides every AWS resource");
+    // And none of them is dead weight for the configuration: dropping a required one fails.
+    for required in [
+        "PUBLIC_BASE_URL",
+        "META_APP_SECRET",
+        "TABLE_NAME",
+        "TO_INSTAGRAM_DLQ_URL",
+    ] {
+        let fewer = Settings::from_pairs(all.iter().filter(|(n, _)| n != required).cloned());
+        assert!(
+            Config::from_settings(&fewer).is_err() || AwsResources::from_settings(&fewer).is_err(),
+            "{required} should be required"
+        );
+    }
+}
+
+fn strings(v: &Value) -> Vec<Value> {
+    match v {
+        Value::Sequence(s) => s.clone(),
+        other => vec![other.clone()],
+    }
+}
+
+/// Least privilege, mechanically: no wildcard action or resource, and each worker may only
+/// consume its own queue and park in its own dead-letter queue.
+#[test]
+fn policies_grant_no_wildcards_and_workers_only_their_queues() {
+    let t = template();
+    let res = resources(&t);
+    let mut grants: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for (id, role) in of_type(&t, "AWS::IAM::Role") {
+        for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                assert_eq!(st["Effect"].as_str(), Some("Allow"));
+                for action in strings(&st["Action"]) {
+                    let action = action.as_str().unwrap().to_string();
+                    assert!(!action.contains('*'), "{id}: wildcard action {action}");
+                    for resource in strings(&st["Resource"]) {
+                        assert_ne!(resource.as_str(), Some("*"), "{id}: wildcard resource");
+                        let target = match intrinsic(&resource) {
+                            Some((tag, inner)) if tag == "Sub" => {
+                                inner.as_str().unwrap().to_string()
+                            }
+                            _ => ref_target(&resource),
+                        };
+                        grants
+                            .entry(id.clone())
+                            .or_default()
+                            .push((action.clone(), target));
+                    }
+                }
+            }
+        }
+    }
+    let sqs_of = |role: &str| -> BTreeSet<(String, String)> {
+        grants[role]
+            .iter()
+            .filter(|(a, _)| a.starts_with("sqs:"))
+            .cloned()
+            .collect()
+    };
+    let consume = |queue: &str, dlq: &str| -> BTreeSet<(String, String)> {
+        [
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:GetQueueAttributes",
+            "sqs:ChangeMessageVisibility",
+        ]
+        .iter()
+        .map(|a| (a.to_string(), queue.to_string()))
+        .chain([("sqs:SendMessage".to_string(), dlq.to_string())])
+        .collect()
+    };
+    assert_eq!(
+        sqs_of("InstagramToLivechatRole"),
+        consume("ToLivechatQueue", "ToLivechatDlq")
+    );
+    assert_eq!(
+        sqs_of("LivechatToInstagramRole"),
+        consume("ToInstagramQueue", "ToInstagramDlq")
+    );
+    let send = |a: &str, b: &str| -> BTreeSet<(String, String)> {
+        [a, b]
+            .iter()
+            .map(|q| ("sqs:SendMessage".to_string(), q.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        sqs_of("InstagramWebhookRole"),
+        send("ToLivechatQueue", "ToLivechatDlq")
+    );
+    assert_eq!(
+        sqs_of("LivechatWebhookRole"),
+        send("ToInstagramQueue", "ToInstagramDlq")
+    );
+    for role in ["OAuthInstallRole", "UninstallRole", "DeletionSweeperRole"] {
+        assert!(
+            sqs_of(role).is_empty(),
+            "{role} has no business with the queues"
+        );
+        // Lifecycle events go to the archived bus, nowhere else.
+        assert!(grants[role].contains(&("events:PutEvents".into(), "LifecycleBus".into())));
+    }
+    let publishers: BTreeSet<&String> = grants
+        .iter()
+        .filter(|(_, g)| g.iter().any(|(a, _)| a.starts_with("events:")))
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(publishers.len(), 3, "{publishers:?}");
+    // Every role reads the one secret and writes only its own log group.
+    for (id, g) in &grants {
+        assert!(g.contains(&("secretsmanager:GetSecretValue".into(), "AppSecret".into())));
+        let logs: BTreeSet<&String> = g
+            .iter()
+            .filter(|(a, _)| a.starts_with("logs:"))
+            .map(|(_, r)| r)
+            .collect();
+        assert_eq!(logs.len(), 1, "{id}");
+        let log_group = logs.into_iter().next().unwrap();
+        assert_eq!(
+            res[log_group.as_str()]["Type"].as_str(),
+            Some("AWS::Logs::LogGroup")
+        );
+    }
+}
