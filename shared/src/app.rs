@@ -239,7 +239,7 @@ pub mod lambda {
     use super::Services;
     use crate::config::{AwsResources, Config, Settings};
     use crate::queue::Queue;
-    use crate::worker::{JobHandler, handle_sqs_event};
+    use crate::worker::{JobHandler, handle_sqs_event, start_by};
 
     /// Initialises logging and builds the services once per cold start: configuration from the
     /// environment and the `APP_SECRET_ID` secret, SDK clients from the AWS configuration.
@@ -261,7 +261,16 @@ pub mod lambda {
         let (queue, dead_letter) = (queue.as_ref(), dead_letter.as_ref());
         lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
             let now = services.clock.now();
-            Ok::<_, Error>(handle_sqs_event(handler, queue, dead_letter, now, event.payload).await)
+            let start_by = start_by(event.context.deadline, now);
+            let response = handle_sqs_event(
+                handler,
+                queue,
+                dead_letter,
+                now,
+                event.payload,
+                Some(start_by),
+            );
+            Ok::<_, Error>(response.await)
         }))
         .await
     }

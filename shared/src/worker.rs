@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
@@ -70,6 +70,18 @@ pub trait JobHandler: Send + Sync {
     async fn handle(&self, envelope: &Envelope, receive_count: u32) -> Outcome;
 }
 
+/// A job is only started with at least this much of the invocation left: one platform request's
+/// timeout plus slack. A job cut off by the Lambda timeout would take the whole batch with it.
+pub const DEADLINE_MARGIN: Duration =
+    Duration::from_secs(crate::http::REQUEST_TIMEOUT.as_secs() + 2);
+
+/// The last moment to start a job in an invocation that must end by `deadline_ms` (epoch ms, as
+/// the Lambda context gives it), judged at `now`.
+pub fn start_by(deadline_ms: u64, now: DateTime<Utc>) -> Instant {
+    let left = deadline_ms.saturating_sub(u64::try_from(now.timestamp_millis()).unwrap_or(0));
+    Instant::now() + Duration::from_millis(left).saturating_sub(DEADLINE_MARGIN)
+}
+
 /// Runs a batch; returns the message ids to report as failed.
 pub async fn process_batch(
     handler: &dyn JobHandler,
@@ -77,6 +89,20 @@ pub async fn process_batch(
     dead_letter: &dyn Queue,
     now: DateTime<Utc>,
     jobs: Vec<QueuedJob>,
+) -> Vec<String> {
+    process_batch_until(handler, queue, dead_letter, now, jobs, None).await
+}
+
+/// Runs a batch, starting no job after `start_by`: jobs not started by then are reported failed
+/// and made visible again at once, so they are retried soon instead of after the visibility
+/// timeout, and the jobs that did complete are not redone.
+pub async fn process_batch_until(
+    handler: &dyn JobHandler,
+    queue: &dyn Queue,
+    dead_letter: &dyn Queue,
+    now: DateTime<Utc>,
+    jobs: Vec<QueuedJob>,
+    start_by: Option<Instant>,
 ) -> Vec<String> {
     // Groups run concurrently; within a group, in order.
     let mut groups: BTreeMap<String, Vec<QueuedJob>> = BTreeMap::new();
@@ -89,7 +115,7 @@ pub async fn process_batch(
     }
     let runs = order.into_iter().map(|g| {
         let jobs = groups.remove(&g).unwrap_or_default();
-        run_group(handler, queue, dead_letter, now, jobs)
+        run_group(handler, queue, dead_letter, now, jobs, start_by)
     });
     join_all(runs).await.into_iter().flatten().collect()
 }
@@ -100,10 +126,22 @@ async fn run_group(
     dead_letter: &dyn Queue,
     now: DateTime<Utc>,
     jobs: Vec<QueuedJob>,
+    start_by: Option<Instant>,
 ) -> Vec<String> {
     let mut failed = Vec::new();
     let mut blocked = false;
     for job in jobs {
+        if start_by.is_some_and(|t| Instant::now() >= t) {
+            if !blocked {
+                tracing::warn!(message_id = %job.message_id, "out of time; the rest of the group goes back to the queue");
+                blocked = true;
+            }
+            if let Err(e) = queue.retry_later(&job.receipt, Duration::ZERO).await {
+                tracing::warn!(error = %e, "could not release the job; the queue's timeout applies");
+            }
+            failed.push(job.message_id);
+            continue;
+        }
         if blocked {
             // FIFO: nothing after a failure in the same group may run before it.
             failed.push(job.message_id);
@@ -178,6 +216,7 @@ pub async fn handle_sqs_event(
     dead_letter: &dyn Queue,
     now: DateTime<Utc>,
     event: SqsEvent,
+    start_by: Option<Instant>,
 ) -> SqsBatchResponse {
     let jobs = event
         .records
@@ -193,7 +232,7 @@ pub async fn handle_sqs_event(
             }
         })
         .collect();
-    let failed = process_batch(handler, queue, dead_letter, now, jobs).await;
+    let failed = process_batch_until(handler, queue, dead_letter, now, jobs, start_by).await;
     let mut response = SqsBatchResponse::default();
     response.batch_item_failures = failed
         .into_iter()
@@ -245,5 +284,103 @@ pub async fn poll_forever(
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+    use crate::clock::{Clock, ManualClock};
+    use crate::jobs::InstagramEventJob;
+    use crate::queue::{MemoryQueue, MemoryQueueSettings};
+
+    struct Counting(AtomicUsize);
+
+    #[async_trait]
+    impl JobHandler for Counting {
+        fn source(&self) -> Source {
+            Source::Instagram
+        }
+        async fn handle(&self, _: &Envelope, _: u32) -> Outcome {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Outcome::Done
+        }
+    }
+
+    async fn three_jobs(clock: &Arc<ManualClock>) -> (MemoryQueue, Vec<QueuedJob>) {
+        let queue = MemoryQueue::new("q", clock.clone(), MemoryQueueSettings::default());
+        let msgs: Vec<_> = [("A", "m1"), ("A", "m2"), ("B", "m3")]
+            .into_iter()
+            .map(|(igsid, mid)| {
+                Envelope::new(
+                    Job::InstagramEvent(InstagramEventJob {
+                        ig_account_id: "17841400000000001".into(),
+                        igsid: igsid.into(),
+                        event_id: mid.into(),
+                        field: "messaging".into(),
+                        entry_time: None,
+                        item: serde_json::json!({}),
+                    }),
+                    clock.now(),
+                )
+                .to_message()
+            })
+            .collect();
+        queue.send(&msgs).await.unwrap();
+        let jobs = queue
+            .receive(10, Duration::ZERO)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(QueuedJob::from)
+            .collect();
+        (queue, jobs)
+    }
+
+    #[tokio::test]
+    async fn out_of_time_jobs_are_not_started_and_go_back_at_once() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let (queue, jobs) = three_jobs(&clock).await;
+        let dlq = MemoryQueue::new("dlq", clock.clone(), MemoryQueueSettings::default());
+        let handler = Counting(AtomicUsize::new(0));
+        let past = Some(Instant::now());
+        let failed = process_batch_until(&handler, &queue, &dlq, clock.now(), jobs, past).await;
+        assert_eq!(handler.0.load(Ordering::SeqCst), 0);
+        assert_eq!(failed.len(), 3);
+        // Visible again without waiting out the 180 s visibility timeout.
+        let again = queue.receive(10, Duration::ZERO).await.unwrap();
+        assert_eq!(again.len(), 3);
+        assert!(again.iter().all(|m| m.receive_count == 2));
+    }
+
+    #[test]
+    fn the_start_deadline_keeps_a_request_timeout_in_hand() {
+        let now = Utc::now();
+        let ms = |d: chrono::Duration| (now + d).timestamp_millis() as u64;
+        let t0 = Instant::now();
+        // A 30 s invocation: jobs may start during the first 18 s.
+        let by = start_by(ms(chrono::Duration::seconds(30)), now);
+        let budget = by.duration_since(t0);
+        assert!(
+            budget > Duration::from_secs(17) && budget < Duration::from_millis(18_100),
+            "{budget:?}"
+        );
+        // Less left than the margin, or already past: start nothing.
+        assert!(start_by(ms(chrono::Duration::seconds(5)), now) <= Instant::now());
+        assert!(start_by(ms(chrono::Duration::seconds(-5)), now) <= Instant::now());
+    }
+
+    #[tokio::test]
+    async fn jobs_run_while_there_is_time() {
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let (queue, jobs) = three_jobs(&clock).await;
+        let dlq = MemoryQueue::new("dlq", clock.clone(), MemoryQueueSettings::default());
+        let handler = Counting(AtomicUsize::new(0));
+        let later = Some(Instant::now() + Duration::from_secs(3600));
+        let failed = process_batch_until(&handler, &queue, &dlq, clock.now(), jobs, later).await;
+        assert!(failed.is_empty());
+        assert_eq!(handler.0.load(Ordering::SeqCst), 3);
     }
 }

@@ -800,6 +800,7 @@ async fn the_lambda_adapter_reports_partial_batch_failures() {
         h.services.to_livechat_dlq.as_ref(),
         start(),
         event,
+        None,
     )
     .await;
     let mut ids: Vec<_> = res

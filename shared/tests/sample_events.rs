@@ -32,7 +32,12 @@ fn local_settings() -> Settings {
             return None;
         }
         let (k, v) = line.split_once('=')?;
-        Some((k.trim().to_string(), v.trim().to_string()))
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(v);
+        Some((k.trim().to_string(), v.to_string()))
     }))
 }
 
@@ -151,6 +156,7 @@ async fn sqs_samples_are_jobs_each_worker_completes() {
             dlq.as_ref(),
             chrono::Utc::now(),
             event,
+            None,
         )
         .await;
         // No installation routes these conversations: the job completes (skipped), nothing
