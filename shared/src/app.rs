@@ -103,6 +103,7 @@ impl Services {
             self.http.clone(),
             &self.config.graph_api_base_url,
             &self.config.graph_api_version,
+            self.config.meta_app_secret.clone(),
         )
     }
 

@@ -254,6 +254,10 @@ pub struct MessageLink {
     /// LiveChat event ids (a message with attachments becomes several events).
     #[serde(default)]
     pub event_ids: Vec<String>,
+    /// The thread of each event in `event_ids` (the parts of one message can land in two threads
+    /// when the chat closes between them); empty on links that predate it (then `thread_id`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub event_threads: Vec<String>,
     /// Which way it went.
     pub direction: Direction,
     /// When it was bridged.
@@ -263,6 +267,23 @@ pub struct MessageLink {
 }
 
 impl MessageLink {
+    /// Each event with the thread it was posted to.
+    pub fn events(&self) -> Vec<(String, String)> {
+        self.event_ids
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let thread = self
+                    .event_threads
+                    .get(i)
+                    .cloned()
+                    .or_else(|| self.thread_id.clone())
+                    .unwrap_or_default();
+                (thread, e.clone())
+            })
+            .collect()
+    }
+
     /// The key of the link for a mid.
     pub fn key_for(org: &str, ig_account_id: &str, mid: &str) -> Key {
         Key::new(format!("{}#MID#{ig_account_id}#{mid}", org_pk(org)), "LINK")

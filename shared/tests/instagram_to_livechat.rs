@@ -24,8 +24,9 @@ use shared::store::{
     Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError,
 };
 use shared::worker::{Outcome, QueuedJob, process_batch};
+use testkit::fixture;
 use tower::ServiceExt;
-use wiremock::matchers::{body_partial_json, method, path};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
 #[tokio::test]
@@ -169,11 +170,14 @@ async fn first_message_creates_the_customer_with_profile_and_starts_a_continuous
     );
 
     let profile = h.graph.received_requests().await.unwrap();
-    assert_eq!(
-        profile[0].url.query(),
-        Some("fields=name%2Cusername%2Cprofile_pic")
-    );
+    assert_eq!(profile[0].url.path(), format!("/v25.0/{IGSID}"));
     assert_eq!(profile[0].headers["authorization"], "Bearer PAGE-TOKEN-A");
+    let params = &h.graph.calls()[0].params;
+    assert_eq!(params["fields"], "name,username,profile_pic");
+    assert_eq!(
+        params["appsecret_proof"],
+        testkit::meta::appsecret_proof(APP_SECRET, "PAGE-TOKEN-A")
+    );
 
     let update = &h.calls("update_customer").await[0];
     assert_eq!(update["name"], "Example Customer");
@@ -189,9 +193,11 @@ async fn first_message_creates_the_customer_with_profile_and_starts_a_continuous
         starts[0].url.query(),
         Some(format!("organization_id={ORG}").as_str())
     );
-    assert_eq!(
-        starts[0].headers["authorization"],
-        "Bearer dal:CUSTOMER-TOKEN"
+    assert!(
+        starts[0].headers["authorization"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer dal:CUSTOMER-TOKEN-")
     );
     let started: Value = serde_json::from_slice(&starts[0].body).unwrap();
     assert_eq!(
@@ -244,22 +250,8 @@ async fn later_messages_use_send_event_and_an_inactive_chat_is_resumed_with_the_
         ]
     );
 
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/send_event"))
-        .respond_with(ResponseTemplate::new(422).set_body_json(
-            json!({"error": {"type": "chat_inactive", "message": "Chat is inactive"}}),
-        ))
-        .with_priority(1)
-        .mount(&h.livechat)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/resume_chat"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"thread_id": "THREAD0002", "event_ids": ["THREAD0002_1"]})),
-        )
-        .mount(&h.livechat)
-        .await;
+    // The thread closes (idle, or an agent ended it) without the bridge hearing of it.
+    h.livechat.deactivate("CHAT000001");
     h.deliver(&webhook(vec![text("M3", "back again")])).await;
     assert!(h.work().await.is_empty());
     let resumes = h.calls("resume_chat").await;
@@ -283,38 +275,40 @@ async fn later_messages_use_send_event_and_an_inactive_chat_is_resumed_with_the_
 }
 
 #[tokio::test]
-async fn media_is_uploaded_as_file_events_and_a_failed_upload_falls_back_to_the_link() {
+async fn media_is_shown_from_its_cdn_url_and_never_downloaded() {
+    // Meta's platform policy: store only the CDN URL of media customers send, never a copy.
     let h = Harness::new().await;
-    let cdn = format!("{}/cdn/image.jpg", h.graph.uri());
-    let missing = format!("{}/cdn/gone.mp4", h.graph.uri());
+    let image = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=18000000000000001&signature=EXAMPLE1";
+    let video = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=18000000000000002&signature=EXAMPLE2";
     h.deliver(&webhook(vec![inbound(
         "message",
         json!({"mid": "MID_MEDIA_0002", "attachments": [
-        {"type": "image", "payload": {"url": cdn}},
-        {"type": "video", "payload": {"url": missing}}]}),
+        {"type": "image", "payload": {"url": image}},
+        {"type": "video", "payload": {"url": video}}]}),
     )]))
     .await;
     assert!(h.work().await.is_empty());
-    let uploads = h.requests("upload_file").await;
-    assert_eq!(uploads.len(), 1);
-    let ct = uploads[0].headers["content-type"]
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(ct.starts_with("multipart/form-data"));
+    h.assert_nothing_refused();
     assert!(
-        uploads[0]
-            .body
-            .windows(4)
-            .any(|w| w == [0xff, 0xd8, 0xff, 0xe0])
+        h.requests("upload_file").await.is_empty(),
+        "nothing re-hosted"
     );
-    let start: Value = h.calls("start_chat").await[0].clone();
-    assert_eq!(
-        start["chat"]["thread"]["events"],
-        json!([
-        {"type": "file", "url": "https://cdn.livechat-files.com/api/file/lc/att/1/abc/image.jpg", "custom_id": "ig:MID_MEDIA_0002"},
-        {"type": "message", "text": format!("[Video]\n{missing}"), "custom_id": "ig:MID_MEDIA_0002:1"}])
-    );
+    let fetched: Vec<_> = h
+        .graph
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().contains("cdn"))
+        .collect();
+    assert!(fetched.is_empty(), "nothing downloaded");
+    let events = h.livechat.chat("CHAT000001").unwrap().events();
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0]["type"], "rich_message");
+    assert_eq!(events[0]["elements"][0]["image"]["url"], image);
+    assert_eq!(events[0]["custom_id"], "ig:MID_MEDIA_0002");
+    assert_eq!(events[1]["elements"][0]["buttons"][0]["value"], video);
+    assert_eq!(events[1]["custom_id"], "ig:MID_MEDIA_0002:1");
     let link: MessageLink = h
         .services
         .repo
@@ -424,16 +418,7 @@ async fn a_crash_after_livechat_accepted_does_not_duplicate_on_retry() {
     let failed = h.work().await;
     assert_eq!(failed.len(), 1, "the crash is retried");
     assert_eq!(h.calls("send_event").await.len(), 1);
-    // LiveChat now holds the event with our custom_id.
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/get_chat"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "active": true, "events": [
-            {"id": "THREAD0001_1", "custom_id": "ig:M1", "type": "message", "text": "first"},
-            {"id": "THREAD0001_9", "custom_id": "ig:M2", "type": "message", "text": "second"}]}}),
-        ))
-        .mount(&h.livechat)
-        .await;
+    // LiveChat now holds the event with our custom_id (the fake keeps the chat's events).
     h.clock.advance(chrono::Duration::minutes(5));
     assert!(h.work().await.is_empty());
     assert_eq!(h.calls("send_event").await.len(), 1, "no second send");
@@ -444,7 +429,8 @@ async fn a_crash_after_livechat_accepted_does_not_duplicate_on_retry() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(link.event_ids, vec!["THREAD0001_9"]);
+    assert_eq!(link.event_ids, vec!["THREAD0001_2"]);
+    assert_eq!(h.livechat.chat("CHAT000001").unwrap().events().len(), 2);
 }
 
 #[tokio::test]
@@ -478,10 +464,6 @@ async fn read_receipts_mark_events_seen_and_reactions_quote_the_message() {
     h.deliver(&webhook(vec![text("MID_TEXT_0001", "Hi there")]))
         .await;
     h.work().await;
-    Mock::given(method("POST")).and(path("/v3.6/customer/action/get_chat")).and(body_partial_json(json!({"chat_id": "CHAT000001"})))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "events": [
-            {"id": "THREAD0001_1", "custom_id": "ig:MID_TEXT_0001", "type": "message", "text": "Hi there"}]}})))
-        .mount(&h.livechat).await;
     h.deliver(&webhook(vec![
         inbound("read", json!({"mid": "MID_ECHO_0006"})),
         inbound("reaction", json!({"mid": "MID_TEXT_0001", "action": "react", "reaction": "love", "emoji": "\u{2764}\u{fe0f}"})),
@@ -512,6 +494,7 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
             chat_id: "CHAT000001".into(),
             thread_id: None,
             event_ids: vec!["THREAD0001_5".into()],
+            event_threads: vec![],
             direction: Direction::Outbound,
             created_at: start(),
             expires_at: start().timestamp() + 100,
@@ -591,15 +574,8 @@ async fn a_refused_customer_token_is_renewed_once() {
     let h = Harness::new().await;
     h.deliver(&webhook(vec![text("M1", "hi")])).await;
     h.work().await;
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/send_event"))
-        .respond_with(ResponseTemplate::new(401).set_body_json(
-            json!({"error": {"type": "authentication", "message": "Invalid access token"}}),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&h.livechat)
-        .await;
+    h.livechat
+        .fail_next("send_event", fixture("livechat/authentication"), 1);
     h.deliver(&webhook(vec![text("M2", "again")])).await;
     assert!(h.work().await.is_empty());
     assert_eq!(h.calls("send_event").await.len(), 2);
@@ -615,15 +591,8 @@ async fn throttling_is_retried_and_holds_back_the_rest_of_the_conversation() {
     let h = Harness::new().await;
     h.deliver(&webhook(vec![text("M1", "hi")])).await;
     h.work().await;
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/send_event"))
-        .respond_with(ResponseTemplate::new(429).set_body_json(
-            json!({"error": {"type": "too_many_requests", "message": "Too many requests"}}),
-        ))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&h.livechat)
-        .await;
+    h.livechat
+        .fail_next("send_event", fixture("livechat/too_many_requests"), 1);
     h.deliver(&webhook(vec![text("M2", "two"), text("M3", "three")]))
         .await;
     let failed = h.work().await;
@@ -648,9 +617,7 @@ async fn throttling_is_retried_and_holds_back_the_rest_of_the_conversation() {
 #[tokio::test]
 async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job() {
     let h = Harness::new().await;
-    Mock::given(method("POST")).and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "dal:AGENT-NEW", "refresh_token": "refresh-new", "expires_in": 28800, "organization_id": ORG, "token_type": "Bearer"})))
-        .up_to_n_times(1).mount(&h.livechat).await;
+    h.livechat.expire_agent_token("dal:AGENT-A");
     h.clock.advance(chrono::Duration::hours(9));
     h.deliver(&webhook(vec![text("M1", "hi")])).await;
     assert!(h.work().await.is_empty());
@@ -661,19 +628,16 @@ async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job
             && form.contains("refresh_token=refresh-dal%3AAGENT-A"),
         "{form}"
     );
-    assert_eq!(
-        h.requests("/v2/customer/token").await[0].headers["authorization"],
-        "Bearer dal:AGENT-NEW"
-    );
+    let renewed = h.requests("/v2/customer/token").await[0].headers["authorization"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(renewed.starts_with("Bearer dal:ACCESS-"), "{renewed}");
+    h.assert_nothing_refused();
 
-    // Later the refresh token is refused: the job is parked, the installation flagged.
-    Mock::given(method("POST"))
-        .and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(400).set_body_json(
-            json!({"error": "invalid_grant", "error_description": "refresh token expired"}),
-        ))
-        .mount(&h.livechat)
-        .await;
+    // Later the owner revokes the grant: the refresh is refused (`invalid_grant`), the job is
+    // parked and the installation flagged.
+    h.livechat.revoke("refresh-dal:AGENT-A");
     h.clock.advance(chrono::Duration::hours(9));
     let mut contact = h.contact().await.unwrap();
     contact.customer_token_expires_at = Some(h.clock.now());
@@ -927,5 +891,186 @@ async fn every_documented_inbound_kind_is_posted_to_livechat() {
     assert_eq!(
         fields[1]["session_fields"][0],
         json!({"ig_referral_ref": "campaign_spring"})
+    );
+}
+
+fn at(ms: i64, kind: &str, body: Value) -> Value {
+    json!({"sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": ms, kind: body})
+}
+
+#[tokio::test]
+async fn the_reply_window_counts_from_the_last_message_not_reactions_edits_postbacks_or_referrals()
+{
+    let h = Harness::new().await;
+    let t0: i64 = 1_772_366_400_000; // 2026-03-01T12:00:00Z
+    let day = 24 * 3600 * 1000;
+    h.deliver(&webhook(vec![at(
+        t0,
+        "message",
+        json!({"mid": "M1", "text": "hello"}),
+    )]))
+    .await;
+    assert!(h.work().await.is_empty());
+    h.deliver(&webhook(vec![
+        at(
+            t0 + 2 * day,
+            "reaction",
+            json!({"mid": "M1", "action": "react", "reaction": "love"}),
+        ),
+        at(
+            t0 + 3 * day,
+            "message_edit",
+            json!({"mid": "M1", "text": "hello!", "num_edit": 1}),
+        ),
+        at(
+            t0 + 4 * day,
+            "postback",
+            json!({"mid": "P1", "title": "Track", "payload": "TRACK"}),
+        ),
+        at(
+            t0 + 5 * day,
+            "referral",
+            json!({"ref": "spring", "source": "SHORTLINK", "type": "OPEN_THREAD"}),
+        ),
+    ]))
+    .await;
+    assert!(h.work().await.is_empty());
+    let last = h.contact().await.unwrap().last_customer_message_at.unwrap();
+    assert_eq!(
+        last.timestamp_millis(),
+        t0,
+        "only the message opens the window"
+    );
+    h.deliver(&webhook(vec![at(
+        t0 + 6 * day,
+        "message",
+        json!({"mid": "M2", "text": "anyone?"}),
+    )]))
+    .await;
+    assert!(h.work().await.is_empty());
+    let last = h.contact().await.unwrap().last_customer_message_at.unwrap();
+    assert_eq!(last.timestamp_millis(), t0 + 6 * day);
+}
+
+/// The agent-side `incoming_chat` LiveChat sends when an agent starts a new thread.
+fn incoming_chat(chat: &str, thread: &str, events: Vec<Value>) -> Value {
+    json!({"webhook_id": "WEBHOOK_ID_0002", "secret_key": "lc-webhook-secret", "action": "incoming_chat",
+           "organization_id": ORG, "payload": {"chat": {"id": chat, "users": [], "properties": {},
+           "thread": {"id": thread, "active": true, "events": events, "user_ids": [], "properties": {},
+                      "access": {"group_ids": [0]}, "created_at": "2026-03-01T12:10:00.000000Z"}}},
+           "additional_data": {"chat_properties": {}, "chat_presence_user_ids": []}})
+}
+
+#[tokio::test]
+async fn a_thread_an_agent_reopened_takes_the_next_message_instead_of_parking_it() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    // The thread closed and the bridge heard of it...
+    h.livechat.deactivate("CHAT000001");
+    let mut contact = h.contact().await.unwrap();
+    contact.thread_active = Some(false);
+    h.services
+        .repo
+        .put(&contact, Condition::Always)
+        .await
+        .unwrap();
+    // ...then an agent reopened the chat; the bridge missed the incoming_chat.
+    let reopened = h.livechat.agent_starts_thread("CHAT000001");
+    h.deliver(&webhook(vec![text("M2", "are you there?")]))
+        .await;
+    assert!(h.work().await.is_empty(), "delivered, not failed");
+    assert!(h.dlq().await.is_empty(), "nothing parked");
+    let chat = h.livechat.chat("CHAT000001").unwrap();
+    let last = chat.threads.last().unwrap();
+    assert_eq!(last.id, reopened);
+    assert_eq!(last.events.len(), 1);
+    assert_eq!(last.events[0]["custom_id"], "ig:M2");
+    let link: MessageLink = h
+        .services
+        .repo
+        .get(&MessageLink::key_for(ORG, IG, "M2"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        link.events(),
+        vec![(
+            reopened.clone(),
+            last.events[0]["id"].as_str().unwrap().to_string()
+        )]
+    );
+    assert_eq!(h.contact().await.unwrap().thread_id, Some(reopened));
+}
+
+#[tokio::test]
+async fn unsend_deletes_in_the_thread_the_message_was_posted_to() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    // An agent starts a new thread; LiveChat tells the bridge with incoming_chat.
+    let thread = h.livechat.agent_starts_thread("CHAT000001");
+    assert_eq!(
+        h.post_livechat(&incoming_chat("CHAT000001", &thread, vec![]))
+            .await,
+        StatusCode::OK
+    );
+    assert!(h.work_outbound().await.is_empty());
+    h.deliver(&webhook(vec![text("M2", "oops, wrong photo")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.livechat
+            .chat("CHAT000001")
+            .unwrap()
+            .threads
+            .last()
+            .unwrap()
+            .events
+            .len(),
+        1
+    );
+    h.deliver(&webhook(vec![at(
+        1569262499000,
+        "message",
+        json!({"mid": "M2", "is_deleted": true}),
+    )]))
+    .await;
+    assert!(h.work().await.is_empty());
+    h.assert_nothing_refused();
+    let chat = h.livechat.chat("CHAT000001").unwrap();
+    assert!(
+        chat.threads.last().unwrap().events.is_empty(),
+        "the event is gone from its thread"
+    );
+    assert_eq!(chat.deleted.len(), 1);
+    assert_eq!(chat.deleted[0]["custom_id"], "ig:M2");
+}
+
+#[tokio::test]
+async fn an_unsend_livechat_no_longer_has_is_counted_not_taken_as_done() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    h.livechat
+        .fail_next("delete_event", fixture("livechat/not_found_event"), 1);
+    h.deliver(&webhook(vec![at(
+        1569262499000,
+        "message",
+        json!({"mid": "M1", "is_deleted": true}),
+    )]))
+    .await;
+    let got = h
+        .services
+        .to_livechat
+        .receive(10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    let envelope = Envelope::decode(&got[0].body).unwrap();
+    let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &envelope, 1).await;
+    assert_eq!(
+        outcome,
+        Outcome::Skipped("unsend: events already gone from LiveChat")
     );
 }

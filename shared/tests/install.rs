@@ -11,13 +11,14 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bridge::*;
 use http_body_util::BodyExt;
-use serde_json::{Value, json};
+use serde_json::Value;
 use shared::clock::Clock;
 use shared::domain::*;
 use shared::store::Condition;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use testkit::fixture;
+use testkit::meta::FbPage;
 use tower::ServiceExt;
-use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, ResponseTemplate};
 
 const NEW_ORG: &str = "00000000-0000-4000-8000-00000000a00f";
 const IG_NEW: &str = "17841400000000009";
@@ -90,52 +91,50 @@ fn query(url: &str) -> HashMap<String, String> {
         .collect()
 }
 
-async fn fakes(h: &Harness, pages: Value) {
-    Mock::given(method("POST")).and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "dal:NEW-AGENT", "account_id": "00000000-0000-4000-8000-00000000b00f",
-            "expires_in": 28800, "organization_id": NEW_ORG, "refresh_token": "NEW-REFRESH", "scope": "chats--all:rw,customers:own", "token_type": "Bearer"})))
-        .mount(&h.livechat).await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("code", "FBCODE"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "SHORT-USER", "token_type": "bearer", "expires_in": 3600}),
-        ))
-        .mount(&h.graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("grant_type", "fb_exchange_token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "LONG-USER", "token_type": "bearer", "expires_in": 5183944}),
-        ))
-        .mount(&h.graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "fbuser-new"})))
-        .mount(&h.graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me/accounts"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(pages))
-        .mount(&h.graph)
-        .await;
-    Mock::given(method("POST"))
-        .and(wiremock::matchers::path_regex(
-            r"^/v25\.0/[0-9]+/subscribed_apps$",
-        ))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .mount(&h.graph)
-        .await;
+static CODES: AtomicUsize = AtomicUsize::new(0);
+
+fn fresh(prefix: &str) -> String {
+    format!("{prefix}-{}", CODES.fetch_add(1, Ordering::SeqCst))
 }
 
-fn page(id: &str, name: &str, ig: Option<(&str, &str)>) -> Value {
-    let mut p = json!({"id": id, "name": name, "access_token": format!("PAGE-TOKEN-{id}"), "tasks": ["MANAGE", "MESSAGING"]});
-    if let Some((ig_id, user)) = ig {
-        p["instagram_business_account"] = json!({"id": ig_id, "username": user});
-    }
-    p
+const NEW_ACCOUNT: &str = "00000000-0000-4000-8000-00000000b00f";
+const FB_USER: &str = "fbuser-new";
+
+/// The Facebook user who logs in manages `pages`; Meta checks the callback URL at the exchange.
+fn fakes(h: &Harness, pages: Vec<FbPage>) {
+    h.graph.add_user(FB_USER, &fresh("FBCODE"), pages);
+    h.graph
+        .expect_redirect_uri("https://bridge.example.com/oauth/facebook/callback");
+}
+
+/// A fresh Facebook Login code for the user (Meta's codes are single use).
+fn fb_code(h: &Harness) -> String {
+    let code = fresh("FBCODE");
+    h.graph.add_user(FB_USER, &code, vec![]);
+    code
+}
+
+/// A fresh LiveChat authorization code for the new organization, with `scope`.
+fn lc_code(h: &Harness, scope: &str) -> String {
+    let code = fresh("dal:CODE");
+    h.livechat.add_code(&code, NEW_ORG, NEW_ACCOUNT, scope);
+    code
+}
+
+fn page(id: &str, name: &str, ig: Option<(&str, &str)>) -> FbPage {
+    FbPage::new(id, name, ig)
+}
+
+async fn facebook_back(h: &Harness, state: &str) -> Answer {
+    let code = fb_code(h);
+    get(
+        h,
+        &format!(
+            "/oauth/facebook/callback?code={code}&state={}",
+            urlencode(state)
+        ),
+    )
+    .await
 }
 
 /// /install → LiveChat → back; returns the Facebook dialog URL.
@@ -149,10 +148,12 @@ async fn through_livechat(h: &Harness) -> String {
         lc["redirect_uri"],
         "https://bridge.example.com/oauth/livechat/callback"
     );
+    let code = lc_code(h, "chats--all:rw,customers:own");
     let back = get(
         h,
         &format!(
-            "/oauth/livechat/callback?code=dal%3ACODE&state={}",
+            "/oauth/livechat/callback?code={}&state={}",
+            urlencode(&code),
             urlencode(&lc["state"])
         ),
     )
@@ -164,7 +165,13 @@ async fn through_livechat(h: &Harness) -> String {
 #[tokio::test]
 async fn one_page_is_connected_straight_away() {
     let h = Harness::new().await;
-    fakes(&h, json!({"data": [page("100000000000009", "Shop Page", Some((IG_NEW, "shop_new"))), page("100000000000010", "No IG", None)]})).await;
+    fakes(
+        &h,
+        vec![
+            page("100000000000009", "Shop Page", Some((IG_NEW, "shop_new"))),
+            page("100000000000010", "No IG", None),
+        ],
+    );
     let dialog = through_livechat(&h).await;
     assert!(
         dialog.starts_with("https://www.facebook.com/v25.0/dialog/oauth?"),
@@ -190,35 +197,32 @@ async fn one_page_is_connected_straight_away() {
         "{form}"
     );
 
-    let done = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+    let done = facebook_back(&h, &fb["state"]).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body.contains("Instagram is connected") && done.body.contains("@shop_new"));
     assert!(!done.body.contains("PAGE-TOKEN"));
 
+    // Meta accepted every call: Page field names, appsecret_proof, token kinds.
+    h.assert_nothing_refused();
+    assert_eq!(
+        h.graph.subscription("100000000000009"),
+        Some(
+            shared::install::SUBSCRIBED_FIELDS
+                .iter()
+                .map(|f| f.to_string())
+                .collect()
+        )
+    );
     let subs: Vec<_> = h
         .graph
-        .received_requests()
-        .await
-        .unwrap()
+        .calls()
         .into_iter()
-        .filter(|r| r.url.path().ends_with("/subscribed_apps"))
+        .filter(|c| c.path.ends_with("/subscribed_apps"))
         .collect();
     assert_eq!(subs.len(), 1);
-    assert_eq!(subs[0].url.path(), "/v25.0/100000000000009/subscribed_apps");
     assert_eq!(
-        subs[0].headers["authorization"],
-        "Bearer PAGE-TOKEN-100000000000009"
-    );
-    assert_eq!(
-        String::from_utf8(subs[0].body.clone()).unwrap(),
-        "subscribed_fields=messages%2Cmessaging_postbacks%2Cmessage_reactions%2Cmessaging_seen%2Cmessaging_referral"
+        subs[0].params["appsecret_proof"],
+        testkit::meta::appsecret_proof(APP_SECRET, "PAGE-TOKEN-100000000000009")
     );
 
     let inst: Installation = h
@@ -279,16 +283,23 @@ async fn one_page_is_connected_straight_away() {
 #[tokio::test]
 async fn several_pages_show_a_chooser_without_tokens_and_the_choice_connects() {
     let h = Harness::new().await;
-    fakes(&h, json!({"data": [page("100000000000011", "First <Shop>", Some(("17841400000000011", "first"))), page("100000000000012", "Second", Some(("17841400000000012", "second")))]})).await;
-    let fb = query(&through_livechat(&h).await);
-    let chooser = get(
+    fakes(
         &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+        vec![
+            page(
+                "100000000000011",
+                "First <Shop>",
+                Some(("17841400000000011", "first")),
+            ),
+            page(
+                "100000000000012",
+                "Second",
+                Some(("17841400000000012", "second")),
+            ),
+        ],
+    );
+    let fb = query(&through_livechat(&h).await);
+    let chooser = facebook_back(&h, &fb["state"]).await;
     assert_eq!(chooser.status, StatusCode::OK);
     assert!(chooser.body.contains("First &lt;Shop&gt;") && chooser.body.contains("@second"));
     assert!(
@@ -349,23 +360,20 @@ async fn several_pages_show_a_chooser_without_tokens_and_the_choice_connects() {
 #[tokio::test]
 async fn no_page_with_instagram_explains_what_to_link() {
     let h = Harness::new().await;
-    fakes(
-        &h,
-        json!({"data": [page("100000000000013", "Plain Page", None)]}),
-    )
-    .await;
+    fakes(&h, vec![page("100000000000013", "Plain Page", None)]);
     let fb = query(&through_livechat(&h).await);
-    let res = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+    let res = facebook_back(&h, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(
         res.body.contains("No Instagram account found") && res.body.contains("Meta Business Suite")
+    );
+    assert!(
+        res.body.contains("Plain Page")
+            && res
+                .body
+                .contains("no Instagram professional account is linked"),
+        "the Page seen is listed with the reason: {}",
+        res.body
     );
     assert!(
         h.graph
@@ -382,9 +390,8 @@ async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing
     let h = Harness::new().await;
     fakes(
         &h,
-        json!({"data": [page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))]}),
-    )
-    .await;
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
     let forged = get(
         &h,
         "/oauth/livechat/callback?code=dal%3ACODE&state=eyJuIjoieCJ9.AAAA",
@@ -438,23 +445,9 @@ async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing
         get(&h, "/oauth/facebook/callback?code=FBCODE").await.status,
         StatusCode::BAD_REQUEST
     );
-    let ok = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&dialog["state"])
-        ),
-    )
-    .await;
+    let ok = facebook_back(&h, &dialog["state"]).await;
     assert_eq!(ok.status, StatusCode::OK);
-    let replay = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&dialog["state"])
-        ),
-    )
-    .await;
+    let replay = facebook_back(&h, &dialog["state"]).await;
     assert_eq!(replay.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         post_form(&h, "/oauth/facebook/select", &[("page_id", "1")])
@@ -467,16 +460,7 @@ async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing
 #[tokio::test]
 async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     let h = Harness::new().await;
-    Mock::given(method("POST"))
-        .and(path("/v2/token"))
-        .respond_with(
-            ResponseTemplate::new(400).set_body_json(
-                json!({"error": "invalid_grant", "error_description": "code expired"}),
-            ),
-        )
-        .up_to_n_times(1)
-        .mount(&h.livechat)
-        .await;
+    // A code LiveChat never issued (or already used): `unauthorized_client`.
     let start = query(get(&h, "/install").await.location.as_deref().unwrap());
     let failed = get(
         &h,
@@ -497,14 +481,14 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
             .is_none()
     );
 
-    Mock::given(method("POST")).and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "dal:X", "expires_in": 28800, "organization_id": NEW_ORG, "refresh_token": "R", "scope": "chats--all:rw"})))
-        .up_to_n_times(1).mount(&h.livechat).await;
+    // An agent without the administrator scope approves: no `customers:own`.
+    let code = lc_code(&h, "chats--all:rw");
     let start = query(get(&h, "/install").await.location.as_deref().unwrap());
     let missing = get(
         &h,
         &format!(
-            "/oauth/livechat/callback?code=dal%3AC&state={}",
+            "/oauth/livechat/callback?code={}&state={}",
+            urlencode(&code),
             urlencode(&start["state"])
         ),
     )
@@ -521,25 +505,14 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     );
 
     // The Graph fails while listing Pages: no connection.
-    fakes(&h, json!({})).await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me/accounts"))
-        .respond_with(
-            ResponseTemplate::new(500)
-                .set_body_json(json!({"error": {"message": "An unknown error", "code": 1}})),
-        )
-        .with_priority(1)
-        .mount(&h.graph)
-        .await;
-    let fb = query(&through_livechat(&h).await);
-    let res = get(
+    fakes(
         &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
+    h.graph
+        .fail_next("GET", "me/accounts", fixture("meta/error_2_service"), 1);
+    let fb = query(&through_livechat(&h).await);
+    let res = facebook_back(&h, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
     assert!(res.body.contains("listing your Pages"));
     assert!(
@@ -555,7 +528,13 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
 #[tokio::test]
 async fn a_marketplace_install_without_our_state_asks_for_confirmation_first() {
     let h = Harness::new().await;
-    fakes(&h, json!({"data": []})).await;
+    fakes(&h, vec![]);
+    h.livechat.add_code(
+        "dal:MARKET",
+        NEW_ORG,
+        NEW_ACCOUNT,
+        "chats--all:rw,customers:own",
+    );
     let res = get(&h, "/oauth/livechat/callback?code=dal%3AMARKET").await;
     assert_eq!(
         res.status,
@@ -586,18 +565,10 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
     // IG (from the harness) belongs to ORG, which is live.
     fakes(
         &h,
-        json!({"data": [page("100000000000001", "Taken", Some((IG, "shop")))]}),
-    )
-    .await;
+        vec![page("100000000000001", "Taken", Some((IG, "shop")))],
+    );
     let fb = query(&through_livechat(&h).await);
-    let res = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+    let res = facebook_back(&h, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert!(
         res.body
@@ -630,14 +601,7 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         .await
         .unwrap();
     let fb = query(&through_livechat(&h).await);
-    let res = get(
-        &h,
-        &format!(
-            "/oauth/facebook/callback?code=FBCODE&state={}",
-            urlencode(&fb["state"])
-        ),
-    )
-    .await;
+    let res = facebook_back(&h, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let conn: InstagramConnection = h
         .services
@@ -660,4 +624,181 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         "PAGE-TOKEN-100000000000001"
     );
     let _ = h.clock.now();
+}
+
+/// A person with many Pages: `/me/accounts` is paged (100 per request here), and the only
+/// connectable Page is on the second page of results.
+fn many_pages(eligible_at: usize) -> Vec<FbPage> {
+    (0..150)
+        .map(|i| {
+            let id = format!("2000000000{i:05}");
+            if i == eligible_at {
+                page(&id, "The Shop", Some((IG_NEW, "the_shop")))
+            } else if i % 2 == 0 {
+                page(&id, &format!("Page {i}"), None)
+            } else {
+                page(
+                    &id,
+                    &format!("Page {i}"),
+                    Some((&format!("1784149{i:010}"), "other")),
+                )
+                .tasks(&["ANALYZE", "ADVERTISE", "CREATE_CONTENT"])
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_page_list_is_followed_to_its_end_and_only_messaging_pages_are_offered() {
+    let h = Harness::new().await;
+    fakes(&h, many_pages(130));
+    let fb = query(&through_livechat(&h).await);
+    let res = facebook_back(&h, &fb["state"]).await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    assert!(res.body.contains("Instagram is connected") && res.body.contains("@the_shop"));
+    h.assert_nothing_refused();
+    let listings: Vec<_> = h
+        .graph
+        .calls()
+        .into_iter()
+        .filter(|c| c.path == "me/accounts")
+        .collect();
+    assert_eq!(listings.len(), 2, "two pages of results");
+    assert!(listings[0].params.get("after").is_none());
+    assert!(listings[1].params.contains_key("after"));
+    let conn: InstagramConnection = h
+        .services
+        .repo
+        .get(&InstagramConnection::key_for(NEW_ORG, IG_NEW))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.page_id, "200000000000130");
+}
+
+#[tokio::test]
+async fn pages_that_cannot_message_are_listed_with_the_reason_not_offered() {
+    let h = Harness::new().await;
+    fakes(
+        &h,
+        vec![
+            page(
+                "100000000000021",
+                "Can Message",
+                Some(("17841400000000021", "can")),
+            ),
+            page(
+                "100000000000022",
+                "Analyst Only",
+                Some(("17841400000000022", "analyst")),
+            )
+            .tasks(&["ANALYZE"]),
+            page(
+                "100000000000023",
+                "Moderator",
+                Some(("17841400000000023", "moderator")),
+            )
+            .tasks(&["MODERATE"]),
+            page("100000000000024", "No Instagram", None),
+        ],
+    );
+    let fb = query(&through_livechat(&h).await);
+    let chooser = facebook_back(&h, &fb["state"]).await;
+    assert_eq!(chooser.status, StatusCode::OK);
+    let form = chooser.body.split("</form>").next().unwrap();
+    assert!(
+        form.contains("value=\"100000000000021\"") && form.contains("value=\"100000000000023\"")
+    );
+    assert!(!form.contains("100000000000022") && !form.contains("100000000000024"));
+    let rest = chooser.body.split("</form>").nth(1).unwrap();
+    assert!(rest.contains("Analyst Only") && rest.contains("cannot manage messages"));
+    assert!(rest.contains("No Instagram") && rest.contains("no Instagram professional account"));
+}
+
+#[tokio::test]
+async fn a_refused_page_subscription_connects_nothing_and_says_so() {
+    let h = Harness::new().await;
+    fakes(
+        &h,
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
+    let refusal = fixture("meta/error_100_subscribed_fields").with(&[
+        ("index", "3"),
+        ("fields", "feed, mention, …"),
+        ("got", "messaging_seen"),
+    ]);
+    h.graph.fail_next("POST", "subscribed_apps", refusal, 1);
+    let fb = query(&through_livechat(&h).await);
+    let res = facebook_back(&h, &fb["state"]).await;
+    assert_eq!(res.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        res.body.contains("Could not subscribe the Page")
+            && res.body.contains("Nothing was connected")
+    );
+    for key in [
+        InstagramConnection::key_for(NEW_ORG, IG_NEW),
+        AccountRoute::key_for(IG_NEW),
+        FacebookUserLink::key_for(FB_USER, NEW_ORG, IG_NEW),
+    ] {
+        assert!(
+            h.services.repo.store().get(&key).await.unwrap().is_none(),
+            "{key:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn graph_calls_without_a_valid_appsecret_proof_are_refused_by_the_fake() {
+    // The fake is what makes the other tests meaningful: a missing or wrong proof is refused with
+    // Meta's error, and the install then fails visibly.
+    let meta = testkit::meta::FakeMeta::start("1234", APP_SECRET).await;
+    meta.add_user("u1", "C1", vec![page("1", "P", Some(("17", "p")))]);
+    let http = reqwest::Client::new();
+    let url = format!("{}/v25.0/me/accounts", meta.uri());
+    let exchanged = http
+        .get(format!("{}/v25.0/oauth/access_token", meta.uri()))
+        .query(&[
+            ("client_id", "1234"),
+            ("client_secret", APP_SECRET),
+            ("code", "C1"),
+            ("redirect_uri", "x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exchanged.status(), 200);
+    let missing = http.get(&url).bearer_auth("EAAS-u1").send().await.unwrap();
+    assert_eq!(missing.status(), 400);
+    let wrong = http
+        .get(&url)
+        .bearer_auth("EAAS-u1")
+        .query(&[("appsecret_proof", "00")])
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert_eq!(
+        wrong["error"]["message"],
+        "Invalid appsecret_proof provided in the API argument"
+    );
+    let right = http
+        .get(&url)
+        .bearer_auth("EAAS-u1")
+        .query(&[(
+            "appsecret_proof",
+            testkit::meta::appsecret_proof(APP_SECRET, "EAAS-u1"),
+        )])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+    assert_eq!(
+        meta.refusals(),
+        vec![
+            "API calls from the server require an appsecret_proof argument".to_string(),
+            "Invalid appsecret_proof provided in the API argument".to_string()
+        ]
+    );
 }

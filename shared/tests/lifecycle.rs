@@ -81,29 +81,7 @@ async fn on_moto() -> (Harness, Arc<dyn Store>, aws_sdk_sqs::Client, String) {
         .await
         .unwrap();
     h.services.events = Arc::new(EventBridgePublisher::new(events, &bus));
-    revocation_mocks(&h).await;
     (h, store, sqs, queue_url)
-}
-
-async fn revocation_mocks(h: &Harness) {
-    for p in [
-        format!("/v25.0/PAGE-{IG}/subscribed_apps"),
-        format!("/v25.0/PAGE-{IG_B}/subscribed_apps"),
-        "/v25.0/fbuser/permissions".to_string(),
-    ] {
-        Mock::given(method("DELETE"))
-            .and(path(p))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-            .with_priority(10)
-            .mount(&h.graph)
-            .await;
-    }
-    Mock::given(method("DELETE"))
-        .and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
-        .with_priority(10)
-        .mount(&h.livechat)
-        .await;
 }
 
 async fn audit(sqs: &aws_sdk_sqs::Client, url: &str) -> Vec<Value> {
@@ -380,7 +358,6 @@ async fn uninstall_revokes_wipes_and_the_sweep_purges_only_that_organization_aft
 #[tokio::test]
 async fn forged_app_webhooks_are_rejected_and_change_nothing() {
     let h = Harness::new().await;
-    revocation_mocks(&h).await;
     assert_eq!(
         app_webhook(&h, None, uninstalled(ORG)).await,
         StatusCode::UNAUTHORIZED
@@ -425,7 +402,6 @@ async fn a_failed_revocation_is_retried_by_the_sweeper_and_the_purge_happens_reg
         .with_priority(1)
         .mount(&h.livechat)
         .await;
-    revocation_mocks(&h).await;
     assert_eq!(
         app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
         StatusCode::OK
@@ -657,4 +633,55 @@ async fn lifecycle_events_reach_eventbridge_with_ids_only() {
         json!({"kind": "instagram_connected", "organization_id": ORG, "ig_account_id": IG, "at": "2026-03-01T12:00:00Z"})
     );
     let _ = Duration::from_secs(0);
+}
+
+#[tokio::test]
+async fn the_facebook_grant_is_kept_while_another_live_installation_uses_it() {
+    // One person connected Pages to two LiveChat organizations. `DELETE /{user}/permissions`
+    // would kill both; uninstalling one must unsubscribe only its own Page.
+    let h = Harness::new().await;
+    h.install_as(ORG_B, IG_B, "dal:AGENT-B", "PAGE-TOKEN-B", "fbuser")
+        .await;
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    h.assert_nothing_refused();
+    assert_eq!(
+        h.graph.subscription(&format!("PAGE-{IG}")),
+        None,
+        "A's Page unsubscribed"
+    );
+    assert!(
+        h.graph.subscription(&format!("PAGE-{IG_B}")).is_some(),
+        "B's Page still subscribed"
+    );
+    assert!(
+        h.graph.revoked_users().is_empty(),
+        "the grant B depends on is kept"
+    );
+    // B's Page token still works: an agent reply goes out.
+    h.seed_contact(
+        ORG_B,
+        IG_B,
+        "IGSID_2002",
+        "CHAT_B",
+        Some(chrono::Duration::hours(1)),
+    )
+    .await;
+    let reply = json!({"webhook_id": "W", "secret_key": "lc-webhook-secret", "action": "incoming_event",
+        "organization_id": ORG_B, "payload": {"chat_id": "CHAT_B", "thread_id": "THREAD0001",
+        "event": {"id": "THREAD0001_5", "type": "message", "text": "still here", "author_id": "agent1@example.com", "visibility": "all"}}});
+    assert_eq!(h.post_livechat(&reply).await, StatusCode::OK);
+    assert!(h.work_outbound().await.is_empty());
+    assert_eq!(h.graph.sent().len(), 1);
+
+    // When the last installation using the grant goes, the grant goes too.
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG_B)).await,
+        StatusCode::OK
+    );
+    assert_eq!(h.graph.revoked_users(), vec!["fbuser".to_string()]);
+    assert_eq!(h.graph.subscription(&format!("PAGE-{IG_B}")), None);
+    h.assert_nothing_refused();
 }

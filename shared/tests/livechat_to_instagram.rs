@@ -16,6 +16,7 @@ use shared::clock::Clock;
 use shared::domain::*;
 use shared::jobs::Envelope;
 use shared::worker::{JobHandler, Outcome};
+use testkit::fixture;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -163,7 +164,7 @@ async fn files_become_attachments_by_mime_type() {
     for (i, (ct, name)) in [
         ("image/png", "a.png"),
         ("video/mp4", "b.mp4"),
-        ("audio/mpeg", "c.mp3"),
+        ("audio/mp4", "c.m4a"),
         ("application/pdf", "d.pdf"),
         ("application/zip", "e.zip"),
     ]
@@ -185,7 +186,7 @@ async fn files_become_attachments_by_mime_type() {
         vec![
             json!({"attachment": {"type": "image", "payload": {"url": url("a.png")}}}),
             json!({"attachment": {"type": "video", "payload": {"url": url("b.mp4")}}}),
-            json!({"attachment": {"type": "audio", "payload": {"url": url("c.mp3")}}}),
+            json!({"attachment": {"type": "audio", "payload": {"url": url("c.m4a")}}}),
             json!({"attachment": {"type": "file", "payload": {"url": url("d.pdf")}}}),
             json!({"text": format!("📎 e.zip\n{}", url("e.zip"))}),
         ]
@@ -247,19 +248,10 @@ async fn the_messaging_window_decides_how_or_whether_to_send() {
     }
 }
 
-async fn send_error(status: u16, code: i64, subcode: Option<i64>) -> Harness {
+/// A conversation whose next Send API call gets Meta's recorded error `fixture`.
+async fn send_error(name: &str) -> Harness {
     let h = ready(Some(Span::hours(1))).await;
-    let mut error = json!({"message": "Meta says no", "type": "OAuthException", "code": code, "fbtrace_id": "TRACE"});
-    if let Some(s) = subcode {
-        error["error_subcode"] = json!(s);
-    }
-    Mock::given(method("POST"))
-        .and(path(SEND))
-        .respond_with(ResponseTemplate::new(status).set_body_json(json!({"error": error})))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&h.graph)
-        .await;
+    h.graph.fail_next("POST", "/messages", fixture(name), 1);
     h.post_livechat(&text_event("E1", "hello")).await;
     h
 }
@@ -267,20 +259,24 @@ async fn send_error(status: u16, code: i64, subcode: Option<i64>) -> Harness {
 #[tokio::test]
 async fn send_api_errors_become_actions() {
     // Outside the window: explained in the chat, done.
-    for sub in [2534022, 2018278] {
-        let h = send_error(403, 10, Some(sub)).await;
+    for name in [
+        "meta/error_10_2534022_outside_window",
+        "meta/error_10_2018278_outside_window",
+    ] {
+        let h = send_error(name).await;
         assert!(h.work_outbound().await.is_empty());
         let notices = h.calls("send_event").await;
         assert!(
             notices[0]["event"]["text"]
                 .as_str()
                 .unwrap()
-                .contains("messaging window is closed")
+                .contains("messaging window is closed"),
+            "{name}"
         );
         assert_eq!(h.services.to_instagram_dlq.depth().await.unwrap(), 0);
     }
     // 190: connection broken, agent told with the reconnect link, message parked.
-    let h = send_error(400, 190, None).await;
+    let h = send_error("meta/error_190_session_invalidated").await;
     assert!(h.work_outbound().await.is_empty());
     let conn: InstagramConnection = h
         .services
@@ -306,32 +302,34 @@ async fn send_api_errors_become_actions() {
         .unwrap();
     let env = Envelope::decode(&parked[0].body).unwrap();
     assert!(env.parked.unwrap().reason.contains("190"));
-    // Throttling and 5xx: retried through the queue, nothing told, nothing parked.
-    for (status, code) in [
-        (400, 4),
-        (400, 17),
-        (400, 32),
-        (400, 613),
-        (400, 80002),
-        (400, 80006),
-        (500, 2),
+    // Throttling and Meta's temporary faults: retried through the queue, nothing told, nothing
+    // parked.
+    for name in [
+        "meta/error_4_app_limit",
+        "meta/error_17_user_limit",
+        "meta/error_32_page_limit",
+        "meta/error_613_rate_limit",
+        "meta/error_80002_instagram_limit",
+        "meta/error_80006_messenger_limit",
+        "meta/error_2_service",
     ] {
-        let h = send_error(status, code, None).await;
+        let h = send_error(name).await;
         let failed = h.work_outbound().await;
-        assert_eq!(failed.len(), 1, "code {code}");
+        assert_eq!(failed.len(), 1, "{name}");
         assert!(h.calls("send_event").await.is_empty());
         h.clock.advance(Span::minutes(10));
-        assert!(h.work_outbound().await.is_empty(), "code {code} retried");
+        assert!(h.work_outbound().await.is_empty(), "{name} retried");
         assert_eq!(h.graph_calls(SEND).await.len(), 2);
+        assert_eq!(h.graph.sent().len(), 1, "{name}: delivered once");
     }
-    // Other permanent errors: explained and parked.
-    let h = send_error(400, 100, None).await;
+    // Other permanent errors: explained with Meta's words and parked.
+    let h = send_error("meta/error_100_fetch_failed").await;
     assert!(h.work_outbound().await.is_empty());
     assert!(
         h.calls("send_event").await[0]["event"]["text"]
             .as_str()
             .unwrap()
-            .contains("Meta says no (Meta error 100)")
+            .contains("(#100) Failed to fetch the file from the url (Meta error 100)")
     );
     assert_eq!(h.services.to_instagram_dlq.depth().await.unwrap(), 1);
 }
@@ -445,6 +443,7 @@ async fn agent_reads_mark_seen_and_deactivation_makes_the_next_message_resume() 
     let off = json!({"secret_key": "lc-webhook-secret", "action": "chat_deactivated", "organization_id": ORG,
         "payload": {"chat_id": CHAT, "thread_id": "THREAD0001", "user_id": "agent1@example.com"}, "additional_data": {}});
     h.post_livechat(&off).await;
+    h.livechat.deactivate(CHAT);
     assert!(h.work_outbound().await.is_empty());
     let calls = h.graph_calls(SEND).await;
     assert_eq!(calls.len(), 1);
@@ -461,14 +460,6 @@ async fn agent_reads_mark_seen_and_deactivation_makes_the_next_message_resume() 
         .unwrap();
     assert_eq!(contact.thread_active, Some(false));
 
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/resume_chat"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"thread_id": "THREAD0003", "event_ids": ["THREAD0003_1"]})),
-        )
-        .mount(&h.livechat)
-        .await;
     h.deliver(&webhook(vec![text("MID_NEXT", "me again")]))
         .await;
     assert!(h.work().await.is_empty());
@@ -478,4 +469,96 @@ async fn agent_reads_mark_seen_and_deactivation_makes_the_next_message_resume() 
     );
     assert_eq!(h.calls("resume_chat").await.len(), 1);
     let _ = h.clock.now();
+}
+
+#[tokio::test]
+async fn files_instagram_cannot_take_go_as_links_and_the_agent_is_told_why() {
+    let h = ready(Some(Span::hours(1))).await;
+    let file = |id: &str, ct: &str, name: &str, size: u64| {
+        agent_event(
+            id,
+            json!({"type": "file", "url": format!("https://cdn.livechat-files.com/api/file/lc/att/1/{name}"), "name": name, "content_type": ct, "size": size}),
+        )
+    };
+    h.post_livechat(&file("E1", "image/png", "big.png", 9 * 1024 * 1024))
+        .await;
+    h.post_livechat(&file("E2", "video/mp4", "long.mp4", 30 * 1024 * 1024))
+        .await;
+    h.post_livechat(&file("E3", "audio/mpeg", "song.mp3", 1024))
+        .await;
+    h.post_livechat(&file("E4", "image/jpeg", "ok.jpg", 8 * 1024 * 1024))
+        .await;
+    assert!(h.work_outbound().await.is_empty());
+    h.assert_nothing_refused();
+    let sent: Vec<Value> = h
+        .graph
+        .sent()
+        .into_iter()
+        .map(|s| s.body["message"].clone())
+        .collect();
+    assert_eq!(sent.len(), 4);
+    assert!(sent[0]["text"].as_str().unwrap().contains("big.png"));
+    assert!(sent[1]["text"].as_str().unwrap().contains("long.mp4"));
+    assert!(sent[2]["text"].as_str().unwrap().contains("song.mp3"));
+    assert_eq!(sent[3]["attachment"]["type"], "image");
+    let notices: Vec<String> = h
+        .livechat
+        .chat(CHAT)
+        .unwrap()
+        .events()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(notices.len(), 3, "{notices:?}");
+    assert!(notices[0].contains("as a link") && notices[0].contains("up to 8 MB"));
+    assert!(notices[1].contains("up to 25 MB"));
+    assert!(notices[2].contains("does not accept audio/mpeg"));
+}
+
+#[tokio::test]
+async fn a_thread_an_agent_starts_is_followed_and_its_opening_messages_reach_instagram() {
+    let h = ready(Some(Span::hours(1))).await;
+    let thread = h.livechat.agent_starts_thread(CHAT);
+    let opening = json!({"id": format!("{thread}_1"), "type": "message", "text": "Hi! Following up on your order.",
+        "author_id": "agent1@example.com", "visibility": "all", "created_at": "2026-03-01T12:10:00.000000Z"});
+    let note = json!({"id": format!("{thread}_2"), "type": "message", "text": "internal", "author_id": "agent1@example.com",
+        "visibility": "agents", "created_at": "2026-03-01T12:10:01.000000Z"});
+    let body = json!({"webhook_id": "WEBHOOK_ID_0002", "secret_key": "lc-webhook-secret", "action": "incoming_chat",
+        "organization_id": ORG, "payload": {"chat": {"id": CHAT, "users": [], "properties": {},
+        "thread": {"id": thread, "active": true, "events": [opening, note], "user_ids": ["agent1@example.com"],
+                   "properties": {}, "access": {"group_ids": [0]}, "created_at": "2026-03-01T12:10:00.000000Z"}}},
+        "additional_data": {}});
+    assert_eq!(h.post_livechat(&body).await, StatusCode::OK);
+    assert!(h.work_outbound().await.is_empty());
+    let sent = h.graph.sent();
+    assert_eq!(sent.len(), 1, "the opening message, not the internal note");
+    assert_eq!(
+        sent[0].body["message"]["text"],
+        "Hi! Following up on your order."
+    );
+    let contact = h.contact().await.unwrap();
+    assert_eq!(
+        (contact.thread_id.as_deref(), contact.thread_active),
+        (Some(thread.as_str()), Some(true))
+    );
+    // LiveChat's own incoming_event for the same event, if it comes, sends nothing twice.
+    let mut again = text_event(&format!("{thread}_1"), "Hi! Following up on your order.");
+    again["payload"]["thread_id"] = json!(thread);
+    h.post_livechat(&again).await;
+    assert!(h.work_outbound().await.is_empty());
+    assert_eq!(h.graph.sent().len(), 1);
+    // And the customer's next message goes into that thread, no resume.
+    h.deliver(&webhook(vec![text("MID_AFTER", "thanks!")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    assert!(h.calls("resume_chat").await.is_empty());
+    let last = h
+        .livechat
+        .chat(CHAT)
+        .unwrap()
+        .threads
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!((last.id, last.events.len()), (thread, 1));
 }

@@ -422,6 +422,7 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 chat_id: "CHAT1".into(),
                 thread_id: Some("TH1".into()),
                 event_ids: vec!["EV1".into()],
+                event_threads: vec![],
                 direction: Direction::Inbound,
                 created_at: now(),
                 expires_at: exp,

@@ -238,16 +238,11 @@ pub fn timestamp(item: &Value) -> Option<DateTime<Utc>> {
 }
 
 impl InboundEvent {
-    /// Whether the customer did this (opens or refreshes the reply window).
-    pub fn is_customer_initiated(&self) -> bool {
-        match self {
-            InboundEvent::Message(m) => !m.is_echo,
-            InboundEvent::Edit { .. }
-            | InboundEvent::Reaction(_)
-            | InboundEvent::Postback { .. }
-            | InboundEvent::Referral(_) => true,
-            _ => false,
-        }
+    /// Whether this opens (or refreshes) the 24-hour reply window: Meta counts from the
+    /// customer's last *message* — not from reactions, edits, postbacks, referrals or reads, and
+    /// not from the business's own echoes.
+    pub fn opens_window(&self) -> bool {
+        matches!(self, InboundEvent::Message(m) if !m.is_echo)
     }
 }
 
@@ -255,6 +250,39 @@ impl InboundEvent {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_customer_messages_open_the_window() {
+        let opens =
+            |kind: &str, body: Value| classify("messaging", &item(kind, body)).opens_window();
+        assert!(opens("message", json!({"mid": "M", "text": "hi"})));
+        assert!(opens(
+            "message",
+            json!({"mid": "M", "is_unsupported": true})
+        ));
+        assert!(!opens(
+            "message",
+            json!({"mid": "M", "text": "x", "is_echo": true})
+        ));
+        assert!(!opens("message", json!({"mid": "M", "is_deleted": true})));
+        assert!(!opens(
+            "reaction",
+            json!({"mid": "M", "action": "react", "reaction": "love"})
+        ));
+        assert!(!opens(
+            "message_edit",
+            json!({"mid": "M", "text": "y", "num_edit": 1})
+        ));
+        assert!(!opens(
+            "postback",
+            json!({"mid": "M", "title": "t", "payload": "p"})
+        ));
+        assert!(!opens(
+            "referral",
+            json!({"ref": "r", "source": "s", "type": "OPEN_THREAD"})
+        ));
+        assert!(!opens("read", json!({"mid": "M"})));
+    }
 
     fn item(kind: &str, body: Value) -> Value {
         json!({"sender":{"id":"IGSID_1001"},"recipient":{"id":"17841400000000001"},"timestamp":1569262485349u64, kind: body})

@@ -1,16 +1,23 @@
-//! The Graph API client (graph.facebook.com, Page tokens): profiles, media downloads, and the
-//! error envelope every call shares. Tokens go in the `Authorization` header, never in URLs.
+//! The Graph API client (graph.facebook.com, user and Page tokens): a method per call the bridge
+//! makes, and the error envelope every call shares. Tokens go in the `Authorization` header, never
+//! in URLs, and every call made with a token carries `appsecret_proof` (HMAC-SHA256 of the token
+//! keyed by the app secret, hex), so the app keeps working when the Meta app has "Require App
+//! Secret" on — Meta's recommendation for server-side apps (graph-api/guides/secure-requests).
+//! Customer media is never downloaded: Meta's platform policy lets an app keep only the CDN URL.
 
-use bytes::Bytes;
+use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::Value;
+use sha2::Sha256;
 
 use crate::http::{is_retryable_error, is_retryable_status};
 
-/// Largest media the bridge fetches (LiveChat's upload limit).
-pub const MAX_MEDIA_BYTES: usize = 10 * 1024 * 1024;
+/// How many Pages one `/me/accounts` request asks for; Meta pages the rest.
+pub const PAGES_PER_REQUEST: usize = 100;
+/// A bound on `/me/accounts` pages followed (10,000 Pages), against a paging loop.
+const MAX_PAGE_REQUESTS: usize = 100;
 
 /// A Graph API failure.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -37,9 +44,9 @@ pub enum GraphError {
         /// Whether retrying may help.
         retryable: bool,
     },
-    /// A media file is larger than the bridge forwards.
-    #[error("media of {0} bytes is too large")]
-    TooLarge(usize),
+    /// Meta answered 200 with a body the bridge cannot read.
+    #[error("graph answer shape: {0}")]
+    Shape(String),
 }
 
 /// Codes Meta uses for throttling.
@@ -54,7 +61,7 @@ impl GraphError {
                     || is_retryable_status(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK))
             }
             GraphError::Transport { retryable, .. } => *retryable,
-            GraphError::TooLarge(_) => false,
+            GraphError::Shape(_) => false,
         }
     }
 
@@ -93,13 +100,95 @@ pub struct Profile {
     pub profile_pic: Option<String>,
 }
 
-/// Downloaded media.
-#[derive(Debug, Clone)]
-pub struct Media {
-    /// The bytes.
-    pub bytes: Bytes,
-    /// Content type from the CDN.
-    pub content_type: String,
+/// The Instagram professional account linked to a Page.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct LinkedInstagram {
+    /// IG professional account id (webhooks' `entry[].id`).
+    pub id: String,
+    /// Its username.
+    pub username: Option<String>,
+}
+
+/// One Page of `/me/accounts`: what the logged-in person may do on it, and its token.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PageAccount {
+    /// Page id.
+    pub id: String,
+    /// Page name.
+    pub name: Option<String>,
+    /// Page access token (absent when the person has no task that yields one).
+    pub access_token: Option<SecretString>,
+    /// The person's tasks on the Page (`MANAGE`, `MESSAGING`, `MODERATE`, …).
+    #[serde(default)]
+    pub tasks: Vec<String>,
+    /// The linked Instagram professional account, if any.
+    pub instagram_business_account: Option<LinkedInstagram>,
+}
+
+/// Why a Page cannot be connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ineligible {
+    /// No Instagram professional account is linked to it.
+    NoInstagram,
+    /// The person may not message for the Page (needs MESSAGING, MODERATE or MANAGE).
+    NoMessagingTask,
+    /// Meta gave no Page token for it.
+    NoToken,
+}
+
+impl Ineligible {
+    /// The reason, for the admin.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Ineligible::NoInstagram => "no Instagram professional account is linked to this Page",
+            Ineligible::NoMessagingTask => {
+                "your Facebook user cannot manage messages for this Page (it needs the Messages, Moderate or full-control task)"
+            }
+            Ineligible::NoToken => "Facebook did not grant igbridge access to this Page",
+        }
+    }
+}
+
+/// Tasks that allow sending and reading messages as the Page (Send API: MESSAGING; profile and
+/// subscription: MODERATE; MANAGE implies both).
+const MESSAGING_TASKS: &[&str] = &["MESSAGING", "MODERATE", "MANAGE"];
+
+impl PageAccount {
+    /// Whether the bridge can connect this Page, and if not why.
+    pub fn eligibility(&self) -> Result<(), Ineligible> {
+        if self.instagram_business_account.is_none() {
+            return Err(Ineligible::NoInstagram);
+        }
+        if !self
+            .tasks
+            .iter()
+            .any(|t| MESSAGING_TASKS.contains(&t.as_str()))
+        {
+            return Err(Ineligible::NoMessagingTask);
+        }
+        if self.access_token.is_none() {
+            return Err(Ineligible::NoToken);
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct AccountsPage {
+    #[serde(default)]
+    data: Vec<PageAccount>,
+    paging: Option<Paging>,
+}
+
+#[derive(Deserialize)]
+struct Paging {
+    next: Option<String>,
+    cursors: Option<Cursors>,
+}
+
+#[derive(Deserialize)]
+struct Cursors {
+    after: Option<String>,
 }
 
 /// The Graph API client.
@@ -108,6 +197,7 @@ pub struct GraphClient {
     http: reqwest::Client,
     base: String,
     version: String,
+    app_secret: SecretString,
 }
 
 fn transport(e: reqwest::Error) -> GraphError {
@@ -141,13 +231,27 @@ pub async fn parse_response(res: reqwest::Response) -> Result<Value, GraphError>
     })
 }
 
+fn shape<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, GraphError> {
+    serde_json::from_value(v).map_err(|e| GraphError::Shape(format!("{what}: {e}")))
+}
+
+/// `appsecret_proof` for a token: hex HMAC-SHA256 of the token, keyed by the app secret.
+pub fn appsecret_proof(app_secret: &SecretString, token: &SecretString) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.expose_secret().as_bytes())
+        .expect("HMAC takes any key length");
+    mac.update(token.expose_secret().as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
 impl GraphClient {
-    /// A client for `base` (e.g. `https://graph.facebook.com`) and `version` (e.g. `v25.0`).
-    pub fn new(http: reqwest::Client, base: &str, version: &str) -> Self {
+    /// A client for `base` (e.g. `https://graph.facebook.com`) and `version` (e.g. `v25.0`),
+    /// signing token calls with `app_secret`.
+    pub fn new(http: reqwest::Client, base: &str, version: &str, app_secret: SecretString) -> Self {
         Self {
             http,
             base: base.trim_end_matches('/').to_string(),
             version: version.to_string(),
+            app_secret,
         }
     }
 
@@ -161,124 +265,167 @@ impl GraphClient {
         )
     }
 
-    /// `GET /{igsid}?fields=name,username,profile_pic`.
+    /// A request with the token in the header and its proof in the query.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &SecretString,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .query(&[("appsecret_proof", appsecret_proof(&self.app_secret, token))])
+            .bearer_auth(token.expose_secret())
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder) -> Result<Value, GraphError> {
+        parse_response(req.send().await.map_err(transport)?).await
+    }
+
+    /// `GET /{igsid}?fields=name,username,profile_pic` with the Page token.
     pub async fn profile(
         &self,
         igsid: &str,
         page_token: &SecretString,
     ) -> Result<Profile, GraphError> {
-        let res = self
-            .http
-            .get(self.url(igsid))
-            .query(&[("fields", "name,username,profile_pic")])
-            .bearer_auth(page_token.expose_secret())
-            .send()
-            .await
-            .map_err(transport)?;
-        let body = parse_response(res).await?;
-        serde_json::from_value(body).map_err(|e| GraphError::Transport {
-            message: format!("profile shape: {e}"),
-            retryable: false,
-        })
+        let req = self
+            .request(reqwest::Method::GET, igsid, page_token)
+            .query(&[("fields", "name,username,profile_pic")]);
+        shape(self.send(req).await?, "profile")
     }
 
-    /// GETs a Graph path with a token and query parameters.
-    pub async fn get(
-        &self,
-        path: &str,
-        token: Option<&SecretString>,
-        query: &[(&str, &str)],
-    ) -> Result<Value, GraphError> {
-        let mut req = self.http.get(self.url(path)).query(query);
-        if let Some(t) = token {
-            req = req.bearer_auth(t.expose_secret());
+    /// `GET /oauth/access_token`: a Login code (or, with `fb_exchange_token`, a short-lived user
+    /// token) exchanged for a user token. Carries the app secret, so server-side only.
+    pub async fn access_token(&self, query: &[(&str, &str)]) -> Result<SecretString, GraphError> {
+        let req = self.http.get(self.url("oauth/access_token")).query(query);
+        let v = self.send(req).await?;
+        match v.get("access_token").and_then(Value::as_str) {
+            Some(t) if !t.is_empty() => Ok(SecretString::from(t.to_string())),
+            _ => Err(GraphError::Shape("access_token missing".into())),
         }
-        parse_response(req.send().await.map_err(transport)?).await
     }
 
-    /// POSTs form parameters to a Graph path (e.g. `subscribed_apps`).
-    pub async fn post_form(
-        &self,
-        path: &str,
-        token: &SecretString,
-        form: &[(&str, &str)],
-    ) -> Result<Value, GraphError> {
-        let res = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(token.expose_secret())
-            .form(form)
-            .send()
-            .await
-            .map_err(transport)?;
-        parse_response(res).await
+    /// `GET /me?fields=id`: the app-scoped id of the person a user token belongs to.
+    pub async fn me(&self, user_token: &SecretString) -> Result<String, GraphError> {
+        let req = self
+            .request(reqwest::Method::GET, "me", user_token)
+            .query(&[("fields", "id")]);
+        let v = self.send(req).await?;
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| GraphError::Shape("me without id".into()))
     }
 
-    /// POSTs JSON to a Graph path with the Page token.
-    pub async fn post(
+    /// `GET /me/accounts`, every page of it: Meta pages the list (cursor `after`, with
+    /// `paging.next` present while more follow).
+    pub async fn pages(&self, user_token: &SecretString) -> Result<Vec<PageAccount>, GraphError> {
+        let limit = PAGES_PER_REQUEST.to_string();
+        let mut out = Vec::new();
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGE_REQUESTS {
+            let mut req = self
+                .request(reqwest::Method::GET, "me/accounts", user_token)
+                .query(&[
+                    (
+                        "fields",
+                        "id,name,access_token,tasks,instagram_business_account{id,username}",
+                    ),
+                    ("limit", limit.as_str()),
+                ]);
+            if let Some(a) = &after {
+                req = req.query(&[("after", a.as_str())]);
+            }
+            let page: AccountsPage = shape(self.send(req).await?, "me/accounts")?;
+            out.extend(page.data);
+            // The `next` URL repeats the user token in its query; the bridge follows the cursor
+            // instead, so the token stays in the header.
+            after = page
+                .paging
+                .filter(|p| p.next.is_some())
+                .and_then(|p| p.cursors)
+                .and_then(|c| c.after);
+            if after.is_none() {
+                return Ok(out);
+            }
+        }
+        Err(GraphError::Shape("me/accounts paged past the bound".into()))
+    }
+
+    /// `POST /{page-id}/subscribed_apps?subscribed_fields=…` with the Page token (Page field names).
+    pub async fn subscribe_page(
         &self,
-        path: &str,
-        token: &SecretString,
+        page_id: &str,
+        page_token: &SecretString,
+        fields: &[&str],
+    ) -> Result<(), GraphError> {
+        let joined = fields.join(",");
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{page_id}/subscribed_apps"),
+                page_token,
+            )
+            .form(&[("subscribed_fields", joined.as_str())]);
+        let v = self.send(req).await?;
+        if success(&v) {
+            Ok(())
+        } else {
+            Err(GraphError::Shape("subscription not confirmed".into()))
+        }
+    }
+
+    /// `DELETE /{page-id}/subscribed_apps` with the Page token.
+    pub async fn unsubscribe_page(
+        &self,
+        page_id: &str,
+        page_token: &SecretString,
+    ) -> Result<(), GraphError> {
+        let req = self.request(
+            reqwest::Method::DELETE,
+            &format!("{page_id}/subscribed_apps"),
+            page_token,
+        );
+        self.send(req).await.map(|_| ())
+    }
+
+    /// `DELETE /{user-id}/permissions` with the app token: revokes everything that person
+    /// granted the app (every Page token they gave, in every installation).
+    pub async fn revoke_grant(
+        &self,
+        facebook_user_id: &str,
+        app_token: &SecretString,
+    ) -> Result<(), GraphError> {
+        let req = self.request(
+            reqwest::Method::DELETE,
+            &format!("{facebook_user_id}/permissions"),
+            app_token,
+        );
+        self.send(req).await.map(|_| ())
+    }
+
+    /// `POST /{page-id}/messages` (Send API) with the Page token.
+    pub async fn send_message(
+        &self,
+        page_id: &str,
+        page_token: &SecretString,
         body: &Value,
     ) -> Result<Value, GraphError> {
-        let res = self
-            .http
-            .post(self.url(path))
-            .bearer_auth(token.expose_secret())
-            .json(body)
-            .send()
-            .await
-            .map_err(transport)?;
-        parse_response(res).await
+        let req = self
+            .request(
+                reqwest::Method::POST,
+                &format!("{page_id}/messages"),
+                page_token,
+            )
+            .json(body);
+        self.send(req).await
     }
+}
 
-    /// DELETEs a Graph path (unsubscribe a Page, revoke a user's grant).
-    pub async fn delete(&self, path: &str, token: &SecretString) -> Result<Value, GraphError> {
-        let res = self
-            .http
-            .delete(self.url(path))
-            .bearer_auth(token.expose_secret())
-            .send()
-            .await
-            .map_err(transport)?;
-        parse_response(res).await
-    }
-
-    /// Downloads media from Meta's CDN (signed URLs, no token), at most [`MAX_MEDIA_BYTES`].
-    pub async fn download(&self, url: &str) -> Result<Media, GraphError> {
-        let mut res = self.http.get(url).send().await.map_err(transport)?;
-        if !res.status().is_success() {
-            return Err(GraphError::Api {
-                status: res.status().as_u16(),
-                code: None,
-                subcode: None,
-                message: "media download failed".into(),
-                fbtrace_id: None,
-            });
-        }
-        if let Some(len) = res.content_length() {
-            if len as usize > MAX_MEDIA_BYTES {
-                return Err(GraphError::TooLarge(len as usize));
-            }
-        }
-        let content_type = res
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("application/octet-stream")
-            .to_string();
-        let mut buf = Vec::new();
-        while let Some(chunk) = res.chunk().await.map_err(transport)? {
-            buf.extend_from_slice(&chunk);
-            if buf.len() > MAX_MEDIA_BYTES {
-                return Err(GraphError::TooLarge(buf.len()));
-            }
-        }
-        Ok(Media {
-            bytes: Bytes::from(buf),
-            content_type,
-        })
-    }
+/// The JSON Meta returns for a write (both documented shapes: `true` and `"true"`).
+pub fn success(v: &Value) -> bool {
+    v.get("success") == Some(&Value::Bool(true))
+        || v.get("success") == Some(&Value::String("true".into()))
 }
 
 #[cfg(test)]
@@ -293,6 +440,49 @@ mod tests {
             message: String::new(),
             fbtrace_id: None,
         }
+    }
+
+    #[test]
+    fn proof_is_hex_hmac_sha256_of_the_token() {
+        // HMAC-SHA256(key "key", "The quick brown fox jumps over the lazy dog") from RFC 4231's
+        // well-known example.
+        let p = appsecret_proof(
+            &SecretString::from("key".to_string()),
+            &SecretString::from("The quick brown fox jumps over the lazy dog".to_string()),
+        );
+        assert_eq!(
+            p,
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+
+    #[test]
+    fn eligibility_needs_instagram_a_messaging_task_and_a_token() {
+        let page = |tasks: &[&str], ig: bool, token: bool| PageAccount {
+            id: "1".into(),
+            name: None,
+            access_token: token.then(|| SecretString::from("t".to_string())),
+            tasks: tasks.iter().map(|t| t.to_string()).collect(),
+            instagram_business_account: ig.then(|| LinkedInstagram {
+                id: "17".into(),
+                username: None,
+            }),
+        };
+        assert_eq!(page(&["MESSAGING"], true, true).eligibility(), Ok(()));
+        assert_eq!(page(&["MODERATE"], true, true).eligibility(), Ok(()));
+        assert_eq!(page(&["MANAGE"], true, true).eligibility(), Ok(()));
+        assert_eq!(
+            page(&["ANALYZE", "ADVERTISE", "CREATE_CONTENT"], true, true).eligibility(),
+            Err(Ineligible::NoMessagingTask)
+        );
+        assert_eq!(
+            page(&["MANAGE"], false, true).eligibility(),
+            Err(Ineligible::NoInstagram)
+        );
+        assert_eq!(
+            page(&["MANAGE"], true, false).eligibility(),
+            Err(Ineligible::NoToken)
+        );
     }
 
     #[test]

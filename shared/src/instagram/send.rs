@@ -32,21 +32,74 @@ pub fn split_text(text: &str, max: usize) -> Vec<String> {
     out
 }
 
-/// The Instagram attachment type for a MIME type, or `None` when Instagram cannot take it as a
-/// file (then the link is sent as text).
-pub fn attachment_type(content_type: &str) -> Option<&'static str> {
+const MB: u64 = 1024 * 1024;
+
+/// What Instagram accepts as an attachment, per type (Send API for Instagram: images PNG, JPEG
+/// or GIF up to 8 MB; audio AAC, M4A, WAV or MP4 up to 25 MB; video MP4, OGG, AVI, MOV or WebM up
+/// to 25 MB; files PDF up to 25 MB).
+const ATTACHMENT_RULES: &[(&str, &[&str], u64)] = &[
+    (
+        "image",
+        &["image/png", "image/jpeg", "image/jpg", "image/gif"],
+        8 * MB,
+    ),
+    (
+        "audio",
+        &[
+            "audio/aac",
+            "audio/mp4",
+            "audio/x-m4a",
+            "audio/m4a",
+            "audio/wav",
+            "audio/x-wav",
+            "audio/wave",
+        ],
+        25 * MB,
+    ),
+    (
+        "video",
+        &[
+            "video/mp4",
+            "video/ogg",
+            "video/x-msvideo",
+            "video/avi",
+            "video/quicktime",
+            "video/webm",
+        ],
+        25 * MB,
+    ),
+    ("file", &["application/pdf"], 25 * MB),
+];
+
+/// The Instagram attachment type for a file of `content_type` and `size` bytes, or why Instagram
+/// cannot take it as an attachment (then the link is sent as text and the agent is told why).
+pub fn attachment_type(content_type: &str, size: Option<u64>) -> Result<&'static str, String> {
     let ct = content_type
         .split(';')
         .next()
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    match ct.as_str() {
-        "image/png" | "image/jpeg" | "image/jpg" | "image/gif" => Some("image"),
-        c if c.starts_with("video/") => Some("video"),
-        c if c.starts_with("audio/") => Some("audio"),
-        "application/pdf" => Some("file"),
-        _ => None,
+    let Some((kind, _, limit)) = ATTACHMENT_RULES
+        .iter()
+        .find(|(_, types, _)| types.contains(&ct.as_str()))
+    else {
+        let shown = if ct.is_empty() {
+            "unknown"
+        } else {
+            ct.as_str()
+        };
+        return Err(format!(
+            "Instagram does not accept {shown} files as attachments (images: PNG, JPEG, GIF; audio: AAC, M4A, WAV, MP4; video: MP4, OGG, AVI, MOV, WebM; documents: PDF)"
+        ));
+    };
+    match size {
+        Some(n) if n > *limit => Err(format!(
+            "the file is {:.1} MB and Instagram accepts {kind} attachments up to {} MB",
+            n as f64 / MB as f64,
+            limit / MB
+        )),
+        _ => Ok(kind),
     }
 }
 
@@ -166,13 +219,33 @@ mod tests {
     }
 
     #[test]
-    fn attachment_types_from_mime() {
-        assert_eq!(attachment_type("image/png"), Some("image"));
-        assert_eq!(attachment_type("IMAGE/JPEG; charset=binary"), Some("image"));
-        assert_eq!(attachment_type("video/mp4"), Some("video"));
-        assert_eq!(attachment_type("audio/mpeg"), Some("audio"));
-        assert_eq!(attachment_type("application/pdf"), Some("file"));
-        assert_eq!(attachment_type("application/msword"), None);
-        assert_eq!(attachment_type("image/webp"), None);
+    fn attachment_types_follow_instagram_limits() {
+        assert_eq!(attachment_type("image/png", Some(1000)), Ok("image"));
+        assert_eq!(
+            attachment_type("IMAGE/JPEG; charset=binary", None),
+            Ok("image")
+        );
+        assert_eq!(attachment_type("image/gif", Some(8 * MB)), Ok("image"));
+        assert!(
+            attachment_type("image/png", Some(8 * MB + 1))
+                .unwrap_err()
+                .contains("8 MB")
+        );
+        assert_eq!(attachment_type("video/mp4", Some(25 * MB)), Ok("video"));
+        assert!(attachment_type("video/mp4", Some(25 * MB + 1)).is_err());
+        assert_eq!(attachment_type("video/quicktime", None), Ok("video"));
+        assert_eq!(attachment_type("audio/x-m4a", None), Ok("audio"));
+        assert!(
+            attachment_type("audio/mpeg", None).is_err(),
+            "MP3 is not in Instagram's list"
+        );
+        assert_eq!(attachment_type("application/pdf", Some(MB)), Ok("file"));
+        assert!(
+            attachment_type("application/msword", None)
+                .unwrap_err()
+                .contains("does not accept")
+        );
+        assert!(attachment_type("image/webp", None).is_err());
+        assert!(attachment_type("", None).unwrap_err().contains("unknown"));
     }
 }

@@ -15,12 +15,11 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{Value, json};
 
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
-use crate::instagram::graph::GraphClient;
+use crate::instagram::graph::{GraphClient, Ineligible, PageAccount};
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
 use crate::routes;
@@ -31,9 +30,20 @@ use state::{StateClaims, StateSigner};
 pub const REQUIRED_SCOPES: &[&str] = &["customers:own"];
 /// Facebook Login permissions for the Messenger API for Instagram.
 pub const FACEBOOK_SCOPES: &str = "instagram_basic,instagram_manage_messages,pages_manage_metadata,pages_show_list,pages_read_engagement,pages_messaging,business_management";
-/// Page webhook fields the bridge uses.
-pub const SUBSCRIBED_FIELDS: &str =
-    "messages,messaging_postbacks,message_reactions,messaging_seen,messaging_referral";
+/// Page webhook fields the bridge subscribes the Page to. These are the *Page* names
+/// (`POST /{page-id}/subscribed_apps` refuses the Instagram product's `messaging_seen` and
+/// `messaging_referral` with `(#100) Param subscribed_fields[…] must be one of {…}`):
+/// messages (and their echoes, shown to agents as staff messages), postbacks, reactions, reads,
+/// referrals, and `standby` for conversations another app controls.
+pub const SUBSCRIBED_FIELDS: &[&str] = &[
+    "messages",
+    "message_echoes",
+    "messaging_postbacks",
+    "message_reactions",
+    "message_reads",
+    "messaging_referrals",
+    "standby",
+];
 
 /// The install flow.
 pub struct Install {
@@ -281,24 +291,16 @@ impl Install {
             Ok(_) => {}
             Err(e) => return internal(e),
         }
-        let path = format!("{}/subscribed_apps", choice.page_id);
         let subscribed = self
             .graph
-            .post_form(&path, token, &[("subscribed_fields", SUBSCRIBED_FIELDS)])
+            .subscribe_page(&choice.page_id, token, SUBSCRIBED_FIELDS)
             .await;
-        let subscribed = subscribed.map_err(|e| e.to_string()).and_then(|v| {
-            if subscription_succeeded(&v) {
-                Ok(())
-            } else {
-                Err("subscription not confirmed".to_string())
-            }
-        });
         if let Err(e) = subscribed {
             tracing::warn!(error = %e, "Page subscription failed");
             return pages::error(
                 StatusCode::BAD_GATEWAY,
                 "Could not subscribe the Page",
-                "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again.",
+                "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again. Nothing was connected.",
             );
         }
         let conn = InstagramConnection {
@@ -454,46 +456,44 @@ async fn livechat_callback(
     }
 }
 
-/// One Page of `/me/accounts` with its Instagram account.
-fn page_choices(app: &Install, accounts: &Value, n: &str) -> Vec<(PageChoice, SecretString)> {
+/// The Pages of `/me/accounts` the bridge can connect (each with its token, sealed for the
+/// chooser's state), and those it cannot, with the reason.
+fn page_choices(
+    app: &Install,
+    accounts: Vec<PageAccount>,
+    n: &str,
+) -> (Vec<(PageChoice, SecretString)>, Vec<pages::NotEligible>) {
     let mut out = Vec::new();
-    for p in accounts
-        .get("data")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
-        let (Some(page_id), Some(token), Some(ig)) = (
-            p.get("id").and_then(Value::as_str),
-            p.get("access_token").and_then(Value::as_str),
-            p.pointer("/instagram_business_account/id")
-                .and_then(Value::as_str),
+    let mut rest = Vec::new();
+    for p in accounts {
+        let name = p.name.clone().unwrap_or_else(|| p.id.clone());
+        let (Ok(()), Some(token), Some(ig)) = (
+            p.eligibility(),
+            p.access_token.clone(),
+            p.instagram_business_account.clone(),
         ) else {
+            let why = p.eligibility().err().unwrap_or(Ineligible::NoToken);
+            rest.push(pages::NotEligible {
+                page_name: name,
+                reason: why.reason(),
+            });
             continue;
         };
-        let token = SecretString::from(token.to_string());
         out.push((
             PageChoice {
-                page_id: page_id.to_string(),
-                page_name: p
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or(page_id)
-                    .to_string(),
-                ig_account_id: ig.to_string(),
-                ig_username: p
-                    .pointer("/instagram_business_account/username")
-                    .and_then(Value::as_str)
-                    .map(str::to_string),
+                page_id: p.id.clone(),
+                page_name: name,
+                ig_account_id: ig.id,
+                ig_username: ig.username,
                 page_token: app.cipher.seal(
                     &token,
-                    &token_context(n, &format!("oauth.page_token:{page_id}")),
+                    &token_context(n, &format!("oauth.page_token:{}", p.id)),
                 ),
             },
             token,
         ));
     }
-    out
+    (out, rest)
 }
 
 async fn facebook_callback(
@@ -527,80 +527,42 @@ async fn facebook_callback(
     };
     let short = match app
         .graph
-        .get(
-            "oauth/access_token",
-            None,
-            &[
-                ("client_id", &app.meta_app_id),
-                ("redirect_uri", &redirect),
-                ("client_secret", secret.expose_secret()),
-                ("code", code),
-            ],
-        )
+        .access_token(&[
+            ("client_id", &app.meta_app_id),
+            ("redirect_uri", &redirect),
+            ("client_secret", secret.expose_secret()),
+            ("code", code),
+        ])
         .await
     {
-        Ok(v) => v,
+        Ok(t) => t,
         Err(e) => return fail("exchanging the login code", e),
     };
-    let short = SecretString::from(
-        short
-            .get("access_token")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    );
     let long = match app
         .graph
-        .get(
-            "oauth/access_token",
-            None,
-            &[
-                ("grant_type", "fb_exchange_token"),
-                ("client_id", &app.meta_app_id),
-                ("client_secret", secret.expose_secret()),
-                ("fb_exchange_token", short.expose_secret()),
-            ],
-        )
+        .access_token(&[
+            ("grant_type", "fb_exchange_token"),
+            ("client_id", &app.meta_app_id),
+            ("client_secret", secret.expose_secret()),
+            ("fb_exchange_token", short.expose_secret()),
+        ])
         .await
     {
-        Ok(v) => SecretString::from(
-            v.get("access_token")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        ),
+        Ok(t) => t,
         Err(e) => return fail("getting a long-lived token", e),
     };
-    let me = match app.graph.get("me", Some(&long), &[("fields", "id")]).await {
-        Ok(v) => v
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
+    let me = match app.graph.me(&long).await {
+        Ok(id) => id,
         Err(e) => return fail("reading your Facebook user", e),
     };
-    let accounts = match app
-        .graph
-        .get(
-            "me/accounts",
-            Some(&long),
-            &[
-                (
-                    "fields",
-                    "id,name,access_token,instagram_business_account{id,username}",
-                ),
-                ("limit", "100"),
-            ],
-        )
-        .await
-    {
+    let accounts = match app.graph.pages(&long).await {
         Ok(v) => v,
         Err(e) => return fail("listing your Pages", e),
     };
     let n = nonce();
-    let mut choices = page_choices(&app, &accounts, &n);
+    let (mut choices, not_eligible) = page_choices(&app, accounts, &n);
     match choices.len() {
-        0 => pages::no_pages(),
+        0 => pages::no_pages(&not_eligible),
         1 => {
             let (choice, token) = choices.remove(0);
             app.connect(&org, &me, &choice, &token).await
@@ -628,7 +590,7 @@ async fn facebook_callback(
                     ig_username: c.ig_username.as_deref(),
                 })
                 .collect();
-            pages::chooser(&state, &shown)
+            pages::chooser(&state, &shown, &not_eligible)
         }
     }
 }
@@ -669,9 +631,4 @@ async fn select(
         Err(e) => return internal(e),
     };
     app.connect(&org, &user, choice, &token).await
-}
-
-/// The JSON Meta returns for a subscription (both documented shapes).
-pub fn subscription_succeeded(v: &Value) -> bool {
-    v.get("success") == Some(&json!(true)) || v.get("success") == Some(&json!("true"))
 }

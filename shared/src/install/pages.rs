@@ -65,16 +65,44 @@ close this page: nothing will be connected.</p></div>\
     )
 }
 
-/// No Page with an Instagram professional account.
-pub fn no_pages() -> Response {
+/// A Page the person manages that cannot be connected, and why.
+pub struct NotEligible {
+    /// Page name.
+    pub page_name: String,
+    /// Why not.
+    pub reason: &'static str,
+}
+
+fn not_eligible_list(rest: &[NotEligible]) -> String {
+    if rest.is_empty() {
+        return String::new();
+    }
+    let items: String = rest
+        .iter()
+        .map(|p| {
+            format!(
+                "<li><strong>{}</strong>: {}</li>",
+                esc(&p.page_name),
+                esc(p.reason)
+            )
+        })
+        .collect();
+    format!("<h2>Pages that cannot be connected</h2><ul class=\"muted\">{items}</ul>")
+}
+
+/// No Page that can be connected; lists the Pages seen and why each cannot be.
+pub fn no_pages(rest: &[NotEligible]) -> Response {
     page(
         StatusCode::OK,
         "No Instagram account found",
-        "<div class=\"card\"><p>None of the Facebook Pages you manage is linked to an Instagram professional account, \
-or you did not allow igbridge to see them.</p><ol><li>Open Meta Business Suite and link your Instagram professional \
-account to a Facebook Page (Settings → Linked accounts → Instagram).</li><li>Make sure your Facebook user has full \
-control of that Page.</li><li>Start again and allow igbridge access to that Page.</li></ol></div>\
-<p><a class=\"button\" href=\"/install\">Start the installation again</a></p>",
+        &format!(
+            "<div class=\"card\"><p>None of the Facebook Pages you manage can be connected: a Page needs a linked Instagram \
+professional account, and your Facebook user needs to be able to manage its messages.</p>{}<ol><li>Open Meta Business \
+Suite and link your Instagram professional account to a Facebook Page (Settings → Linked accounts → Instagram).</li>\
+<li>Make sure your Facebook user has full control of that Page, or the Messages task.</li><li>Start again and allow \
+igbridge access to that Page.</li></ol></div><p><a class=\"button\" href=\"/install\">Start the installation again</a></p>",
+            not_eligible_list(rest)
+        ),
     )
 }
 
@@ -88,8 +116,9 @@ pub struct Choice<'a> {
     pub ig_username: Option<&'a str>,
 }
 
-/// The page chooser: a form posting the chosen Page id and the signed state.
-pub fn chooser(state: &str, choices: &[Choice<'_>]) -> Response {
+/// The page chooser: a form posting the chosen Page id and the signed state; the Pages that
+/// cannot be connected are listed below it with the reason.
+pub fn chooser(state: &str, choices: &[Choice<'_>], rest: &[NotEligible]) -> Response {
     let mut options = String::new();
     for (i, c) in choices.iter().enumerate() {
         let ig = c
@@ -110,8 +139,9 @@ pub fn chooser(state: &str, choices: &[Choice<'_>]) -> Response {
         &format!(
             "<form method=\"post\" action=\"/oauth/facebook/select\" class=\"card\"><fieldset>\
 <legend>Which Page's Instagram account should answer customers from LiveChat?</legend>{options}</fieldset>\
-<input type=\"hidden\" name=\"state\" value=\"{}\"><p><button type=\"submit\">Connect this account</button></p></form>",
-            esc(state)
+<input type=\"hidden\" name=\"state\" value=\"{}\"><p><button type=\"submit\">Connect this account</button></p></form>{}",
+            esc(state),
+            not_eligible_list(rest)
         ),
     )
 }

@@ -90,6 +90,42 @@ impl Lifecycle {
         }
     }
 
+    /// Whether a live installation other than `org` holds a connection this Facebook user made.
+    /// `DELETE /{user}/permissions` revokes every token the person gave the app, so the grant
+    /// may only go when no other organization depends on it.
+    async fn grant_used_elsewhere(
+        &self,
+        org: &str,
+        facebook_user_id: &str,
+    ) -> Result<bool, StoreError> {
+        let links: Vec<FacebookUserLink> = self
+            .repo
+            .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
+            .await?;
+        for link in links.iter().filter(|l| l.organization_id != org) {
+            let inst = self
+                .repo
+                .get::<Installation>(&Installation::key_for(&link.organization_id))
+                .await?;
+            let conn = self
+                .repo
+                .get::<InstagramConnection>(&InstagramConnection::key_for(
+                    &link.organization_id,
+                    &link.ig_account_id,
+                ))
+                .await?;
+            let live = inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled)
+                && conn.is_some_and(|c| {
+                    c.status != ConnectionStatus::Disconnected
+                        && c.facebook_user_id == facebook_user_id
+                });
+            if live {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Runs one revocation; `Ok(false)` means "retry later".
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
@@ -107,22 +143,27 @@ impl Lifecycle {
                 ) {
                     Ok(t) => self
                         .graph
-                        .delete(&format!("{page_id}/subscribed_apps"), &t)
+                        .unsubscribe_page(page_id, &t)
                         .await
-                        .map(|_| ())
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
                 }
             }
-            Revocation::FacebookGrant { facebook_user_id } => self
-                .graph
-                .delete(
-                    &format!("{facebook_user_id}/permissions"),
-                    &self.app_token(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+            Revocation::FacebookGrant { facebook_user_id } => {
+                match self.grant_used_elsewhere(org, facebook_user_id).await {
+                    // Revoking would kill the Page tokens of the other installations too.
+                    Ok(true) => {
+                        tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
+                        Ok(())
+                    }
+                    Ok(false) => self
+                        .graph
+                        .revoke_grant(facebook_user_id, &self.app_token())
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
         };
         match result {
             Ok(()) => true,

@@ -3,7 +3,6 @@
 
 pub mod webhook;
 
-use bytes::Bytes;
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -101,7 +100,17 @@ async fn parse(res: reqwest::Response) -> Result<Value, LivechatError> {
                 .and_then(Value::as_str)
                 .unwrap_or(""),
         ),
-        _ => ("unknown", ""),
+        // The customer-token endpoint answers `{oauth_exception, exception_description}`
+        // (customer-accounts-api specv2.yml).
+        _ => match body.get("oauth_exception").and_then(Value::as_str) {
+            Some(kind) => (
+                kind,
+                body.get("exception_description")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
+            None => ("unknown", ""),
+        },
     };
     Err(LivechatError::Api {
         status: status.as_u16(),
@@ -350,39 +359,6 @@ impl LivechatClient {
             .map(str::to_string)
             .ok_or_else(|| LivechatError::Transport {
                 message: "send_event answered without event_id".into(),
-                retryable: false,
-            })
-    }
-
-    /// `upload_file` (multipart, ≤ 10 MB); returns the LiveChat CDN URL.
-    pub async fn upload_file(
-        &self,
-        org: &str,
-        token: &SecretString,
-        name: &str,
-        content_type: &str,
-        bytes: Bytes,
-    ) -> Result<String, LivechatError> {
-        let part = reqwest::multipart::Part::stream(bytes)
-            .file_name(name.to_string())
-            .mime_str(content_type)
-            .map_err(transport)?;
-        let form = reqwest::multipart::Form::new().part("file", part);
-        let res = self
-            .http
-            .post(self.action_url("upload_file"))
-            .query(&[("organization_id", org)])
-            .bearer_auth(token.expose_secret())
-            .multipart(form)
-            .send()
-            .await
-            .map_err(transport)?;
-        let v = parse(res).await?;
-        v.get("url")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| LivechatError::Transport {
-                message: "upload_file answered without url".into(),
                 retryable: false,
             })
     }

@@ -1,9 +1,10 @@
 //! LiveChat chat webhooks: authenticate by the body's `secret_key` (LiveChat signs nothing), then
 //! decide which actions the bridge forwards to Instagram.
 //!
-//! Taken: `incoming_event` (agent messages and files), `events_marked_as_seen` (agent read the
-//! chat → Instagram `mark_seen`), `chat_deactivated` (the chat's thread closed, so the next
-//! Instagram message resumes it directly). Acknowledged and dropped on purpose:
+//! Taken: `incoming_event` (agent messages and files), `incoming_chat` (an agent started or
+//! reopened a thread: the bridge follows the new thread, and forwards the agent's opening events),
+//! `events_marked_as_seen` (agent read the chat → Instagram `mark_seen`), `chat_deactivated` (the
+//! chat's thread closed, so the next Instagram message resumes it directly). Acknowledged and dropped on purpose:
 //! `event_updated` (Instagram cannot edit a sent message, and a second "corrected" message would
 //! confuse the customer), `incoming_rich_message_postback` (postbacks come from customers clicking
 //! LiveChat buttons; the bridge's customers are on Instagram and cannot click them), internal notes
@@ -55,6 +56,26 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
+/// Why an event of a chat is not sent to Instagram, if it is not: the bridge's own events
+/// (`custom_id` `ig:…`), internal notes, system messages.
+fn not_forwarded(event: &Value) -> Option<&'static str> {
+    if str_at(event, "/custom_id").is_some_and(|c| c.starts_with("ig:")) {
+        return Some("the bridge's own event");
+    }
+    if str_at(event, "/visibility") == Some("agents") {
+        return Some("internal note");
+    }
+    match str_at(event, "/type") {
+        Some("system_message") | Some("system") => Some("system message"),
+        _ => None,
+    }
+}
+
+/// Whether an event of a thread is one an agent (or bot) wrote for the customer to see.
+pub fn is_agent_event(event: &Value) -> bool {
+    not_forwarded(event).is_none()
+}
+
 /// Decides on an authentic body; `Err` means it is not a chat webhook we can read.
 pub fn decide(mut body: Value) -> Result<Decision, String> {
     if let Some(obj) = body.as_object_mut() {
@@ -81,16 +102,24 @@ pub fn decide(mut body: Value) -> Result<Decision, String> {
                 .pointer("/payload/event")
                 .ok_or("incoming_event without event")?;
             let event_id = str_at(event, "/id").ok_or("event without id")?.to_string();
-            if str_at(event, "/custom_id").is_some_and(|c| c.starts_with("ig:")) {
-                return Ok(Decision::Ignore("the bridge's own event"));
+            match not_forwarded(event) {
+                Some(why) => Ok(Decision::Ignore(why)),
+                None => Ok(job(format!("{chat_id}:{event_id}"), Some(chat_id), body)),
             }
-            if str_at(event, "/visibility") == Some("agents") {
-                return Ok(Decision::Ignore("internal note"));
-            }
-            match str_at(event, "/type") {
-                Some("system_message") | Some("system") => Ok(Decision::Ignore("system message")),
-                _ => Ok(job(format!("{chat_id}:{event_id}"), Some(chat_id), body)),
-            }
+        }
+        "incoming_chat" => {
+            // An agent started or reopened a thread: its state, and its opening events.
+            let chat_id =
+                str_at(&body, "/payload/chat/id").ok_or("incoming_chat without chat.id")?;
+            let chat_id = chat_id.to_string();
+            let thread = str_at(&body, "/payload/chat/thread/id")
+                .ok_or("incoming_chat without thread.id")?
+                .to_string();
+            Ok(job(
+                format!("{chat_id}:incoming_chat:{thread}"),
+                Some(chat_id),
+                body,
+            ))
         }
         "events_marked_as_seen" => {
             let chat_id = chat_id.ok_or("events_marked_as_seen without chat_id")?;
@@ -204,6 +233,10 @@ mod tests {
         let seen = json!({"action": "events_marked_as_seen", "organization_id": "ORG", "payload": {"user_id": "agent1@example.com", "chat_id": "C", "seen_up_to": "2026-01-12T15:19:21.010200Z"}});
         assert!(
             matches!(decide(seen).unwrap(), Decision::Enqueue(j) if j.event_id == "C:seen:agent1@example.com:2026-01-12T15:19:21.010200Z")
+        );
+        let chat = json!({"action": "incoming_chat", "organization_id": "ORG", "payload": {"chat": {"id": "C", "thread": {"id": "T2", "active": true, "events": []}}}});
+        assert!(
+            matches!(decide(chat).unwrap(), Decision::Enqueue(j) if j.event_id == "C:incoming_chat:T2" && j.chat_id.as_deref() == Some("C"))
         );
         let off = json!({"action": "chat_deactivated", "organization_id": "ORG", "payload": {"chat_id": "C", "thread_id": "T"}});
         assert!(

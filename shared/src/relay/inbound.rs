@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::customer::{Customers, Fail, Session, notice_event};
-use super::render::{Action, Context, Part, referral_fields, render, split_text};
+use super::render::{Action, Context, Part, media_event, referral_fields, render, split_text};
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
@@ -46,31 +46,6 @@ fn custom_id(key: &str, index: usize) -> String {
     } else {
         format!("ig:{key}:{index}")
     }
-}
-
-fn file_name(url: &str, kind: &str, content_type: &str) -> String {
-    let ext = match content_type.split(';').next().unwrap_or("").trim() {
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "image/webp" => "webp",
-        "video/mp4" => "mp4",
-        "audio/mpeg" => "mp3",
-        "audio/mp4" | "audio/aac" => "m4a",
-        "application/pdf" => "pdf",
-        _ => "bin",
-    };
-    let stem = url
-        .split('?')
-        .next()
-        .and_then(|p| p.rsplit('/').find(|s| !s.is_empty()))
-        .filter(|s| {
-            s.len() < 64
-                && s.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        })
-        .unwrap_or(kind);
-    format!("{stem}.{ext}")
 }
 
 #[async_trait]
@@ -255,23 +230,7 @@ impl Inbound {
                         );
                         Outcome::Skipped("unsend of an unknown message")
                     }
-                    Some(link) => {
-                        for event_id in &link.event_ids {
-                            let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id, "event_id": event_id});
-                            let res = self
-                                .customers()
-                                .action(inst, &mut session, "delete_event", body)
-                                .await;
-                            match res {
-                                Ok(_) => {}
-                                // Already gone counts as deleted.
-                                Err(Fail::Livechat(LivechatError::Api { kind, .. }))
-                                    if kind == "not_found" => {}
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        Outcome::Done
-                    }
+                    Some(link) => self.unsend(inst, &mut session, &link).await?,
                 }
             }
             Action::Post(_) => {
@@ -292,9 +251,11 @@ impl Inbound {
                     self.set_session_fields(inst, &mut session, referral_fields(r))
                         .await;
                 }
-                let (thread_id, event_ids) = self
+                let delivered = self
                     .deliver(inst, &mut session, &job.event_id, parts, recovering)
                     .await?;
+                let event_ids: Vec<String> = delivered.iter().map(|(_, e)| e.clone()).collect();
+                let event_threads: Vec<String> = delivered.into_iter().map(|(t, _)| t).collect();
                 let mid = match event {
                     InboundEvent::Message(m) => Some(m.mid.clone()),
                     InboundEvent::Postback { mid, .. } => mid.clone(),
@@ -324,8 +285,9 @@ impl Inbound {
                                 ig_account_id: ig.to_string(),
                                 mid,
                                 chat_id,
-                                thread_id: Some(thread_id),
+                                thread_id: event_threads.first().cloned(),
                                 event_ids,
+                                event_threads,
                                 direction: Direction::Inbound,
                                 created_at: now,
                                 expires_at,
@@ -337,7 +299,7 @@ impl Inbound {
                 Outcome::Done
             }
         };
-        if event.is_customer_initiated() {
+        if event.opens_window() {
             let last = session.contact.last_customer_message_at;
             if last.is_none_or(|l| l < at) {
                 session.contact.last_customer_message_at = Some(at);
@@ -346,6 +308,43 @@ impl Inbound {
         session.contact.updated_at = self.clock.now();
         self.repo.put(&session.contact, Condition::Always).await?;
         Ok(outcome)
+    }
+
+    /// Deletes every LiveChat event of an unsent message, each in the thread it was posted to.
+    /// An event LiveChat no longer has is counted (it was deleted in LiveChat, or the link points
+    /// at the wrong thread), not silently taken as deleted.
+    async fn unsend(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        link: &MessageLink,
+    ) -> Result<Outcome, Fail> {
+        let mut missing = 0;
+        for (thread_id, event_id) in link.events() {
+            let body =
+                json!({"chat_id": link.chat_id, "thread_id": thread_id, "event_id": event_id});
+            match self
+                .customers()
+                .action(inst, session, "delete_event", body)
+                .await
+            {
+                Ok(_) => {}
+                Err(Fail::Livechat(LivechatError::Api { kind, .. })) if kind == "not_found" => {
+                    missing += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if missing > 0 {
+            tracing::warn!(
+                unsend_not_found = missing,
+                "unsend: LiveChat no longer has some events of the message"
+            );
+            return Ok(Outcome::Skipped(
+                "unsend: events already gone from LiveChat",
+            ));
+        }
+        Ok(Outcome::Done)
     }
 
     fn customers(&self) -> Customers {
@@ -542,8 +541,42 @@ impl Inbound {
             .unwrap_or_default())
     }
 
-    /// Builds the LiveChat events for the parts (uploading media), then starts, continues or
-    /// resumes the chat. Returns the thread and the event ids, in order.
+    /// The LiveChat events for the parts, each with its custom id; events an earlier attempt
+    /// already delivered come back as (thread, event id) instead.
+    fn events_for(
+        key: &str,
+        parts: Vec<Part>,
+        already: &HashMap<String, (String, String)>,
+    ) -> Vec<Result<Value, (String, String)>> {
+        let mut out = Vec::new();
+        let mut index = 0;
+        for part in parts {
+            let events: Vec<Value> = match part {
+                Part::Text(t) => split_text(&t)
+                    .into_iter()
+                    .map(|t| json!({"type": "message", "text": t}))
+                    .collect(),
+                Part::Notice(t) => vec![notice_event(&t, "")],
+                Part::Media { url, kind, .. } => vec![media_event(&url, &kind)],
+            };
+            for mut ev in events {
+                let cid = custom_id(key, index);
+                index += 1;
+                match already.get(&cid) {
+                    // Delivered by an earlier attempt that did not get to record it.
+                    Some(done) => out.push(Err(done.clone())),
+                    None => {
+                        ev["custom_id"] = json!(cid);
+                        out.push(Ok(ev));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Posts the parts into the customer's chat: starts it, continues the active thread, or
+    /// resumes it. Returns each LiveChat event with the thread it landed in, in order.
     async fn deliver(
         &self,
         inst: &mut Installation,
@@ -551,166 +584,186 @@ impl Inbound {
         key: &str,
         parts: Vec<Part>,
         recovering: bool,
-    ) -> Result<(String, Vec<String>), Fail> {
-        let org = inst.organization_id.clone();
+    ) -> Result<Vec<(String, String)>, Fail> {
         let already = if recovering {
             self.existing(inst, session).await?
         } else {
             HashMap::new()
         };
+        let mut delivered = Vec::new();
         let mut events = Vec::new();
-        let mut ids = Vec::new();
-        let mut thread = None;
-        let mut index = 0;
-        for part in parts {
-            let texts: Vec<Value> = match part {
-                Part::Text(t) => split_text(&t)
-                    .into_iter()
-                    .map(|t| json!({"type": "message", "text": t}))
-                    .collect(),
-                Part::Notice(t) => vec![notice_event(&t, "")],
-                Part::File {
-                    url,
-                    kind,
-                    fallback,
-                } => {
-                    let cid = custom_id(key, index);
-                    if already.contains_key(&cid) {
-                        vec![json!({"type": "message", "text": fallback})]
-                    } else {
-                        vec![self.upload(inst, session, &url, &kind).await.map_or_else(
-                            || json!({"type": "message", "text": fallback}),
-                            |lc_url| json!({"type": "file", "url": lc_url}),
-                        )]
-                    }
-                }
-            };
-            for mut ev in texts {
-                let cid = custom_id(key, index);
-                index += 1;
-                if let Some((t, id)) = already.get(&cid) {
-                    // Delivered by an earlier attempt that did not get to record it.
-                    thread.get_or_insert_with(|| t.clone());
-                    ids.push(id.clone());
-                    continue;
-                }
-                ev["custom_id"] = json!(cid);
-                events.push(ev);
+        for e in Self::events_for(key, parts, &already) {
+            match e {
+                Ok(ev) => events.push(ev),
+                Err(done) => delivered.push(done),
             }
         }
         if events.is_empty() {
-            return Ok((thread.unwrap_or_default(), ids));
+            return Ok(delivered);
         }
-        let Some(chat_id) = session.contact.chat_id.clone() else {
-            let started = self
-                .customers()
-                .call(inst, session, |lc, tok| {
-                    let events = events.clone();
-                    let org = org.clone();
-                    async move { lc.start_chat(&org, &tok, &events).await }
-                })
-                .await?;
-            session.contact.chat_id = Some(started.chat_id.clone());
-            session.contact.thread_id = Some(started.thread_id.clone());
-            session.contact.thread_active = Some(true);
-            self.repo
-                .put(
-                    &ChatRoute {
-                        organization_id: org.clone(),
-                        chat_id: started.chat_id.clone(),
-                        ig_account_id: session.contact.ig_account_id.clone(),
-                        igsid: session.contact.igsid.clone(),
-                        expires_at: None,
-                    },
-                    Condition::Always,
-                )
-                .await?;
-            self.repo.put(&session.contact, Condition::Always).await?;
-            ids.extend(started.event_ids);
-            return Ok((started.thread_id, ids));
+        let posted = match session.contact.chat_id.clone() {
+            None => self.start(inst, session, &events).await?,
+            Some(chat_id) => self.post(inst, session, &chat_id, &events).await?,
         };
-        let mut thread_id = thread
-            .or(session.contact.thread_id.clone())
-            .unwrap_or_default();
-        // A thread known to be closed is resumed at once; otherwise try it and resume on
-        // `chat_inactive`.
-        let mut resume_from = (session.contact.thread_active == Some(false)).then_some(0);
-        if resume_from.is_none() {
-            for (i, ev) in events.iter().enumerate() {
-                let sent = self
-                    .customers()
-                    .call(inst, session, |lc, tok| {
-                        let ev = ev.clone();
-                        let org = org.clone();
-                        let chat_id = chat_id.clone();
-                        async move { lc.send_event(&org, &tok, &chat_id, &ev).await }
-                    })
-                    .await;
-                match sent {
-                    Ok(id) => ids.push(id),
-                    Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
-                        resume_from = Some(i);
-                        break;
-                    }
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        if let Some(i) = resume_from {
-            let rest = events[i..].to_vec();
-            let resumed = self
-                .customers()
-                .call(inst, session, |lc, tok| {
-                    let rest = rest.clone();
-                    let org = org.clone();
-                    let chat_id = chat_id.clone();
-                    async move { lc.resume_chat(&org, &tok, &chat_id, &rest).await }
-                })
-                .await?;
-            thread_id = resumed.thread_id.clone();
-            session.contact.thread_id = Some(resumed.thread_id);
-            ids.extend(resumed.event_ids);
-        }
-        session.contact.thread_active = Some(true);
-        Ok((thread_id, ids))
+        delivered.extend(posted);
+        Ok(delivered)
     }
 
-    /// Fetches media from Meta's CDN and uploads it to LiveChat; `None` falls back to a link.
-    async fn upload(
+    /// `start_chat` with the events; the chat route is written at once.
+    async fn start(
         &self,
         inst: &mut Installation,
         session: &mut Session,
-        url: &str,
-        kind: &str,
-    ) -> Option<String> {
-        let media = match self.graph.download(url).await {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, kind, "media download failed; sending the link instead");
-                return None;
-            }
-        };
-        let name = file_name(url, kind, &media.content_type);
+        events: &[Value],
+    ) -> Result<Vec<(String, String)>, Fail> {
         let org = inst.organization_id.clone();
-        let res = self
+        let started = self
             .customers()
             .call(inst, session, |lc, tok| {
-                let bytes = media.bytes.clone();
-                let ct = media.content_type.clone();
-                let name = name.clone();
+                let events = events.to_vec();
                 let org = org.clone();
-                async move { lc.upload_file(&org, &tok, &name, &ct, bytes).await }
+                async move { lc.start_chat(&org, &tok, &events).await }
             })
-            .await;
-        match res {
-            Ok(url) => Some(url),
-            Err(_) => {
-                tracing::warn!(
-                    kind,
-                    "media upload to LiveChat failed; sending the link instead"
-                );
-                None
+            .await?;
+        session.contact.chat_id = Some(started.chat_id.clone());
+        session.contact.thread_id = Some(started.thread_id.clone());
+        session.contact.thread_active = Some(true);
+        self.repo
+            .put(
+                &ChatRoute {
+                    organization_id: org.clone(),
+                    chat_id: started.chat_id.clone(),
+                    ig_account_id: session.contact.ig_account_id.clone(),
+                    igsid: session.contact.igsid.clone(),
+                    expires_at: None,
+                },
+                Condition::Always,
+            )
+            .await?;
+        self.repo.put(&session.contact, Condition::Always).await?;
+        let thread = started.thread_id;
+        Ok(started
+            .event_ids
+            .into_iter()
+            .map(|id| (thread.clone(), id))
+            .collect())
+    }
+
+    /// Posts into an existing chat. The thread the contact last saw is tried first (an agent may
+    /// have started a newer one: `incoming_chat` keeps the contact current); `chat_inactive`
+    /// resumes the chat with the remaining events, and a resume refused because the chat is
+    /// active again (an agent reopened it) sends them into the active thread instead.
+    async fn post(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        chat_id: &str,
+        events: &[Value],
+    ) -> Result<Vec<(String, String)>, Fail> {
+        let mut out = Vec::new();
+        let mut rest: &[Value] = events;
+        if session.contact.thread_active != Some(false) {
+            let sent = self.send_events(inst, session, chat_id, rest).await?;
+            rest = &rest[sent.len()..];
+            out.extend(sent);
+        }
+        if rest.is_empty() {
+            session.contact.thread_active = Some(true);
+            return Ok(out);
+        }
+        match self.resume(inst, session, chat_id, rest).await {
+            Ok(resumed) => out.extend(resumed),
+            // LiveChat's wire answer to resuming an active chat is undocumented (the SDK calls
+            // it CHAT_ALREADY_ACTIVE): any permanent refusal is checked against the chat itself.
+            Err(Fail::Livechat(e)) if !e.is_transient() && !e.is_auth() => {
+                tracing::info!(error = %e, "resume_chat refused; sending into the active thread");
+                if !self.follow_active_thread(inst, session, chat_id).await? {
+                    return Err(Fail::Livechat(e));
+                }
+                let sent = self.send_events(inst, session, chat_id, rest).await?;
+                if sent.len() < rest.len() {
+                    return Err(Fail::Livechat(e));
+                }
+                out.extend(sent);
+            }
+            Err(e) => return Err(e),
+        }
+        session.contact.thread_active = Some(true);
+        Ok(out)
+    }
+
+    /// `send_event` for each event until the chat turns out inactive; returns those sent.
+    async fn send_events(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        chat_id: &str,
+        events: &[Value],
+    ) -> Result<Vec<(String, String)>, Fail> {
+        let org = inst.organization_id.clone();
+        let mut out = Vec::new();
+        for ev in events {
+            let thread = session.contact.thread_id.clone().unwrap_or_default();
+            let sent = self
+                .customers()
+                .call(inst, session, |lc, tok| {
+                    let (ev, org, chat_id) = (ev.clone(), org.clone(), chat_id.to_string());
+                    async move { lc.send_event(&org, &tok, &chat_id, &ev).await }
+                })
+                .await;
+            match sent {
+                Ok(id) => out.push((thread, id)),
+                Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
+                    session.contact.thread_active = Some(false);
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
+        Ok(out)
+    }
+
+    /// `resume_chat` with the events as the new thread's first events.
+    async fn resume(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        chat_id: &str,
+        events: &[Value],
+    ) -> Result<Vec<(String, String)>, Fail> {
+        let org = inst.organization_id.clone();
+        let resumed = self
+            .customers()
+            .call(inst, session, |lc, tok| {
+                let (events, org, chat_id) = (events.to_vec(), org.clone(), chat_id.to_string());
+                async move { lc.resume_chat(&org, &tok, &chat_id, &events).await }
+            })
+            .await?;
+        session.contact.thread_id = Some(resumed.thread_id.clone());
+        let thread = resumed.thread_id;
+        Ok(resumed
+            .event_ids
+            .into_iter()
+            .map(|id| (thread.clone(), id))
+            .collect())
+    }
+
+    /// Reads the chat's current thread; `true` if it is active (the contact then follows it).
+    async fn follow_active_thread(
+        &self,
+        inst: &mut Installation,
+        session: &mut Session,
+        chat_id: &str,
+    ) -> Result<bool, Fail> {
+        let chat = self
+            .customers()
+            .action(inst, session, "get_chat", json!({"chat_id": chat_id}))
+            .await?;
+        let active = chat.pointer("/thread/active").and_then(Value::as_bool) == Some(true);
+        if let (true, Some(t)) = (active, chat.pointer("/thread/id").and_then(Value::as_str)) {
+            session.contact.thread_id = Some(t.to_string());
+            session.contact.thread_active = Some(true);
+        }
+        Ok(active)
     }
 }

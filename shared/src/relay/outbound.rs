@@ -73,24 +73,32 @@ fn author_of(author_id: &str) -> Author {
     }
 }
 
-/// The Send API messages for a LiveChat event, in order; `None` for events not forwarded.
-fn messages_for(event: &Value) -> Option<Vec<Value>> {
+/// The Send API messages for a LiveChat event, in order, and a note for the agent when the event
+/// could not be sent as it is (a file sent as a link); `None` for events not forwarded.
+fn messages_for(event: &Value) -> Option<(Vec<Value>, Option<String>)> {
     let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
+    let texts = |t: &str| -> Vec<Value> {
+        split_text(t, MAX_TEXT_BYTES)
+            .into_iter()
+            .map(|t| json!({"text": t}))
+            .collect()
+    };
     match s("type") {
-        "message" => Some(
-            split_text(s("text"), MAX_TEXT_BYTES)
-                .into_iter()
-                .map(|t| json!({"text": t}))
-                .collect(),
-        ),
+        "message" => Some((texts(s("text")), None)),
         "file" => {
             let url = s("url");
-            Some(match attachment_type(s("content_type")) {
-                Some(kind) => vec![json!({"attachment": {"type": kind, "payload": {"url": url}}})],
-                None => split_text(&format!("📎 {}\n{url}", s("name")), MAX_TEXT_BYTES)
-                    .into_iter()
-                    .map(|t| json!({"text": t}))
-                    .collect(),
+            let size = event.get("size").and_then(Value::as_u64);
+            Some(match attachment_type(s("content_type"), size) {
+                Ok(kind) => (
+                    vec![json!({"attachment": {"type": kind, "payload": {"url": url}}})],
+                    None,
+                ),
+                Err(why) => (
+                    texts(&format!("📎 {}\n{url}", s("name"))),
+                    Some(format!(
+                        "Sent to Instagram as a link, not as a file: {why}."
+                    )),
+                ),
             })
         }
         "rich_message" => {
@@ -118,12 +126,7 @@ fn messages_for(event: &Value) -> Option<Vec<Value>> {
                 }
             }
             let text = lines.join("\n");
-            (!text.is_empty()).then(|| {
-                split_text(&text, MAX_TEXT_BYTES)
-                    .into_iter()
-                    .map(|t| json!({"text": t}))
-                    .collect()
-            })
+            (!text.is_empty()).then(|| (texts(&text), None))
         }
         _ => None,
     }
@@ -177,7 +180,21 @@ impl Outbound {
             return Ok(Outcome::Skipped("chat not bridged for this organization"));
         };
         match job.action.as_str() {
-            "incoming_event" => self.forward(&mut conv, job).await,
+            "incoming_event" => {
+                let event = job
+                    .webhook
+                    .pointer("/payload/event")
+                    .cloned()
+                    .unwrap_or(Value::Null);
+                let thread_id = job
+                    .webhook
+                    .pointer("/payload/thread_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                self.forward(&mut conv, &event, thread_id, &job.event_id)
+                    .await
+            }
+            "incoming_chat" => self.incoming_chat(&mut conv, job).await,
             "events_marked_as_seen" => self.mark_seen(&mut conv, job).await,
             "chat_deactivated" => {
                 let customers = self.customers();
@@ -257,7 +274,7 @@ impl Outbound {
         let body = json!({"recipient": {"id": contact.igsid}, "sender_action": "mark_seen"});
         match self
             .graph
-            .post(&format!("{}/messages", conv.conn.page_id), &token, &body)
+            .send_message(&conv.conn.page_id, &token, &body)
             .await
         {
             Ok(_) => Ok(Outcome::Done),
@@ -270,17 +287,62 @@ impl Outbound {
         }
     }
 
-    async fn forward(
+    /// A thread an agent started or reopened (`incoming_chat`): the contact follows the chat's
+    /// current thread, so the next Instagram message goes into it instead of resuming, and the
+    /// agent's opening events of that thread reach Instagram like any other agent event.
+    async fn incoming_chat(
         &self,
         conv: &mut Conversation,
         job: &LivechatEventJob,
     ) -> Result<Outcome, Fail> {
-        let org = conv.inst.organization_id.clone();
-        let event = job
+        let chat_id = conv.route.chat_id.clone();
+        let thread = job
             .webhook
-            .pointer("/payload/event")
+            .pointer("/payload/chat/thread")
             .cloned()
             .unwrap_or(Value::Null);
+        let thread_id = thread.get("id").and_then(Value::as_str).map(str::to_string);
+        if let (Some(mut contact), Some(t)) = (self.contact(conv).await?, thread_id.clone()) {
+            contact.thread_id = Some(t);
+            contact.thread_active = Some(
+                thread
+                    .get("active")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true),
+            );
+            contact.updated_at = self.clock.now();
+            self.repo.put(&contact, Condition::Always).await?;
+        }
+        let events = thread
+            .get("events")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for event in events
+            .iter()
+            .filter(|e| crate::livechat::webhook::is_agent_event(e))
+        {
+            let Some(id) = event.get("id").and_then(Value::as_str) else {
+                continue;
+            };
+            // The same key as this event's own `incoming_event` would get: sent once either way.
+            let key = format!("{chat_id}:{id}");
+            match self.forward(conv, event, thread_id.clone(), &key).await? {
+                Outcome::Done | Outcome::Skipped(_) => {}
+                other => return Ok(other),
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    async fn forward(
+        &self,
+        conv: &mut Conversation,
+        event: &Value,
+        thread_id: Option<String>,
+        key: &str,
+    ) -> Result<Outcome, Fail> {
+        let org = conv.inst.organization_id.clone();
         let event_id = event
             .get("id")
             .and_then(Value::as_str)
@@ -290,23 +352,18 @@ impl Outbound {
             .get("author_id")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        let thread_id = job
-            .webhook
-            .pointer("/payload/thread_id")
-            .and_then(Value::as_str)
-            .map(str::to_string);
         let Some(contact) = self.contact(conv).await? else {
             return Ok(Outcome::Skipped("no contact for the chat"));
         };
         if author_id == contact.customer_id {
             return Ok(Outcome::Skipped("the customer's own event"));
         }
-        let Some(messages) = messages_for(&event) else {
+        let Some((messages, note)) = messages_for(event) else {
             return Ok(Outcome::Skipped("event type not forwarded to Instagram"));
         };
 
         let now = self.clock.now();
-        let idem_key = IdempotencyRecord::key_for(&org, "livechat", &job.event_id);
+        let idem_key = IdempotencyRecord::key_for(&org, "livechat", key);
         let mut claim = match self.repo.get::<IdempotencyRecord>(&idem_key).await? {
             Some(r) if r.state == IdempotencyState::Done => {
                 return Ok(Outcome::Skipped("already sent"));
@@ -316,7 +373,7 @@ impl Outbound {
                 let r = IdempotencyRecord {
                     organization_id: org.clone(),
                     scope: "livechat".into(),
-                    event_id: job.event_id.clone(),
+                    event_id: key.to_string(),
                     state: IdempotencyState::InProgress,
                     claimed_at: now,
                     completed_at: None,
@@ -332,7 +389,7 @@ impl Outbound {
                 }
             }
         };
-        let notice_id = format!("ig:notice:{}", job.event_id);
+        let notice_id = format!("ig:notice:{key}");
 
         let win = window(contact.last_customer_message_at, now, author_of(author_id));
         let refusal = match win {
@@ -356,7 +413,7 @@ impl Outbound {
                 organization_id: org.clone(),
                 ig_account_id: conv.route.ig_account_id.clone(),
                 igsid: igsid.clone(),
-                livechat_event_id: format!("{}#{i}", job.event_id),
+                livechat_event_id: format!("{key}#{i}"),
                 started_at: self.clock.now(),
                 expires_at: now.timestamp() + PENDING_TTL_SECS,
             };
@@ -364,8 +421,8 @@ impl Outbound {
             self.repo.put(&pending, Condition::Always).await?;
             let sent = self
                 .graph
-                .post(
-                    &format!("{}/messages", conv.conn.page_id),
+                .send_message(
+                    &conv.conn.page_id,
                     &token,
                     &message_body(&igsid, message.clone(), win),
                 )
@@ -389,6 +446,9 @@ impl Outbound {
             if let Err(e) = result {
                 return self.failed(conv, claim, e, &notice_id).await;
             }
+        }
+        if let Some(note) = note {
+            self.tell(conv, &note, &format!("{notice_id}:link")).await?;
         }
         self.finish(claim).await
     }
@@ -424,6 +484,7 @@ impl Outbound {
                     chat_id: conv.route.chat_id.clone(),
                     thread_id,
                     event_ids: vec![event_id.to_string()],
+                    event_threads: vec![],
                     direction: Direction::Outbound,
                     created_at: now,
                     expires_at,
@@ -508,23 +569,27 @@ mod tests {
     #[test]
     fn events_map_to_send_api_messages() {
         let long = "word ".repeat(500);
+        let (parts, note) = messages_for(&json!({"type": "message", "text": long})).unwrap();
+        assert_eq!((parts.len(), note), (3, None));
         assert_eq!(
-            messages_for(&json!({"type": "message", "text": long}))
-                .unwrap()
-                .len(),
-            3
+            messages_for(&json!({"type": "file", "url": "https://cdn/x.png", "content_type": "image/png", "name": "x.png", "size": 1000})).unwrap(),
+            (vec![json!({"attachment": {"type": "image", "payload": {"url": "https://cdn/x.png"}}})], None)
         );
+        let (parts, note) = messages_for(&json!({"type": "file", "url": "https://cdn/x.docx", "content_type": "application/msword", "name": "x.docx"})).unwrap();
         assert_eq!(
-            messages_for(&json!({"type": "file", "url": "https://cdn/x.png", "content_type": "image/png", "name": "x.png"})).unwrap(),
-            vec![json!({"attachment": {"type": "image", "payload": {"url": "https://cdn/x.png"}}})]
-        );
-        assert_eq!(
-            messages_for(&json!({"type": "file", "url": "https://cdn/x.docx", "content_type": "application/msword", "name": "x.docx"})).unwrap(),
+            parts,
             vec![json!({"text": "📎 x.docx\nhttps://cdn/x.docx"})]
         );
+        assert!(note.unwrap().contains("does not accept application/msword"));
+        let (parts, note) = messages_for(&json!({"type": "file", "url": "https://cdn/big.png", "content_type": "image/png", "name": "big.png", "size": 9_000_000})).unwrap();
+        assert_eq!(
+            parts,
+            vec![json!({"text": "📎 big.png\nhttps://cdn/big.png"})]
+        );
+        assert!(note.unwrap().contains("up to 8 MB"));
         assert_eq!(
             messages_for(&json!({"type": "rich_message", "elements": [{"title": "Pick", "buttons": [{"text": "Yes"}, {"text": "No"}]}]})).unwrap(),
-            vec![json!({"text": "Pick\n• Yes\n• No"})]
+            (vec![json!({"text": "Pick\n• Yes\n• No"})], None)
         );
         assert!(messages_for(&json!({"type": "filled_form"})).is_none());
         assert_eq!(author_of("agent1@example.com"), Author::Human);

@@ -15,13 +15,14 @@ pub const MAX_TEXT_BYTES: usize = 16 * 1024;
 pub enum Part {
     /// A customer message.
     Text(String),
-    /// Media to upload from Meta's CDN; `fallback` is shown if that fails.
-    File {
+    /// Customer media, shown in LiveChat from its Meta CDN URL (never downloaded or re-hosted:
+    /// Meta's platform policy lets an app keep only the CDN URL); `fallback` is its text form.
+    Media {
         /// CDN URL.
         url: String,
         /// Meta's attachment type.
         kind: String,
-        /// Text with the link, used when the upload fails.
+        /// Text with the link (used inside notices).
         fallback: String,
     },
     /// A notice from the bridge (staff echoes, test events), not attributed to the customer.
@@ -37,6 +38,28 @@ pub enum Action {
     MarkSeen,
     /// Delete the events of this message (unsend).
     Delete(String),
+}
+
+/// The LiveChat event that shows customer media from its CDN URL: a card whose image is the
+/// URL for pictures (agents see it inline), a link card for video, audio and files. Nothing is
+/// downloaded; LiveChat's agent app loads the image from Meta's CDN.
+pub fn media_event(url: &str, kind: &str) -> Value {
+    let button = |text: &str| json!({"text": text, "type": "url", "value": url, "postback_id": "open_media"});
+    let element = match kind {
+        "image" => {
+            json!({"title": "Photo", "image": {"url": url, "alternative_text": "Photo sent on Instagram"}, "buttons": [button("Open photo")]})
+        }
+        "video" => {
+            json!({"title": "Video", "subtitle": "Sent on Instagram", "buttons": [button("Play video")]})
+        }
+        "audio" => {
+            json!({"title": "Voice message", "subtitle": "Sent on Instagram", "buttons": [button("Play audio")]})
+        }
+        _ => {
+            json!({"title": "File", "subtitle": "Sent on Instagram", "buttons": [button("Open file")]})
+        }
+    };
+    json!({"type": "rich_message", "template_id": "cards", "elements": [element]})
 }
 
 /// Context a renderer may use: a quote of the message replied or reacted to.
@@ -76,7 +99,7 @@ fn attachment_part(a: &Attachment) -> Part {
         }
     };
     match a.kind.as_str() {
-        "image" | "video" | "audio" | "file" if !url.is_empty() => Part::File {
+        "image" | "video" | "audio" | "file" if !url.is_empty() => Part::Media {
             url: url.clone(),
             kind: a.kind.clone(),
             fallback: with_url(&capitalize(&a.kind)),
@@ -169,7 +192,7 @@ pub fn render(event: &InboundEvent, ctx: &Context) -> Action {
                 .into_iter()
                 .map(|p| match p {
                     Part::Text(t) | Part::Notice(t) => t,
-                    Part::File { fallback, .. } => fallback,
+                    Part::Media { fallback, .. } => fallback,
                 })
                 .collect();
             Action::Post(vec![Part::Notice(format!(
@@ -280,9 +303,9 @@ mod tests {
         );
         assert_eq!(p[0], Part::Text("Hi".into()));
         assert!(
-            matches!(&p[1], Part::File { kind, url, .. } if kind == "image" && url == "https://cdn/i")
+            matches!(&p[1], Part::Media { kind, url, .. } if kind == "image" && url == "https://cdn/i")
         );
-        assert!(matches!(&p[2], Part::File { kind, .. } if kind == "video"));
+        assert!(matches!(&p[2], Part::Media { kind, .. } if kind == "video"));
     }
 
     #[test]
@@ -409,11 +432,24 @@ mod tests {
                 .iter()
                 .map(|p| match p {
                     Part::Text(t) | Part::Notice(t) => t.clone(),
-                    Part::File { fallback, .. } => fallback.clone(),
+                    Part::Media { fallback, .. } => fallback.clone(),
                 })
                 .collect();
             assert!(shown.join("\n").contains(expected), "{v}\n→ {shown:?}");
         }
+    }
+
+    #[test]
+    fn media_is_shown_from_its_cdn_url() {
+        let url = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1&signature=S";
+        let img = media_event(url, "image");
+        assert_eq!(img["type"], "rich_message");
+        assert_eq!(img["template_id"], "cards");
+        assert_eq!(img["elements"][0]["image"]["url"], url);
+        let video = media_event(url, "video");
+        assert!(video["elements"][0].get("image").is_none());
+        assert_eq!(video["elements"][0]["buttons"][0]["value"], url);
+        assert_eq!(video["elements"][0]["buttons"][0]["type"], "url");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Shared harness for the Instagram → LiveChat tests: services in memory, wiremock fakes of
-//! LiveChat and the Graph API, and helpers to post signed webhooks and run the worker.
+//! Shared harness for the bridge tests: services in memory, the test kit's strict fakes of
+//! LiveChat and the Graph API (they refuse what the platforms refuse), and helpers to post signed
+//! webhooks and run the workers.
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -20,9 +21,10 @@ use shared::jobs::Envelope;
 use shared::queue::Queue;
 use shared::store::{Condition, MemoryStore, Repo, Store};
 use shared::worker::{JobHandler, QueuedJob, process_batch};
+use testkit::livechat::FakeLivechat;
+use testkit::meta::{FakeMeta, FbPage};
 use tower::ServiceExt;
-use wiremock::matchers::{method, path, path_regex};
-use wiremock::{Mock, MockServer, Request as WireRequest, ResponseTemplate};
+use wiremock::Request as WireRequest;
 
 pub const ORG: &str = "00000000-0000-4000-8000-00000000a001";
 pub const IG: &str = "17841400000000001";
@@ -36,9 +38,12 @@ pub fn start() -> chrono::DateTime<Utc> {
 pub struct Harness {
     pub services: Services,
     pub clock: ManualClock,
-    pub livechat: MockServer,
-    pub graph: MockServer,
+    pub livechat: FakeLivechat,
+    pub graph: FakeMeta,
 }
+
+pub const CLIENT_ID: &str = "CLIENT_ID_0001";
+pub const CLIENT_SECRET: &str = "lc-client-secret";
 
 pub fn config(livechat: &str, graph: &str) -> Config {
     Config::from_settings(&Settings::from_pairs([
@@ -74,8 +79,8 @@ impl Harness {
     }
 
     pub async fn with_store(store: Arc<dyn Store>) -> Self {
-        let livechat = MockServer::start().await;
-        let graph = MockServer::start().await;
+        let livechat = FakeLivechat::start(CLIENT_ID, CLIENT_SECRET).await;
+        let graph = FakeMeta::start("1234", APP_SECRET).await;
         let clock = ManualClock::new(start());
         let mut services = Services::memory(
             config(&livechat.uri(), &graph.uri()),
@@ -89,11 +94,37 @@ impl Harness {
             graph,
         };
         h.install(ORG, IG, "dal:AGENT-A", "PAGE-TOKEN-A").await;
-        h.default_mocks().await;
+        h.graph.add_profile(
+            IGSID,
+            json!({"name": "Example Customer", "username": "example_customer", "profile_pic": "https://cdn.example.com/p.jpg"}),
+        );
         h
     }
 
+    /// An installation of `org` whose Instagram account `ig` was connected by Facebook user
+    /// `fbuser` (the harness's own organization) or `fbuser-{ig}` (any other).
     pub async fn install(&self, org: &str, ig: &str, agent: &str, page: &str) {
+        let user = if org == ORG {
+            "fbuser".to_string()
+        } else {
+            format!("fbuser-{ig}")
+        };
+        self.install_as(org, ig, agent, page, &user).await;
+    }
+
+    /// An installation whose connection Facebook user `fbuser` made (as the install flow stores
+    /// it: connection, route and the user's link).
+    pub async fn install_as(&self, org: &str, ig: &str, agent: &str, page: &str, fbuser: &str) {
+        self.livechat
+            .add_agent(org, agent, &format!("refresh-{agent}"));
+        let fb_page = FbPage {
+            token: page.to_string(),
+            ..FbPage::new(&format!("PAGE-{ig}"), "Shop Page", Some((ig, "shop")))
+        };
+        self.graph
+            .add_user(fbuser, &format!("code-{org}"), vec![fb_page]);
+        self.graph
+            .subscribe(&format!("PAGE-{ig}"), shared::install::SUBSCRIBED_FIELDS);
         let cfg = &self.services.config;
         let repo = &self.services.repo;
         repo.put(
@@ -126,7 +157,7 @@ impl Harness {
                 page_id: format!("PAGE-{ig}"),
                 page_name: None,
                 page_token: Some(seal(cfg, page, &format!("instagram.page_token:{ig}"), org)),
-                facebook_user_id: "fbuser".into(),
+                facebook_user_id: fbuser.into(),
                 status: ConnectionStatus::Connected,
                 connected_at: start(),
                 updated_at: start(),
@@ -146,76 +177,17 @@ impl Harness {
         )
         .await
         .unwrap();
-    }
-
-    pub async fn default_mocks(&self) {
-        let lc = &self.livechat;
-        Mock::given(method("POST"))
-            .and(path("/v2/customer/token"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
-                "access_token": "dal:CUSTOMER-TOKEN", "client_id": "CLIENT_ID_0001",
-                "entity_id": "00000000-0000-4000-8000-00000000c001", "expires_in": 28800,
-                "token_type": "Bearer", "organization_id": ORG})))
-            .with_priority(10)
-            .mount(lc)
-            .await;
-        for action in [
-            "update_customer",
-            "set_customer_session_fields",
-            "mark_events_as_seen",
-            "delete_event",
-        ] {
-            Mock::given(method("POST"))
-                .and(path(format!("/v3.6/customer/action/{action}")))
-                .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
-                .with_priority(10)
-                .mount(lc)
-                .await;
-        }
-        Mock::given(method("POST"))
-            .and(path("/v3.6/customer/action/start_chat"))
-            .respond_with(StartChat)
-            .with_priority(10)
-            .mount(lc)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/v3.6/customer/action/send_event"))
-            .respond_with(
-                ResponseTemplate::new(200).set_body_json(json!({"event_id": "THREAD0001_9"})),
-            )
-            .with_priority(10)
-            .mount(lc)
-            .await;
-        Mock::given(method("POST"))
-            .and(path("/v3.6/customer/action/upload_file"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(
-                json!({"url": "https://cdn.livechat-files.com/api/file/lc/att/1/abc/image.jpg"}),
-            ))
-            .with_priority(10)
-            .mount(lc)
-            .await;
-        Mock::given(method("POST")).and(path("/v3.6/customer/action/get_chat"))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "CHAT000001", "thread": {"id": "THREAD0001", "active": true, "events": []}})))
-            .with_priority(10).mount(lc).await;
-        Mock::given(method("GET")).and(path(format!("/v25.0/{IGSID}")))
-            .respond_with(ResponseTemplate::new(200).set_body_json(json!({"name": "Example Customer", "username": "example_customer", "profile_pic": "https://cdn.example.com/p.jpg"})))
-            .with_priority(10).mount(&self.graph).await;
-        Mock::given(method("POST"))
-            .and(path_regex(r"^/v25\.0/PAGE-[0-9]+/messages$"))
-            .respond_with(SendApi::default())
-            .with_priority(10)
-            .mount(&self.graph)
-            .await;
-        Mock::given(method("GET"))
-            .and(path("/cdn/image.jpg"))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .insert_header("content-type", "image/jpeg")
-                    .set_body_bytes(vec![0xff, 0xd8, 0xff, 0xe0]),
-            )
-            .with_priority(10)
-            .mount(&self.graph)
-            .await;
+        repo.put(
+            &FacebookUserLink {
+                facebook_user_id: fbuser.into(),
+                organization_id: org.into(),
+                ig_account_id: ig.into(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
     }
 
     pub async fn post_webhook(
@@ -335,7 +307,7 @@ impl Harness {
             thread_active: Some(true),
             customer_token: Some(seal(
                 cfg,
-                "dal:CUSTOMER-TOKEN",
+                &customer_token(igsid),
                 &format!("livechat.customer_token:{ig}:{igsid}"),
                 org,
             )),
@@ -350,6 +322,10 @@ impl Harness {
             .put(&contact, Condition::Always)
             .await
             .unwrap();
+        self.livechat
+            .add_customer(org, &contact.customer_id, &customer_token(igsid));
+        self.livechat
+            .add_chat(org, &contact.customer_id, chat, "THREAD0001", true);
         let route = ChatRoute {
             organization_id: org.into(),
             chat_id: chat.into(),
@@ -421,38 +397,9 @@ impl Harness {
     }
 }
 
-/// Meta's Send API: a fresh message id per message; sender actions answer with the recipient only.
-#[derive(Default)]
-pub struct SendApi(std::sync::atomic::AtomicU32);
-
-impl wiremock::Respond for SendApi {
-    fn respond(&self, req: &WireRequest) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
-        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        let recipient = body["recipient"]["id"].clone();
-        if body.get("sender_action").is_some() {
-            return ResponseTemplate::new(200).set_body_json(json!({"recipient_id": recipient}));
-        }
-        ResponseTemplate::new(200).set_body_json(
-            json!({"recipient_id": recipient, "message_id": format!("MID_SENT_{n:04}")}),
-        )
-    }
-}
-
-/// LiveChat's start_chat: one event id per initial event, as documented.
-pub struct StartChat;
-
-impl wiremock::Respond for StartChat {
-    fn respond(&self, req: &WireRequest) -> ResponseTemplate {
-        let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let n = body["chat"]["thread"]["events"]
-            .as_array()
-            .map_or(0, Vec::len);
-        let ids: Vec<String> = (1..=n).map(|i| format!("THREAD0001_{i}")).collect();
-        ResponseTemplate::new(200).set_body_json(
-            json!({"chat_id": "CHAT000001", "thread_id": "THREAD0001", "event_ids": ids}),
-        )
-    }
+/// The customer token a seeded contact holds.
+pub fn customer_token(igsid: &str) -> String {
+    format!("dal:CUSTOMER-TOKEN-{igsid}")
 }
 
 pub fn webhook(items: Vec<Value>) -> Value {
@@ -465,4 +412,16 @@ pub fn inbound(kind: &str, body: Value) -> Value {
 
 pub fn text(mid: &str, t: &str) -> Value {
     inbound("message", json!({"mid": mid, "text": t}))
+}
+
+impl Harness {
+    /// Asserts that neither platform refused a request the bridge made.
+    pub fn assert_nothing_refused(&self) {
+        assert_eq!(self.graph.refusals(), Vec::<String>::new(), "Graph refused");
+        assert_eq!(
+            self.livechat.refusals(),
+            Vec::<String>::new(),
+            "LiveChat refused"
+        );
+    }
 }

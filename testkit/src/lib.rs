@@ -1,0 +1,18 @@
+//! igbridge test kit: one set of strict fakes of the platforms for every test in the repository.
+//!
+//! [`meta::FakeMeta`] plays the Graph API (OAuth code exchange, `/me/accounts` paging, Page
+//! subscriptions, the Send API, profiles, permission revocation) and [`livechat::FakeLivechat`]
+//! plays LiveChat (accounts: code exchange, refresh, revocation, the agent-token customer grant;
+//! the Customer Chat Web API v3.6 with chats, threads and events). Both validate requests the way
+//! the platforms do (field names, required parameters, token kinds, `appsecret_proof`, size
+//! limits, paging) and answer with the recorded fixtures under `fixtures/`, each of which cites
+//! its source. A refused request is recorded, so a test can assert that nothing was refused.
+//!
+//! Both run on wiremock servers: a test may still mount its own `Mock` with a higher priority
+//! (a lower number) to inject a fault the fakes do not model.
+
+pub mod fixtures;
+pub mod livechat;
+pub mod meta;
+
+pub use fixtures::{Fixture, fixture};
