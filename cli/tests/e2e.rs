@@ -9,8 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wiremock::matchers::{method, path, path_regex, query_param};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use testkit::livechat::FakeLivechat;
+use testkit::meta::{FakeMeta, FbPage};
+use wiremock::MockServer;
 
 const ORG: &str = "00000000-0000-4000-8000-00000000a001";
 
@@ -19,83 +20,31 @@ fn events_file(name: &str) -> String {
 }
 
 struct Fakes {
-    livechat: MockServer,
-    graph: MockServer,
+    livechat: FakeLivechat,
+    graph: FakeMeta,
 }
 
+/// The strict fakes, set up for the tool's local development app (`LOCAL_DEFAULTS`): a LiveChat
+/// owner who approves with `dal:CODE`, and a Facebook user with 150 Pages whose only connectable
+/// one (with an Instagram account and the Messages task) is on the second page of `/me/accounts`.
 async fn fakes() -> Fakes {
-    let livechat = MockServer::start().await;
-    let graph = MockServer::start().await;
-    Mock::given(method("POST"))
-        .and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "dal:AGENT", "account_id": "acc", "expires_in": 28800,
-            "organization_id": ORG, "refresh_token": "R", "scope": "customers:own,chats--all:rw"}),
-        ))
-        .mount(&livechat)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v2/customer/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"access_token": "dal:CUSTOMER", "entity_id": "customer-1", "expires_in": 28800}),
-        ))
-        .mount(&livechat)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v3.6/customer/action/update_customer"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({})))
-        .mount(&livechat)
-        .await;
-    Mock::given(method("POST")).and(path("/v3.6/customer/action/start_chat"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"chat_id": "CHAT000001", "thread_id": "THREAD0001", "event_ids": ["THREAD0001_1"]})))
-        .mount(&livechat).await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("code", "FBCODE"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "SHORT"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("grant_type", "fb_exchange_token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "LONG"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "fbuser"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me/accounts"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(
-            json!({"data": [{"id": "100000000000001", "name": "Shop", "access_token": "PAGE-TOKEN",
-            "instagram_business_account": {"id": "17841400000000001", "username": "shop"}}]}),
-        ))
-        .mount(&graph)
-        .await;
-    Mock::given(method("POST"))
-        .and(path("/v25.0/100000000000001/subscribed_apps"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/IGSID_1001"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"name": "Example Customer", "username": "example_customer"})),
-        )
-        .mount(&graph)
-        .await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/v25\.0/100000000000001/messages$"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(
-                json!({"recipient_id": "IGSID_1001", "message_id": "MID_SENT_0001"}),
-            ),
-        )
-        .mount(&graph)
-        .await;
+    let livechat =
+        FakeLivechat::start("local-livechat-client", "local-livechat-client-secret").await;
+    let graph = FakeMeta::start("local-meta-app", "local-meta-app-secret").await;
+    livechat.add_code("dal:CODE", ORG, "acc", "customers:own,chats--all:rw");
+    let mut pages: Vec<FbPage> = (0..150)
+        .map(|i| FbPage::new(&format!("2000000000{i:05}"), &format!("Page {i}"), None))
+        .collect();
+    pages[120] = FbPage::new(
+        "100000000000001",
+        "Shop",
+        Some(("17841400000000001", "shop")),
+    );
+    graph.add_user("fbuser", "FBCODE", pages);
+    graph.add_profile(
+        "IGSID_1001",
+        json!({"name": "Example Customer", "username": "example_customer"}),
+    );
     Fakes { livechat, graph }
 }
 
@@ -130,6 +79,8 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
     let base = format!("http://127.0.0.1:{port}");
     let mut env = env;
     env.push(("PUBLIC_BASE_URL".into(), base.clone()));
+    f.graph
+        .expect_redirect_uri(&format!("{base}/oauth/facebook/callback"));
     let mut args = vec!["serve", "--addr"];
     let addr = format!("127.0.0.1:{port}");
     args.push(&addr);
@@ -230,10 +181,23 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
         rs.iter().any(|r| {
             r.url.path().ends_with("/messages")
                 && body_of(r) == json!({"recipient": {"id": "IGSID_1001"}, "message": {"text": "Hello, your order ships tomorrow."}, "messaging_type": "RESPONSE"})
-                && r.headers["authorization"] == "Bearer PAGE-TOKEN"
+                && r.headers["authorization"] == "Bearer PAGE-TOKEN-100000000000001"
         })
     })
     .await;
+    // Meta and LiveChat accepted every request the running app made.
+    assert_eq!(f.graph.refusals(), Vec::<String>::new());
+    assert_eq!(f.livechat.refusals(), Vec::<String>::new());
+    assert_eq!(
+        f.graph
+            .calls()
+            .iter()
+            .filter(|c| c.path == "me/accounts")
+            .count(),
+        2,
+        "the Page list was followed to its second page"
+    );
+    assert!(f.graph.subscription("100000000000001").is_some());
 
     // A forged event is refused by the running server.
     let forged = http

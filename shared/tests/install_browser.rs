@@ -14,7 +14,9 @@ use serde_json::json;
 use shared::app::Services;
 use shared::clock::SystemClock;
 use shared::config::{Config, Settings};
-use wiremock::matchers::{method, path, path_regex, query_param};
+use testkit::livechat::FakeLivechat;
+use testkit::meta::{FakeMeta, FbPage};
+use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 /// An authorization page that approves at once: redirects to `redirect_uri` with a code and the
@@ -65,8 +67,8 @@ async fn the_install_walks_through_in_chromium() {
     // The app on a real loopback socket.
     let app_port = support::free_port();
     let base = format!("http://127.0.0.1:{app_port}");
-    let livechat = MockServer::start().await;
-    let graph = MockServer::start().await;
+    let livechat = FakeLivechat::start("CLIENT_ID_0001", "lc-client-secret").await;
+    let graph = FakeMeta::start("1234", "meta-app-secret").await;
     let dialog = MockServer::start().await;
     let config = Config::from_settings(&Settings::from_pairs([
         ("PUBLIC_BASE_URL", base.clone()),
@@ -99,42 +101,37 @@ async fn the_install_walks_through_in_chromium() {
         .respond_with(Approve("dal:BROWSERCODE"))
         .mount(&livechat)
         .await;
-    Mock::given(method("POST")).and(path("/v2/token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "dal:A", "account_id": "admin-account", "expires_in": 28800,
-            "organization_id": "browser-org", "refresh_token": "R", "scope": "customers:own,chats--all:rw"})))
-        .mount(&livechat).await;
+    let scope = "customers:own,chats--all:rw";
+    livechat.add_code("dal:BROWSERCODE", "browser-org", "admin-account", scope);
+    livechat.add_code("dal:MARKET", "browser-org", "admin-account", scope);
     Mock::given(method("GET"))
         .and(path("/v25.0/dialog/oauth"))
         .respond_with(Approve("FBCODE"))
         .mount(&dialog)
         .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("code", "FBCODE"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "SHORT"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/oauth/access_token"))
-        .and(query_param("grant_type", "fb_exchange_token"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"access_token": "LONG"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET"))
-        .and(path("/v25.0/me"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"id": "fbuser"})))
-        .mount(&graph)
-        .await;
-    Mock::given(method("GET")).and(path("/v25.0/me/accounts"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"data": [
-            {"id": "100000000000021", "name": "Downtown Store", "access_token": "PT1", "instagram_business_account": {"id": "17841400000000021", "username": "downtown"}},
-            {"id": "100000000000022", "name": "Online Shop", "access_token": "PT2", "instagram_business_account": {"id": "17841400000000022", "username": "online_shop"}}]})))
-        .mount(&graph).await;
-    Mock::given(method("POST"))
-        .and(path_regex(r"^/v25\.0/[0-9]+/subscribed_apps$"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"success": true})))
-        .mount(&graph)
-        .await;
+    graph.expect_redirect_uri(&format!("{base}/oauth/facebook/callback"));
+    graph.add_user(
+        "fbuser",
+        "FBCODE",
+        vec![
+            FbPage {
+                token: "PT1".into(),
+                ..FbPage::new(
+                    "100000000000021",
+                    "Downtown Store",
+                    Some(("17841400000000021", "downtown")),
+                )
+            },
+            FbPage {
+                token: "PT2".into(),
+                ..FbPage::new(
+                    "100000000000022",
+                    "Online Shop",
+                    Some(("17841400000000022", "online_shop")),
+                )
+            },
+        ],
+    );
 
     // Chromium through chromedriver.
     let driver_port = support::free_port();
@@ -224,6 +221,13 @@ async fn the_install_walks_through_in_chromium() {
         .await
         .unwrap();
     heading_becomes(&client, "Instagram is connected").await;
+    assert_eq!(
+        graph.refusals(),
+        Vec::<String>::new(),
+        "Meta accepted every call"
+    );
+    assert_eq!(livechat.refusals(), Vec::<String>::new());
+    assert!(graph.subscription("100000000000022").is_some());
     let body = client
         .find(Locator::Css("main"))
         .await
