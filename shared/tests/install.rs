@@ -664,7 +664,7 @@ async fn the_page_list_is_followed_to_its_end_and_only_messaging_pages_are_offer
         .filter(|c| c.path == "me/accounts")
         .collect();
     assert_eq!(listings.len(), 2, "two pages of results");
-    assert!(listings[0].params.get("after").is_none());
+    assert!(!listings[0].params.contains_key("after"));
     assert!(listings[1].params.contains_key("after"));
     let conn: InstagramConnection = h
         .services

@@ -65,14 +65,13 @@ impl GraphError {
         }
     }
 
-    /// The Page token is invalid or expired (code 190): the account must be reconnected.
+    /// The Page token is invalid or expired (code 190): the account must be reconnected. Meta
+    /// also uses 190 for "(#190) This method must be called with a Page Access Token", a token of
+    /// the wrong kind, which says nothing about the Page token's health.
     pub fn is_token_invalid(&self) -> bool {
         matches!(
             self,
-            GraphError::Api {
-                code: Some(190),
-                ..
-            }
+            GraphError::Api { code: Some(190), message, .. } if !message.contains("must be called with a Page Access Token")
         )
     }
 
@@ -493,6 +492,14 @@ mod tests {
         assert!(api(500, 100, None).is_transient());
         assert!(!api(400, 100, None).is_transient());
         assert!(api(400, 190, None).is_token_invalid());
+        let wrong_kind = GraphError::Api {
+            status: 400,
+            code: Some(190),
+            subcode: None,
+            message: "(#190) This method must be called with a Page Access Token".into(),
+            fbtrace_id: None,
+        };
+        assert!(!wrong_kind.is_token_invalid());
         assert!(api(403, 10, Some(2534022)).is_outside_window());
         assert!(api(400, 10, Some(2018278)).is_outside_window());
         assert!(!api(400, 10, None).is_outside_window());
