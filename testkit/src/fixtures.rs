@@ -3,6 +3,7 @@
 //! reproduces, the HTTP status the platform answers with, and the body. `{name}` placeholders in
 //! body strings are filled in by [`Fixture::with`].
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 
 use serde_json::Value;
@@ -74,6 +75,32 @@ impl Fixture {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string()
+    }
+}
+
+/// Faults a test injected: the next `times` requests matching a method (`*` for any) and a path
+/// suffix get the fixture instead of the fake's normal answer.
+#[derive(Default)]
+pub struct Faults(VecDeque<(String, String, Fixture, usize)>);
+
+impl Faults {
+    /// Queues a fault.
+    pub fn push(&mut self, method: &str, suffix: &str, fault: Fixture, times: usize) {
+        self.0
+            .push_back((method.to_uppercase(), suffix.to_string(), fault, times));
+    }
+
+    /// The fault for this request, if one is queued (each use counts down).
+    pub fn take(&mut self, method: &str, path: &str) -> Option<Fixture> {
+        let i = self.0.iter().position(|(m, suffix, _, _)| {
+            (m == "*" || m == method) && path.ends_with(suffix.as_str())
+        })?;
+        let fault = self.0[i].2.clone();
+        self.0[i].3 -= 1;
+        if self.0[i].3 == 0 {
+            self.0.remove(i);
+        }
+        Some(fault)
     }
 }
 

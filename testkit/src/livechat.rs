@@ -13,13 +13,13 @@
 //!   same customer are refused, unknown chats and events are `not_found`;
 //! - the customer grant needs an agent token with `customers:own` and this app's client id.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fixtures::{Fixture, fixture};
+use crate::fixtures::{Faults, Fixture, fixture};
 
 /// Customer Chat API v3.6 actions (platform.text.com, messaging/customer-chat-api).
 const CUSTOMER_ACTIONS: &[&str] = &[
@@ -132,7 +132,7 @@ struct State {
     customer_tokens: HashMap<String, String>,
     chats: Vec<Chat>,
     calls: Vec<Call>,
-    faults: VecDeque<(String, Fixture, usize)>,
+    faults: Faults,
     counter: u32,
     revoked: Vec<String>,
 }
@@ -308,7 +308,7 @@ impl FakeLivechat {
 
     /// The next `times` requests whose path ends with `suffix` get `fault`.
     pub fn fail_next(&self, suffix: &str, fault: Fixture, times: usize) {
-        self.with(|s| s.faults.push_back((suffix.into(), fault, times)));
+        self.with(|s| s.faults.push("*", suffix, fault, times));
     }
 
     /// Every request received, in order.
@@ -416,16 +416,7 @@ impl State {
         bearer: Option<String>,
         body: &Value,
     ) -> Answer {
-        if let Some(i) = self
-            .faults
-            .iter()
-            .position(|(suffix, _, _)| path.ends_with(suffix.as_str()))
-        {
-            let fault = self.faults[i].1.clone();
-            self.faults[i].2 -= 1;
-            if self.faults[i].2 == 0 {
-                self.faults.remove(i);
-            }
+        if let Some(fault) = self.faults.take(method, path) {
             return Err(fault);
         }
         match (method, path) {

@@ -11,7 +11,7 @@
 //! - `/me/accounts` is paged with cursors and an absolute `paging.next`, as Meta pages it;
 //! - the OAuth code exchange checks the client secret, the redirect URI and single use.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-use crate::fixtures::{Fixture, fixture};
+use crate::fixtures::{Faults, Fixture, fixture};
 
 /// The Page webhook fields Meta accepts on `POST /{page-id}/subscribed_apps` (Graph API
 /// reference, "Webhooks for Pages" field list, and the `(#100) Param subscribed_fields[…] must be
@@ -166,7 +166,7 @@ struct State {
     profiles: HashMap<String, Value>,
     sent: Vec<Sent>,
     calls: Vec<Call>,
-    faults: VecDeque<(String, String, Fixture, usize)>,
+    faults: Faults,
     next_mid: u32,
 }
 
@@ -283,10 +283,7 @@ impl FakeMeta {
     /// The next `times` requests whose method is `method` and whose path ends with `suffix` get
     /// `fault` instead of the normal answer (Meta's state: throttling, a revoked token, …).
     pub fn fail_next(&self, method: &str, suffix: &str, fault: Fixture, times: usize) {
-        self.with(|s| {
-            s.faults
-                .push_back((method.to_uppercase(), suffix.into(), fault, times))
-        });
+        self.with(|s| s.faults.push(method, suffix, fault, times));
     }
 
     /// Every request received, in order.
@@ -392,16 +389,7 @@ impl State {
         body: &Value,
         base: &str,
     ) -> Answer {
-        if let Some(i) = self
-            .faults
-            .iter()
-            .position(|(m, suffix, _, _)| m == method && path.ends_with(suffix.as_str()))
-        {
-            let fault = self.faults[i].2.clone();
-            self.faults[i].3 -= 1;
-            if self.faults[i].3 == 0 {
-                self.faults.remove(i);
-            }
+        if let Some(fault) = self.faults.take(method, path) {
             return Err(fault);
         }
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

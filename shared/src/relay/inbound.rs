@@ -48,6 +48,14 @@ fn custom_id(key: &str, index: usize) -> String {
     }
 }
 
+/// Event ids paired with the thread they were posted to.
+fn in_thread(thread: &str, event_ids: Vec<String>) -> Vec<(String, String)> {
+    event_ids
+        .into_iter()
+        .map(|id| (thread.to_string(), id))
+        .collect()
+}
+
 #[async_trait]
 impl JobHandler for Inbound {
     fn source(&self) -> Source {
@@ -641,12 +649,7 @@ impl Inbound {
             )
             .await?;
         self.repo.put(&session.contact, Condition::Always).await?;
-        let thread = started.thread_id;
-        Ok(started
-            .event_ids
-            .into_iter()
-            .map(|id| (thread.clone(), id))
-            .collect())
+        Ok(in_thread(&started.thread_id, started.event_ids))
     }
 
     /// Posts into an existing chat. The thread the contact last saw is tried first (an agent may
@@ -740,12 +743,7 @@ impl Inbound {
             })
             .await?;
         session.contact.thread_id = Some(resumed.thread_id.clone());
-        let thread = resumed.thread_id;
-        Ok(resumed
-            .event_ids
-            .into_iter()
-            .map(|id| (thread.clone(), id))
-            .collect())
+        Ok(in_thread(&resumed.thread_id, resumed.event_ids))
     }
 
     /// Reads the chat's current thread; `true` if it is active (the contact then follows it).
