@@ -1074,3 +1074,46 @@ async fn an_unsend_livechat_no_longer_has_is_counted_not_taken_as_done() {
         Outcome::Skipped("unsend: events already gone from LiveChat")
     );
 }
+
+#[tokio::test]
+async fn livechat_refusals_are_parked_with_livechats_reason_and_faults_retried() {
+    // Permanent refusals (the customer may not act in the chat; a plan limit) are parked for a
+    // human with LiveChat's own words; LiveChat's internal errors are retried.
+    for (name, reason) in [
+        ("livechat/authorization", "Authorization error"),
+        ("livechat/chat_limit_reached", "Limit reached"),
+    ] {
+        let h = Harness::new().await;
+        h.deliver(&webhook(vec![text("M1", "first")])).await;
+        assert!(h.work().await.is_empty());
+        h.livechat.fail_next("send_event", fixture(name), 1);
+        h.deliver(&webhook(vec![text("M2", "second")])).await;
+        assert!(h.work().await.is_empty(), "{name}: parked, not failed");
+        let parked = h.dlq().await;
+        assert_eq!(parked.len(), 1, "{name}");
+        assert!(
+            parked[0].parked.as_ref().unwrap().reason.contains(reason),
+            "{name}: {:?}",
+            parked[0].parked
+        );
+    }
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    h.livechat
+        .fail_next("send_event", fixture("livechat/internal"), 1);
+    h.deliver(&webhook(vec![text("M2", "second")])).await;
+    assert_eq!(h.work().await.len(), 1, "retried through the queue");
+    h.clock.advance(chrono::Duration::minutes(10));
+    assert!(h.work().await.is_empty());
+    assert!(h.dlq().await.is_empty());
+    let texts: Vec<_> = h
+        .livechat
+        .chat("CHAT000001")
+        .unwrap()
+        .events()
+        .iter()
+        .map(|e| e["text"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(texts, vec!["first", "second"], "delivered once, in order");
+}
