@@ -199,7 +199,6 @@ impl Services {
             facebook_dialog_base_url: self.config.facebook_dialog_base_url.clone(),
             graph_api_version: self.config.graph_api_version.clone(),
             meta_app_id: self.config.meta_app_id.clone(),
-            meta_app_secret: self.config.meta_app_secret.clone(),
         })
     }
 

@@ -18,7 +18,7 @@ use shared::clock::Clock;
 use shared::domain::*;
 use shared::lifecycle::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
 use shared::lifecycle::signed_request::sign as sign_request;
-use shared::store::{Condition, DynamoStore, Item, PageRequest, Store};
+use shared::store::{DynamoStore, Item, PageRequest, Store};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -164,28 +164,11 @@ fn uninstalled(org: &str) -> Value {
            "userID": "00000000-0000-4000-8000-00000000b001"})
 }
 
-async fn link_user(h: &Harness, org: &str, ig: &str) {
-    h.services
-        .repo
-        .put(
-            &FacebookUserLink {
-                facebook_user_id: "fbuser".into(),
-                organization_id: org.into(),
-                ig_account_id: ig.into(),
-                expires_at: None,
-            },
-            Condition::Always,
-        )
-        .await
-        .unwrap();
-}
-
 /// Org A with a real conversation (contact, chat route, links, idempotency) and org B alongside.
 async fn two_tenants(h: &Harness) {
     h.deliver(&webhook(vec![text("MID_TEXT_0001", "hello")]))
         .await;
     assert!(h.work().await.is_empty());
-    link_user(h, ORG, IG).await;
     h.install(ORG_B, IG_B, "dal:AGENT-B", "PAGE-TOKEN-B").await;
     h.seed_contact(
         ORG_B,
@@ -549,7 +532,6 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
 #[tokio::test]
 async fn data_deletion_answers_with_a_status_url_and_completes_after_the_sweep() {
     let h = Harness::new().await;
-    link_user(&h, ORG, IG).await;
     let signed = sign_request(
         b"meta-app-secret",
         &json!({"algorithm": "HMAC-SHA256", "expires": 1291840400, "issued_at": 1291836800, "user_id": "fbuser"}),

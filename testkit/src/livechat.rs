@@ -135,6 +135,8 @@ struct State {
     faults: Faults,
     counter: u32,
     revoked: Vec<String>,
+    /// Access token ↔ refresh token of each grant (both directions).
+    pairs: HashMap<String, String>,
 }
 
 /// The fake LiveChat (accounts service and Customer Chat API on one server).
@@ -214,6 +216,8 @@ impl FakeLivechat {
         self.with(|s| {
             s.agent_tokens.insert(access_token.into(), g.clone());
             s.refresh_tokens.insert(refresh_token.into(), g);
+            s.pairs.insert(access_token.into(), refresh_token.into());
+            s.pairs.insert(refresh_token.into(), access_token.into());
         });
     }
 
@@ -455,6 +459,11 @@ impl State {
         let refresh = refresh.unwrap_or_else(|| format!("REFRESH-{n}"));
         self.agent_tokens.insert(access.clone(), g.clone());
         self.refresh_tokens.insert(refresh.clone(), g.clone());
+        // A refresh hands out a new access token for the same (non-rotating) refresh token.
+        if let Some(old) = self.pairs.insert(refresh.clone(), access.clone()) {
+            self.pairs.remove(&old);
+        }
+        self.pairs.insert(access.clone(), refresh.clone());
         json!({"access_token": access, "account_id": g.account_id, "expires_in": 28800,
                "organization_id": g.organization_id, "refresh_token": refresh,
                "scope": g.scope, "token_type": "Bearer"})
@@ -502,22 +511,18 @@ impl State {
             .agent_tokens
             .remove(&token)
             .or_else(|| self.refresh_tokens.remove(&token));
-        let Some(g) = grant else {
+        if grant.is_none() {
             return Err(fixture("livechat/oauth_token_not_found"));
-        };
-        // Revoking one token of a grant revokes its pair.
-        let org = g.organization_id;
-        let gone: Vec<String> = self
-            .agent_tokens
-            .iter()
-            .chain(self.refresh_tokens.iter())
-            .filter(|(_, v)| v.organization_id == org)
-            .map(|(k, _)| k.clone())
-            .collect();
+        }
+        // Revoking one token of a grant revokes its pair (and only that grant).
+        let pair = self.pairs.remove(&token);
+        if let Some(p) = &pair {
+            self.pairs.remove(p);
+            self.agent_tokens.remove(p);
+            self.refresh_tokens.remove(p);
+        }
         self.revoked.push(token);
-        self.revoked.extend(gone);
-        self.agent_tokens.retain(|_, v| v.organization_id != org);
-        self.refresh_tokens.retain(|_, v| v.organization_id != org);
+        self.revoked.extend(pair);
         Ok(json!({}))
     }
 

@@ -293,15 +293,53 @@ impl GraphClient {
         shape(self.send(req).await?, "profile")
     }
 
-    /// `GET /oauth/access_token`: a Login code (or, with `fb_exchange_token`, a short-lived user
-    /// token) exchanged for a user token. Carries the app secret, so server-side only.
-    pub async fn access_token(&self, query: &[(&str, &str)]) -> Result<SecretString, GraphError> {
-        let req = self.http.get(self.url("oauth/access_token")).query(query);
+    /// `GET /oauth/access_token` with the app's credentials; returns the `access_token`. It
+    /// carries the app secret, so it runs server-side only.
+    async fn access_token(
+        &self,
+        app_id: &str,
+        grant: &[(&str, &str)],
+    ) -> Result<SecretString, GraphError> {
+        let req = self
+            .http
+            .get(self.url("oauth/access_token"))
+            .query(&[
+                ("client_id", app_id),
+                ("client_secret", self.app_secret.expose_secret()),
+            ])
+            .query(grant);
         let v = self.send(req).await?;
         match v.get("access_token").and_then(Value::as_str) {
             Some(t) if !t.is_empty() => Ok(SecretString::from(t.to_string())),
             _ => Err(GraphError::Shape("access_token missing".into())),
         }
+    }
+
+    /// A Facebook Login code → a short-lived user token (`redirect_uri` exactly as in the dialog).
+    pub async fn exchange_code(
+        &self,
+        app_id: &str,
+        redirect_uri: &str,
+        code: &str,
+    ) -> Result<SecretString, GraphError> {
+        self.access_token(app_id, &[("redirect_uri", redirect_uri), ("code", code)])
+            .await
+    }
+
+    /// A short-lived user token → a long-lived one (about 60 days).
+    pub async fn long_lived_token(
+        &self,
+        app_id: &str,
+        short: &SecretString,
+    ) -> Result<SecretString, GraphError> {
+        self.access_token(
+            app_id,
+            &[
+                ("grant_type", "fb_exchange_token"),
+                ("fb_exchange_token", short.expose_secret()),
+            ],
+        )
+        .await
     }
 
     /// `GET /me?fields=id`: the app-scoped id of the person a user token belongs to.

@@ -14,12 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use rand::Rng;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
-use crate::instagram::graph::{GraphClient, Ineligible, PageAccount};
+use crate::instagram::graph::{GraphClient, PageAccount};
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
 use crate::routes;
@@ -71,10 +71,8 @@ pub struct Install {
     pub facebook_dialog_base_url: String,
     /// Graph API version (for the dialog path).
     pub graph_api_version: String,
-    /// Meta app id.
+    /// Meta app id (the Graph client holds the secret for the code exchange).
     pub meta_app_id: String,
-    /// Meta app secret (code exchange).
-    pub meta_app_secret: SecretString,
 }
 
 /// `GET /install`, `GET /oauth/livechat/callback`, `GET /oauth/facebook/callback`,
@@ -467,16 +465,17 @@ fn page_choices(
     let mut rest = Vec::new();
     for p in accounts {
         let name = p.name.clone().unwrap_or_else(|| p.id.clone());
-        let (Ok(()), Some(token), Some(ig)) = (
-            p.eligibility(),
-            p.access_token.clone(),
-            p.instagram_business_account.clone(),
-        ) else {
-            let why = p.eligibility().err().unwrap_or(Ineligible::NoToken);
+        if let Err(why) = p.eligibility() {
             rest.push(pages::NotEligible {
                 page_name: name,
                 reason: why.reason(),
             });
+            continue;
+        }
+        // Eligible Pages have both (checked by `eligibility`).
+        let (Some(token), Some(ig)) =
+            (p.access_token.clone(), p.instagram_business_account.clone())
+        else {
             continue;
         };
         out.push((
@@ -515,7 +514,6 @@ async fn facebook_callback(
             "Facebook Login was cancelled or refused, so no Instagram account was connected. LiveChat is installed; start again to connect Instagram.",
         );
     };
-    let secret = app.meta_app_secret.clone();
     let redirect = app.redirect_uri(routes::FACEBOOK_CALLBACK);
     let fail = |what: &str, e: crate::instagram::graph::GraphError| {
         tracing::warn!(error = %e, step = what, "Facebook step failed");
@@ -527,27 +525,13 @@ async fn facebook_callback(
     };
     let short = match app
         .graph
-        .access_token(&[
-            ("client_id", &app.meta_app_id),
-            ("redirect_uri", &redirect),
-            ("client_secret", secret.expose_secret()),
-            ("code", code),
-        ])
+        .exchange_code(&app.meta_app_id, &redirect, code)
         .await
     {
         Ok(t) => t,
         Err(e) => return fail("exchanging the login code", e),
     };
-    let long = match app
-        .graph
-        .access_token(&[
-            ("grant_type", "fb_exchange_token"),
-            ("client_id", &app.meta_app_id),
-            ("client_secret", secret.expose_secret()),
-            ("fb_exchange_token", short.expose_secret()),
-        ])
-        .await
-    {
+    let long = match app.graph.long_lived_token(&app.meta_app_id, &short).await {
         Ok(t) => t,
         Err(e) => return fail("getting a long-lived token", e),
     };
