@@ -562,3 +562,36 @@ async fn a_thread_an_agent_starts_is_followed_and_its_opening_messages_reach_ins
         .clone();
     assert_eq!((last.id, last.events.len()), (thread, 1));
 }
+
+#[tokio::test]
+async fn a_chat_started_but_answered_after_the_timeout_is_routed_and_replies_reach_instagram() {
+    let mut h = Harness::new().await;
+    // The client gives up after 300 ms; LiveChat starts the chat but answers after a second.
+    h.services.http = reqwest::Client::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    h.livechat
+        .answer_late("/start_chat", Duration::from_secs(1), 1);
+    let mut hello = text("MID_TEXT_0001", "hello");
+    hello["timestamp"] = json!(h.clock.now().timestamp_millis());
+    h.deliver(&webhook(vec![hello])).await;
+    assert_eq!(h.work().await.len(), 1, "the timeout is retried");
+    assert_eq!(h.livechat.chats().len(), 1, "LiveChat did start the chat");
+    h.clock.advance(Span::minutes(5));
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.livechat.chat(CHAT).unwrap().events().len(),
+        1,
+        "the message is in the chat once"
+    );
+    assert_eq!(h.calls("start_chat").await.len(), 1, "no second chat");
+
+    h.post_livechat(&text_event("THREAD0001_9", "Hi! How can we help?"))
+        .await;
+    assert!(h.work_outbound().await.is_empty());
+    let sent = h.graph_calls(SEND).await;
+    assert_eq!(sent.len(), 1, "the agent's reply is sent once");
+    assert_eq!(sent[0].1["message"]["text"], "Hi! How can we help?");
+    h.assert_nothing_refused();
+}

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
@@ -133,6 +134,8 @@ struct State {
     chats: Vec<Chat>,
     calls: Vec<Call>,
     faults: Faults,
+    /// Requests carried out but answered late: (path suffix, delay, how many more).
+    late: Vec<(String, Duration, usize)>,
     counter: u32,
     revoked: Vec<String>,
     /// Access token ↔ refresh token of each grant (both directions).
@@ -315,6 +318,13 @@ impl FakeLivechat {
         self.with(|s| s.faults.push("*", suffix, fault, times));
     }
 
+    /// The next `times` requests whose path ends with `suffix` are carried out as usual but
+    /// answered only after `delay`: a client that gives up first never learns that LiveChat
+    /// acted (a chat started, an event posted).
+    pub fn answer_late(&self, suffix: &str, delay: Duration, times: usize) {
+        self.with(|s| s.late.push((suffix.to_string(), delay, times)));
+    }
+
     /// Every request received, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.with(|s| s.calls.clone())
@@ -395,9 +405,14 @@ impl Respond for Responder {
             body,
             refused,
         });
-        match answer {
+        let late = s.late_for(req.url.path());
+        let response = match answer {
             Ok(v) => ResponseTemplate::new(200).set_body_json(v),
             Err(f) => f.response(),
+        };
+        match late {
+            Some(delay) => response.set_delay(delay),
+            None => response,
         }
     }
 }
@@ -411,6 +426,20 @@ fn validation(message: &str) -> Fixture {
 }
 
 impl State {
+    /// The delay of a queued late answer for this path, if any (each use counts down).
+    fn late_for(&mut self, path: &str) -> Option<Duration> {
+        let i = self
+            .late
+            .iter()
+            .position(|(suffix, _, _)| path.ends_with(suffix.as_str()))?;
+        let delay = self.late[i].1;
+        self.late[i].2 -= 1;
+        if self.late[i].2 == 0 {
+            self.late.remove(i);
+        }
+        Some(delay)
+    }
+
     fn handle(
         &mut self,
         method: &str,

@@ -514,10 +514,17 @@ impl Inbound {
                 .customers()
                 .action(inst, session, "list_chats", json!({"limit": 1}))
                 .await?;
-            session.contact.chat_id = list
+            let found = list
                 .pointer("/chats_summary/0/id")
                 .and_then(Value::as_str)
                 .map(str::to_string);
+            // An earlier attempt started the chat but never learnt it (LiveChat answered after
+            // the timeout, or the route write failed): route it now, or agents' replies in it
+            // would be dropped as "chat not bridged".
+            if let Some(chat_id) = found {
+                self.route_chat(&inst.organization_id, session, &chat_id)
+                    .await?;
+            }
         }
         let Some(chat_id) = session.contact.chat_id.clone() else {
             return Ok(HashMap::new());
@@ -633,14 +640,25 @@ impl Inbound {
                 async move { lc.start_chat(&org, &tok, &events).await }
             })
             .await?;
-        session.contact.chat_id = Some(started.chat_id.clone());
         session.contact.thread_id = Some(started.thread_id.clone());
         session.contact.thread_active = Some(true);
+        self.route_chat(&org, session, &started.chat_id).await?;
+        Ok(in_thread(&started.thread_id, started.event_ids))
+    }
+
+    /// The contact gains its chat: the chat route (agent replies find the customer by it) is
+    /// written before the contact, so a contact never names a chat that has no route.
+    async fn route_chat(
+        &self,
+        org: &str,
+        session: &mut Session,
+        chat_id: &str,
+    ) -> Result<(), Fail> {
         self.repo
             .put(
                 &ChatRoute {
-                    organization_id: org.clone(),
-                    chat_id: started.chat_id.clone(),
+                    organization_id: org.to_string(),
+                    chat_id: chat_id.to_string(),
                     ig_account_id: session.contact.ig_account_id.clone(),
                     igsid: session.contact.igsid.clone(),
                     expires_at: None,
@@ -648,8 +666,9 @@ impl Inbound {
                 Condition::Always,
             )
             .await?;
+        session.contact.chat_id = Some(chat_id.to_string());
         self.repo.put(&session.contact, Condition::Always).await?;
-        Ok(in_thread(&started.thread_id, started.event_ids))
+        Ok(())
     }
 
     /// Posts into an existing chat. The thread the contact last saw is tried first (an agent may
