@@ -102,14 +102,14 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 .body(bytes)
         }
         Kind::LivechatChat => {
-            body["secret_key"] = json!(config.livechat_webhook_secret.expose_secret());
+            body["secret_key"] = json!(config.livechat_webhook_secret.current().expose_secret());
             http.post(&args.to).json(&body)
         }
         Kind::LivechatApp => {
             body["clientID"] = json!(config.livechat_client_id);
             let mut url = reqwest::Url::parse(&args.to)?;
             url.query_pairs_mut()
-                .append_pair("token", config.livechat_app_webhook_token.expose_secret());
+                .append_pair("token", config.livechat_app_webhook_token.current().expose_secret());
             http.post(url).json(&body)
         }
         Kind::SignedRequest => {

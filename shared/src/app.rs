@@ -190,6 +190,7 @@ impl Services {
             signer: crate::install::state::StateSigner::new(
                 self.config
                     .livechat_client_secret
+                    .current()
                     .expose_secret()
                     .as_bytes(),
             ),

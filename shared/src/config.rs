@@ -148,6 +148,14 @@ impl Settings {
         self.required(name).map(SecretString::from)
     }
 
+    /// `NAME`, and `NAME_PREVIOUS` while a rotation is under way.
+    fn rotating(&self, name: &str) -> Result<RotatingSecret, ConfigError> {
+        Ok(RotatingSecret::new(
+            self.secret(name)?,
+            self.get(&format!("{name}_PREVIOUS")).map(SecretString::from),
+        ))
+    }
+
     fn url(&self, name: &str, default: Option<&str>) -> Result<String, ConfigError> {
         let raw = match (self.get(name), default) {
             (Some(v), _) => v.to_string(),
@@ -168,6 +176,57 @@ impl Settings {
     }
 }
 
+/// A secret being rotated: the app uses the current value for what it sends, and accepts the
+/// current or the previous value (`NAME_PREVIOUS`) for what it receives, so a rotation window in
+/// which LiveChat still sends or holds the old value loses nothing.
+#[derive(Clone)]
+pub struct RotatingSecret {
+    current: SecretString,
+    previous: Option<SecretString>,
+}
+
+impl fmt::Debug for RotatingSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatingSecret")
+            .field("previous", &self.previous.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<SecretString> for RotatingSecret {
+    fn from(current: SecretString) -> Self {
+        Self::new(current, None)
+    }
+}
+
+impl RotatingSecret {
+    /// The current value and, during a rotation, the previous one.
+    pub fn new(current: SecretString, previous: Option<SecretString>) -> Self {
+        Self { current, previous }
+    }
+
+    /// The value to send.
+    pub fn current(&self) -> &SecretString {
+        &self.current
+    }
+
+    /// The values to try, current first.
+    pub fn values(&self) -> impl Iterator<Item = &SecretString> {
+        std::iter::once(&self.current).chain(self.previous.as_ref())
+    }
+
+    /// Whether `candidate` is the current or the previous value. Both comparisons always run,
+    /// each in constant time, so timing tells nothing about which one (if any) matched.
+    pub fn matches(&self, candidate: &str) -> bool {
+        let current = crate::secret_eq(self.current.expose_secret(), candidate);
+        let previous = self
+            .previous
+            .as_ref()
+            .is_some_and(|p| crate::secret_eq(p.expose_secret(), candidate));
+        current | previous
+    }
+}
+
 /// The app's typed configuration. Secrets are `SecretString`s: Debug prints `[REDACTED]`.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -181,12 +240,12 @@ pub struct Config {
     pub meta_verify_token: SecretString,
     /// LiveChat OAuth client id.
     pub livechat_client_id: String,
-    /// LiveChat OAuth client secret.
-    pub livechat_client_secret: SecretString,
-    /// The `secret_key` LiveChat puts in chat webhook bodies.
-    pub livechat_webhook_secret: SecretString,
-    /// Shared secret in the App Webhooks URL (`?token=`).
-    pub livechat_app_webhook_token: SecretString,
+    /// LiveChat OAuth client secret (and the previous one during a rotation).
+    pub livechat_client_secret: RotatingSecret,
+    /// The `secret_key` LiveChat puts in chat webhook bodies (current or previous).
+    pub livechat_webhook_secret: RotatingSecret,
+    /// Shared secret in the App Webhooks URL (`?token=`; current or previous).
+    pub livechat_app_webhook_token: RotatingSecret,
     /// The token cipher built from `TOKEN_ENCRYPTION_KEY`.
     pub cipher: TokenCipher,
     /// Graph API base URL (tests point it at a fake).
@@ -228,9 +287,9 @@ impl Config {
             meta_app_secret: s.secret("META_APP_SECRET")?,
             meta_verify_token: s.secret("META_VERIFY_TOKEN")?,
             livechat_client_id: s.required("LIVECHAT_CLIENT_ID")?,
-            livechat_client_secret: s.secret("LIVECHAT_CLIENT_SECRET")?,
-            livechat_webhook_secret: s.secret("LIVECHAT_WEBHOOK_SECRET")?,
-            livechat_app_webhook_token: s.secret("LIVECHAT_APP_WEBHOOK_TOKEN")?,
+            livechat_client_secret: s.rotating("LIVECHAT_CLIENT_SECRET")?,
+            livechat_webhook_secret: s.rotating("LIVECHAT_WEBHOOK_SECRET")?,
+            livechat_app_webhook_token: s.rotating("LIVECHAT_APP_WEBHOOK_TOKEN")?,
             cipher,
             graph_api_base_url: s.url("GRAPH_API_BASE_URL", Some("https://graph.facebook.com"))?,
             graph_api_version,

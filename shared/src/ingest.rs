@@ -203,8 +203,8 @@ pub async fn ingest_instagram(
 
 /// What the LiveChat chat webhook needs.
 pub struct LivechatIngest {
-    /// The `secret_key` LiveChat puts in chat webhook bodies.
-    pub webhook_secret: SecretString,
+    /// The `secret_key` LiveChat puts in chat webhook bodies (current or previous).
+    pub webhook_secret: crate::config::RotatingSecret,
     /// Finds installations.
     pub repo: Repo,
     /// The to-instagram queue.

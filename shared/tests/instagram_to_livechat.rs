@@ -16,6 +16,7 @@ use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::clock::Clock;
+use shared::config::RotatingSecret;
 use shared::domain::*;
 use shared::instagram::webhook::sign;
 use shared::jobs::{Envelope, Job};
@@ -1116,4 +1117,49 @@ async fn livechat_refusals_are_parked_with_livechats_reason_and_faults_retried()
         .map(|e| e["text"].as_str().unwrap_or_default().to_string())
         .collect();
     assert_eq!(texts, vec!["first", "second"], "delivered once, in order");
+}
+
+#[tokio::test]
+async fn a_refused_client_secret_is_retried_without_flagging_the_tenant_and_the_rotation_loses_nothing()
+ {
+    let mut h = Harness::new().await;
+    // The operator regenerated the secret in LiveChat but has not deployed it yet.
+    h.livechat.rotate_client_secret("lc-client-secret-2");
+    h.livechat.expire_agent_token("dal:AGENT-A");
+    h.clock.advance(chrono::Duration::hours(9));
+    h.deliver(&webhook(vec![text("M1", "hi")])).await;
+    assert_eq!(h.work().await.len(), 1, "retried, not parked");
+    assert!(h.dlq().await.is_empty());
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Active, "the tenant did nothing wrong");
+
+    // Deployed as the README says: the new value current, the old one previous.
+    h.services.config.livechat_client_secret = RotatingSecret::new(
+        "lc-client-secret-2".to_string().into(),
+        Some(CLIENT_SECRET.to_string().into()),
+    );
+    h.clock.advance(chrono::Duration::minutes(5));
+    assert!(h.work().await.is_empty());
+    let chat = &h.livechat.chats()[0];
+    assert_eq!(chat.events().len(), 1, "delivered once");
+
+    // Before LiveChat is rotated, the previous value still works (the current one is tried first).
+    h.livechat.rotate_client_secret(CLIENT_SECRET);
+    h.clock.advance(chrono::Duration::hours(9));
+    let mut contact = h.contact().await.unwrap();
+    contact.customer_token_expires_at = Some(h.clock.now());
+    h.services
+        .repo
+        .put(&contact, Condition::Always)
+        .await
+        .unwrap();
+    h.deliver(&webhook(vec![text("M2", "again")])).await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(h.livechat.chats()[0].events().len(), 2);
 }

@@ -595,3 +595,21 @@ async fn a_chat_started_but_answered_after_the_timeout_is_routed_and_replies_rea
     assert_eq!(sent[0].1["message"]["text"], "Hi! How can we help?");
     h.assert_nothing_refused();
 }
+
+#[tokio::test]
+async fn during_a_webhook_secret_rotation_both_values_are_accepted_and_nothing_else() {
+    let mut h = ready(Some(Span::hours(1))).await;
+    h.services.config.livechat_webhook_secret = shared::config::RotatingSecret::new(
+        "lc-webhook-secret-2".to_string().into(),
+        Some("lc-webhook-secret".to_string().into()),
+    );
+    let old = text_event("E1", "sent with the old secret");
+    let mut new = text_event("E2", "sent with the new secret");
+    new["secret_key"] = json!("lc-webhook-secret-2");
+    let mut other = text_event("E3", "guess");
+    other["secret_key"] = json!("lc-webhook-secret-3");
+    assert_eq!(h.post_livechat(&old).await, StatusCode::OK);
+    assert_eq!(h.post_livechat(&new).await, StatusCode::OK);
+    assert_eq!(h.post_livechat(&other).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.services.to_instagram.depth().await.unwrap(), 2);
+}

@@ -318,6 +318,12 @@ impl FakeLivechat {
         self.with(|s| s.faults.push("*", suffix, fault, times));
     }
 
+    /// The operator regenerates the app's client secret in the Developer Console: from now on
+    /// only `secret` authenticates the app.
+    pub fn rotate_client_secret(&self, secret: &str) {
+        self.with(|s| s.client_secret = secret.to_string());
+    }
+
     /// The next `times` requests whose path ends with `suffix` are carried out as usual but
     /// answered only after `delay`: a client that gives up first never learns that LiveChat
     /// acted (a chat started, an event posted).

@@ -21,7 +21,7 @@ pub struct UninstallState {
     /// The lifecycle service.
     pub lifecycle: Lifecycle,
     /// The shared secret in the App Webhooks URL.
-    pub app_webhook_token: SecretString,
+    pub app_webhook_token: crate::config::RotatingSecret,
     /// Our LiveChat client id (app webhooks must name it).
     pub livechat_client_id: String,
     /// Verifies `signed_request`.
@@ -57,7 +57,7 @@ async fn app_webhook(
 ) -> Response {
     let token_ok = q
         .get("token")
-        .is_some_and(|t| crate::secret_eq(state.app_webhook_token.expose_secret(), t));
+        .is_some_and(|t| state.app_webhook_token.matches(t));
     if !token_ok {
         tracing::warn!("app webhook without the right token refused");
         return plain(StatusCode::UNAUTHORIZED, "invalid token");

@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::config::RotatingSecret;
 use crate::http::{is_retryable_error, is_retryable_status};
 
 /// The Customer Chat API version.
@@ -47,9 +48,20 @@ impl LivechatError {
         matches!(self, LivechatError::Api { kind, .. } if kind == "chat_inactive")
     }
 
-    /// A refresh token that no longer works.
+    /// The user's grant no longer works (refresh token revoked or expired, app access
+    /// withdrawn): only a re-authorization by the user helps.
     pub fn is_grant_refused(&self) -> bool {
-        matches!(self, LivechatError::Api { kind, .. } if kind == "invalid_grant" || kind == "invalid_client" || kind == "missing_grant")
+        matches!(self, LivechatError::Api { kind, .. } if kind == "invalid_grant" || kind == "missing_grant")
+    }
+
+    /// LiveChat refused the app's client credentials: an operator error (a rotated or mistyped
+    /// `LIVECHAT_CLIENT_SECRET`), so it is retried and alarmed, never blamed on the tenant.
+    /// LiveChat answers a wrong client secret with `unauthorized_client` (the same code also
+    /// covers an unknown refresh token, which a working grant never is; a revoked or expired one
+    /// is `invalid_grant`) and a client mismatch with `invalid_client`
+    /// (platform.text.com/docs/authorization/troubleshooting).
+    pub fn is_client_refused(&self) -> bool {
+        matches!(self, LivechatError::Api { kind, .. } if kind == "invalid_client" || kind == "unauthorized_client")
     }
 
     /// Throttling, LiveChat faults, timeouts, transport errors: retry later.
@@ -176,7 +188,7 @@ pub struct LivechatClient {
     api_base: String,
     accounts_base: String,
     client_id: String,
-    client_secret: SecretString,
+    client_secret: RotatingSecret,
 }
 
 impl LivechatClient {
@@ -186,7 +198,7 @@ impl LivechatClient {
         api_base: &str,
         accounts_base: &str,
         client_id: &str,
-        client_secret: SecretString,
+        client_secret: RotatingSecret,
     ) -> Self {
         Self {
             http,
@@ -197,6 +209,30 @@ impl LivechatClient {
         }
     }
 
+    /// `POST /v2/token` with the client credentials. During a secret rotation the previous
+    /// secret is tried when LiveChat refuses the current one (`invalid_client` is checked before
+    /// the grant, so a code or refresh token is not spent by the refused attempt).
+    async fn token_request(&self, form: &[(&str, &str)]) -> Result<Value, LivechatError> {
+        let mut last = None;
+        for secret in self.client_secret.values() {
+            let mut fields = form.to_vec();
+            fields.push(("client_id", &self.client_id));
+            fields.push(("client_secret", secret.expose_secret()));
+            let res = self
+                .http
+                .post(format!("{}/v2/token", self.accounts_base))
+                .form(&fields)
+                .send()
+                .await
+                .map_err(transport)?;
+            match parse(res).await {
+                Err(e) if e.is_client_refused() => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.expect("there is always a current secret"))
+    }
+
     /// Exchanges an authorization code (`grant_type=authorization_code`).
     pub async fn exchange_code(
         &self,
@@ -205,38 +241,24 @@ impl LivechatClient {
     ) -> Result<TokenSet, LivechatError> {
         // Codes may arrive with `:` encoded; LiveChat wants it back as `:`.
         let code = code.replace("%3A", ":").replace("%3a", ":");
-        let res = self
-            .http
-            .post(format!("{}/v2/token", self.accounts_base))
-            .form(&[
+        let body = self
+            .token_request(&[
                 ("grant_type", "authorization_code"),
                 ("code", code.as_str()),
-                ("client_id", &self.client_id),
-                ("client_secret", self.client_secret.expose_secret()),
                 ("redirect_uri", redirect_uri),
             ])
-            .send()
-            .await
-            .map_err(transport)?;
-        let body = parse(res).await?;
+            .await?;
         shape(body)
     }
 
     /// Refreshes an agent token (`grant_type=refresh_token`).
     pub async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, LivechatError> {
-        let res = self
-            .http
-            .post(format!("{}/v2/token", self.accounts_base))
-            .form(&[
+        let body = self
+            .token_request(&[
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh_token.expose_secret()),
-                ("client_id", &self.client_id),
-                ("client_secret", self.client_secret.expose_secret()),
             ])
-            .send()
-            .await
-            .map_err(transport)?;
-        let body = parse(res).await?;
+            .await?;
         serde_json::from_value(body).map_err(|e| LivechatError::Transport {
             message: format!("token response shape: {e}"),
             retryable: false,
@@ -391,6 +413,8 @@ mod tests {
         assert!(api(429, "too_many_requests").is_transient());
         assert!(api(500, "internal").is_transient());
         assert!(api(400, "invalid_grant").is_grant_refused());
+        assert!(!api(401, "invalid_client").is_grant_refused());
+        assert!(api(401, "invalid_client").is_client_refused());
         assert!(!api(400, "validation").is_transient());
         assert!(!api(400, "customer_banned").is_transient());
     }

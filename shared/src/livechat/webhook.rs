@@ -11,7 +11,7 @@
 //! (`visibility: agents`), system messages, and the bridge's own events (`custom_id` `ig:…`), so
 //! nothing loops back to Instagram.
 
-use secrecy::{ExposeSecret, SecretString};
+use crate::config::RotatingSecret;
 use serde_json::Value;
 
 use crate::jobs::LivechatEventJob;
@@ -28,13 +28,13 @@ pub enum AuthError {
 }
 
 /// Checks the body's `secret_key` in constant time and returns the parsed body.
-pub fn authenticate(secret: &SecretString, body: &[u8]) -> Result<Value, AuthError> {
+pub fn authenticate(secret: &RotatingSecret, body: &[u8]) -> Result<Value, AuthError> {
     let value: Value = serde_json::from_slice(body).map_err(|_| AuthError::Missing)?;
     let candidate = value
         .get("secret_key")
         .and_then(Value::as_str)
         .ok_or(AuthError::Missing)?;
-    if crate::secret_eq(secret.expose_secret(), candidate) {
+    if secret.matches(candidate) {
         Ok(value)
     } else {
         Err(AuthError::Wrong)

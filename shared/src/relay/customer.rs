@@ -134,6 +134,16 @@ impl Customers {
                 self.repo.put(inst, Condition::Always).await?;
                 Ok(set.access_token)
             }
+            Err(e) if e.is_client_refused() => {
+                // The app's own credentials: the operator must fix LIVECHAT_CLIENT_SECRET (the
+                // alarm watches this line); the tenant's grant is fine, so keep retrying.
+                tracing::error!(
+                    alarm = "livechat_client_refused",
+                    organization_id = %org,
+                    "LiveChat refused the app's client credentials; check LIVECHAT_CLIENT_SECRET"
+                );
+                Err(Fail::Retry(format!("LiveChat refused the client credentials: {e}")))
+            }
             Err(e) if e.is_grant_refused() || e.is_auth() => {
                 inst.status = InstallationStatus::ReauthRequired;
                 inst.updated_at = self.clock.now();
