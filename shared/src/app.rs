@@ -179,7 +179,6 @@ impl Services {
 
     /// The install flow's state.
     pub fn install(&self) -> Arc<crate::install::Install> {
-        use secrecy::ExposeSecret;
         Arc::new(crate::install::Install {
             repo: self.repo.clone(),
             cipher: self.config.cipher.clone(),
@@ -187,13 +186,7 @@ impl Services {
             graph: self.graph(),
             clock: self.clock.clone(),
             events: self.events.clone(),
-            signer: crate::install::state::StateSigner::new(
-                self.config
-                    .livechat_client_secret
-                    .current()
-                    .expose_secret()
-                    .as_bytes(),
-            ),
+            sealer: crate::install::state::FlowSealer::new(self.config.cipher.clone()),
             public_base_url: self.config.public_base_url.clone(),
             livechat_client_id: self.config.livechat_client_id.clone(),
             livechat_accounts_base_url: self.config.livechat_accounts_base_url.clone(),

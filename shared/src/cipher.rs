@@ -41,6 +41,11 @@ pub enum CipherError {
 pub struct EncryptedToken(String);
 
 impl EncryptedToken {
+    /// A token as received (from a form or a query); `open` checks it.
+    pub fn from_wire(s: &str) -> Self {
+        EncryptedToken(s.to_string())
+    }
+
     /// The stored form.
     pub fn as_str(&self) -> &str {
         &self.0

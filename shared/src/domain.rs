@@ -375,7 +375,7 @@ impl Record for IdempotencyRecord {
     }
 }
 
-/// Which step of the install an OAuth state guards.
+/// Which step of the install a flow state is good for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OAuthStep {
@@ -383,48 +383,28 @@ pub enum OAuthStep {
     Livechat,
     /// The Facebook Login redirect.
     Facebook,
-    /// The page chooser form.
-    PageSelect,
+    /// The confirmation form (Page chosen, accounts shown).
+    Confirm,
 }
 
-/// A single-use OAuth state nonce (the signed state carries its id). Kept 15 minutes.
+/// An install flow that has been confirmed (the sealed state carries its id): written once, so a
+/// confirmation cannot be replayed. Holds no token. Kept 15 minutes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthState {
-    /// Random nonce.
+    /// The flow id.
     pub nonce: String,
-    /// The step it guards.
+    /// The step it spent.
     pub step: OAuthStep,
-    /// The organization it is bound to, after the LiveChat step.
+    /// The organization it was for.
     pub organization_id: Option<String>,
-    /// When it was issued.
+    /// When it was spent.
     pub created_at: DateTime<Utc>,
-    /// TTL (always set); also checked on use, as TTL deletion lags.
+    /// TTL (always set).
     pub expires_at: i64,
-    /// For the page chooser: who logged in to Facebook.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub facebook_user_id: Option<String>,
-    /// For the page chooser: the Pages offered (tokens sealed; they never reach the browser).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub pages: Vec<PageChoice>,
-}
-
-/// A Page offered in the chooser.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PageChoice {
-    /// Facebook Page id.
-    pub page_id: String,
-    /// Page name.
-    pub page_name: String,
-    /// Linked Instagram professional account id.
-    pub ig_account_id: String,
-    /// Its username.
-    pub ig_username: Option<String>,
-    /// The Page token, sealed under `oauth.page_token:<nonce>:<page>`.
-    pub page_token: EncryptedToken,
 }
 
 impl OAuthState {
-    /// The key of a nonce.
+    /// The key of a flow id.
     pub fn key_for(nonce: &str) -> Key {
         Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")
     }

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -50,12 +50,7 @@ pub fn instagram_router(state: Arc<InstagramIngest>) -> Router {
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    crate::html::plain(status, body)
 }
 
 async fn instagram_handshake(
@@ -67,12 +62,7 @@ async fn instagram_handshake(
         .get("hub.verify_token")
         .is_some_and(|t| crate::secret_eq(state.verify_token.expose_secret(), t));
     match (mode_ok && token_ok, q.get("hub.challenge")) {
-        (true, Some(challenge)) => (
-            StatusCode::OK,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            challenge.clone(),
-        )
-            .into_response(),
+        (true, Some(challenge)) => crate::html::plain(StatusCode::OK, challenge.clone()),
         _ => {
             tracing::warn!("instagram webhook handshake refused");
             text(StatusCode::FORBIDDEN, "forbidden")

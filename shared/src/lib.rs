@@ -8,6 +8,7 @@ pub mod cipher;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod html;
 pub mod http;
 pub mod ingest;
 pub mod instagram;

@@ -1,20 +1,22 @@
-//! The install flow against loopback fakes of LiveChat accounts and the Graph API: one Page,
-//! several Pages (chooser), none, and every bad-input case. No response ever sets a cookie.
+//! The install flow against the strict fakes of LiveChat and the Graph API, driven as one or two
+//! browser tabs would (each with its own flow secret): the confirmation, several Pages, none,
+//! forwarded links, races, and every bad-input case. No response ever sets a cookie, and every
+//! page carries the security headers.
 
 #[path = "support/bridge.rs"]
 mod bridge;
 mod support;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use shared::clock::Clock;
 use shared::domain::*;
-use shared::store::Condition;
+use shared::store::{Condition, Item, Key, Page, PageRequest, SkRange, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use testkit::fixture;
 use testkit::meta::FbPage;
@@ -38,6 +40,16 @@ async fn call(h: &Harness, req: Request<Body>) -> Answer {
         !res.headers().contains_key(header::SET_COOKIE),
         "no cookies, ever"
     );
+    let html = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|c| c.to_str().unwrap().starts_with("text/html"));
+    if html {
+        let csp = res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
+        assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert_eq!(res.headers()[header::REFERRER_POLICY], "no-referrer");
+    }
     let status = res.status();
     let location = res
         .headers()
@@ -99,12 +111,33 @@ fn fresh(prefix: &str) -> String {
 
 const NEW_ACCOUNT: &str = "00000000-0000-4000-8000-00000000b00f";
 const FB_USER: &str = "fbuser-new";
+const ORG_NAME: &str = "New Shop <Ltd>";
+const OWNER: &str = "owner@newshop.example";
+const SCOPES: &str = "chats--all:rw,customers:own,agents--all:ro";
+
+/// One browser tab: the secret the install page keeps in its `sessionStorage`.
+struct Tab {
+    secret: String,
+}
+
+impl Tab {
+    fn new() -> Self {
+        Tab {
+            secret: fresh("tab-secret"),
+        }
+    }
+
+    fn binding(&self) -> String {
+        shared::install::state::binding_of(&self.secret)
+    }
+}
 
 /// The Facebook user who logs in manages `pages`; Meta checks the callback URL at the exchange.
 fn fakes(h: &Harness, pages: Vec<FbPage>) {
     h.graph.add_user(FB_USER, &fresh("FBCODE"), pages);
     h.graph
         .expect_redirect_uri("https://bridge.example.com/oauth/facebook/callback");
+    h.livechat.add_organization(NEW_ORG, ORG_NAME, OWNER);
 }
 
 /// A fresh Facebook Login code for the user (Meta's codes are single use).
@@ -125,45 +158,101 @@ fn page(id: &str, name: &str, ig: Option<(&str, &str)>) -> FbPage {
     FbPage::new(id, name, ig)
 }
 
-async fn facebook_back(h: &Harness, state: &str) -> Answer {
-    let code = fb_code(h);
-    get(
+/// A hidden field of the first form in a page.
+fn hidden(body: &str, name: &str) -> String {
+    body.split(&format!("name=\"{name}\" value=\""))
+        .nth(1)
+        .unwrap_or_else(|| panic!("no field {name} in {body}"))
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+}
+
+/// The tab opens /install (the page makes its secret) and goes on to LiveChat: the authorize
+/// URL's query.
+async fn start(h: &Harness, tab: &Tab) -> HashMap<String, String> {
+    let page = get(h, "/install").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("id=\"begin\" data-next=\"/install/livechat\""));
+    let on = get(h, &format!("/install/livechat?b={}", tab.binding())).await;
+    assert_eq!(on.status, StatusCode::SEE_OTHER, "{}", on.body);
+    query(on.location.as_deref().unwrap())
+}
+
+/// A platform redirects the tab to `path` with `code` and `state`: the page posts them back
+/// with the tab's secret (`browser`, as the page's script does).
+async fn redirected(h: &Harness, tab: &Tab, path: &str, code: &str, state: &str) -> Answer {
+    let landing = get(
         h,
-        &format!(
-            "/oauth/facebook/callback?code={code}&state={}",
-            urlencode(state)
-        ),
+        &format!("{path}?code={}&state={}", urlencode(code), urlencode(state)),
+    )
+    .await;
+    assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
+    assert!(landing.body.contains("data-auto"), "{}", landing.body);
+    assert_eq!(hidden(&landing.body, "code"), code);
+    post_form(
+        h,
+        path,
+        &[
+            ("code", code),
+            ("state", &hidden(&landing.body, "state")),
+            ("browser", &tab.secret),
+        ],
     )
     .await
 }
 
-/// /install → LiveChat → back; returns the Facebook dialog URL.
-async fn through_livechat(h: &Harness) -> String {
-    let start = get(h, "/install").await;
-    assert_eq!(start.status, StatusCode::SEE_OTHER);
-    let lc = query(start.location.as_deref().unwrap());
+/// /install → LiveChat → back in the same tab; returns the Facebook dialog URL.
+async fn through_livechat(h: &Harness, tab: &Tab) -> String {
+    let lc = start(h, tab).await;
     assert_eq!(lc["response_type"], "code");
     assert_eq!(lc["client_id"], "CLIENT_ID_0001");
     assert_eq!(
         lc["redirect_uri"],
         "https://bridge.example.com/oauth/livechat/callback"
     );
-    let code = lc_code(h, "chats--all:rw,customers:own");
-    let back = get(
-        h,
-        &format!(
-            "/oauth/livechat/callback?code={}&state={}",
-            urlencode(&code),
-            urlencode(&lc["state"])
-        ),
-    )
-    .await;
+    let code = lc_code(h, SCOPES);
+    let back = redirected(h, tab, "/oauth/livechat/callback", &code, &lc["state"]).await;
     assert_eq!(back.status, StatusCode::SEE_OTHER, "{}", back.body);
     back.location.unwrap()
 }
 
+/// Facebook Login done in the tab: the confirmation page (or what stops the flow).
+async fn facebook_back(h: &Harness, tab: &Tab, state: &str) -> Answer {
+    let code = fb_code(h);
+    redirected(h, tab, "/oauth/facebook/callback", &code, state).await
+}
+
+/// The tab confirms `page_id` on the confirmation page.
+async fn confirm(h: &Harness, tab: &Tab, confirmation: &Answer, page_id: &str) -> Answer {
+    post_form(
+        h,
+        "/install/confirm",
+        &[
+            ("state", &hidden(&confirmation.body, "state")),
+            ("page_id", page_id),
+            ("browser", &tab.secret),
+        ],
+    )
+    .await
+}
+
+/// Whether anything of the new organization's connection exists.
+async fn nothing_connected(h: &Harness, ig: &str) -> bool {
+    let mut none = true;
+    for key in [
+        InstagramConnection::key_for(NEW_ORG, ig),
+        AccountRoute::key_for(ig),
+        FacebookUserLink::key_for(FB_USER, NEW_ORG, ig),
+    ] {
+        none &= h.services.repo.store().get(&key).await.unwrap().is_none();
+    }
+    none
+}
+
 #[tokio::test]
-async fn one_page_is_connected_straight_away() {
+async fn the_confirmation_names_the_organization_and_the_page_and_only_then_connects() {
     let h = Harness::new().await;
     fakes(
         &h,
@@ -172,7 +261,8 @@ async fn one_page_is_connected_straight_away() {
             page("100000000000010", "No IG", None),
         ],
     );
-    let dialog = through_livechat(&h).await;
+    let tab = Tab::new();
+    let dialog = through_livechat(&h, &tab).await;
     assert!(
         dialog.starts_with("https://www.facebook.com/v25.0/dialog/oauth?"),
         "{dialog}"
@@ -187,7 +277,10 @@ async fn one_page_is_connected_straight_away() {
         fb["scope"].contains("instagram_manage_messages")
             && fb["scope"].contains("pages_manage_metadata")
     );
-
+    assert!(
+        !fb["state"].contains(OWNER) && !fb["state"].contains("Shop"),
+        "the state is sealed"
+    );
     let exchange = h.requests("/v2/token").await;
     let form = String::from_utf8(exchange[0].body.clone()).unwrap();
     assert!(
@@ -197,12 +290,31 @@ async fn one_page_is_connected_straight_away() {
         "{form}"
     );
 
-    let done = facebook_back(&h, &fb["state"]).await;
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    for what in [
+        "Confirm the connection",
+        "New Shop &lt;Ltd&gt;",
+        OWNER,
+        NEW_ORG,
+        "Shop Page",
+        "@shop_new",
+    ] {
+        assert!(shown.body.contains(what), "{what}: {}", shown.body);
+    }
+    assert!(
+        !shown.body.contains("PAGE-TOKEN"),
+        "Page tokens reach the browser only sealed"
+    );
+    assert!(nothing_connected(&h, IG_NEW).await, "nothing before the POST");
+    assert_eq!(h.graph.subscription("100000000000009"), None);
+
+    let done = confirm(&h, &tab, &shown, "100000000000009").await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert!(done.body.contains("Instagram is connected") && done.body.contains("@shop_new"));
     assert!(!done.body.contains("PAGE-TOKEN"));
 
-    // Meta accepted every call: Page field names, appsecret_proof, token kinds.
+    // Meta and LiveChat accepted every call: Page field names, appsecret_proof, token kinds.
     h.assert_nothing_refused();
     assert_eq!(
         h.graph.subscription("100000000000009"),
@@ -270,18 +382,11 @@ async fn one_page_is_connected_straight_away() {
         .unwrap()
         .unwrap();
     assert_eq!(route.organization_id, NEW_ORG);
-    assert!(
-        h.services
-            .repo
-            .get::<FacebookUserLink>(&FacebookUserLink::key_for("fbuser-new", NEW_ORG, IG_NEW))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(!nothing_connected(&h, IG_NEW).await);
 }
 
 #[tokio::test]
-async fn several_pages_show_a_chooser_without_tokens_and_the_choice_connects() {
+async fn several_pages_are_offered_and_the_confirmation_is_single_use() {
     let h = Harness::new().await;
     fakes(
         &h,
@@ -298,71 +403,36 @@ async fn several_pages_show_a_chooser_without_tokens_and_the_choice_connects() {
             ),
         ],
     );
-    let fb = query(&through_livechat(&h).await);
-    let chooser = facebook_back(&h, &fb["state"]).await;
-    assert_eq!(chooser.status, StatusCode::OK);
-    assert!(chooser.body.contains("First &lt;Shop&gt;") && chooser.body.contains("@second"));
-    assert!(
-        !chooser.body.contains("PAGE-TOKEN"),
-        "Page tokens never reach the browser"
-    );
-    let state = chooser
-        .body
-        .split("name=\"state\" value=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let chosen = post_form(
-        &h,
-        "/oauth/facebook/select",
-        &[("state", &state), ("page_id", "100000000000012")],
-    )
-    .await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert!(shown.body.contains("First &lt;Shop&gt;") && shown.body.contains("@second"));
+    assert!(!shown.body.contains("PAGE-TOKEN"));
+    let chosen = confirm(&h, &tab, &shown, "100000000000012").await;
     assert_eq!(chosen.status, StatusCode::OK, "{}", chosen.body);
     assert!(chosen.body.contains("@second"));
-    assert!(
-        h.services
-            .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(NEW_ORG, "17841400000000012"))
-            .await
-            .unwrap()
-            .is_some()
-    );
-    assert!(
-        h.services
-            .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(NEW_ORG, "17841400000000011"))
-            .await
-            .unwrap()
-            .is_none()
-    );
-    // The chooser's state is single-use.
-    let again = post_form(
-        &h,
-        "/oauth/facebook/select",
-        &[("state", &state), ("page_id", "100000000000011")],
-    )
-    .await;
+    assert!(!nothing_connected(&h, "17841400000000012").await);
+    assert!(nothing_connected(&h, "17841400000000011").await);
+    // The confirmation is spent.
+    let again = confirm(&h, &tab, &shown, "100000000000011").await;
     assert_eq!(again.status, StatusCode::BAD_REQUEST);
-    assert!(
-        h.services
-            .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(NEW_ORG, "17841400000000011"))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(nothing_connected(&h, "17841400000000011").await);
+    // A Page that was not offered is refused.
+    let tab2 = Tab::new();
+    let fb = query(&through_livechat(&h, &tab2).await);
+    let shown = facebook_back(&h, &tab2, &fb["state"]).await;
+    let odd = confirm(&h, &tab2, &shown, "999").await;
+    assert_eq!(odd.status, StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]
 async fn no_page_with_instagram_explains_what_to_link() {
     let h = Harness::new().await;
     fakes(&h, vec![page("100000000000013", "Plain Page", None)]);
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let res = facebook_back(&h, &tab, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(
         res.body.contains("No Instagram account found") && res.body.contains("Meta Business Suite")
@@ -386,15 +456,21 @@ async fn no_page_with_instagram_explains_what_to_link() {
 }
 
 #[tokio::test]
-async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing() {
+async fn forged_expired_wrong_step_or_missing_states_are_refused_and_store_nothing() {
     let h = Harness::new().await;
     fakes(
         &h,
         vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
     );
-    let forged = get(
+    let tab = Tab::new();
+    let forged = post_form(
         &h,
-        "/oauth/livechat/callback?code=dal%3ACODE&state=eyJuIjoieCJ9.AAAA",
+        "/oauth/livechat/callback",
+        &[
+            ("code", "dal:CODE"),
+            ("state", "v1:k1:AAAA"),
+            ("browser", &tab.secret),
+        ],
     )
     .await;
     assert_eq!(forged.status, StatusCode::BAD_REQUEST);
@@ -402,17 +478,15 @@ async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing
         h.requests("/v2/token").await.is_empty(),
         "no exchange for a forged state"
     );
+    // /install/livechat without a binding goes back to the start page.
+    let unbound = get(&h, "/install/livechat?b=short").await;
+    assert_eq!(unbound.status, StatusCode::OK);
+    assert!(unbound.body.contains("id=\"begin\""));
 
-    let start = query(get(&h, "/install").await.location.as_deref().unwrap());
+    let lc = start(&h, &tab).await;
     h.clock.advance(chrono::Duration::minutes(16));
-    let expired = get(
-        &h,
-        &format!(
-            "/oauth/livechat/callback?code=dal%3ACODE&state={}",
-            urlencode(&start["state"])
-        ),
-    )
-    .await;
+    let code = lc_code(&h, SCOPES);
+    let expired = redirected(&h, &tab, "/oauth/livechat/callback", &code, &lc["state"]).await;
     assert_eq!(expired.status, StatusCode::BAD_REQUEST);
     assert!(
         h.services
@@ -423,53 +497,44 @@ async fn forged_expired_replayed_or_missing_states_are_refused_and_store_nothing
             .is_none()
     );
 
-    let dialog = query(&through_livechat(&h).await);
-    let lc_state = {
-        let s = query(get(&h, "/install").await.location.as_deref().unwrap());
-        s["state"].clone()
-    };
+    let dialog = query(&through_livechat(&h, &tab).await);
+    let lc_state = start(&h, &tab).await["state"].clone();
     // A LiveChat-step state is no good at the Facebook step, and the Facebook step needs one.
-    assert_eq!(
-        get(
-            &h,
-            &format!(
-                "/oauth/facebook/callback?code=FBCODE&state={}",
-                urlencode(&lc_state)
-            )
-        )
-        .await
-        .status,
-        StatusCode::BAD_REQUEST
-    );
+    let wrong = facebook_back(&h, &tab, &lc_state).await;
+    assert_eq!(wrong.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         get(&h, "/oauth/facebook/callback?code=FBCODE").await.status,
         StatusCode::BAD_REQUEST
     );
-    let ok = facebook_back(&h, &dialog["state"]).await;
-    assert_eq!(ok.status, StatusCode::OK);
-    let replay = facebook_back(&h, &dialog["state"]).await;
-    assert_eq!(replay.status, StatusCode::BAD_REQUEST);
+    // The Facebook state is no good at the confirmation.
+    let skipped = post_form(
+        &h,
+        "/install/confirm",
+        &[
+            ("state", &dialog["state"]),
+            ("page_id", "100000000000009"),
+            ("browser", &tab.secret),
+        ],
+    )
+    .await;
+    assert_eq!(skipped.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        post_form(&h, "/oauth/facebook/select", &[("page_id", "1")])
+        post_form(&h, "/install/confirm", &[("page_id", "1")])
             .await
             .status,
         StatusCode::BAD_REQUEST
     );
+    assert!(nothing_connected(&h, IG_NEW).await);
 }
 
 #[tokio::test]
 async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     let h = Harness::new().await;
+    h.livechat.add_organization(NEW_ORG, ORG_NAME, OWNER);
+    let tab = Tab::new();
     // A code LiveChat never issued (or already used): `unauthorized_client`.
-    let start = query(get(&h, "/install").await.location.as_deref().unwrap());
-    let failed = get(
-        &h,
-        &format!(
-            "/oauth/livechat/callback?code=dal%3AOLD&state={}",
-            urlencode(&start["state"])
-        ),
-    )
-    .await;
+    let lc = start(&h, &tab).await;
+    let failed = redirected(&h, &tab, "/oauth/livechat/callback", "dal:OLD", &lc["state"]).await;
     assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
     assert!(failed.body.contains("Start the installation again"));
     assert!(
@@ -481,28 +546,26 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
             .is_none()
     );
 
-    // An agent without the administrator scope approves: no `customers:own`.
-    let code = lc_code(&h, "chats--all:rw");
-    let start = query(get(&h, "/install").await.location.as_deref().unwrap());
-    let missing = get(
-        &h,
-        &format!(
-            "/oauth/livechat/callback?code={}&state={}",
-            urlencode(&code),
-            urlencode(&start["state"])
-        ),
-    )
-    .await;
-    assert_eq!(missing.status, StatusCode::FORBIDDEN);
-    assert!(missing.body.contains("customers:own"));
-    assert!(
-        h.services
-            .repo
-            .get::<Installation>(&Installation::key_for(NEW_ORG))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    // An agent without the administrator scopes approves: no `customers:own`, and an app
+    // without `agents--all:ro` cannot name the owner.
+    for (scope, missing) in [
+        ("chats--all:rw,agents--all:ro", "customers:own"),
+        ("chats--all:rw,customers:own", "agents--all:ro"),
+    ] {
+        let code = lc_code(&h, scope);
+        let lc = start(&h, &tab).await;
+        let refused = redirected(&h, &tab, "/oauth/livechat/callback", &code, &lc["state"]).await;
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.body.contains(missing), "{}", refused.body);
+        assert!(
+            h.services
+                .repo
+                .get::<Installation>(&Installation::key_for(NEW_ORG))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
 
     // The Graph fails while listing Pages: no connection.
     fakes(
@@ -511,51 +574,29 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     );
     h.graph
         .fail_next("GET", "me/accounts", fixture("meta/error_2_service"), 1);
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let fb = query(&through_livechat(&h, &tab).await);
+    let res = facebook_back(&h, &tab, &fb["state"]).await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
-    assert!(res.body.contains("listing your Pages"));
-    assert!(
-        h.services
-            .repo
-            .get::<AccountRoute>(&AccountRoute::key_for(IG_NEW))
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(res.body.contains("did not list your Pages"));
+    assert!(nothing_connected(&h, IG_NEW).await);
 }
 
 #[tokio::test]
-async fn a_marketplace_install_without_our_state_asks_for_confirmation_first() {
+async fn a_marketplace_install_without_our_state_starts_a_flow_bound_to_this_tab() {
     let h = Harness::new().await;
     fakes(&h, vec![]);
-    h.livechat.add_code(
-        "dal:MARKET",
-        NEW_ORG,
-        NEW_ACCOUNT,
-        "chats--all:rw,customers:own",
-    );
+    h.livechat.add_code("dal:MARKET", NEW_ORG, NEW_ACCOUNT, SCOPES);
     let res = get(&h, "/oauth/livechat/callback?code=dal%3AMARKET").await;
-    assert_eq!(
-        res.status,
-        StatusCode::OK,
-        "no automatic redirect to Facebook"
+    assert_eq!(res.status, StatusCode::OK);
+    assert!(
+        res.body.contains("id=\"begin\""),
+        "this tab starts its own flow: {}",
+        res.body
     );
     assert!(
-        res.body.contains(NEW_ORG) && res.body.contains("00000000-0000-4000-8000-00000000b00f")
+        h.requests("/v2/token").await.is_empty(),
+        "a code that arrived without our state is never exchanged"
     );
-    assert!(res.body.contains("If you did not start this installation"));
-    let link = res
-        .body
-        .split("class=\"button\" href=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .replace("&amp;", "&");
-    assert!(link.starts_with("https://www.facebook.com/v25.0/dialog/oauth?"));
-    assert!(!query(&link)["state"].is_empty());
 }
 
 #[tokio::test]
@@ -567,8 +608,10 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         &h,
         vec![page("100000000000001", "Taken", Some((IG, "shop")))],
     );
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    let res = confirm(&h, &tab, &shown, "100000000000001").await;
     assert_eq!(res.status, StatusCode::CONFLICT);
     assert!(
         res.body
@@ -582,17 +625,16 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         .unwrap()
         .unwrap();
     assert_eq!(route.organization_id, ORG);
+    assert!(
+        h.services
+            .repo
+            .get::<InstagramConnection>(&InstagramConnection::key_for(NEW_ORG, IG))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The same organization reconnecting its own account replaces the Page token.
-    let mut inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
-    inst.organization_id = NEW_ORG.into();
-    let _ = inst;
     let mut route = route;
     route.organization_id = NEW_ORG.into();
     h.services
@@ -600,8 +642,9 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         .put(&route, Condition::Always)
         .await
         .unwrap();
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    let res = confirm(&h, &tab, &shown, "100000000000001").await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     let conn: InstagramConnection = h
         .services
@@ -623,7 +666,170 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         secrecy::ExposeSecret::expose_secret(&token),
         "PAGE-TOKEN-100000000000001"
     );
-    let _ = h.clock.now();
+}
+
+#[tokio::test]
+async fn two_organizations_confirming_the_same_account_at_once_cannot_both_connect_it() {
+    let h = Harness::new().await;
+    let other_org = "00000000-0000-4000-8000-00000000a0ee";
+    fakes(
+        &h,
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
+    h.livechat.add_organization(other_org, "Other", "o@other.example");
+    let (tab_a, tab_b) = (Tab::new(), Tab::new());
+    // Both reach the confirmation before either confirms.
+    let fb_a = query(&through_livechat(&h, &tab_a).await);
+    let shown_a = facebook_back(&h, &tab_a, &fb_a["state"]).await;
+    let lc = start(&h, &tab_b).await;
+    let code = fresh("dal:CODE");
+    h.livechat.add_code(&code, other_org, NEW_ACCOUNT, SCOPES);
+    let back = redirected(&h, &tab_b, "/oauth/livechat/callback", &code, &lc["state"]).await;
+    let fb_b = query(back.location.as_deref().unwrap());
+    let shown_b = facebook_back(&h, &tab_b, &fb_b["state"]).await;
+    let (a, b) = tokio::join!(
+        confirm(&h, &tab_a, &shown_a, "100000000000009"),
+        confirm(&h, &tab_b, &shown_b, "100000000000009")
+    );
+    let mut statuses = vec![a.status, b.status];
+    statuses.sort();
+    assert_eq!(statuses, vec![StatusCode::OK, StatusCode::CONFLICT]);
+    let route: AccountRoute = h
+        .services
+        .repo
+        .get(&AccountRoute::key_for(IG_NEW))
+        .await
+        .unwrap()
+        .unwrap();
+    let winner = if a.status == StatusCode::OK { NEW_ORG } else { other_org };
+    assert_eq!(route.organization_id, winner);
+    let loser = if winner == NEW_ORG { other_org } else { NEW_ORG };
+    assert!(
+        h.services
+            .repo
+            .get::<InstagramConnection>(&InstagramConnection::key_for(loser, IG_NEW))
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn links_forwarded_to_another_browser_fail_clearly_and_store_nothing() {
+    let h = Harness::new().await;
+    fakes(
+        &h,
+        vec![page("100000000000009", "Victim Shop", Some((IG_NEW, "victim")))],
+    );
+    // The attacker starts in their own tab and authorizes their own LiveChat organization, then
+    // forwards the Facebook Login link instead of following it.
+    let attacker = Tab::new();
+    let fb = query(&through_livechat(&h, &attacker).await);
+    // The victim logs in to Facebook from the forwarded link in their own browser: that tab
+    // holds no secret of this flow (or one of its own).
+    for victim in ["", "the-victims-own-tab-secret"] {
+        let code = fb_code(&h);
+        let landing = get(
+            &h,
+            &format!(
+                "/oauth/facebook/callback?code={code}&state={}",
+                urlencode(&fb["state"])
+            ),
+        )
+        .await;
+        let res = post_form(
+            &h,
+            "/oauth/facebook/callback",
+            &[
+                ("code", &code),
+                ("state", &hidden(&landing.body, "state")),
+                ("browser", victim),
+            ],
+        )
+        .await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN);
+        assert!(
+            res.body.contains("started in a different browser") && res.body.contains("Nothing was connected"),
+            "{}",
+            res.body
+        );
+        assert!(!res.body.contains("Victim Shop"), "the victim's Pages are never read");
+    }
+    assert!(
+        h.graph.calls().iter().all(|c| !c.path.contains("oauth/access_token")),
+        "the victim's login code is never exchanged"
+    );
+    assert!(nothing_connected(&h, IG_NEW).await);
+    assert_eq!(h.graph.subscription("100000000000009"), None);
+
+    // A forwarded LiveChat redirect is refused the same way, before its code is exchanged.
+    let lc = start(&h, &attacker).await;
+    let code = lc_code(&h, SCOPES);
+    let before = h.requests("/v2/token").await.len();
+    let res = post_form(
+        &h,
+        "/oauth/livechat/callback",
+        &[("code", &code), ("state", &lc["state"]), ("browser", "")],
+    )
+    .await;
+    assert_eq!(res.status, StatusCode::FORBIDDEN);
+    assert_eq!(h.requests("/v2/token").await.len(), before);
+}
+
+/// A store that counts writes (puts, deletes, expiry changes).
+struct CountingStore {
+    inner: shared::store::MemoryStore,
+    writes: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for CountingStore {
+    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.put(item, c).await
+    }
+    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
+        self.inner.get(k).await
+    }
+    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(k, c).await
+    }
+    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
+        self.inner.query(pk, r, p).await
+    }
+    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
+        self.inner.query_organization(o, p).await
+    }
+    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.set_expiry(k, e).await
+    }
+    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete_many(k).await
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_traffic_costs_no_writes() {
+    let store = Arc::new(CountingStore {
+        inner: shared::store::MemoryStore::new(),
+        writes: AtomicUsize::new(0),
+    });
+    let h = Harness::with_store(store.clone()).await;
+    store.writes.store(0, Ordering::SeqCst);
+    let tab = Tab::new();
+    for _ in 0..20 {
+        start(&h, &tab).await;
+    }
+    get(&h, "/oauth/livechat/callback?code=x&state=y").await;
+    get(&h, "/oauth/facebook/callback?code=x&state=y").await;
+    for path in ["/oauth/livechat/callback", "/oauth/facebook/callback", "/install/confirm"] {
+        let res = post_form(&h, path, &[("code", "x"), ("state", "v1:k1:AAAA"), ("browser", "b")]).await;
+        assert_eq!(res.status, StatusCode::BAD_REQUEST, "{path}");
+    }
+    assert_eq!(store.writes.load(Ordering::SeqCst), 0);
 }
 
 /// A person with many Pages: `/me/accounts` is paged (100 per request here), and the only
@@ -652,8 +858,10 @@ fn many_pages(eligible_at: usize) -> Vec<FbPage> {
 async fn the_page_list_is_followed_to_its_end_and_only_messaging_pages_are_offered() {
     let h = Harness::new().await;
     fakes(&h, many_pages(130));
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    let res = confirm(&h, &tab, &shown, "200000000000130").await;
     assert_eq!(res.status, StatusCode::OK, "{}", res.body);
     assert!(res.body.contains("Instagram is connected") && res.body.contains("@the_shop"));
     h.assert_nothing_refused();
@@ -702,8 +910,9 @@ async fn pages_that_cannot_message_are_listed_with_the_reason_not_offered() {
             page("100000000000024", "No Instagram", None),
         ],
     );
-    let fb = query(&through_livechat(&h).await);
-    let chooser = facebook_back(&h, &fb["state"]).await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let chooser = facebook_back(&h, &tab, &fb["state"]).await;
     assert_eq!(chooser.status, StatusCode::OK);
     let form = chooser.body.split("</form>").next().unwrap();
     assert!(
@@ -728,8 +937,10 @@ async fn a_refused_page_subscription_connects_nothing_and_says_so() {
         ("got", "messaging_seen"),
     ]);
     h.graph.fail_next("POST", "subscribed_apps", refusal, 1);
-    let fb = query(&through_livechat(&h).await);
-    let res = facebook_back(&h, &fb["state"]).await;
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    let res = confirm(&h, &tab, &shown, "100000000000009").await;
     assert_eq!(res.status, StatusCode::BAD_GATEWAY);
     assert!(
         res.body.contains("Could not subscribe the Page")

@@ -128,8 +128,6 @@ async fn delete_returns_old_item_and_take_is_single_use(store: Arc<dyn Store>) {
         organization_id: Some("org-1".into()),
         created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
         expires_at: 1_767_225_600 + OAUTH_STATE_TTL_SECS,
-        facebook_user_id: None,
-        pages: vec![],
     };
     repo.put(&state, Condition::IfAbsent).await.unwrap();
     let mut tasks = Vec::new();
@@ -462,8 +460,6 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 organization_id: None,
                 created_at: now(),
                 expires_at: exp,
-                facebook_user_id: None,
-                pages: vec![],
             })
             .unwrap(),
             true,

@@ -130,6 +130,8 @@ struct State {
     agent_tokens: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, Grant>,
     customers: HashMap<String, String>,
+    /// Organization id → (name, owner's e-mail).
+    organizations: HashMap<String, (String, String)>,
     customer_tokens: HashMap<String, String>,
     chats: Vec<Chat>,
     calls: Vec<Call>,
@@ -193,6 +195,15 @@ impl FakeLivechat {
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
         f(&mut self.state.lock().unwrap())
+    }
+
+    /// An organization's name and its owner's e-mail (what `organizations/my` and `list_agents`
+    /// answer); an organization not added is unknown to the accounts service (404).
+    pub fn add_organization(&self, org: &str, name: &str, owner: &str) {
+        self.with(|s| {
+            s.organizations
+                .insert(org.into(), (name.into(), owner.into()))
+        });
     }
 
     /// An authorization code that an owner of `org` obtains by approving the app.
@@ -462,6 +473,8 @@ impl State {
             ("POST", "/v2/token") => self.token(body),
             ("DELETE", "/v2/token") => self.revoke(bearer.or_else(|| query.get("code").cloned())),
             ("POST", "/v2/customer/token") => self.customer_grant(bearer, body),
+            ("GET", "/v2/organizations/my") => self.organization(bearer),
+            ("POST", "/v3.6/configuration/action/list_agents") => self.list_agents(bearer),
             ("POST", _) if action.is_some() => {
                 let action = action.unwrap_or_default();
                 if !CUSTOMER_ACTIONS.contains(&action) {
@@ -559,6 +572,36 @@ impl State {
         self.revoked.push(token);
         self.revoked.extend(pair);
         Ok(json!({}))
+    }
+
+    /// `GET /v2/organizations/my`: any valid agent token, no scope needed.
+    fn organization(&self, bearer: Option<String>) -> Answer {
+        let Some(agent) = bearer.and_then(|t| self.agent_tokens.get(&t).cloned()) else {
+            return Err(fixture("livechat/oauth_invalid_token"));
+        };
+        let Some((name, _)) = self.organizations.get(&agent.organization_id) else {
+            return Err(fixture("livechat/oauth_resource_not_found"));
+        };
+        Ok(fixture("livechat/organization")
+            .with(&[("organization_id", &agent.organization_id), ("name", name)])
+            .body)
+    }
+
+    /// Configuration API `list_agents`: needs `agents--all:ro`.
+    fn list_agents(&self, bearer: Option<String>) -> Answer {
+        let Some(agent) = bearer.and_then(|t| self.agent_tokens.get(&t).cloned()) else {
+            return Err(fixture("livechat/authentication"));
+        };
+        if !agent.scope.split(',').any(|s| s == "agents--all:ro") {
+            return Err(fixture("livechat/authorization"));
+        }
+        let owner = self
+            .organizations
+            .get(&agent.organization_id)
+            .map_or("owner@example.com", |(_, owner)| owner.as_str());
+        Ok(fixture("livechat/list_agents")
+            .with(&[("owner", owner)])
+            .body)
     }
 
     fn customer_grant(&mut self, bearer: Option<String>, body: &Value) -> Answer {

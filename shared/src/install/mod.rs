@@ -1,6 +1,9 @@
-//! oauth-install: LiveChat OAuth, then Facebook Login, then the Page (and its Instagram account)
-//! is subscribed and connected. Every step is guarded by a signed, single-use, 15-minute state;
-//! no cookies are set; Page tokens never reach the browser.
+//! oauth-install: LiveChat OAuth, then Facebook Login, then a confirmation showing the LiveChat
+//! organization (name, owner) and the Page and Instagram account, and only then the Page is
+//! subscribed and connected. Every step is tied to the browser tab that started the flow
+//! (`state::FlowState::bound_to`), so a forwarded link cannot bind someone else's Page; nothing is
+//! stored before LiveChat authorizes, no cookies are set, and Page tokens reach the browser only
+//! sealed inside the 15-minute state.
 
 pub mod pages;
 pub mod state;
@@ -14,20 +17,21 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use rand::Rng;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
 use crate::instagram::graph::{GraphClient, PageAccount};
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
-use crate::livechat::LivechatClient;
+use crate::livechat::{LivechatClient, Organization};
 use crate::routes;
 use crate::store::{Condition, PageRequest, Repo, StoreError};
-use state::{StateClaims, StateSigner};
+use state::{FlowSealer, FlowState, OfferedPage, is_binding};
 
-/// Scopes the bridge cannot work without (the agent-token customer grant).
-pub const REQUIRED_SCOPES: &[&str] = &["customers:own"];
+/// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
+/// organization's agents to name its owner on the confirmation page.
+pub const REQUIRED_SCOPES: &[&str] = &["customers:own", "agents--all:ro"];
 /// Facebook Login permissions for the Messenger API for Instagram.
 pub const FACEBOOK_SCOPES: &str = "instagram_basic,instagram_manage_messages,pages_manage_metadata,pages_show_list,pages_read_engagement,pages_messaging,business_management";
 /// Page webhook fields the bridge subscribes the Page to. These are the *Page* names
@@ -51,7 +55,7 @@ pub struct Install {
     pub repo: Repo,
     /// Token cipher.
     pub cipher: TokenCipher,
-    /// LiveChat (code exchange).
+    /// LiveChat (code exchange, organization).
     pub livechat: LivechatClient,
     /// Graph API.
     pub graph: GraphClient,
@@ -59,8 +63,8 @@ pub struct Install {
     pub clock: Arc<dyn Clock>,
     /// Audit trail.
     pub events: Arc<dyn EventPublisher>,
-    /// Signs states.
-    pub signer: StateSigner,
+    /// Seals the flow's states.
+    pub sealer: FlowSealer,
     /// External base URL.
     pub public_base_url: String,
     /// LiveChat client id.
@@ -75,15 +79,81 @@ pub struct Install {
     pub meta_app_id: String,
 }
 
-/// `GET /install`, `GET /oauth/livechat/callback`, `GET /oauth/facebook/callback`,
-/// `POST /oauth/facebook/select`.
+/// The install routes (`routes::INSTALL` … `routes::INSTALL_CONFIRM`).
 pub fn install_router(install: Arc<Install>) -> Router {
     Router::new()
         .route(routes::INSTALL, get(start))
-        .route(routes::LIVECHAT_CALLBACK, get(livechat_callback))
-        .route(routes::FACEBOOK_CALLBACK, get(facebook_callback))
-        .route(routes::FACEBOOK_SELECT, post(select))
+        .route(routes::INSTALL_LIVECHAT, get(to_livechat))
+        .route(
+            routes::LIVECHAT_CALLBACK,
+            get(livechat_return).post(livechat_callback),
+        )
+        .route(
+            routes::FACEBOOK_CALLBACK,
+            get(facebook_return).post(facebook_callback),
+        )
+        .route(routes::INSTALL_CONFIRM, post(confirm))
         .with_state(install)
+}
+
+/// Why an install step stopped; each answers with the page that says so.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    /// Forged, expired, wrong-step or already used state.
+    #[error("forged, expired or reused state")]
+    BadState,
+    /// A step of a flow another browser started.
+    #[error("state bound to another browser")]
+    OtherBrowser,
+    /// The person cancelled or refused at the platform.
+    #[error("cancelled at {0}")]
+    Cancelled(&'static str),
+    /// A platform refused a step (`what` is shown; the error is logged).
+    #[error("{what}: {detail}")]
+    Platform { what: &'static str, detail: String },
+    /// Our store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl IntoResponse for StepError {
+    fn into_response(self) -> Response {
+        match self {
+            StepError::BadState => {
+                tracing::warn!("install request with a forged, expired or reused state");
+                pages::error(
+                    StatusCode::BAD_REQUEST,
+                    "This link has expired",
+                    "The installation link is invalid, expired or was already used. Nothing was changed.",
+                )
+            }
+            StepError::OtherBrowser => {
+                tracing::warn!("install step from a browser that did not start the flow");
+                pages::other_browser()
+            }
+            StepError::Cancelled(at) => pages::error(
+                StatusCode::BAD_REQUEST,
+                "Installation cancelled",
+                &format!("{at} did not authorize igbridge, so nothing was connected."),
+            ),
+            StepError::Platform { what, detail } => {
+                tracing::warn!(step = what, error = %detail, "install step refused");
+                pages::error(
+                    StatusCode::BAD_GATEWAY,
+                    "The installation could not continue",
+                    &format!("{what}. Nothing was connected; please try again."),
+                )
+            }
+            StepError::Store(e) => {
+                tracing::error!(error = %e, "install step failed");
+                pages::error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Something went wrong",
+                    "igbridge could not save the installation. Nothing was connected; please try again.",
+                )
+            }
+        }
+    }
 }
 
 fn nonce() -> String {
@@ -91,22 +161,8 @@ fn nonce() -> String {
     hex::encode(bytes)
 }
 
-fn internal(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "install step failed");
-    pages::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "Something went wrong",
-        "igbridge could not save the installation. Nothing was connected; please try again.",
-    )
-}
-
-fn bad_state() -> Response {
-    tracing::warn!("install request with a forged, expired or reused state");
-    pages::error(
-        StatusCode::BAD_REQUEST,
-        "This link has expired",
-        "The installation link is invalid, expired or was already used. Nothing was changed.",
-    )
+fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
+    form.get(name).map(String::as_str).unwrap_or_default()
 }
 
 impl Install {
@@ -114,55 +170,28 @@ impl Install {
         format!("{}{path}", self.public_base_url)
     }
 
-    /// Issues a state: the nonce is stored (15 minutes, single use) and signed into the token.
-    async fn issue(
-        &self,
-        step: OAuthStep,
-        org: Option<&str>,
-        facebook_user_id: Option<String>,
-        pages: Vec<PageChoice>,
-        n: Option<String>,
-    ) -> Result<String, StoreError> {
-        let now = self.clock.now();
-        let n = n.unwrap_or_else(nonce);
-        let record = OAuthState {
-            nonce: n.clone(),
-            step,
-            organization_id: org.map(str::to_string),
-            created_at: now,
-            expires_at: now.timestamp() + OAUTH_STATE_TTL_SECS,
-            facebook_user_id,
-            pages,
-        };
-        self.repo.put(&record, Condition::IfAbsent).await?;
-        Ok(self.signer.sign(&StateClaims {
-            n,
-            s: step,
-            o: record.organization_id.clone(),
-            e: record.expires_at,
-        }))
+    /// The state of a posted step, if authentic, current and posted by the starting browser.
+    fn open(&self, form: &HashMap<String, String>, step: OAuthStep) -> Result<FlowState, StepError> {
+        let now = self.clock.now().timestamp();
+        let state = self
+            .sealer
+            .open(field(form, "state"), step, now)
+            .ok_or(StepError::BadState)?;
+        if !state.bound_to(field(form, "browser")) {
+            return Err(StepError::OtherBrowser);
+        }
+        Ok(state)
     }
 
-    /// Verifies and consumes a state: exactly one use, before it expires.
-    async fn consume(
-        &self,
-        token: Option<&String>,
-        step: OAuthStep,
-    ) -> Result<Option<OAuthState>, StoreError> {
-        let now = self.clock.now().timestamp();
-        let Some(claims) = token.and_then(|t| self.signer.verify(t, step, now)) else {
-            return Ok(None);
-        };
-        let Some(record) = self
-            .repo
-            .take::<OAuthState>(&OAuthState::key_for(&claims.n))
-            .await?
-        else {
-            return Ok(None);
-        };
-        let valid =
-            record.step == step && record.expires_at > now && record.organization_id == claims.o;
-        Ok(valid.then_some(record))
+    fn livechat_authorize(&self, state: &str) -> String {
+        let mut url = reqwest::Url::parse(&format!("{}/", self.livechat_accounts_base_url))
+            .expect("configured base URL is valid");
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &self.livechat_client_id)
+            .append_pair("redirect_uri", &self.redirect_uri(routes::LIVECHAT_CALLBACK))
+            .append_pair("state", state);
+        url.to_string()
     }
 
     fn facebook_dialog(&self, state: &str) -> String {
@@ -181,6 +210,60 @@ impl Install {
             .append_pair("response_type", "code")
             .append_pair("scope", FACEBOOK_SCOPES);
         url.to_string()
+    }
+
+    /// The authorization code of the LiveChat step: tokens, the scopes checked, and who the
+    /// organization is (shown before anything is connected).
+    async fn authorize_livechat(
+        &self,
+        code: &str,
+    ) -> Result<(crate::livechat::TokenSet, Organization), Response> {
+        let set = self
+            .livechat
+            .exchange_code(code, &self.redirect_uri(routes::LIVECHAT_CALLBACK))
+            .await
+            .map_err(|e| {
+                StepError::Platform {
+                    what: "LiveChat did not accept the authorization code (it may have expired or been used)",
+                    detail: e.to_string(),
+                }
+                .into_response()
+            })?;
+        let granted: Vec<&str> = set
+            .scope
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        if let Some(missing) = REQUIRED_SCOPES.iter().find(|s| !granted.contains(s)) {
+            return Err(pages::error(
+                StatusCode::FORBIDDEN,
+                "Missing permission",
+                &format!(
+                    "igbridge needs the LiveChat permission {missing}, which only an owner or administrator can grant. Ask an administrator to install igbridge. Nothing was installed."
+                ),
+            ));
+        }
+        let org = self
+            .livechat
+            .organization(&set.access_token)
+            .await
+            .map_err(|e| {
+                StepError::Platform {
+                    what: "LiveChat did not say which organization authorized igbridge",
+                    detail: e.to_string(),
+                }
+                .into_response()
+            })?;
+        if set.organization_id.as_deref() != Some(org.organization_id.as_str()) {
+            return Err(StepError::Platform {
+                what: "LiveChat named two different organizations",
+                detail: "token and organizations/my disagree".into(),
+            }
+            .into_response());
+        }
+        Ok((set, org))
     }
 
     /// A reinstall after an uninstall starts clean: what is left of the old one is deleted now.
@@ -262,44 +345,85 @@ impl Install {
         self.repo.put(&inst, Condition::Always).await
     }
 
-    /// Connects a Page: subscribe its webhooks, then store the connection and the routes.
+    /// Spends the flow: a confirmation is carried out once.
+    async fn spend(&self, state: &FlowState, org: &str) -> Result<(), StepError> {
+        let now = self.clock.now();
+        let used = OAuthState {
+            nonce: state.flow.clone(),
+            step: OAuthStep::Confirm,
+            organization_id: Some(org.to_string()),
+            created_at: now,
+            expires_at: state.expires_at,
+        };
+        match self.repo.put(&used, Condition::IfAbsent).await {
+            Err(StoreError::ConditionFailed) => Err(StepError::BadState),
+            other => Ok(other?),
+        }
+    }
+
+    /// Claims the Instagram account's route for `org`. The write is conditional, so two
+    /// organizations connecting the same account at once cannot both win: it succeeds only if
+    /// there is no route, the route is already `org`'s, or its installation is gone.
+    async fn claim_route(&self, org: &str, ig_account_id: &str) -> Result<bool, StoreError> {
+        let route = AccountRoute {
+            ig_account_id: ig_account_id.to_string(),
+            organization_id: org.to_string(),
+            expires_at: None,
+        };
+        let current = self
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for(ig_account_id))
+            .await?;
+        let condition = match current {
+            None => Condition::IfAbsent,
+            Some(r) if r.organization_id == org => Condition::IfEquals {
+                attribute: "organization_id".into(),
+                value: serde_json::json!(org),
+            },
+            Some(r) => {
+                let holder = self
+                    .repo
+                    .get::<Installation>(&Installation::key_for(&r.organization_id))
+                    .await?;
+                if holder.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
+                    return Ok(false);
+                }
+                Condition::IfEquals {
+                    attribute: "organization_id".into(),
+                    value: serde_json::json!(r.organization_id),
+                }
+            }
+        };
+        match self.repo.put(&route, condition).await {
+            Ok(()) => Ok(true),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Connects a Page: subscribe its webhooks, claim the route, store the connection.
     async fn connect(
         &self,
         org: &str,
         facebook_user_id: &str,
-        choice: &PageChoice,
-        token: &SecretString,
-    ) -> Response {
+        choice: &OfferedPage,
+    ) -> Result<Response, StepError> {
         let now = self.clock.now();
-        // Refuse an account that another live installation holds.
-        match self
-            .repo
-            .get::<AccountRoute>(&AccountRoute::key_for(&choice.ig_account_id))
+        let token = SecretString::from(choice.page_token.clone());
+        if let Err(e) = self
+            .graph
+            .subscribe_page(&choice.page_id, &token, SUBSCRIBED_FIELDS)
             .await
         {
-            Ok(Some(route)) if route.organization_id != org => {
-                let live = self
-                    .repo
-                    .get::<Installation>(&Installation::key_for(&route.organization_id))
-                    .await;
-                if matches!(live, Ok(Some(i)) if i.status != InstallationStatus::Uninstalled) {
-                    return pages::already_connected(choice.ig_username.as_deref());
-                }
-            }
-            Ok(_) => {}
-            Err(e) => return internal(e),
-        }
-        let subscribed = self
-            .graph
-            .subscribe_page(&choice.page_id, token, SUBSCRIBED_FIELDS)
-            .await;
-        if let Err(e) = subscribed {
             tracing::warn!(error = %e, "Page subscription failed");
-            return pages::error(
+            return Ok(pages::error(
                 StatusCode::BAD_GATEWAY,
                 "Could not subscribe the Page",
                 "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again. Nothing was connected.",
-            );
+            ));
+        }
+        if !self.claim_route(org, &choice.ig_account_id).await? {
+            return Ok(pages::already_connected(choice.ig_username.as_deref()));
         }
         let conn = InstagramConnection {
             organization_id: org.to_string(),
@@ -308,7 +432,7 @@ impl Install {
             page_id: choice.page_id.clone(),
             page_name: Some(choice.page_name.clone()),
             page_token: Some(self.cipher.seal(
-                token,
+                &token,
                 &token_context(
                     org,
                     &format!("instagram.page_token:{}", choice.ig_account_id),
@@ -320,26 +444,14 @@ impl Install {
             updated_at: now,
             expires_at: None,
         };
-        let route = AccountRoute {
-            ig_account_id: choice.ig_account_id.clone(),
-            organization_id: org.to_string(),
-            expires_at: None,
-        };
         let link = FacebookUserLink {
             facebook_user_id: facebook_user_id.to_string(),
             organization_id: org.to_string(),
             ig_account_id: choice.ig_account_id.clone(),
             expires_at: None,
         };
-        for result in [
-            self.repo.put(&conn, Condition::Always).await,
-            self.repo.put(&route, Condition::Always).await,
-            self.repo.put(&link, Condition::Always).await,
-        ] {
-            if let Err(e) = result {
-                return internal(e);
-            }
-        }
+        self.repo.put(&conn, Condition::Always).await?;
+        self.repo.put(&link, Condition::Always).await?;
         publish_logged(
             self.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::InstagramConnected, now)
@@ -347,120 +459,98 @@ impl Install {
                 .account(&choice.ig_account_id)],
         )
         .await;
-        pages::success(choice.ig_username.as_deref(), &choice.page_name)
+        Ok(pages::success(
+            choice.ig_username.as_deref(),
+            &choice.page_name,
+        ))
     }
 }
 
-async fn start(State(app): State<Arc<Install>>) -> Response {
-    let state = match app
-        .issue(OAuthStep::Livechat, None, None, vec![], None)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return internal(e),
-    };
-    let mut url = reqwest::Url::parse(&format!("{}/", app.livechat_accounts_base_url))
-        .expect("configured base URL is valid");
-    url.query_pairs_mut()
-        .append_pair("response_type", "code")
-        .append_pair("client_id", &app.livechat_client_id)
-        .append_pair("redirect_uri", &app.redirect_uri(routes::LIVECHAT_CALLBACK))
-        .append_pair("state", &state);
-    Redirect::to(url.as_str()).into_response()
+/// `GET /install`: the page that creates this tab's flow secret (nothing is stored).
+async fn start() -> Response {
+    pages::begin()
 }
 
-async fn livechat_callback(
+/// `GET /install/livechat?b=<binding>`: on to LiveChat with a state bound to the browser. Still
+/// nothing stored: unauthenticated traffic costs no writes.
+async fn to_livechat(
     State(app): State<Arc<Install>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    // A state we issued must be valid; none at all is a Marketplace install (confirmed below).
-    let ours = match q.get("state") {
-        Some(_) => match app.consume(q.get("state"), OAuthStep::Livechat).await {
-            Ok(Some(_)) => true,
-            Ok(None) => return bad_state(),
-            Err(e) => return internal(e),
-        },
-        None => false,
+    let Some(binding) = q.get("b").filter(|b| is_binding(b)) else {
+        return pages::begin();
     };
+    let state = FlowState {
+        step: OAuthStep::Livechat,
+        flow: nonce(),
+        binding: binding.clone(),
+        expires_at: app.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
+        organization: None,
+        facebook_user_id: None,
+        pages: vec![],
+    };
+    Redirect::to(&app.livechat_authorize(&app.sealer.seal(&state))).into_response()
+}
+
+/// `GET /oauth/livechat/callback`: LiveChat's redirect. With our state it is posted back with
+/// the tab's secret; without (an install started in the Marketplace) this tab starts its own
+/// bound flow, whose LiveChat authorization is immediate for a signed-in administrator.
+async fn livechat_return(Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(code) = q.get("code") else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "Installation cancelled",
-            "LiveChat did not authorize igbridge. Nothing was installed.",
-        );
+        return StepError::Cancelled("LiveChat").into_response();
     };
-    let set = match app
-        .livechat
-        .exchange_code(code, &app.redirect_uri(routes::LIVECHAT_CALLBACK))
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::warn!(error = %e, "LiveChat code exchange failed");
-            return pages::error(
-                StatusCode::BAD_GATEWAY,
-                "LiveChat authorization failed",
-                "LiveChat did not accept the authorization code (it may have expired or been used). Nothing was installed.",
-            );
-        }
-    };
-    let granted: Vec<&str> = set
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .collect();
-    if let Some(missing) = REQUIRED_SCOPES.iter().find(|s| !granted.contains(s)) {
-        return pages::error(
-            StatusCode::FORBIDDEN,
-            "Missing permission",
-            &format!(
-                "igbridge needs the LiveChat permission {missing}, which only an owner or administrator can grant. Ask an administrator to install igbridge. Nothing was installed."
-            ),
-        );
-    }
-    let Some(org) = set.organization_id.clone() else {
-        return pages::error(
-            StatusCode::BAD_GATEWAY,
-            "LiveChat authorization failed",
-            "LiveChat did not name the organization. Nothing was installed.",
-        );
-    };
-    if let Err(e) = app.save_installation(&set, &org).await {
-        return internal(e);
-    }
-    publish_logged(
-        app.events.as_ref(),
-        &[LifecycleEvent::new(LifecycleKind::Installed, app.clock.now()).org(&org)],
-    )
-    .await;
-    let state = match app
-        .issue(OAuthStep::Facebook, Some(&org), None, vec![], None)
-        .await
-    {
-        Ok(s) => s,
-        Err(e) => return internal(e),
-    };
-    let dialog = app.facebook_dialog(&state);
-    if ours {
-        Redirect::to(&dialog).into_response()
-    } else {
-        pages::confirm(
-            &org,
-            set.account_id.as_deref().unwrap_or("unknown"),
-            &dialog,
-        )
+    match q.get("state") {
+        Some(state) => pages::post_back(
+            routes::LIVECHAT_CALLBACK,
+            &[("code", code), ("state", state)],
+        ),
+        None => pages::begin(),
     }
 }
 
-/// The Pages of `/me/accounts` the bridge can connect (each with its token, sealed for the
-/// chooser's state), and those it cannot, with the reason.
-fn page_choices(
-    app: &Install,
-    accounts: Vec<PageAccount>,
-    n: &str,
-) -> (Vec<(PageChoice, SecretString)>, Vec<pages::NotEligible>) {
+/// `POST /oauth/livechat/callback`: the code, from the browser that started the flow.
+async fn livechat_callback(
+    State(app): State<Arc<Install>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let state = match app.open(&form, OAuthStep::Livechat) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let (set, org) = match app.authorize_livechat(field(&form, "code")).await {
+        Ok(v) => v,
+        Err(page) => return page,
+    };
+    if let Err(e) = app.save_installation(&set, &org.organization_id).await {
+        return StepError::from(e).into_response();
+    }
+    publish_logged(
+        app.events.as_ref(),
+        &[LifecycleEvent::new(LifecycleKind::Installed, app.clock.now())
+            .org(&org.organization_id)],
+    )
+    .await;
+    let next = FlowState {
+        organization: Some(org),
+        ..state.next(OAuthStep::Facebook)
+    };
+    Redirect::to(&app.facebook_dialog(&app.sealer.seal(&next))).into_response()
+}
+
+/// `GET /oauth/facebook/callback`: Facebook's redirect, posted back with the tab's secret.
+async fn facebook_return(Query(q): Query<HashMap<String, String>>) -> Response {
+    match (q.get("code"), q.get("state")) {
+        (Some(code), Some(state)) => pages::post_back(
+            routes::FACEBOOK_CALLBACK,
+            &[("code", code), ("state", state)],
+        ),
+        (None, _) => StepError::Cancelled("Facebook").into_response(),
+        (_, None) => StepError::BadState.into_response(),
+    }
+}
+
+/// The Pages of `/me/accounts` the bridge can connect, and those it cannot, with the reason.
+fn offered_pages(accounts: Vec<PageAccount>) -> (Vec<OfferedPage>, Vec<pages::NotEligible>) {
     let mut out = Vec::new();
     let mut rest = Vec::new();
     for p in accounts {
@@ -473,130 +563,109 @@ fn page_choices(
             continue;
         }
         // Eligible Pages have both (checked by `eligibility`).
-        let (Some(token), Some(ig)) =
-            (p.access_token.clone(), p.instagram_business_account.clone())
-        else {
+        let (Some(token), Some(ig)) = (p.access_token, p.instagram_business_account) else {
             continue;
         };
-        out.push((
-            PageChoice {
-                page_id: p.id.clone(),
-                page_name: name,
-                ig_account_id: ig.id,
-                ig_username: ig.username,
-                page_token: app.cipher.seal(
-                    &token,
-                    &token_context(n, &format!("oauth.page_token:{}", p.id)),
-                ),
-            },
-            token,
-        ));
+        out.push(OfferedPage {
+            page_id: p.id,
+            page_name: name,
+            ig_account_id: ig.id,
+            ig_username: ig.username,
+            page_token: token.expose_secret().to_string(),
+        });
     }
     (out, rest)
 }
 
-async fn facebook_callback(
-    State(app): State<Arc<Install>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let record = match app.consume(q.get("state"), OAuthStep::Facebook).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return bad_state(),
-        Err(e) => return internal(e),
-    };
-    let Some(org) = record.organization_id.clone() else {
-        return bad_state();
-    };
-    let Some(code) = q.get("code") else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "Facebook Login cancelled",
-            "Facebook Login was cancelled or refused, so no Instagram account was connected. LiveChat is installed; start again to connect Instagram.",
-        );
+/// Facebook Login's code → the Facebook user and the Pages they manage.
+async fn facebook_pages(
+    app: &Install,
+    code: &str,
+) -> Result<(String, Vec<PageAccount>), StepError> {
+    let fail = |what: &'static str| {
+        move |e: crate::instagram::graph::GraphError| StepError::Platform {
+            what,
+            detail: e.to_string(),
+        }
     };
     let redirect = app.redirect_uri(routes::FACEBOOK_CALLBACK);
-    let fail = |what: &str, e: crate::instagram::graph::GraphError| {
-        tracing::warn!(error = %e, step = what, "Facebook step failed");
-        pages::error(
-            StatusCode::BAD_GATEWAY,
-            "Facebook step failed",
-            &format!("Facebook did not complete: {what}. Nothing was connected; please try again."),
-        )
-    };
-    let short = match app
+    let short = app
         .graph
         .exchange_code(&app.meta_app_id, &redirect, code)
         .await
-    {
-        Ok(t) => t,
-        Err(e) => return fail("exchanging the login code", e),
-    };
-    let long = match app.graph.long_lived_token(&app.meta_app_id, &short).await {
-        Ok(t) => t,
-        Err(e) => return fail("getting a long-lived token", e),
-    };
-    let me = match app.graph.me(&long).await {
-        Ok(id) => id,
-        Err(e) => return fail("reading your Facebook user", e),
-    };
-    let accounts = match app.graph.pages(&long).await {
-        Ok(v) => v,
-        Err(e) => return fail("listing your Pages", e),
-    };
-    let n = nonce();
-    let (mut choices, not_eligible) = page_choices(&app, accounts, &n);
-    match choices.len() {
-        0 => pages::no_pages(&not_eligible),
-        1 => {
-            let (choice, token) = choices.remove(0);
-            app.connect(&org, &me, &choice, &token).await
-        }
-        _ => {
-            let offered: Vec<PageChoice> = choices.into_iter().map(|(c, _)| c).collect();
-            let state = match app
-                .issue(
-                    OAuthStep::PageSelect,
-                    Some(&org),
-                    Some(me),
-                    offered.clone(),
-                    Some(n),
-                )
-                .await
-            {
-                Ok(s) => s,
-                Err(e) => return internal(e),
-            };
-            let shown: Vec<pages::Choice<'_>> = offered
-                .iter()
-                .map(|c| pages::Choice {
-                    page_id: &c.page_id,
-                    page_name: &c.page_name,
-                    ig_username: c.ig_username.as_deref(),
-                })
-                .collect();
-            pages::chooser(&state, &shown, &not_eligible)
-        }
-    }
+        .map_err(fail("Facebook did not accept the login code"))?;
+    let long = app
+        .graph
+        .long_lived_token(&app.meta_app_id, &short)
+        .await
+        .map_err(fail("Facebook did not give a long-lived token"))?;
+    let me = app
+        .graph
+        .me(&long)
+        .await
+        .map_err(fail("Facebook did not name the logged-in user"))?;
+    let accounts = app
+        .graph
+        .pages(&long)
+        .await
+        .map_err(fail("Facebook did not list your Pages"))?;
+    Ok((me, accounts))
 }
 
-async fn select(
+/// `POST /oauth/facebook/callback`: the code, from the browser that started the flow → the
+/// confirmation page (nothing is stored yet).
+async fn facebook_callback(
     State(app): State<Arc<Install>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let record = match app.consume(form.get("state"), OAuthStep::PageSelect).await {
-        Ok(Some(r)) => r,
-        Ok(None) => return bad_state(),
-        Err(e) => return internal(e),
+    let state = match app.open(&form, OAuthStep::Facebook) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
     };
-    let (Some(org), Some(user)) = (
-        record.organization_id.clone(),
-        record.facebook_user_id.clone(),
-    ) else {
-        return bad_state();
+    let Some(org) = state.organization.clone() else {
+        return StepError::BadState.into_response();
     };
-    let Some(choice) = form
-        .get("page_id")
-        .and_then(|id| record.pages.iter().find(|p| &p.page_id == id))
+    let (me, accounts) = match facebook_pages(&app, field(&form, "code")).await {
+        Ok(v) => v,
+        Err(e) => return e.into_response(),
+    };
+    let (offered, not_eligible) = offered_pages(accounts);
+    if offered.is_empty() {
+        return pages::no_pages(&not_eligible);
+    }
+    let shown: Vec<pages::Choice<'_>> = offered
+        .iter()
+        .map(|c| pages::Choice {
+            page_id: &c.page_id,
+            page_name: &c.page_name,
+            ig_username: c.ig_username.as_deref(),
+        })
+        .collect();
+    let next = FlowState {
+        facebook_user_id: Some(me),
+        pages: offered.clone(),
+        ..state.next(OAuthStep::Confirm)
+    };
+    pages::confirm(&app.sealer.seal(&next), &org, &shown, &not_eligible)
+}
+
+/// `POST /install/confirm`: the person confirmed the organization and the Page.
+async fn confirm(
+    State(app): State<Arc<Install>>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let state = match app.open(&form, OAuthStep::Confirm) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
+    let (Some(org), Some(user)) = (state.organization.clone(), state.facebook_user_id.clone())
+    else {
+        return StepError::BadState.into_response();
+    };
+    let Some(choice) = state
+        .pages
+        .iter()
+        .find(|p| p.page_id == field(&form, "page_id"))
     else {
         return pages::error(
             StatusCode::BAD_REQUEST,
@@ -604,15 +673,12 @@ async fn select(
             "The chosen Page was not among those offered. Nothing was connected.",
         );
     };
-    let token = match app.cipher.open(
-        &choice.page_token,
-        &token_context(
-            &record.nonce,
-            &format!("oauth.page_token:{}", choice.page_id),
-        ),
-    ) {
-        Ok(t) => t,
-        Err(e) => return internal(e),
+    let connected = async {
+        app.spend(&state, &org.organization_id).await?;
+        app.connect(&org.organization_id, &user, choice).await
     };
-    app.connect(&org, &user, choice, &token).await
+    match connected.await {
+        Ok(page) => page,
+        Err(e) => e.into_response(),
+    }
 }

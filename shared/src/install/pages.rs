@@ -1,38 +1,13 @@
-//! The install pages: server-rendered HTML, no scripts, no external fonts, no cookies; readable
-//! on a phone, with headings, labels and sufficient contrast.
+//! The install pages: server-rendered HTML with the one small script of `crate::html` (it ties
+//! the flow to the browser tab), no external resources, no cookies; readable on a phone, with
+//! headings, labels and sufficient contrast.
 
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 
-/// Escapes text for HTML.
-pub fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-const STYLE: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;background:#f6f7f9;color:#1b1f24;line-height:1.5}\
-main{max-width:36rem;margin:0 auto;padding:2rem 1.25rem}h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{font-size:1.15rem;margin:1.25rem 0 .5rem}\
-.card{background:#fff;border:1px solid #d4d8de;border-radius:10px;padding:1.25rem;margin:1rem 0}\
-.button,button{display:inline-block;background:#0b57d0;color:#fff;border:0;border-radius:8px;padding:.75rem 1.25rem;font-size:1rem;text-decoration:none;cursor:pointer}\
-.button:focus,button:focus,input:focus{outline:3px solid #f5a623;outline-offset:2px}\
-fieldset{border:0;padding:0;margin:0}label{display:block;padding:.75rem;border:1px solid #d4d8de;border-radius:8px;margin:.5rem 0;background:#fff}\
-.muted{color:#4a525c}.error{border-color:#b3261e}code{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}";
-
-/// A whole page.
-pub fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><meta name=\"referrer\" content=\"no-referrer\">\
-<title>{} · igbridge</title><style>{STYLE}</style></head><body><main>\
-<p class=\"muted\">igbridge · Instagram Direct for LiveChat</p><h1>{}</h1>{body}</main></body></html>",
-        esc(title),
-        esc(title)
-    );
-    (status, [("cache-control", "no-store")], Html(html)).into_response()
-}
+use crate::html::{esc, page};
+use crate::livechat::Organization;
+use crate::routes;
 
 /// Something failed; says what and offers a retry.
 pub fn error(status: StatusCode, title: &str, what: &str) -> Response {
@@ -46,22 +21,64 @@ pub fn error(status: StatusCode, title: &str, what: &str) -> Response {
     )
 }
 
-/// Before Facebook Login after a Marketplace install without our state: names the LiveChat
-/// account, so a forged link cannot silently bind someone's Page to another account.
-pub fn confirm(organization_id: &str, account_id: &str, facebook_url: &str) -> Response {
+/// The start: the script creates this tab's flow secret and goes on to LiveChat.
+pub fn begin() -> Response {
     page(
         StatusCode::OK,
-        "Connect Instagram to LiveChat",
+        "Connecting Instagram to LiveChat",
         &format!(
-            "<div class=\"card\"><p>igbridge is installed for the LiveChat organization <code>{}</code> \
-(installed by account <code>{}</code>).</p><p>Next, log in with Facebook and choose the Facebook Page \
-linked to your Instagram professional account.</p><p class=\"muted\">If you did not start this installation, \
-close this page: nothing will be connected.</p></div>\
-<p><a class=\"button\" href=\"{}\">Continue with Facebook</a></p>",
-            esc(organization_id),
-            esc(account_id),
-            esc(facebook_url)
+            "<div id=\"begin\" data-next=\"{}\" class=\"card\"><p>Taking you to LiveChat to authorize igbridge…</p></div>\
+<noscript><div class=\"card error\"><p>The installation needs JavaScript: it ties every step to this browser tab, so a \
+link forwarded to someone else cannot connect their Instagram account to your LiveChat.</p></div></noscript>",
+            routes::INSTALL_LIVECHAT
         ),
+    )
+}
+
+/// A platform's redirect, posted back with this tab's flow secret (the script submits it).
+pub fn post_back(action: &str, fields: &[(&str, &str)]) -> Response {
+    let hidden: String = fields
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                esc(k),
+                esc(v)
+            )
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        "Continuing the installation",
+        &format!(
+            "<form method=\"post\" action=\"{}\" data-auto class=\"card\">{hidden}\
+<input type=\"hidden\" name=\"browser\" value=\"\"><p>One moment…</p>\
+<noscript><p><button type=\"submit\">Continue</button></p></noscript></form>",
+            esc(action)
+        ),
+    )
+}
+
+/// A step of a flow that another browser (or tab) started: refused, nothing stored.
+pub fn other_browser() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        "Start the installation in your own browser",
+        "<div class=\"card error\" role=\"alert\"><p>This installation was started in a different browser or tab. \
+igbridge only continues an installation in the browser tab that started it, so a forwarded link cannot connect your \
+Instagram account to someone else's LiveChat. Nothing was connected.</p><p>If you want to connect Instagram to \
+your own LiveChat, start from the LiveChat Marketplace or the button below.</p></div>\
+<p><a class=\"button\" href=\"/install\">Start the installation</a></p>",
+    )
+}
+
+/// What a confirmation page shows about the LiveChat organization.
+fn organization_card(org: &Organization) -> String {
+    format!(
+        "<dl><dt>LiveChat organization</dt><dd>{}</dd><dt>Owner</dt><dd>{}</dd><dt>Organization ID</dt><dd><code>{}</code></dd></dl>",
+        esc(&org.name),
+        esc(org.owner_email.as_deref().unwrap_or("unknown")),
+        esc(&org.organization_id)
     )
 }
 
@@ -116,9 +133,14 @@ pub struct Choice<'a> {
     pub ig_username: Option<&'a str>,
 }
 
-/// The page chooser: a form posting the chosen Page id and the signed state; the Pages that
-/// cannot be connected are listed below it with the reason.
-pub fn chooser(state: &str, choices: &[Choice<'_>], rest: &[NotEligible]) -> Response {
+/// The confirmation: which LiveChat organization (name, owner) and which Page and Instagram
+/// account, with an explicit POST; the Pages that cannot be connected are listed below it.
+pub fn confirm(
+    state: &str,
+    org: &Organization,
+    choices: &[Choice<'_>],
+    rest: &[NotEligible],
+) -> Response {
     let mut options = String::new();
     for (i, c) in choices.iter().enumerate() {
         let ig = c
@@ -126,7 +148,7 @@ pub fn chooser(state: &str, choices: &[Choice<'_>], rest: &[NotEligible]) -> Res
             .map(|u| format!(" — Instagram @{}", esc(u)))
             .unwrap_or_default();
         options.push_str(&format!(
-            "<label for=\"page-{i}\"><input type=\"radio\" id=\"page-{i}\" name=\"page_id\" value=\"{}\"{}> {}{}</label>",
+            "<label for=\"page-{i}\"><input type=\"radio\" id=\"page-{i}\" name=\"page_id\" value=\"{}\"{}> Facebook Page {}{}</label>",
             esc(c.page_id),
             if i == 0 { " checked" } else { "" },
             esc(c.page_name),
@@ -135,12 +157,19 @@ pub fn chooser(state: &str, choices: &[Choice<'_>], rest: &[NotEligible]) -> Res
     }
     page(
         StatusCode::OK,
-        "Choose the Instagram account",
+        "Confirm the connection",
         &format!(
-            "<form method=\"post\" action=\"/oauth/facebook/select\" class=\"card\"><fieldset>\
-<legend>Which Page's Instagram account should answer customers from LiveChat?</legend>{options}</fieldset>\
-<input type=\"hidden\" name=\"state\" value=\"{}\"><p><button type=\"submit\">Connect this account</button></p></form>{}",
+            "<div class=\"card\"><p>Instagram Direct messages will be answered from this LiveChat organization:</p>{}\
+<p class=\"muted\">Continue only if this is your organization. If someone sent you a link to get here, close this page: \
+nothing has been connected.</p></div>\
+<form method=\"post\" action=\"{}\" class=\"card\"><fieldset>\
+<legend>Which Instagram account should LiveChat answer?</legend>{options}</fieldset>\
+<input type=\"hidden\" name=\"state\" value=\"{}\"><input type=\"hidden\" name=\"browser\" value=\"\">\
+<p><button type=\"submit\">Connect to {}</button></p></form>{}",
+            organization_card(org),
+            routes::INSTALL_CONFIRM,
             esc(state),
+            esc(&org.name),
             not_eligible_list(rest)
         ),
     )
@@ -178,17 +207,4 @@ pub fn already_connected(ig_username: Option<&str>) -> Response {
 Uninstall igbridge there first, then try again.</p></div><p><a class=\"button\" href=\"/install\">Start the installation again</a></p>"
         ),
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn escapes_everything_shown() {
-        assert_eq!(
-            esc("<a href=\"x\">'&'</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
-        );
-    }
 }

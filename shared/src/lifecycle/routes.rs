@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use secrecy::{ExposeSecret, SecretString};
@@ -42,12 +42,7 @@ pub fn uninstall_router(state: Arc<UninstallState>) -> Router {
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
-    (
-        status,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        body,
-    )
-        .into_response()
+    crate::html::plain(status, body)
 }
 
 async fn app_webhook(
@@ -158,12 +153,7 @@ async fn data_deletion(
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title} · igbridge</title><style>body{{font-family:system-ui,sans-serif;max-width:40rem;margin:2rem auto;padding:0 1rem;color:#1a1a1a;line-height:1.5}}h1{{font-size:1.5rem}}</style></head>\
-<body><main><h1>{title}</h1><p>{body}</p></main></body></html>"
-    );
-    (status, Html(html)).into_response()
+    crate::html::page(status, title, &format!("<p>{}</p>", crate::html::esc(body)))
 }
 
 async fn deletion_status(

@@ -148,6 +148,23 @@ pub struct TokenSet {
     pub scope: Option<String>,
 }
 
+/// Who a LiveChat organization is, as shown to the person confirming an install.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Organization {
+    /// The organization id.
+    pub organization_id: String,
+    /// Its name (Global Accounts API `organizations/my`).
+    pub name: String,
+    /// The owner's login e-mail (Configuration API `list_agents`, role `owner`).
+    pub owner_email: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Agent {
+    id: String,
+    role: Option<String>,
+}
+
 /// A customer token from the agent_token grant.
 #[derive(Debug, Clone, Deserialize)]
 pub struct CustomerToken {
@@ -262,6 +279,39 @@ impl LivechatClient {
         serde_json::from_value(body).map_err(|e| LivechatError::Transport {
             message: format!("token response shape: {e}"),
             retryable: false,
+        })
+    }
+
+    /// The token's organization: its name (`GET /v2/organizations/my`, no scope needed) and its
+    /// owner's e-mail (`list_agents`, scope `agents--all:ro`; the agent id is the login e-mail).
+    pub async fn organization(&self, token: &SecretString) -> Result<Organization, LivechatError> {
+        let res = self
+            .http
+            .get(format!("{}/v2/organizations/my", self.accounts_base))
+            .bearer_auth(token.expose_secret())
+            .send()
+            .await
+            .map_err(transport)?;
+        let org = parse(res).await?;
+        let res = self
+            .http
+            .post(format!(
+                "{}/v{API_VERSION}/configuration/action/list_agents",
+                self.api_base
+            ))
+            .bearer_auth(token.expose_secret())
+            .json(&json!({}))
+            .send()
+            .await
+            .map_err(transport)?;
+        let agents: Vec<Agent> = shape(parse(res).await?)?;
+        Ok(Organization {
+            organization_id: shape(org["organization_id"].clone())?,
+            name: shape(org["name"].clone())?,
+            owner_email: agents
+                .into_iter()
+                .find(|a| a.role.as_deref() == Some("owner"))
+                .map(|a| a.id),
         })
     }
 
