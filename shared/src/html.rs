@@ -32,7 +32,9 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}d
 /// The install flow's browser side. On the start page (`#begin`) it creates the flow's secret,
 /// keeps it in this tab's `sessionStorage` (never a cookie) and goes on with its SHA-256; on
 /// every later page it copies the secret into the forms' `browser` fields and submits a form
-/// marked `data-auto` (the platforms' redirects arrive as GETs and are posted back this way).
+/// marked `data-auto` (the platforms' redirects arrive as GETs and are posted back this way) or
+/// follows a link marked `data-go` (leaving a posted page by a redirect to another origin would
+/// break `form-action 'self'`).
 /// A tab that did not start the flow has no secret, so the server refuses its posts.
 pub const SCRIPT: &str = "(function(){var K='igbridge.install';\
 function b64(a){var s='';for(var i=0;i<a.length;i++){s+=String.fromCharCode(a[i]);}\
@@ -43,7 +45,8 @@ crypto.subtle.digest('SHA-256',new TextEncoder().encode(s)).then(function(h){\
 location.replace(begin.getAttribute('data-next')+'?b='+b64(new Uint8Array(h)));});return;}\
 var v=sessionStorage.getItem(K)||'';\
 document.querySelectorAll('input[name=browser]').forEach(function(e){e.value=v;});\
-var f=document.querySelector('form[data-auto]');if(f){f.submit();}})();";
+var f=document.querySelector('form[data-auto]');if(f){f.submit();return;}\
+var go=document.querySelector('a[data-go]');if(go){location.replace(go.href);}})();";
 
 fn sha256_source(s: &str) -> String {
     format!("'sha256-{}'", STANDARD.encode(Sha256::digest(s.as_bytes())))

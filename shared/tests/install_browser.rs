@@ -1,12 +1,17 @@
 //! The install pages in a real browser: headless Chromium (Debian's chromium and chromium-driver,
 //! installed by .ci/run) driven over WebDriver through the whole install — LiveChat authorization
-//! and the Facebook dialog are loopback fakes that redirect back — clicking through the chooser.
-//! Screenshots of each page are saved under `target/tmp/install-screenshots/`.
+//! and the Facebook dialog are loopback fakes that redirect back — with the page's own script
+//! (under its Content Security Policy) tying each step to the tab. First the attack of a
+//! forwarded link: an attacker (a plain HTTP client) starts an install for their organization
+//! and sends the Facebook Login link to a business, whose Chromium follows it and is refused with
+//! nothing stored; then the business's own install, confirmed. Screenshots of each page are
+//! saved under `target/tmp/install-screenshots/`.
 
 mod support;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fantoccini::{ClientBuilder, Locator};
@@ -14,25 +19,29 @@ use serde_json::json;
 use shared::app::Services;
 use shared::clock::SystemClock;
 use shared::config::{Config, Settings};
+use shared::domain::*;
 use testkit::livechat::FakeLivechat;
 use testkit::meta::{FakeMeta, FbPage};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// An authorization page that approves at once: redirects to `redirect_uri` with a code and the
-/// state it was given, as LiveChat and Facebook do after the user clicks Allow.
-struct Approve(&'static str);
+/// An authorization page that approves at once: redirects to `redirect_uri` with a fresh code
+/// and the state it was given, as LiveChat and Facebook do after the user clicks Allow. `issue`
+/// registers the code with the fake for whoever is signed in.
+struct Approve<F: Fn(&str) + Send + Sync>(&'static str, Arc<AtomicUsize>, F);
 
-impl Respond for Approve {
+impl<F: Fn(&str) + Send + Sync> Respond for Approve<F> {
     fn respond(&self, req: &Request) -> ResponseTemplate {
         let q: std::collections::HashMap<String, String> = req
             .url
             .query_pairs()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        let code = format!("{}-{}", self.0, self.1.fetch_add(1, Ordering::SeqCst));
+        (self.2)(&code);
         let mut back = reqwest::Url::parse(&q["redirect_uri"]).unwrap();
         back.query_pairs_mut()
-            .append_pair("code", self.0)
+            .append_pair("code", &code)
             .append_pair("state", &q["state"]);
         ResponseTemplate::new(302).insert_header("location", back.as_str())
     }
@@ -96,23 +105,38 @@ async fn the_install_walks_through_in_chromium() {
         .unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
 
+    // Whoever is signed in to LiveChat approves for their organization.
+    let signed_in = Arc::new(Mutex::new("attacker-org".to_string()));
+    let scope = "customers:own,chats--all:rw,agents--all:ro";
+    livechat.add_organization("attacker-org", "Mallory Support", "mallory@attacker.example");
+    livechat.add_organization("shop-org", "Downtown Store Support", "owner@downtown.example");
+    let (lc, who) = (livechat.clone(), signed_in.clone());
     Mock::given(method("GET"))
         .and(path("/"))
-        .respond_with(Approve("dal:BROWSERCODE"))
+        .respond_with(Approve(
+            "dal:BROWSERCODE",
+            Arc::new(AtomicUsize::new(0)),
+            move |code: &str| {
+                let org = who.lock().unwrap().clone();
+                lc.add_code(code, &org, &format!("admin-of-{org}"), scope);
+            },
+        ))
         .mount(&livechat)
         .await;
-    let scope = "customers:own,chats--all:rw";
-    livechat.add_code("dal:BROWSERCODE", "browser-org", "admin-account", scope);
-    livechat.add_code("dal:MARKET", "browser-org", "admin-account", scope);
+    let fb = graph.clone();
     Mock::given(method("GET"))
         .and(path("/v25.0/dialog/oauth"))
-        .respond_with(Approve("FBCODE"))
+        .respond_with(Approve(
+            "FBCODE",
+            Arc::new(AtomicUsize::new(0)),
+            move |code: &str| fb.add_user("fbuser", code, vec![]),
+        ))
         .mount(&dialog)
         .await;
     graph.expect_redirect_uri(&format!("{base}/oauth/facebook/callback"));
     graph.add_user(
         "fbuser",
-        "FBCODE",
+        "FBCODE-unused",
         vec![
             FbPage {
                 token: "PT1".into(),
@@ -132,6 +156,11 @@ async fn the_install_walks_through_in_chromium() {
             },
         ],
     );
+
+    // The attacker, with a plain HTTP client, starts an install for their own organization and
+    // stops at the Facebook Login link.
+    let forwarded = attacker_gets_facebook_link(&base).await;
+    assert!(forwarded.starts_with(&dialog.uri()), "{forwarded}");
 
     // Chromium through chromedriver.
     let driver_port = support::free_port();
@@ -172,16 +201,46 @@ async fn the_install_walks_through_in_chromium() {
         }
     };
 
-    // Start: LiveChat approves, Facebook approves, and the chooser is shown.
+    // The business follows the forwarded link in Chromium and logs in to Facebook: refused.
+    client.goto(&forwarded).await.unwrap();
+    heading_becomes(&client, "Start the installation in your own browser").await;
+    shot("1-forwarded-link-refused").await;
+    let repo = services.repo.clone();
+    let nothing = || async {
+        for ig in ["17841400000000021", "17841400000000022"] {
+            assert!(repo.get::<AccountRoute>(&AccountRoute::key_for(ig)).await.unwrap().is_none());
+            assert!(
+                repo.get::<InstagramConnection>(&InstagramConnection::key_for("attacker-org", ig))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        assert!(
+            repo.get::<FacebookUserLink>(&FacebookUserLink::key_for(
+                "fbuser",
+                "attacker-org",
+                "17841400000000021"
+            ))
+            .await
+            .unwrap()
+            .is_none()
+        );
+    };
+    nothing().await;
+    assert_eq!(graph.subscription("100000000000021"), None);
+    assert_eq!(graph.subscription("100000000000022"), None);
+
+    // The business's own install: LiveChat approves, Facebook approves, and the confirmation
+    // names the organization, its owner, the Pages and the Instagram accounts.
+    *signed_in.lock().unwrap() = "shop-org".into();
     client.goto(&format!("{base}/install")).await.unwrap();
-    let heading = client
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(heading, "Choose the Instagram account");
+    heading_becomes(&client, "Confirm the connection").await;
+    let main = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    assert!(
+        main.contains("Downtown Store Support") && main.contains("owner@downtown.example"),
+        "{main}"
+    );
     let labels = client.find_all(Locator::Css("label")).await.unwrap();
     let mut texts = Vec::new();
     for l in &labels {
@@ -190,8 +249,8 @@ async fn the_install_walks_through_in_chromium() {
     assert_eq!(
         texts,
         vec![
-            "Downtown Store — Instagram @downtown",
-            "Online Shop — Instagram @online_shop"
+            "Facebook Page Downtown Store — Instagram @downtown",
+            "Facebook Page Online Shop — Instagram @online_shop"
         ]
     );
     let source = client.source().await.unwrap();
@@ -203,7 +262,16 @@ async fn the_install_walks_through_in_chromium() {
         client.get_all_cookies().await.unwrap().is_empty(),
         "no cookies"
     );
-    shot("1-chooser").await;
+    nothing().await;
+    shot("2-confirm").await;
+    let confirm_state = client
+        .find(Locator::Css("input[name=state]"))
+        .await
+        .unwrap()
+        .attr("value")
+        .await
+        .unwrap()
+        .unwrap();
 
     // Choose the second Page and connect.
     client
@@ -226,8 +294,14 @@ async fn the_install_walks_through_in_chromium() {
         Vec::<String>::new(),
         "Meta accepted every call"
     );
-    assert_eq!(livechat.refusals(), Vec::<String>::new());
     assert!(graph.subscription("100000000000022").is_some());
+    let route: AccountRoute = services
+        .repo
+        .get(&AccountRoute::key_for("17841400000000022"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(route.organization_id, "shop-org");
     let body = client
         .find(Locator::Css("main"))
         .await
@@ -240,50 +314,95 @@ async fn the_install_walks_through_in_chromium() {
             && body.contains("Uninstall igbridge from the LiveChat Marketplace"),
         "{body}"
     );
-    shot("2-connected").await;
+    shot("3-connected").await;
 
-    // Going back and submitting the chooser again is refused: the state was single-use.
-    client.back().await.unwrap();
-    heading_becomes(&client, "Choose the Instagram account").await;
-    client
-        .find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
+    // Posting the same confirmation again, even with this tab's secret, is refused: spent.
+    let secret = client
+        .execute("return sessionStorage.getItem('igbridge.install')", vec![])
         .await
         .unwrap();
-    heading_becomes(&client, "This link has expired").await;
-    shot("3-expired").await;
+    let secret = secret.as_str().expect("the tab holds its flow secret").to_string();
+    let again = reqwest::Client::new()
+        .post(format!("{base}/install/confirm"))
+        .form(&[
+            ("state", confirm_state.as_str()),
+            ("page_id", "100000000000021"),
+            ("browser", secret.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 400);
+    assert!(again.text().await.unwrap().contains("This link has expired"));
+    assert!(
+        services
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for("17841400000000021"))
+            .await
+            .unwrap()
+            .is_none()
+    );
 
-    // A Marketplace install (no state of ours) shows the confirmation page.
+    // A Marketplace install (LiveChat's code without a state of ours) starts a flow bound to
+    // this tab and reaches the same confirmation.
     client
         .goto(&format!("{base}/oauth/livechat/callback?code=dal%3AMARKET"))
         .await
         .unwrap();
-    let heading = client
-        .find(Locator::Css("h1"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(heading, "Connect Instagram to LiveChat");
-    assert!(
-        client
-            .find(Locator::Css("main"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-            .contains("admin-account")
-    );
-    shot("4-confirm").await;
+    heading_becomes(&client, "Confirm the connection").await;
+    shot("4-marketplace-confirm").await;
+    assert_eq!(livechat.refusals(), Vec::<String>::new());
 
     client.close().await.unwrap();
     let _ = std::fs::remove_dir_all(profile);
-    for name in ["1-chooser", "2-connected", "3-expired", "4-confirm"] {
+    for name in [
+        "1-forwarded-link-refused",
+        "2-confirm",
+        "3-connected",
+        "4-marketplace-confirm",
+    ] {
         assert!(shots.join(format!("{name}.png")).exists());
     }
-    let _ = support::unique("x");
+}
+
+/// The attacker's side, as a plain client that runs no script: makes its own flow secret,
+/// authorizes its LiveChat organization, posts the code back, and keeps the Facebook Login URL.
+async fn attacker_gets_facebook_link(base: &str) -> String {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let secret = "attackers-tab-secret";
+    let binding = shared::install::state::binding_of(secret);
+    let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
+    let to_lc = http
+        .get(format!("{base}/install/livechat?b={binding}"))
+        .send()
+        .await
+        .unwrap();
+    let approved = http.get(location(&to_lc)).send().await.unwrap();
+    let back = reqwest::Url::parse(&location(&approved)).unwrap();
+    let q: std::collections::HashMap<String, String> = back
+        .query_pairs()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let posted = http
+        .post(format!("{base}/oauth/livechat/callback"))
+        .form(&[
+            ("code", q["code"].as_str()),
+            ("state", q["state"].as_str()),
+            ("browser", secret),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 200);
+    let page = posted.text().await.unwrap();
+    page.split("data-go href=\"")
+        .nth(1)
+        .expect("the Facebook link")
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
 }

@@ -534,7 +534,11 @@ async fn livechat_callback(
         organization: Some(org),
         ..state.next(OAuthStep::Facebook)
     };
-    Redirect::to(&app.facebook_dialog(&app.sealer.seal(&next))).into_response()
+    pages::go_on(
+        "LiveChat is authorized",
+        &app.facebook_dialog(&app.sealer.seal(&next)),
+        "Continue with Facebook",
+    )
 }
 
 /// `GET /oauth/facebook/callback`: Facebook's redirect, posted back with the tab's secret.

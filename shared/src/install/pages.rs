@@ -59,6 +59,20 @@ pub fn post_back(action: &str, fields: &[(&str, &str)]) -> Response {
     )
 }
 
+/// On to another site (the Facebook dialog) after a posted step: a link the script follows at
+/// once (a redirect answering a form post would be blocked by `form-action 'self'`).
+pub fn go_on(title: &str, to: &str, label: &str) -> Response {
+    page(
+        StatusCode::OK,
+        title,
+        &format!(
+            "<p><a class=\"button\" data-go href=\"{}\">{}</a></p>",
+            esc(to),
+            esc(label)
+        ),
+    )
+}
+
 /// A step of a flow that another browser (or tab) started: refused, nothing stored.
 pub fn other_browser() -> Response {
     page(
