@@ -31,7 +31,13 @@ async fn fakes() -> Fakes {
     let livechat =
         FakeLivechat::start("local-livechat-client", "local-livechat-client-secret").await;
     let graph = FakeMeta::start("local-meta-app", "local-meta-app-secret").await;
-    livechat.add_code("dal:CODE", ORG, "acc", "customers:own,chats--all:rw");
+    livechat.add_code(
+        "dal:CODE",
+        ORG,
+        "acc",
+        "customers:own,chats--all:rw,agents--all:ro",
+    );
+    livechat.add_organization(ORG, "Example Support", "owner@example.com");
     let mut pages: Vec<FbPage> = (0..150)
         .map(|i| FbPage::new(&format!("2000000000{i:05}"), &format!("Page {i}"), None))
         .collect();
@@ -103,6 +109,9 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
+    // A client holding its tab's flow secret, as the install page's script does.
+    let secret = "e2e-tab-secret";
+    let binding = shared::install::state::binding_of(secret);
     let state_of = |loc: &str| {
         reqwest::Url::parse(loc)
             .unwrap()
@@ -112,18 +121,55 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
             .1
             .to_string()
     };
-    let start = http.get(format!("{base}/install")).send().await.unwrap();
-    let lc_state = state_of(start.headers()["location"].to_str().unwrap());
-    let back = http
-        .get(format!("{base}/oauth/livechat/callback"))
-        .query(&[("code", "dal:CODE"), ("state", &lc_state)])
+    let field = |page: &str, marker: &str| {
+        page.split(marker)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{marker} in {page}"))
+            .split('"')
+            .next()
+            .unwrap()
+            .replace("&amp;", "&")
+    };
+    let start = http
+        .get(format!("{base}/install?b={binding}"))
         .send()
         .await
         .unwrap();
-    let fb_state = state_of(back.headers()["location"].to_str().unwrap());
+    let lc_state = state_of(start.headers()["location"].to_str().unwrap());
+    let back = http
+        .post(format!("{base}/oauth/livechat/callback"))
+        .form(&[
+            ("code", "dal:CODE"),
+            ("state", &lc_state),
+            ("browser", secret),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fb_state = state_of(&field(&back, "data-go href=\""));
+    let shown = http
+        .post(format!("{base}/oauth/facebook/callback"))
+        .form(&[("code", "FBCODE"), ("state", &fb_state), ("browser", secret)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        shown.contains("Example Support") && shown.contains("@shop"),
+        "{shown}"
+    );
     let done = http
-        .get(format!("{base}/oauth/facebook/callback"))
-        .query(&[("code", "FBCODE"), ("state", &fb_state)])
+        .post(format!("{base}/oauth/facebook/select"))
+        .form(&[
+            ("state", field(&shown, "name=\"state\" value=\"").as_str()),
+            ("page_id", "100000000000001"),
+            ("browser", secret),
+        ])
         .send()
         .await
         .unwrap();

@@ -1,17 +1,16 @@
 //! The public HTTP routes, the external contract of DESIGN.md: the routers serve these paths, and
 //! template.yaml declares the same set (shared/tests/deploy_template.rs keeps them in step).
 
-/// `GET /install`: start an install (the page creates the browser's flow secret).
+/// `GET /install`: start an install (the page creates the tab's flow secret); `GET /install?b=`
+/// with the secret's hash: on to LiveChat's authorization with a state bound to the tab.
 pub const INSTALL: &str = "/install";
-/// `GET /install/livechat?b=`: on to LiveChat's authorization with a state bound to the browser.
-pub const INSTALL_LIVECHAT: &str = "/install/livechat";
 /// `GET /oauth/livechat/callback`: LiveChat's redirect (a page that posts the code back with
 /// the browser's secret); `POST`: that post.
 pub const LIVECHAT_CALLBACK: &str = "/oauth/livechat/callback";
 /// `GET /oauth/facebook/callback`: Facebook's redirect (posted back the same way); `POST`.
 pub const FACEBOOK_CALLBACK: &str = "/oauth/facebook/callback";
-/// `POST /install/confirm`: the person confirms the LiveChat organization and the Page.
-pub const INSTALL_CONFIRM: &str = "/install/confirm";
+/// `POST /oauth/facebook/select`: the confirmation (the Page chosen, the organization shown).
+pub const FACEBOOK_SELECT: &str = "/oauth/facebook/select";
 /// `GET` (handshake) and `POST` (events) `/webhooks/instagram`.
 pub const INSTAGRAM_WEBHOOK: &str = "/webhooks/instagram";
 /// `POST /webhooks/livechat`: LiveChat chat webhooks.
@@ -81,12 +80,11 @@ const fn route(method: &'static str, path: &'static str, function: HttpFunction)
 /// Every public route.
 pub const ROUTES: &[Route] = &[
     route("GET", INSTALL, HttpFunction::OauthInstall),
-    route("GET", INSTALL_LIVECHAT, HttpFunction::OauthInstall),
     route("GET", LIVECHAT_CALLBACK, HttpFunction::OauthInstall),
     route("POST", LIVECHAT_CALLBACK, HttpFunction::OauthInstall),
     route("GET", FACEBOOK_CALLBACK, HttpFunction::OauthInstall),
     route("POST", FACEBOOK_CALLBACK, HttpFunction::OauthInstall),
-    route("POST", INSTALL_CONFIRM, HttpFunction::OauthInstall),
+    route("POST", FACEBOOK_SELECT, HttpFunction::OauthInstall),
     route("GET", INSTAGRAM_WEBHOOK, HttpFunction::InstagramWebhook),
     route("POST", INSTAGRAM_WEBHOOK, HttpFunction::InstagramWebhook),
     route("POST", LIVECHAT_WEBHOOK, HttpFunction::LivechatWebhook),

@@ -120,7 +120,9 @@ fn template_routes_are_the_routes_the_code_declares() {
         })
         .collect();
     assert_eq!(declared, code);
-    assert_eq!(ROUTES.len(), 11, "DESIGN.md lists eleven routes");
+    // DESIGN.md's eleven routes, and both OAuth callbacks also take the tab's post-back (the
+    // install is bound to the tab that started it: issue 13).
+    assert_eq!(ROUTES.len(), 13);
 }
 
 fn local_config() -> Config {

@@ -174,8 +174,8 @@ fn hidden(body: &str, name: &str) -> String {
 async fn start(h: &Harness, tab: &Tab) -> HashMap<String, String> {
     let page = get(h, "/install").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("id=\"begin\" data-next=\"/install/livechat\""));
-    let on = get(h, &format!("/install/livechat?b={}", tab.binding())).await;
+    assert!(page.body.contains("id=\"begin\" data-next=\"/install\""));
+    let on = get(h, &format!("/install?b={}", tab.binding())).await;
     assert_eq!(on.status, StatusCode::SEE_OTHER, "{}", on.body);
     query(on.location.as_deref().unwrap())
 }
@@ -240,7 +240,7 @@ async fn facebook_back(h: &Harness, tab: &Tab, state: &str) -> Answer {
 async fn confirm(h: &Harness, tab: &Tab, confirmation: &Answer, page_id: &str) -> Answer {
     post_form(
         h,
-        "/install/confirm",
+        "/oauth/facebook/select",
         &[
             ("state", &hidden(&confirmation.body, "state")),
             ("page_id", page_id),
@@ -490,8 +490,8 @@ async fn forged_expired_wrong_step_or_missing_states_are_refused_and_store_nothi
         h.requests("/v2/token").await.is_empty(),
         "no exchange for a forged state"
     );
-    // /install/livechat without a binding goes back to the start page.
-    let unbound = get(&h, "/install/livechat?b=short").await;
+    // /install with something that is not a binding is the start page again.
+    let unbound = get(&h, "/install?b=short").await;
     assert_eq!(unbound.status, StatusCode::OK);
     assert!(unbound.body.contains("id=\"begin\""));
 
@@ -521,7 +521,7 @@ async fn forged_expired_wrong_step_or_missing_states_are_refused_and_store_nothi
     // The Facebook state is no good at the confirmation.
     let skipped = post_form(
         &h,
-        "/install/confirm",
+        "/oauth/facebook/select",
         &[
             ("state", &dialog["state"]),
             ("page_id", "100000000000009"),
@@ -531,7 +531,7 @@ async fn forged_expired_wrong_step_or_missing_states_are_refused_and_store_nothi
     .await;
     assert_eq!(skipped.status, StatusCode::BAD_REQUEST);
     assert_eq!(
-        post_form(&h, "/install/confirm", &[("page_id", "1")])
+        post_form(&h, "/oauth/facebook/select", &[("page_id", "1")])
             .await
             .status,
         StatusCode::BAD_REQUEST
@@ -837,7 +837,7 @@ async fn unauthenticated_traffic_costs_no_writes() {
     }
     get(&h, "/oauth/livechat/callback?code=x&state=y").await;
     get(&h, "/oauth/facebook/callback?code=x&state=y").await;
-    for path in ["/oauth/livechat/callback", "/oauth/facebook/callback", "/install/confirm"] {
+    for path in ["/oauth/livechat/callback", "/oauth/facebook/callback", "/oauth/facebook/select"] {
         let res = post_form(&h, path, &[("code", "x"), ("state", "v1:k1:AAAA"), ("browser", "b")]).await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{path}");
     }

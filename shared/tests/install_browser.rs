@@ -323,7 +323,7 @@ async fn the_install_walks_through_in_chromium() {
         .unwrap();
     let secret = secret.as_str().expect("the tab holds its flow secret").to_string();
     let again = reqwest::Client::new()
-        .post(format!("{base}/install/confirm"))
+        .post(format!("{base}/oauth/facebook/select"))
         .form(&[
             ("state", confirm_state.as_str()),
             ("page_id", "100000000000021"),
@@ -376,7 +376,7 @@ async fn attacker_gets_facebook_link(base: &str) -> String {
     let binding = shared::install::state::binding_of(secret);
     let location = |r: &reqwest::Response| r.headers()["location"].to_str().unwrap().to_string();
     let to_lc = http
-        .get(format!("{base}/install/livechat?b={binding}"))
+        .get(format!("{base}/install?b={binding}"))
         .send()
         .await
         .unwrap();

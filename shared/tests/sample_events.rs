@@ -48,11 +48,16 @@ fn services() -> Services {
 
 /// Each API Gateway sample and what its function answers on an empty installation.
 const API_EVENTS: &[(&str, u16)] = &[
-    // Redirects to LiveChat's authorization page.
-    ("get-install.json", 303),
+    // The page that makes the tab's flow secret.
+    ("get-install.json", 200),
+    // With the secret's hash: on to LiveChat's authorization page.
+    ("get-install-bound.json", 303),
+    // The platforms' redirects: pages that post the code back with the tab's secret.
+    ("get-oauth-livechat-callback.json", 200),
+    ("get-oauth-facebook-callback.json", 200),
     // The states in the samples were never issued here: a clear page, no side effect.
-    ("get-oauth-livechat-callback.json", 400),
-    ("get-oauth-facebook-callback.json", 400),
+    ("post-oauth-livechat-callback.json", 400),
+    ("post-oauth-facebook-callback.json", 400),
     ("post-oauth-facebook-select.json", 400),
     ("get-webhooks-instagram.json", 200),
     ("post-webhooks-instagram.json", 200),

@@ -79,11 +79,11 @@ pub struct Install {
     pub meta_app_id: String,
 }
 
-/// The install routes (`routes::INSTALL` … `routes::INSTALL_CONFIRM`).
+/// The install routes: `/install`, both callbacks (GET: the platform's redirect; POST: the same,
+/// posted back by the tab with its secret) and the confirmation.
 pub fn install_router(install: Arc<Install>) -> Router {
     Router::new()
         .route(routes::INSTALL, get(start))
-        .route(routes::INSTALL_LIVECHAT, get(to_livechat))
         .route(
             routes::LIVECHAT_CALLBACK,
             get(livechat_return).post(livechat_callback),
@@ -92,7 +92,7 @@ pub fn install_router(install: Arc<Install>) -> Router {
             routes::FACEBOOK_CALLBACK,
             get(facebook_return).post(facebook_callback),
         )
-        .route(routes::INSTALL_CONFIRM, post(confirm))
+        .route(routes::FACEBOOK_SELECT, post(confirm))
         .with_state(install)
 }
 
@@ -466,14 +466,10 @@ impl Install {
     }
 }
 
-/// `GET /install`: the page that creates this tab's flow secret (nothing is stored).
-async fn start() -> Response {
-    pages::begin()
-}
-
-/// `GET /install/livechat?b=<binding>`: on to LiveChat with a state bound to the browser. Still
-/// nothing stored: unauthenticated traffic costs no writes.
-async fn to_livechat(
+/// `GET /install`: the page that creates this tab's flow secret; `GET /install?b=<its hash>`: on
+/// to LiveChat with a state bound to the tab. Nothing is stored: unauthenticated traffic costs
+/// no writes.
+async fn start(
     State(app): State<Arc<Install>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -653,7 +649,7 @@ async fn facebook_callback(
     pages::confirm(&app.sealer.seal(&next), &org, &shown, &not_eligible)
 }
 
-/// `POST /install/confirm`: the person confirmed the organization and the Page.
+/// `POST /oauth/facebook/select`: the person confirmed the organization and the Page.
 async fn confirm(
     State(app): State<Arc<Install>>,
     Form(form): Form<HashMap<String, String>>,

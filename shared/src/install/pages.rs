@@ -30,7 +30,7 @@ pub fn begin() -> Response {
             "<div id=\"begin\" data-next=\"{}\" class=\"card\"><p>Taking you to LiveChat to authorize igbridge…</p></div>\
 <noscript><div class=\"card error\"><p>The installation needs JavaScript: it ties every step to this browser tab, so a \
 link forwarded to someone else cannot connect their Instagram account to your LiveChat.</p></div></noscript>",
-            routes::INSTALL_LIVECHAT
+            routes::INSTALL
         ),
     )
 }
@@ -181,7 +181,7 @@ nothing has been connected.</p></div>\
 <input type=\"hidden\" name=\"state\" value=\"{}\"><input type=\"hidden\" name=\"browser\" value=\"\">\
 <p><button type=\"submit\">Connect to {}</button></p></form>{}",
             organization_card(org),
-            routes::INSTALL_CONFIRM,
+            routes::FACEBOOK_SELECT,
             esc(state),
             esc(&org.name),
             not_eligible_list(rest)
