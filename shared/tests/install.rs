@@ -304,6 +304,21 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
 
     let shown = facebook_back(&h, &tab, &fb["state"]).await;
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    // The code exchanges carry the app secret in a POST body, never in a URL.
+    let exchanges: Vec<_> = h
+        .graph
+        .received_requests()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.url.path().ends_with("oauth/access_token"))
+        .collect();
+    assert_eq!(exchanges.len(), 2, "the code, then the long-lived token");
+    for r in &exchanges {
+        assert_eq!(r.method.as_str(), "POST");
+        assert!(!r.url.query().unwrap_or("").contains("secret"), "{}", r.url);
+        assert!(String::from_utf8_lossy(&r.body).contains("client_secret="));
+    }
     for what in [
         "Confirm the connection",
         "New Shop &lt;Ltd&gt;",

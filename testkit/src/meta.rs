@@ -393,7 +393,8 @@ impl State {
             return Err(fault);
         }
         let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        if segments == ["oauth", "access_token"] && method == "GET" {
+        // Graph takes the exchange's parameters in the query (GET) or a form body (POST).
+        if segments == ["oauth", "access_token"] && (method == "GET" || method == "POST") {
             return self.access_token(params);
         }
         let token = bearer.or_else(|| params.get("access_token").cloned());

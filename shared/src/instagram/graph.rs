@@ -300,14 +300,16 @@ impl GraphClient {
         app_id: &str,
         grant: &[(&str, &str)],
     ) -> Result<SecretString, GraphError> {
+        // In a POST body, so the app secret and the code stay out of URLs (and their logs).
+        let mut form = vec![
+            ("client_id", app_id),
+            ("client_secret", self.app_secret.expose_secret()),
+        ];
+        form.extend_from_slice(grant);
         let req = self
             .http
-            .get(self.url("oauth/access_token"))
-            .query(&[
-                ("client_id", app_id),
-                ("client_secret", self.app_secret.expose_secret()),
-            ])
-            .query(grant);
+            .post(self.url("oauth/access_token"))
+            .form(&form);
         let v = self.send(req).await?;
         match v.get("access_token").and_then(Value::as_str) {
             Some(t) if !t.is_empty() => Ok(SecretString::from(t.to_string())),
