@@ -521,6 +521,10 @@ pub enum Revocation {
     PageSubscription {
         /// The Page.
         page_id: String,
+        /// Its Instagram account (to see, before a retry, whether another installation has
+        /// connected the Page since).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ig_account_id: Option<String>,
         /// Its token, sealed under `instagram.revoke:<page>` context.
         token: EncryptedToken,
     },

@@ -667,3 +667,49 @@ async fn the_facebook_grant_is_kept_while_another_live_installation_uses_it() {
     assert_eq!(h.graph.subscription(&format!("PAGE-{IG_B}")), None);
     h.assert_nothing_refused();
 }
+
+#[tokio::test]
+async fn a_deferred_page_unsubscribe_spares_a_page_another_installation_connected_since() {
+    let h = Harness::new().await;
+    let page_id = format!("PAGE-{IG}");
+    h.graph
+        .fail_next("DELETE", "subscribed_apps", testkit::fixture("meta/error_2_service"), 1);
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    let pending: Vec<PendingRevocation> = h
+        .services
+        .repo
+        .query_prefix(PendingRevocation::PARTITION, "")
+        .await
+        .unwrap();
+    assert!(
+        pending
+            .iter()
+            .any(|p| matches!(p.revocation, Revocation::PageSubscription { .. })),
+        "{pending:?}"
+    );
+    // Before the sweeper retries, another organization connects the same Page.
+    let org_b = "00000000-0000-4000-8000-00000000a0b0";
+    h.install_as(org_b, IG, "dal:AGENT-B", "PAGE-TOKEN-B", "fbuser-b")
+        .await;
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.revocations_pending, 0);
+    let unsubscribes = h
+        .graph
+        .calls()
+        .into_iter()
+        .filter(|c| c.method == "DELETE" && c.path.ends_with("subscribed_apps"))
+        .count();
+    assert_eq!(unsubscribes, 1, "only the failed attempt; no retry");
+    assert!(
+        h.graph.subscription(&page_id).is_some(),
+        "org B keeps receiving the Page's messages"
+    );
+}

@@ -93,6 +93,39 @@ impl Lifecycle {
     /// Whether a live installation other than `org` holds a connection this Facebook user made.
     /// `DELETE /{user}/permissions` revokes every token the person gave the app, so the grant
     /// may only go when no other organization depends on it.
+    /// Whether another live installation holds a connection to `page_id` (through the route of
+    /// its Instagram account).
+    async fn page_connected_elsewhere(
+        &self,
+        org: &str,
+        page_id: &str,
+        ig_account_id: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let Some(ig) = ig_account_id else {
+            return Ok(false);
+        };
+        let Some(route) = self
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for(ig))
+            .await?
+        else {
+            return Ok(false);
+        };
+        if route.organization_id == org {
+            return Ok(false);
+        }
+        let inst = self
+            .repo
+            .get::<Installation>(&Installation::key_for(&route.organization_id))
+            .await?;
+        let conn = self
+            .repo
+            .get::<InstagramConnection>(&InstagramConnection::key_for(&route.organization_id, ig))
+            .await?;
+        Ok(inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled)
+            && conn.is_some_and(|c| c.status != ConnectionStatus::Disconnected && c.page_id == page_id))
+    }
+
     async fn grant_used_elsewhere(
         &self,
         org: &str,
@@ -136,8 +169,18 @@ impl Lifecycle {
                 Ok(t) => self.livechat.revoke(&t).await.map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
-            Revocation::PageSubscription { page_id, token } => {
-                match self.cipher.open(
+            Revocation::PageSubscription {
+                page_id,
+                ig_account_id,
+                token,
+            } => match self.page_connected_elsewhere(org, page_id, ig_account_id.as_deref()).await {
+                // A deferred unsubscribe must not cut off an installation that connected the
+                // Page after this one let it go.
+                Ok(true) => {
+                    tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
+                    Ok(())
+                }
+                Ok(false) => match self.cipher.open(
                     token,
                     &token_context(org, &format!("instagram.revoke:{page_id}")),
                 ) {
@@ -147,8 +190,9 @@ impl Lifecycle {
                         .await
                         .map_err(|e| e.to_string()),
                     Err(e) => Err(e.to_string()),
-                }
-            }
+                },
+                Err(e) => Err(e.to_string()),
+            },
             Revocation::FacebookGrant { facebook_user_id } => {
                 match self.grant_used_elsewhere(org, facebook_user_id).await {
                     // Revoking would kill the Page tokens of the other installations too.
@@ -230,6 +274,7 @@ impl Lifecycle {
                 );
                 let r = Revocation::PageSubscription {
                     page_id: conn.page_id.clone(),
+                    ig_account_id: Some(conn.ig_account_id.clone()),
                     token: sealed,
                 };
                 self.revoke_or_defer(org, &format!("page:{}", conn.page_id), r, &mut report)
