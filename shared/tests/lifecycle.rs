@@ -18,7 +18,7 @@ use shared::clock::Clock;
 use shared::domain::*;
 use shared::lifecycle::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
 use shared::lifecycle::signed_request::sign as sign_request;
-use shared::store::{DynamoStore, Item, PageRequest, Store};
+use shared::store::{Condition, DynamoStore, Item, PageRequest, Store};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -712,4 +712,60 @@ async fn a_deferred_page_unsubscribe_spares_a_page_another_installation_connecte
         h.graph.subscription(&page_id).is_some(),
         "org B keeps receiving the Page's messages"
     );
+}
+
+#[tokio::test]
+async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
+    let h = Harness::new().await;
+    // LiveChat's token endpoint is down for the whole run.
+    Mock::given(method("DELETE"))
+        .and(path("/v2/token"))
+        .respond_with(ResponseTemplate::new(503))
+        .with_priority(1)
+        .mount(&h.livechat)
+        .await;
+    let repo = &h.services.repo;
+    let cfg = &h.services.config;
+    for i in 0..50 {
+        repo.put(
+            &PendingRevocation {
+                organization_id: format!("gone-{i}"),
+                id: "livechat".into(),
+                revocation: Revocation::Livechat {
+                    token: seal(cfg, "dal:OLD", "livechat.revoke", &format!("gone-{i}")),
+                },
+                attempts: 1,
+                expires_at: h.clock.now().timestamp() + 86_400,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    h.clock.advance(chrono::Duration::days(7) + chrono::Duration::minutes(1));
+    let deletes = || async {
+        h.livechat
+            .received_requests()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|r| r.method.as_str() == "DELETE")
+            .count()
+    };
+    let before = deletes().await;
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.organizations, 1, "the due purge ran");
+    assert!(org_items(h.services.repo.store().as_ref(), ORG).await.is_empty());
+    let tried = deletes().await - before;
+    assert_eq!(tried, shared::lifecycle::sweeper::MAX_REVOCATIONS_PER_RUN);
+    assert_eq!(report.revocations_pending, 50, "the rest wait for the next run");
 }

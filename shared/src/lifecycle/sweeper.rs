@@ -15,6 +15,9 @@ use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 const ROUND: u32 = 500;
 /// Rounds per organization per run (a larger one continues at the next run).
 const MAX_ROUNDS: usize = 200;
+/// Revocations retried per run, after the purges: each may wait out a 10 s client timeout, so
+/// an outage at Meta or LiveChat with many pending could otherwise use up the run (300 s).
+pub const MAX_REVOCATIONS_PER_RUN: usize = 20;
 
 /// What one sweep did (or, dry, would do).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -31,7 +34,7 @@ pub struct SweepReport {
     pub requests_completed: usize,
     /// Revocations that succeeded on retry.
     pub revocations_done: usize,
-    /// Revocations still failing.
+    /// Revocations still failing, or not tried in this run (the next one continues).
     pub revocations_pending: usize,
     /// Nothing was changed.
     pub dry_run: bool,
@@ -48,7 +51,6 @@ impl Lifecycle {
             dry_run,
             ..SweepReport::default()
         };
-        self.retry_revocations(dry_run, &mut report).await?;
         let mut page = PageRequest::default();
         loop {
             let got = self
@@ -70,6 +72,8 @@ impl Lifecycle {
                 None => break,
             }
         }
+        // Purges first: the promise is about them; revocation retries are bounded.
+        self.retry_revocations(dry_run, &mut report).await?;
         tracing::info!(
             due = report.due,
             organizations = report.organizations,
@@ -93,8 +97,8 @@ impl Lifecycle {
             .repo
             .query_prefix(PendingRevocation::PARTITION, "")
             .await?;
-        for mut p in pending {
-            if dry_run {
+        for (i, mut p) in pending.into_iter().enumerate() {
+            if dry_run || i >= MAX_REVOCATIONS_PER_RUN {
                 report.revocations_pending += 1;
                 continue;
             }
