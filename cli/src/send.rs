@@ -113,6 +113,8 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             http.post(url).json(&body)
         }
         Kind::SignedRequest => {
+            // Meta signs at the moment it calls; the bridge refuses requests over a day old.
+            body["issued_at"] = json!(chrono::Utc::now().timestamp());
             let signed = shared::lifecycle::signed_request::sign(
                 config.meta_app_secret.expose_secret().as_bytes(),
                 &body,

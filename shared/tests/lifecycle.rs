@@ -440,9 +440,28 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
         .unwrap();
     assert_eq!(conn.status, ConnectionStatus::Connected, "nothing changed");
 
+    // A captured request replayed after more than a day: refused, nothing changes.
+    let now = h.clock.now().timestamp();
+    let stale = sign_request(
+        secret,
+        &json!({"algorithm": "HMAC-SHA256", "user_id": "fbuser", "issued_at": now - 86_401}),
+    );
+    assert_eq!(
+        form(&h, "/meta/deauthorize", &stale).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let conn: InstagramConnection = h
+        .services
+        .repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(conn.status, ConnectionStatus::Connected, "nothing changed");
+
     let good = sign_request(
         secret,
-        &json!({"algorithm": "HMAC-SHA256", "user_id": "fbuser", "issued_at": 1624244156}),
+        &json!({"algorithm": "HMAC-SHA256", "user_id": "fbuser", "issued_at": now - 5}),
     );
     assert_eq!(form(&h, "/meta/deauthorize", &good).await.0, StatusCode::OK);
     let conn: InstagramConnection = h
@@ -534,7 +553,7 @@ async fn data_deletion_answers_with_a_status_url_and_completes_after_the_sweep()
     let h = Harness::new().await;
     let signed = sign_request(
         b"meta-app-secret",
-        &json!({"algorithm": "HMAC-SHA256", "expires": 1291840400, "issued_at": 1291836800, "user_id": "fbuser"}),
+        &json!({"algorithm": "HMAC-SHA256", "expires": h.clock.now().timestamp() + 3600, "issued_at": h.clock.now().timestamp(), "user_id": "fbuser"}),
     );
     let (status, body) = form(&h, "/meta/data-deletion", &signed).await;
     assert_eq!(status, StatusCode::OK);
@@ -768,4 +787,38 @@ async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
     let tried = deletes().await - before;
     assert_eq!(tried, shared::lifecycle::sweeper::MAX_REVOCATIONS_PER_RUN);
     assert_eq!(report.revocations_pending, 50, "the rest wait for the next run");
+}
+
+#[tokio::test]
+async fn an_uninstall_dated_before_the_current_installation_leaves_it_alone() {
+    let h = Harness::new().await;
+    let mut late = uninstalled(ORG);
+    // The webhook of an earlier installation's uninstall, delivered (or replayed) late.
+    late["date"] = json!("2026-02-28T09:00:00+01:00");
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), late).await,
+        StatusCode::OK
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Active);
+    assert!(h.livechat.token_live("dal:AGENT-A"), "no token revoked");
+    // The current one's uninstall still works.
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Uninstalled);
 }

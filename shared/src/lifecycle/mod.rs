@@ -13,6 +13,8 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::cipher::TokenCipher;
+use chrono::{DateTime, Utc};
+
 use crate::clock::Clock;
 use crate::domain::*;
 use crate::instagram::graph::GraphClient;
@@ -242,7 +244,14 @@ impl Lifecycle {
     }
 
     /// `application_uninstalled`: revoke, wipe tokens, schedule the purge. Replays are harmless.
-    pub async fn uninstall(&self, org: &str) -> Result<UninstallReport, StoreError> {
+    ///
+    /// `sent_at` is when LiveChat says the uninstall happened: an uninstall of an earlier
+    /// installation (a delayed or replayed webhook) leaves a newer installation alone.
+    pub async fn uninstall(
+        &self,
+        org: &str,
+        sent_at: Option<DateTime<Utc>>,
+    ) -> Result<UninstallReport, StoreError> {
         let mut report = UninstallReport::default();
         let Some(mut inst) = self
             .repo
@@ -252,6 +261,10 @@ impl Lifecycle {
             return Ok(report);
         };
         if inst.status == InstallationStatus::Uninstalled {
+            return Ok(report);
+        }
+        if sent_at.is_some_and(|at| at < inst.installed_at) {
+            tracing::warn!(organization_id = %org, "uninstall of an earlier installation ignored");
             return Ok(report);
         }
         let now = self.clock.now();

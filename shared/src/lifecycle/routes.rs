@@ -79,7 +79,13 @@ async fn app_webhook(
     if org.is_empty() {
         return plain(StatusCode::BAD_REQUEST, "no organizationID");
     }
-    match state.lifecycle.uninstall(org).await {
+    // LiveChat's `date` (RFC 3339 with offset); an unreadable one is not trusted to skip.
+    let sent_at = body
+        .get("date")
+        .and_then(Value::as_str)
+        .and_then(|d| chrono::DateTime::parse_from_rfc3339(d).ok())
+        .map(|d| d.with_timezone(&chrono::Utc));
+    match state.lifecycle.uninstall(org, sent_at).await {
         Ok(report) => {
             tracing::info!(organization_id = %org, uninstalled = report.uninstalled, revoked = report.revoked, deferred = report.deferred, items = report.items, "uninstall handled");
             plain(StatusCode::OK, "ok")
@@ -99,7 +105,17 @@ fn verify(
         return Err((StatusCode::BAD_REQUEST, "missing signed_request"));
     };
     match signed_request::parse(state.meta_app_secret.expose_secret().as_bytes(), sr) {
-        Ok(r) => Ok(r.user_id),
+        Ok(r) => {
+            // A captured request must not work forever: Meta sends it at once.
+            let now = state.lifecycle.clock.now().timestamp();
+            match r.issued_at {
+                Some(at) if (now - at).abs() <= signed_request::MAX_AGE_SECS => Ok(r.user_id),
+                _ => {
+                    tracing::warn!("signed_request too old (or undated) refused");
+                    Err((StatusCode::BAD_REQUEST, "signed_request expired"))
+                }
+            }
+        }
         Err(signed_request::SignedRequestError::BadSignature) => {
             tracing::warn!("signed_request with a wrong signature refused");
             Err((StatusCode::FORBIDDEN, "invalid signature"))

@@ -7,6 +7,9 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
 
+/// How old (by `issued_at`) a signed request may be: a day.
+pub const MAX_AGE_SECS: i64 = 24 * 60 * 60;
+
 /// A verified request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SignedRequest {
