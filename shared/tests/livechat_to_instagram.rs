@@ -613,3 +613,44 @@ async fn during_a_webhook_secret_rotation_both_values_are_accepted_and_nothing_e
     assert_eq!(h.post_livechat(&other).await, StatusCode::UNAUTHORIZED);
     assert_eq!(h.services.to_instagram.depth().await.unwrap(), 2);
 }
+
+#[tokio::test]
+async fn a_reply_to_a_disconnected_account_tells_the_agent_and_parks_nothing() {
+    let h = ready(Some(Span::hours(1))).await;
+    // The Facebook user removed the app: the connection is disconnected and its token gone.
+    let mut conn: InstagramConnection = h
+        .services
+        .repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    conn.status = ConnectionStatus::Disconnected;
+    conn.page_token = None;
+    h.services
+        .repo
+        .put(&conn, shared::store::Condition::Always)
+        .await
+        .unwrap();
+    h.post_livechat(&text_event("THREAD0002_7", "Are you still there?"))
+        .await;
+    assert!(h.work_outbound().await.is_empty());
+    assert_eq!(
+        h.services.to_instagram_dlq.depth().await.unwrap(),
+        0,
+        "nothing parked"
+    );
+    assert!(h.graph_calls(SEND).await.is_empty());
+    let notices: Vec<String> = h
+        .calls("send_event")
+        .await
+        .iter()
+        .filter_map(|b| b["event"]["text"].as_str().map(str::to_string))
+        .collect();
+    assert!(
+        notices
+            .iter()
+            .any(|t| t.contains("no longer connected") && t.contains("/install")),
+        "{notices:?}"
+    );
+}

@@ -405,6 +405,15 @@ impl Outbound {
             self.tell(conv, text, &notice_id).await?;
             return self.finish(claim).await;
         }
+        if conv.conn.status == ConnectionStatus::Disconnected || conv.conn.page_token.is_none() {
+            // Nothing to send through, and nothing to keep: the agent is told, not the DLQ.
+            let text = format!(
+                "Not sent to Instagram: this Instagram account is no longer connected to igbridge (the Facebook user removed the app or asked for their data to be deleted). An admin can connect it again at {}/install.",
+                self.public_base_url
+            );
+            self.tell(conv, &text, &notice_id).await?;
+            return self.finish(claim).await;
+        }
 
         let token = self.page_token(conv)?;
         let igsid = contact.igsid.clone();
