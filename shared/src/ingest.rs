@@ -273,9 +273,52 @@ pub async fn ingest_livechat(
             if installed.is_none() {
                 return Ok("unknown organization");
             }
-            let msg = Envelope::new(Job::LivechatEvent(job), now).to_message();
+            let msg = Envelope::new(Job::LivechatEvent(job.clone()), now).to_message();
+            if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
+                // Too large for a queue message: refusing would make LiveChat retry it forever.
+                // Parked with its ids only (no text), for a human to look up in LiveChat.
+                let parked = too_large(job, msg.body.len(), now);
+                state
+                    .dead_letter
+                    .send(&[parked.to_message()])
+                    .await
+                    .map_err(|e| e.to_string())?;
+                return Ok("parked: too large to queue");
+            }
             state.queue.send(&[msg]).await.map_err(|e| e.to_string())?;
             Ok("queued")
         }
     }
+}
+
+/// The dead-letter copy of a job too large to queue: its ids, never its content.
+fn too_large(
+    job: crate::jobs::LivechatEventJob,
+    bytes: usize,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Envelope {
+    let w = &job.webhook;
+    let ids = serde_json::json!({
+        "webhook_id": w.get("webhook_id"),
+        "action": job.action,
+        "organization_id": job.organization_id,
+        "payload": {
+            "chat_id": w.pointer("/payload/chat_id"),
+            "thread_id": w.pointer("/payload/thread_id"),
+            "event": {"id": w.pointer("/payload/event/id"), "type": w.pointer("/payload/event/type")},
+        },
+    });
+    let mut env = Envelope::new(
+        Job::LivechatEvent(crate::jobs::LivechatEventJob {
+            webhook: ids,
+            ..job
+        }),
+        now,
+    );
+    env.parked = Some(crate::jobs::Parked {
+        reason: format!("LiveChat webhook too large to queue ({bytes} bytes); ids only"),
+        at: now,
+        message_id: String::new(),
+    });
+    env
 }

@@ -654,3 +654,26 @@ async fn a_reply_to_a_disconnected_account_tells_the_agent_and_parks_nothing() {
         "{notices:?}"
     );
 }
+
+#[tokio::test]
+async fn a_webhook_too_large_to_queue_is_acknowledged_and_parked_with_ids_only() {
+    let h = ready(Some(Span::hours(1))).await;
+    let mut big = text_event("THREAD0002_8", "short text");
+    // A rich event whose extra data makes it larger than an SQS message (256 KiB).
+    big["payload"]["event"]["elements"] = json!([{"title": "x".repeat(300 * 1024)}]);
+    assert_eq!(h.post_livechat(&big).await, StatusCode::OK, "acknowledged");
+    assert_eq!(h.services.to_instagram.depth().await.unwrap(), 0);
+    let parked = h
+        .services
+        .to_instagram_dlq
+        .receive(10, Duration::from_millis(50))
+        .await
+        .unwrap();
+    assert_eq!(parked.len(), 1);
+    assert!(parked[0].body.len() < 4096, "ids only");
+    assert!(!parked[0].body.contains("short text") && !parked[0].body.contains("xxxx"));
+    assert!(!parked[0].body.contains("lc-webhook-secret"));
+    let env = Envelope::decode(&parked[0].body).unwrap();
+    assert!(env.parked.unwrap().reason.contains("too large"));
+    assert!(parked[0].body.contains("THREAD0002_8") && parked[0].body.contains(CHAT));
+}
