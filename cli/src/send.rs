@@ -76,7 +76,7 @@ fn kind_of(v: &Value) -> Option<Kind> {
 /// Posts the event; prints the response.
 pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = crate::settings::load();
-    crate::settings::fill_local_defaults(&mut settings, "127.0.0.1:3000");
+    crate::settings::fill_local_defaults(&mut settings, "127.0.0.1:3000")?;
     let config = Config::from_settings(&settings)?;
     let raw =
         std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;

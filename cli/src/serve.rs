@@ -37,7 +37,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let filled = if args.aws {
         Vec::new()
     } else {
-        crate::settings::fill_local_defaults(&mut settings, &args.addr)
+        crate::settings::fill_local_defaults(&mut settings, &args.addr)?
     };
     let config = Config::from_settings(&settings)?;
     let services = if args.aws {

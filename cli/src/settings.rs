@@ -26,12 +26,46 @@ pub fn load() -> Settings {
     Settings::from_env()
 }
 
-/// Fills unset settings with local development values; returns the names it filled.
-pub fn fill_local_defaults(settings: &mut Settings, addr: &str) -> Vec<String> {
+/// Development secrets would be used where others can reach the app.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "PUBLIC_BASE_URL {url} is not this machine, so igbridge will not use its public development secrets; set {}",
+    .missing.join(", ")
+)]
+pub struct NotLocal {
+    url: String,
+    missing: Vec<String>,
+}
+
+/// Whether a base URL points at this machine (loopback address or `localhost`).
+fn is_loopback(url: &str) -> bool {
+    let Some(host) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+    else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Fills unset settings with local development values; returns the names it filled. The
+/// development secrets are public (they are in this file), so they are only used when the app
+/// is reached at a loopback address.
+pub fn fill_local_defaults(settings: &mut Settings, addr: &str) -> Result<Vec<String>, NotLocal> {
     let mut filled = Vec::new();
     if settings.get("PUBLIC_BASE_URL").is_none() {
         settings.set("PUBLIC_BASE_URL", format!("http://{addr}"));
         filled.push("PUBLIC_BASE_URL".to_string());
+    }
+    let url = settings.get("PUBLIC_BASE_URL").unwrap_or_default().to_string();
+    let missing: Vec<String> = LOCAL_DEFAULTS
+        .iter()
+        .map(|(name, _)| name.to_string())
+        .filter(|name| settings.get(name).is_none())
+        .collect();
+    if !missing.is_empty() && !is_loopback(&url) {
+        return Err(NotLocal { url, missing });
     }
     for (name, value) in LOCAL_DEFAULTS {
         if settings.get(name).is_none() {
@@ -50,5 +84,30 @@ pub fn fill_local_defaults(settings: &mut Settings, addr: &str) -> Vec<String> {
         );
         filled.push("TOKEN_ENCRYPTION_KEY".to_string());
     }
-    filled
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn development_secrets_only_for_this_machine() {
+        for local in ["http://127.0.0.1:3000", "http://localhost:8080", "http://[::1]:3000"] {
+            let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", local)]);
+            assert!(fill_local_defaults(&mut s, "127.0.0.1:3000").is_ok(), "{local}");
+        }
+        let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", "https://bridge.example.com")]);
+        let e = fill_local_defaults(&mut s, "127.0.0.1:3000").unwrap_err().to_string();
+        assert!(e.contains("META_APP_SECRET") && e.contains("LIVECHAT_WEBHOOK_SECRET"), "{e}");
+        assert!(s.get("META_APP_SECRET").is_none(), "nothing filled");
+        // Listening on every interface without a public URL is not this machine either.
+        let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", "http://0.0.0.0:3000")]);
+        assert!(fill_local_defaults(&mut s, "0.0.0.0:3000").is_err());
+        // With real secrets set, a public URL is fine.
+        let mut pairs: Vec<(&str, &str)> = LOCAL_DEFAULTS.iter().map(|(k, _)| (*k, "real")).collect();
+        pairs.push(("PUBLIC_BASE_URL", "https://bridge.example.com"));
+        let mut s = Settings::from_pairs(pairs);
+        assert!(fill_local_defaults(&mut s, "0.0.0.0:3000").is_ok());
+    }
 }
