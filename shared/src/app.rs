@@ -235,12 +235,13 @@ pub mod lambda {
     use crate::queue::Queue;
     use crate::worker::{JobHandler, handle_sqs_event, start_by};
 
-    /// Initialises logging and builds the services once per cold start: configuration from the
-    /// environment and the `APP_SECRET_ID` secret, SDK clients from the AWS configuration.
-    pub async fn services() -> Result<Services, Error> {
+    /// Initialises logging and builds the services of `function` (its crate name) once per cold
+    /// start: configuration from the environment and the function's own secrets, SDK clients
+    /// from the AWS configuration.
+    pub async fn services(function: &str) -> Result<Services, Error> {
         crate::logging::init();
         let sdk = crate::aws::sdk_config().await;
-        let config = Config::load(&sdk).await?;
+        let config = Config::load_for(&sdk, function).await?;
         let resources = AwsResources::from_settings(&Settings::from_env())?;
         Ok(Services::aws(&sdk, config, &resources))
     }

@@ -1,5 +1,7 @@
 //! Configuration, loaded once per cold start from the environment and, in Lambda, from the
-//! Secrets Manager secret named by `APP_SECRET_ID` (a JSON object whose keys are the same names).
+//! Secrets Manager secrets named by `APP_SECRET_IDS` (comma-separated; each a JSON object whose
+//! keys are the same names). Each function is given only the secrets it uses
+//! ([`FUNCTION_SECRETS`]; template.yaml follows it and shared/tests/deploy_template.rs checks).
 //!
 //! A value in the secret wins over the same name in the environment: the secret is the source of
 //! truth in Lambda, and the environment only supplies what the secret lacks.
@@ -101,14 +103,30 @@ impl Settings {
         Ok(())
     }
 
-    /// Fetches the secret named by `APP_SECRET_ID` (if set) and overlays it.
+    /// Fetches the secrets named by `APP_SECRET_IDS` (comma-separated) and `APP_SECRET_ID` (if
+    /// set) and overlays them.
     pub async fn overlay_app_secret(
         &mut self,
         client: &aws_sdk_secretsmanager::Client,
     ) -> Result<(), ConfigError> {
-        let Some(id) = self.get("APP_SECRET_ID").map(str::to_string) else {
-            return Ok(());
-        };
+        let ids: Vec<String> = ["APP_SECRET_IDS", "APP_SECRET_ID"]
+            .iter()
+            .filter_map(|name| self.get(name))
+            .flat_map(|v| v.split(','))
+            .map(|id| id.trim().to_string())
+            .filter(|id| !id.is_empty())
+            .collect();
+        for id in ids {
+            self.overlay_one_secret(client, id).await?;
+        }
+        Ok(())
+    }
+
+    async fn overlay_one_secret(
+        &mut self,
+        client: &aws_sdk_secretsmanager::Client,
+        id: String,
+    ) -> Result<(), ConfigError> {
         let out = client
             .get_secret_value()
             .secret_id(&id)
@@ -304,19 +322,87 @@ impl Config {
         })
     }
 
-    /// Loads from the environment plus, when `APP_SECRET_ID` is set, the Secrets Manager secret.
-    pub async fn load(sdk: &aws_config::SdkConfig) -> Result<Self, ConfigError> {
+    /// Loads a function's configuration: the environment plus its Secrets Manager secrets.
+    /// Secret settings the function does not hold (see [`FUNCTION_SECRETS`]) get a random value
+    /// of this process, which no platform accepts and no peer knows: the function cannot use
+    /// what it was never given.
+    pub async fn load_for(
+        sdk: &aws_config::SdkConfig,
+        function: &str,
+    ) -> Result<Self, ConfigError> {
         let mut settings = Settings::from_env();
-        if settings.get("APP_SECRET_ID").is_some() {
-            let client = aws_sdk_secretsmanager::Client::new(sdk);
-            settings.overlay_app_secret(&client).await?;
-        }
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
+        settings.overlay_app_secret(&client).await?;
+        withhold_secrets(&mut settings, function);
         Self::from_settings(&settings)
     }
 
     /// True when `candidate` equals the configured verify token (constant time).
     pub fn verify_token_matches(&self, candidate: &str) -> bool {
         crate::secret_eq(self.meta_verify_token.expose_secret(), candidate)
+    }
+}
+
+/// Every secret setting.
+pub const SECRET_SETTINGS: &[&str] = &[
+    "META_APP_SECRET",
+    "META_VERIFY_TOKEN",
+    "LIVECHAT_CLIENT_SECRET",
+    "LIVECHAT_WEBHOOK_SECRET",
+    "LIVECHAT_APP_WEBHOOK_TOKEN",
+    "TOKEN_ENCRYPTION_KEY",
+];
+
+/// The secret settings each function holds, by crate name: the internet-facing webhooks only
+/// their verification secrets; the token key only where tokens are sealed or opened.
+pub const FUNCTION_SECRETS: &[(&str, &[&str])] = &[
+    (
+        "oauth-install",
+        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+    ),
+    // Verifies X-Hub-Signature-256 and the handshake.
+    ("instagram-webhook", &["META_APP_SECRET", "META_VERIFY_TOKEN"]),
+    // Compares the body's secret_key.
+    ("livechat-webhook", &["LIVECHAT_WEBHOOK_SECRET"]),
+    // App webhook token, signed_request, revocations (LiveChat's take the token itself).
+    (
+        "uninstall",
+        &["META_APP_SECRET", "LIVECHAT_APP_WEBHOOK_TOKEN", "TOKEN_ENCRYPTION_KEY"],
+    ),
+    // appsecret_proof, agent-token refresh, tokens.
+    (
+        "instagram-to-livechat",
+        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+    ),
+    (
+        "livechat-to-instagram",
+        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+    ),
+    // Deferred revocations (the app token for Facebook grants, sealed tokens).
+    ("deletion-sweeper", &["META_APP_SECRET", "TOKEN_ENCRYPTION_KEY"]),
+];
+
+/// The secret settings `function` holds (none for an unknown name).
+pub fn secrets_of(function: &str) -> &'static [&'static str] {
+    FUNCTION_SECRETS
+        .iter()
+        .find(|(f, _)| *f == function)
+        .map_or(&[], |(_, s)| *s)
+}
+
+/// Replaces every secret setting `function` does not hold (and its `_PREVIOUS`) with a random
+/// value of this process.
+pub fn withhold_secrets(settings: &mut Settings, function: &str) {
+    let held = secrets_of(function);
+    for name in SECRET_SETTINGS.iter().filter(|n| !held.contains(n)) {
+        let value = if *name == "TOKEN_ENCRYPTION_KEY" {
+            TokenCipher::generate_setting().expose_secret().to_string()
+        } else {
+            let bytes: [u8; 32] = rand::random();
+            hex::encode(bytes)
+        };
+        settings.set(name, value);
+        settings.set(&format!("{name}_PREVIOUS"), "");
     }
 }
 

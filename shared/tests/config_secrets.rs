@@ -71,3 +71,56 @@ async fn without_app_secret_id_nothing_is_fetched() {
     let err = Config::from_settings(&settings).unwrap_err();
     assert_eq!(err.to_string(), "missing setting TOKEN_ENCRYPTION_KEY");
 }
+
+#[tokio::test]
+async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
+    let sdk = support::sdk().await;
+    let client = aws_sdk_secretsmanager::Client::new(&sdk);
+    let mut ids = Vec::new();
+    for (name, value) in [
+        ("META_APP_SECRET", "meta-secret-from-sm"),
+        ("META_VERIFY_TOKEN", "verify-from-sm"),
+    ] {
+        let id = support::unique(&format!("igbridge/{name}"));
+        client
+            .create_secret()
+            .name(&id)
+            .secret_string(serde_json::json!({ name: value }).to_string())
+            .send()
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    let mut settings = Settings::from_pairs([
+        ("APP_SECRET_IDS", ids.join(",")),
+        ("PUBLIC_BASE_URL", "https://bridge.example.com".into()),
+        ("META_APP_ID", "1234".into()),
+        ("LIVECHAT_CLIENT_ID", "lc-client".into()),
+        // Present in this environment, but not the webhook's to hold.
+        ("LIVECHAT_CLIENT_SECRET", "lc-secret-in-env".into()),
+    ]);
+    settings.overlay_app_secret(&client).await.unwrap();
+    shared::config::withhold_secrets(&mut settings, "instagram-webhook");
+    let config = Config::from_settings(&settings).expect("starts with its two secrets");
+    assert_eq!(config.meta_app_secret.expose_secret(), "meta-secret-from-sm");
+    assert!(config.verify_token_matches("verify-from-sm"));
+    assert_ne!(
+        config.livechat_client_secret.current().expose_secret(),
+        "lc-secret-in-env",
+        "withheld"
+    );
+
+    // The LiveChat webhook holds neither of Meta's.
+    let mut settings = Settings::from_pairs([
+        ("APP_SECRET_IDS", ids.join(",")),
+        ("PUBLIC_BASE_URL", "https://bridge.example.com".into()),
+        ("META_APP_ID", "1234".into()),
+        ("LIVECHAT_CLIENT_ID", "lc-client".into()),
+        ("LIVECHAT_WEBHOOK_SECRET", "lc-webhook".into()),
+    ]);
+    settings.overlay_app_secret(&client).await.unwrap();
+    shared::config::withhold_secrets(&mut settings, "livechat-webhook");
+    let config = Config::from_settings(&settings).unwrap();
+    assert_ne!(config.meta_app_secret.expose_secret(), "meta-secret-from-sm");
+    assert!(!config.verify_token_matches("verify-from-sm"));
+}

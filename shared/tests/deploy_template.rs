@@ -409,20 +409,19 @@ fn template_settings_load_the_configuration() {
         .keys()
         .map(|k| k.as_str().unwrap().to_string())
         .collect();
-    let secret = &resources(&t)["AppSecret"]["Properties"]["GenerateSecretString"];
-    let placeholders: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(secret["SecretStringTemplate"].as_str().unwrap()).unwrap();
-    assert!(
-        placeholders.values().all(|v| v == ""),
-        "the template must not carry secret values"
+    let secret_names: BTreeSet<String> = secret_settings(&t).into_values().collect();
+    assert_eq!(
+        secret_names,
+        shared::config::SECRET_SETTINGS
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<BTreeSet<_>>(),
+        "one secret per secret setting"
     );
-    let mut secret_names: BTreeSet<String> = placeholders.keys().cloned().collect();
-    secret_names.insert(secret["GenerateStringKey"].as_str().unwrap().to_string());
     assert!(
         env_names.is_disjoint(&secret_names),
         "a secret key would override the environment"
     );
-    assert_eq!(ref_target(&env["APP_SECRET_ID"]), "AppSecret");
     assert_eq!(ref_target(&env["TABLE_NAME"]), "Table");
     // EVENT_BUS_NAME has a default ("default"); the template must point it at the archived bus.
     assert_eq!(ref_target(&env["EVENT_BUS_NAME"]), "LifecycleBus");
@@ -439,7 +438,6 @@ fn template_settings_load_the_configuration() {
     let all: Vec<(String, String)> = env_names
         .iter()
         .chain(&secret_names)
-        .filter(|n| *n != "APP_SECRET_ID")
         .map(|n| (n.clone(), sample(n)))
         .collect();
     let settings = Settings::from_pairs(all.clone());
@@ -457,6 +455,71 @@ fn template_settings_load_the_configuration() {
             Config::from_settings(&fewer).is_err() || AwsResources::from_settings(&fewer).is_err(),
             "{required} should be required"
         );
+    }
+}
+
+/// Each Secrets Manager secret and the one setting it holds (created empty, or generated).
+fn secret_settings(t: &Value) -> BTreeMap<String, String> {
+    of_type(t, "AWS::SecretsManager::Secret")
+        .into_iter()
+        .map(|(id, r)| {
+            let p = &r["Properties"];
+            let name = match p["SecretString"].as_str() {
+                Some(json) => {
+                    let v: serde_json::Map<String, serde_json::Value> =
+                        serde_json::from_str(json).unwrap();
+                    assert_eq!(v.len(), 1, "{id}: one value per secret");
+                    assert!(v.values().all(|v| v == ""), "{id}: no secret value in the template");
+                    v.keys().next().unwrap().clone()
+                }
+                None => {
+                    let g = &p["GenerateSecretString"];
+                    assert_eq!(g["SecretStringTemplate"].as_str(), Some("{}"), "{id}");
+                    g["GenerateStringKey"].as_str().unwrap().to_string()
+                }
+            };
+            (id, name)
+        })
+        .collect()
+}
+
+/// Each function reads exactly the secrets `shared::config::FUNCTION_SECRETS` gives it: its
+/// `APP_SECRET_IDS` names them, and its role may read those and no other.
+#[test]
+fn each_function_holds_only_its_own_secrets() {
+    let t = template();
+    let res = resources(&t);
+    let setting_of = secret_settings(&t);
+    for (id, binary) in function_names(&t) {
+        let want: BTreeSet<String> = shared::config::secrets_of(&binary)
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(!want.is_empty(), "{binary} is listed in FUNCTION_SECRETS");
+        let join = &res[&id]["Properties"]["Environment"]["Variables"]["APP_SECRET_IDS"];
+        let Some((tag, args)) = intrinsic(join) else {
+            panic!("{id}: APP_SECRET_IDS is a !Join")
+        };
+        assert_eq!(tag, "Join");
+        let listed: BTreeSet<String> = args.as_sequence().unwrap()[1]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| setting_of[&ref_target(r)].clone())
+            .collect();
+        assert_eq!(listed, want, "{id}: APP_SECRET_IDS");
+        let role = ref_target(&res[&id]["Properties"]["Role"]);
+        let mut readable = BTreeSet::new();
+        for policy in res[&role]["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                if strings(&st["Action"]).iter().any(|a| a.as_str() == Some("secretsmanager:GetSecretValue")) {
+                    for r in strings(&st["Resource"]) {
+                        readable.insert(setting_of[&ref_target(&r)].clone());
+                    }
+                }
+            }
+        }
+        assert_eq!(readable, want, "{role}: secretsmanager:GetSecretValue");
     }
 }
 
@@ -553,9 +616,8 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
         .map(|(id, _)| id)
         .collect();
     assert_eq!(publishers.len(), 3, "{publishers:?}");
-    // Every role reads the one secret and writes only its own log group.
+    // Every role writes only its own log group (secrets: each_function_holds_only_its_own_secrets).
     for (id, g) in &grants {
-        assert!(g.contains(&("secretsmanager:GetSecretValue".into(), "AppSecret".into())));
         let logs: BTreeSet<&String> = g
             .iter()
             .filter(|(a, _)| a.starts_with("logs:"))

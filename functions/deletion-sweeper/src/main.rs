@@ -6,7 +6,7 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::app::lambda::services().await?;
+    let services = shared::app::lambda::services("deletion-sweeper").await?;
     let lifecycle = services.lifecycle();
     let (services, lifecycle) = (&services, &lifecycle);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

@@ -3,7 +3,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let services = shared::app::lambda::services().await?;
+    let services = shared::app::lambda::services("instagram-to-livechat").await?;
     let worker = services.inbound();
     let (queue, dlq) = (
         services.to_livechat.clone(),

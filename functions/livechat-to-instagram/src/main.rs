@@ -3,7 +3,7 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let services = shared::app::lambda::services().await?;
+    let services = shared::app::lambda::services("livechat-to-instagram").await?;
     let worker = services.outbound();
     let (queue, dlq) = (
         services.to_instagram.clone(),

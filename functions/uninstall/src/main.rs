@@ -5,6 +5,6 @@ use shared::routes::HttpFunction;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let services = shared::app::lambda::services().await?;
+    let services = shared::app::lambda::services("uninstall").await?;
     lambda_http::run(services.router(HttpFunction::Uninstall)).await
 }
