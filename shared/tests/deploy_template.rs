@@ -523,6 +523,36 @@ fn each_function_holds_only_its_own_secrets() {
     }
 }
 
+/// The internet-facing webhooks read only the partitions they look up: the Instagram webhook
+/// route items, the LiveChat webhook organization partitions (checked against the code's keys).
+#[test]
+fn webhook_functions_read_only_their_partitions() {
+    let t = template();
+    let res = resources(&t);
+    let route = shared::domain::AccountRoute::key_for("17841400000000001").pk;
+    let org = shared::domain::Installation::key_for("org").pk;
+    for (role, key) in [("InstagramWebhookRole", route), ("LivechatWebhookRole", org)] {
+        let mut dynamo = 0;
+        for policy in res[role]["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                let actions = strings(&st["Action"]);
+                if !actions.iter().any(|a| a.as_str().unwrap().starts_with("dynamodb:")) {
+                    continue;
+                }
+                dynamo += 1;
+                assert_eq!(actions, vec![Value::from("dynamodb:GetItem")], "{role}: read only");
+                let prefixes = strings(
+                    &st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+                );
+                assert_eq!(prefixes.len(), 1, "{role}: one LeadingKeys prefix");
+                let prefix = prefixes[0].as_str().unwrap().trim_end_matches('*');
+                assert!(key.starts_with(prefix) && prefix.len() > 3, "{role}: {prefix} vs {key}");
+            }
+        }
+        assert_eq!(dynamo, 1, "{role}");
+    }
+}
+
 fn strings(v: &Value) -> Vec<Value> {
     match v {
         Value::Sequence(s) => s.clone(),
@@ -610,6 +640,16 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
         // Lifecycle events go to the archived bus, nowhere else.
         assert!(grants[role].contains(&("events:PutEvents".into(), "LifecycleBus".into())));
     }
+    // The internet-facing install cannot delete anything, let alone table-wide.
+    let install_dynamo: BTreeSet<&str> = grants["OAuthInstallRole"]
+        .iter()
+        .filter(|(a, _)| a.starts_with("dynamodb:"))
+        .map(|(a, _)| a.as_str())
+        .collect();
+    assert_eq!(
+        install_dynamo,
+        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem"])
+    );
     let publishers: BTreeSet<&String> = grants
         .iter()
         .filter(|(_, g)| g.iter().any(|(a, _)| a.starts_with("events:")))

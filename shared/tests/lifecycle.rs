@@ -6,6 +6,7 @@
 mod bridge;
 mod support;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -821,4 +822,51 @@ async fn an_uninstall_dated_before_the_current_installation_leaves_it_alone() {
         .unwrap()
         .unwrap();
     assert_eq!(inst.status, InstallationStatus::Uninstalled);
+}
+
+#[tokio::test]
+async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_left() {
+    let h = Harness::new().await;
+    two_tenants(&h).await;
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    let left = org_items(h.services.repo.store().as_ref(), ORG).await.len();
+    assert!(left > 3, "the old conversation's items are marked, not gone: {left}");
+    // Installed and connected again two days later (the install writes; it deletes nothing).
+    h.clock.advance(chrono::Duration::days(2));
+    h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    h.clock.advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.organizations, 1);
+    let kinds: BTreeSet<String> = org_items(h.services.repo.store().as_ref(), ORG)
+        .await
+        .iter()
+        .map(|i| i.str("kind").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from([
+            "account_route".to_string(),
+            "facebook_user_link".to_string(),
+            "installation".to_string(),
+            "instagram_connection".to_string()
+        ]),
+        "the new installation's records stay; the old conversation is gone"
+    );
+    let inst: Installation = h
+        .services
+        .repo
+        .get(&Installation::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(inst.status, InstallationStatus::Active);
+    assert_eq!(report.due, 1, "the purge entry was spent");
 }

@@ -26,7 +26,7 @@ use crate::instagram::graph::{GraphClient, PageAccount};
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::{LivechatClient, Organization};
 use crate::routes;
-use crate::store::{Condition, PageRequest, Repo, StoreError};
+use crate::store::{Condition, Repo, StoreError};
 use state::{FlowSealer, FlowState, OfferedPage, is_binding};
 
 /// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
@@ -266,38 +266,6 @@ impl Install {
         Ok((set, org))
     }
 
-    /// A reinstall after an uninstall starts clean: what is left of the old one is deleted now.
-    async fn clear_uninstalled(&self, org: &str) -> Result<(), StoreError> {
-        loop {
-            let keys = self
-                .repo
-                .store()
-                .query_organization(
-                    org,
-                    PageRequest {
-                        limit: Some(500),
-                        cursor: None,
-                    },
-                )
-                .await?
-                .items;
-            if keys.is_empty() {
-                break;
-            }
-            self.repo.store().delete_many(&keys).await?;
-        }
-        let due: Vec<PurgeEntry> = self.repo.query_prefix(PurgeEntry::PARTITION, "").await?;
-        for e in due
-            .into_iter()
-            .filter(|e| e.subject == PurgeSubject::Organization(org.to_string()))
-        {
-            self.repo
-                .take::<PurgeEntry>(&crate::store::Record::key(&e))
-                .await?;
-        }
-        Ok(())
-    }
-
     async fn save_installation(
         &self,
         set: &crate::livechat::TokenSet,
@@ -308,12 +276,9 @@ impl Install {
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?;
-        if existing
-            .as_ref()
-            .is_some_and(|i| i.status == InstallationStatus::Uninstalled)
-        {
-            self.clear_uninstalled(org).await?;
-        }
+        // A reinstall within the 7 days deletes nothing here (this internet-facing function has
+        // no delete rights): the new records carry no expiry, and the due purge removes only
+        // what the uninstall marked (`Lifecycle::sweep`).
         let installed_at = existing
             .filter(|i| i.status != InstallationStatus::Uninstalled)
             .map_or(now, |i| i.installed_at);

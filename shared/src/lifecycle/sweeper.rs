@@ -126,6 +126,14 @@ impl Lifecycle {
     ) -> Result<(), StoreError> {
         let mut event = LifecycleEvent::new(LifecycleKind::Purged, now);
         match &entry.subject {
+            PurgeSubject::Organization(org) if self.reinstalled(org).await? => {
+                // Installed again within the 7 days: only what the uninstall marked goes.
+                event = event.org(org);
+                let deleted = self.purge_leftovers(org, dry_run).await?;
+                report.items_deleted += deleted;
+                event.items = Some(deleted as u64);
+                report.organizations += 1;
+            }
             PurgeSubject::Organization(org) => {
                 event = event.org(org);
                 let mut deleted = 0;
@@ -205,6 +213,45 @@ impl Lifecycle {
             .await?;
         publish_logged(self.events.as_ref(), &events).await;
         Ok(())
+    }
+}
+
+impl Lifecycle {
+    /// Whether the organization has a live installation again.
+    async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?
+            .is_some_and(|i| i.status != InstallationStatus::Uninstalled))
+    }
+
+    /// Deletes the organization's items that carry an expiry (those the uninstall marked, or
+    /// short-lived ones); the reinstalled installation's own records carry none.
+    async fn purge_leftovers(&self, org: &str, dry_run: bool) -> Result<usize, StoreError> {
+        let mut page = PageRequest {
+            limit: Some(ROUND),
+            cursor: None,
+        };
+        let mut deleted = 0;
+        loop {
+            let got = self.repo.store().query_organization(org, page.clone()).await?;
+            let mut marked = Vec::new();
+            for key in got.items {
+                let item = self.repo.store().get(&key).await?;
+                if item.is_some_and(|i| i.get("expires_at").is_some()) {
+                    marked.push(key);
+                }
+            }
+            deleted += marked.len();
+            if !dry_run && !marked.is_empty() {
+                self.repo.store().delete_many(&marked).await?;
+            }
+            match got.next {
+                Some(c) => page.cursor = Some(c),
+                None => return Ok(deleted),
+            }
+        }
     }
 }
 
