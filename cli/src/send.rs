@@ -108,8 +108,10 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         Kind::LivechatApp => {
             body["clientID"] = json!(config.livechat_client_id);
             let mut url = reqwest::Url::parse(&args.to)?;
-            url.query_pairs_mut()
-                .append_pair("token", config.livechat_app_webhook_token.current().expose_secret());
+            url.query_pairs_mut().append_pair(
+                "token",
+                config.livechat_app_webhook_token.current().expose_secret(),
+            );
             http.post(url).json(&body)
         }
         Kind::SignedRequest => {

@@ -46,7 +46,10 @@ fn is_loopback(url: &str) -> bool {
         return false;
     };
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Fills unset settings with local development values; returns the names it filled. The
@@ -58,7 +61,10 @@ pub fn fill_local_defaults(settings: &mut Settings, addr: &str) -> Result<Vec<St
         settings.set("PUBLIC_BASE_URL", format!("http://{addr}"));
         filled.push("PUBLIC_BASE_URL".to_string());
     }
-    let url = settings.get("PUBLIC_BASE_URL").unwrap_or_default().to_string();
+    let url = settings
+        .get("PUBLIC_BASE_URL")
+        .unwrap_or_default()
+        .to_string();
     let missing: Vec<String> = LOCAL_DEFAULTS
         .iter()
         .map(|(name, _)| name.to_string())
@@ -93,19 +99,32 @@ mod tests {
 
     #[test]
     fn development_secrets_only_for_this_machine() {
-        for local in ["http://127.0.0.1:3000", "http://localhost:8080", "http://[::1]:3000"] {
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://localhost:8080",
+            "http://[::1]:3000",
+        ] {
             let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", local)]);
-            assert!(fill_local_defaults(&mut s, "127.0.0.1:3000").is_ok(), "{local}");
+            assert!(
+                fill_local_defaults(&mut s, "127.0.0.1:3000").is_ok(),
+                "{local}"
+            );
         }
         let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", "https://bridge.example.com")]);
-        let e = fill_local_defaults(&mut s, "127.0.0.1:3000").unwrap_err().to_string();
-        assert!(e.contains("META_APP_SECRET") && e.contains("LIVECHAT_WEBHOOK_SECRET"), "{e}");
+        let e = fill_local_defaults(&mut s, "127.0.0.1:3000")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("META_APP_SECRET") && e.contains("LIVECHAT_WEBHOOK_SECRET"),
+            "{e}"
+        );
         assert!(s.get("META_APP_SECRET").is_none(), "nothing filled");
         // Listening on every interface without a public URL is not this machine either.
         let mut s = Settings::from_pairs([("PUBLIC_BASE_URL", "http://0.0.0.0:3000")]);
         assert!(fill_local_defaults(&mut s, "0.0.0.0:3000").is_err());
         // With real secrets set, a public URL is fine.
-        let mut pairs: Vec<(&str, &str)> = LOCAL_DEFAULTS.iter().map(|(k, _)| (*k, "real")).collect();
+        let mut pairs: Vec<(&str, &str)> =
+            LOCAL_DEFAULTS.iter().map(|(k, _)| (*k, "real")).collect();
         pairs.push(("PUBLIC_BASE_URL", "https://bridge.example.com"));
         let mut s = Settings::from_pairs(pairs);
         assert!(fill_local_defaults(&mut s, "0.0.0.0:3000").is_ok());

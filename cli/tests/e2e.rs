@@ -152,7 +152,11 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
     let fb_state = state_of(&field(&back, "data-go href=\""));
     let shown = http
         .post(format!("{base}/oauth/facebook/callback"))
-        .form(&[("code", "FBCODE"), ("state", &fb_state), ("browser", secret)])
+        .form(&[
+            ("code", "FBCODE"),
+            ("state", &fb_state),
+            ("browser", secret),
+        ])
         .send()
         .await
         .unwrap()

@@ -170,7 +170,8 @@ impl Settings {
     fn rotating(&self, name: &str) -> Result<RotatingSecret, ConfigError> {
         Ok(RotatingSecret::new(
             self.secret(name)?,
-            self.get(&format!("{name}_PREVIOUS")).map(SecretString::from),
+            self.get(&format!("{name}_PREVIOUS"))
+                .map(SecretString::from),
         ))
     }
 
@@ -358,28 +359,50 @@ pub const SECRET_SETTINGS: &[&str] = &[
 pub const FUNCTION_SECRETS: &[(&str, &[&str])] = &[
     (
         "oauth-install",
-        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+        &[
+            "META_APP_SECRET",
+            "LIVECHAT_CLIENT_SECRET",
+            "TOKEN_ENCRYPTION_KEY",
+        ],
     ),
     // Verifies X-Hub-Signature-256 and the handshake.
-    ("instagram-webhook", &["META_APP_SECRET", "META_VERIFY_TOKEN"]),
+    (
+        "instagram-webhook",
+        &["META_APP_SECRET", "META_VERIFY_TOKEN"],
+    ),
     // Compares the body's secret_key.
     ("livechat-webhook", &["LIVECHAT_WEBHOOK_SECRET"]),
     // App webhook token, signed_request, revocations (LiveChat's take the token itself).
     (
         "uninstall",
-        &["META_APP_SECRET", "LIVECHAT_APP_WEBHOOK_TOKEN", "TOKEN_ENCRYPTION_KEY"],
+        &[
+            "META_APP_SECRET",
+            "LIVECHAT_APP_WEBHOOK_TOKEN",
+            "TOKEN_ENCRYPTION_KEY",
+        ],
     ),
     // appsecret_proof, agent-token refresh, tokens.
     (
         "instagram-to-livechat",
-        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+        &[
+            "META_APP_SECRET",
+            "LIVECHAT_CLIENT_SECRET",
+            "TOKEN_ENCRYPTION_KEY",
+        ],
     ),
     (
         "livechat-to-instagram",
-        &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", "TOKEN_ENCRYPTION_KEY"],
+        &[
+            "META_APP_SECRET",
+            "LIVECHAT_CLIENT_SECRET",
+            "TOKEN_ENCRYPTION_KEY",
+        ],
     ),
     // Deferred revocations (the app token for Facebook grants, sealed tokens).
-    ("deletion-sweeper", &["META_APP_SECRET", "TOKEN_ENCRYPTION_KEY"]),
+    (
+        "deletion-sweeper",
+        &["META_APP_SECRET", "TOKEN_ENCRYPTION_KEY"],
+    ),
 ];
 
 /// The secret settings `function` holds (none for an unknown name).

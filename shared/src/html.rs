@@ -134,6 +134,9 @@ mod tests {
         assert!(csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
         assert!(csp.contains(&sha256_source(SCRIPT)) && csp.contains(&sha256_source(STYLE)));
         assert!(!csp.contains("unsafe-inline"));
-        assert_eq!(plain(StatusCode::OK, "x").headers()["x-content-type-options"], "nosniff");
+        assert_eq!(
+            plain(StatusCode::OK, "x").headers()["x-content-type-options"],
+            "nosniff"
+        );
     }
 }

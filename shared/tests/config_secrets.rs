@@ -102,7 +102,10 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
     settings.overlay_app_secret(&client).await.unwrap();
     shared::config::withhold_secrets(&mut settings, "instagram-webhook");
     let config = Config::from_settings(&settings).expect("starts with its two secrets");
-    assert_eq!(config.meta_app_secret.expose_secret(), "meta-secret-from-sm");
+    assert_eq!(
+        config.meta_app_secret.expose_secret(),
+        "meta-secret-from-sm"
+    );
     assert!(config.verify_token_matches("verify-from-sm"));
     assert_ne!(
         config.livechat_client_secret.current().expose_secret(),
@@ -121,6 +124,9 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
     settings.overlay_app_secret(&client).await.unwrap();
     shared::config::withhold_secrets(&mut settings, "livechat-webhook");
     let config = Config::from_settings(&settings).unwrap();
-    assert_ne!(config.meta_app_secret.expose_secret(), "meta-secret-from-sm");
+    assert_ne!(
+        config.meta_app_secret.expose_secret(),
+        "meta-secret-from-sm"
+    );
     assert!(!config.verify_token_matches("verify-from-sm"));
 }

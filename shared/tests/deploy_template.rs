@@ -469,7 +469,10 @@ fn secret_settings(t: &Value) -> BTreeMap<String, String> {
                     let v: serde_json::Map<String, serde_json::Value> =
                         serde_json::from_str(json).unwrap();
                     assert_eq!(v.len(), 1, "{id}: one value per secret");
-                    assert!(v.values().all(|v| v == ""), "{id}: no secret value in the template");
+                    assert!(
+                        v.values().all(|v| v == ""),
+                        "{id}: no secret value in the template"
+                    );
                     v.keys().next().unwrap().clone()
                 }
                 None => {
@@ -512,7 +515,10 @@ fn each_function_holds_only_its_own_secrets() {
         let mut readable = BTreeSet::new();
         for policy in res[&role]["Properties"]["Policies"].as_sequence().unwrap() {
             for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
-                if strings(&st["Action"]).iter().any(|a| a.as_str() == Some("secretsmanager:GetSecretValue")) {
+                if strings(&st["Action"])
+                    .iter()
+                    .any(|a| a.as_str() == Some("secretsmanager:GetSecretValue"))
+                {
                     for r in strings(&st["Resource"]) {
                         readable.insert(setting_of[&ref_target(&r)].clone());
                     }
@@ -531,22 +537,34 @@ fn webhook_functions_read_only_their_partitions() {
     let res = resources(&t);
     let route = shared::domain::AccountRoute::key_for("17841400000000001").pk;
     let org = shared::domain::Installation::key_for("org").pk;
-    for (role, key) in [("InstagramWebhookRole", route), ("LivechatWebhookRole", org)] {
+    for (role, key) in [
+        ("InstagramWebhookRole", route),
+        ("LivechatWebhookRole", org),
+    ] {
         let mut dynamo = 0;
         for policy in res[role]["Properties"]["Policies"].as_sequence().unwrap() {
             for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
                 let actions = strings(&st["Action"]);
-                if !actions.iter().any(|a| a.as_str().unwrap().starts_with("dynamodb:")) {
+                if !actions
+                    .iter()
+                    .any(|a| a.as_str().unwrap().starts_with("dynamodb:"))
+                {
                     continue;
                 }
                 dynamo += 1;
-                assert_eq!(actions, vec![Value::from("dynamodb:GetItem")], "{role}: read only");
-                let prefixes = strings(
-                    &st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"],
+                assert_eq!(
+                    actions,
+                    vec![Value::from("dynamodb:GetItem")],
+                    "{role}: read only"
                 );
+                let prefixes =
+                    strings(&st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
                 assert_eq!(prefixes.len(), 1, "{role}: one LeadingKeys prefix");
                 let prefix = prefixes[0].as_str().unwrap().trim_end_matches('*');
-                assert!(key.starts_with(prefix) && prefix.len() > 3, "{role}: {prefix} vs {key}");
+                assert!(
+                    key.starts_with(prefix) && prefix.len() > 3,
+                    "{role}: {prefix} vs {key}"
+                );
             }
         }
         assert_eq!(dynamo, 1, "{role}");

@@ -1137,7 +1137,11 @@ async fn a_refused_client_secret_is_retried_without_flagging_the_tenant_and_the_
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(inst.status, InstallationStatus::Active, "the tenant did nothing wrong");
+    assert_eq!(
+        inst.status,
+        InstallationStatus::Active,
+        "the tenant did nothing wrong"
+    );
 
     // Deployed as the README says: the new value current, the old one previous.
     h.services.config.livechat_client_secret = RotatingSecret::new(

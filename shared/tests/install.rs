@@ -45,7 +45,9 @@ async fn call(h: &Harness, req: Request<Body>) -> Answer {
         .get(header::CONTENT_TYPE)
         .is_some_and(|c| c.to_str().unwrap().starts_with("text/html"));
     if html {
-        let csp = res.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+        let csp = res.headers()[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap();
         assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"));
         assert_eq!(res.headers()[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         assert_eq!(res.headers()[header::REFERRER_POLICY], "no-referrer");
@@ -333,7 +335,10 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
         !shown.body.contains("PAGE-TOKEN"),
         "Page tokens reach the browser only sealed"
     );
-    assert!(nothing_connected(&h, IG_NEW).await, "nothing before the POST");
+    assert!(
+        nothing_connected(&h, IG_NEW).await,
+        "nothing before the POST"
+    );
     assert_eq!(h.graph.subscription("100000000000009"), None);
 
     let done = confirm(&h, &tab, &shown, "100000000000009").await;
@@ -561,7 +566,14 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     let tab = Tab::new();
     // A code LiveChat never issued (or already used): `unauthorized_client`.
     let lc = start(&h, &tab).await;
-    let failed = redirected(&h, &tab, "/oauth/livechat/callback", "dal:OLD", &lc["state"]).await;
+    let failed = redirected(
+        &h,
+        &tab,
+        "/oauth/livechat/callback",
+        "dal:OLD",
+        &lc["state"],
+    )
+    .await;
     assert_eq!(failed.status, StatusCode::BAD_GATEWAY);
     assert!(failed.body.contains("Start the installation again"));
     assert!(
@@ -612,7 +624,8 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
 async fn a_marketplace_install_without_our_state_starts_a_flow_bound_to_this_tab() {
     let h = Harness::new().await;
     fakes(&h, vec![]);
-    h.livechat.add_code("dal:MARKET", NEW_ORG, NEW_ACCOUNT, SCOPES);
+    h.livechat
+        .add_code("dal:MARKET", NEW_ORG, NEW_ACCOUNT, SCOPES);
     let res = get(&h, "/oauth/livechat/callback?code=dal%3AMARKET").await;
     assert_eq!(res.status, StatusCode::OK);
     assert!(
@@ -703,7 +716,8 @@ async fn two_organizations_confirming_the_same_account_at_once_cannot_both_conne
         &h,
         vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
     );
-    h.livechat.add_organization(other_org, "Other", "o@other.example");
+    h.livechat
+        .add_organization(other_org, "Other", "o@other.example");
     let (tab_a, tab_b) = (Tab::new(), Tab::new());
     // Both reach the confirmation before either confirms.
     let fb_a = query(&through_livechat(&h, &tab_a).await);
@@ -728,9 +742,17 @@ async fn two_organizations_confirming_the_same_account_at_once_cannot_both_conne
         .await
         .unwrap()
         .unwrap();
-    let winner = if a.status == StatusCode::OK { NEW_ORG } else { other_org };
+    let winner = if a.status == StatusCode::OK {
+        NEW_ORG
+    } else {
+        other_org
+    };
     assert_eq!(route.organization_id, winner);
-    let loser = if winner == NEW_ORG { other_org } else { NEW_ORG };
+    let loser = if winner == NEW_ORG {
+        other_org
+    } else {
+        NEW_ORG
+    };
     assert!(
         h.services
             .repo
@@ -746,7 +768,11 @@ async fn links_forwarded_to_another_browser_fail_clearly_and_store_nothing() {
     let h = Harness::new().await;
     fakes(
         &h,
-        vec![page("100000000000009", "Victim Shop", Some((IG_NEW, "victim")))],
+        vec![page(
+            "100000000000009",
+            "Victim Shop",
+            Some((IG_NEW, "victim")),
+        )],
     );
     // The attacker starts in their own tab and authorizes their own LiveChat organization, then
     // forwards the Facebook Login link instead of following it.
@@ -776,14 +802,21 @@ async fn links_forwarded_to_another_browser_fail_clearly_and_store_nothing() {
         .await;
         assert_eq!(res.status, StatusCode::FORBIDDEN);
         assert!(
-            res.body.contains("started in a different browser") && res.body.contains("Nothing was connected"),
+            res.body.contains("started in a different browser")
+                && res.body.contains("Nothing was connected"),
             "{}",
             res.body
         );
-        assert!(!res.body.contains("Victim Shop"), "the victim's Pages are never read");
+        assert!(
+            !res.body.contains("Victim Shop"),
+            "the victim's Pages are never read"
+        );
     }
     assert!(
-        h.graph.calls().iter().all(|c| !c.path.contains("oauth/access_token")),
+        h.graph
+            .calls()
+            .iter()
+            .all(|c| !c.path.contains("oauth/access_token")),
         "the victim's login code is never exchanged"
     );
     assert!(nothing_connected(&h, IG_NEW).await);
@@ -852,8 +885,17 @@ async fn unauthenticated_traffic_costs_no_writes() {
     }
     get(&h, "/oauth/livechat/callback?code=x&state=y").await;
     get(&h, "/oauth/facebook/callback?code=x&state=y").await;
-    for path in ["/oauth/livechat/callback", "/oauth/facebook/callback", "/oauth/facebook/select"] {
-        let res = post_form(&h, path, &[("code", "x"), ("state", "v1:k1:AAAA"), ("browser", "b")]).await;
+    for path in [
+        "/oauth/livechat/callback",
+        "/oauth/facebook/callback",
+        "/oauth/facebook/select",
+    ] {
+        let res = post_form(
+            &h,
+            path,
+            &[("code", "x"), ("state", "v1:k1:AAAA"), ("browser", "b")],
+        )
+        .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{path}");
     }
     assert_eq!(store.writes.load(Ordering::SeqCst), 0);

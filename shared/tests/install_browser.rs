@@ -108,8 +108,16 @@ async fn the_install_walks_through_in_chromium() {
     // Whoever is signed in to LiveChat approves for their organization.
     let signed_in = Arc::new(Mutex::new("attacker-org".to_string()));
     let scope = "customers:own,chats--all:rw,agents--all:ro";
-    livechat.add_organization("attacker-org", "Mallory Support", "mallory@attacker.example");
-    livechat.add_organization("shop-org", "Downtown Store Support", "owner@downtown.example");
+    livechat.add_organization(
+        "attacker-org",
+        "Mallory Support",
+        "mallory@attacker.example",
+    );
+    livechat.add_organization(
+        "shop-org",
+        "Downtown Store Support",
+        "owner@downtown.example",
+    );
     let (lc, who) = (livechat.clone(), signed_in.clone());
     Mock::given(method("GET"))
         .and(path("/"))
@@ -208,7 +216,12 @@ async fn the_install_walks_through_in_chromium() {
     let repo = services.repo.clone();
     let nothing = || async {
         for ig in ["17841400000000021", "17841400000000022"] {
-            assert!(repo.get::<AccountRoute>(&AccountRoute::key_for(ig)).await.unwrap().is_none());
+            assert!(
+                repo.get::<AccountRoute>(&AccountRoute::key_for(ig))
+                    .await
+                    .unwrap()
+                    .is_none()
+            );
             assert!(
                 repo.get::<InstagramConnection>(&InstagramConnection::key_for("attacker-org", ig))
                     .await
@@ -236,7 +249,13 @@ async fn the_install_walks_through_in_chromium() {
     *signed_in.lock().unwrap() = "shop-org".into();
     client.goto(&format!("{base}/install")).await.unwrap();
     heading_becomes(&client, "Confirm the connection").await;
-    let main = client.find(Locator::Css("main")).await.unwrap().text().await.unwrap();
+    let main = client
+        .find(Locator::Css("main"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(
         main.contains("Downtown Store Support") && main.contains("owner@downtown.example"),
         "{main}"
@@ -321,7 +340,10 @@ async fn the_install_walks_through_in_chromium() {
         .execute("return sessionStorage.getItem('igbridge.install')", vec![])
         .await
         .unwrap();
-    let secret = secret.as_str().expect("the tab holds its flow secret").to_string();
+    let secret = secret
+        .as_str()
+        .expect("the tab holds its flow secret")
+        .to_string();
     let again = reqwest::Client::new()
         .post(format!("{base}/oauth/facebook/select"))
         .form(&[
@@ -333,7 +355,13 @@ async fn the_install_walks_through_in_chromium() {
         .await
         .unwrap();
     assert_eq!(again.status(), 400);
-    assert!(again.text().await.unwrap().contains("This link has expired"));
+    assert!(
+        again
+            .text()
+            .await
+            .unwrap()
+            .contains("This link has expired")
+    );
     assert!(
         services
             .repo

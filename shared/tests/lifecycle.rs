@@ -692,8 +692,12 @@ async fn the_facebook_grant_is_kept_while_another_live_installation_uses_it() {
 async fn a_deferred_page_unsubscribe_spares_a_page_another_installation_connected_since() {
     let h = Harness::new().await;
     let page_id = format!("PAGE-{IG}");
-    h.graph
-        .fail_next("DELETE", "subscribed_apps", testkit::fixture("meta/error_2_service"), 1);
+    h.graph.fail_next(
+        "DELETE",
+        "subscribed_apps",
+        testkit::fixture("meta/error_2_service"),
+        1,
+    );
     assert_eq!(
         app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
         StatusCode::OK
@@ -766,7 +770,8 @@ async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
         app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
         StatusCode::OK
     );
-    h.clock.advance(chrono::Duration::days(7) + chrono::Duration::minutes(1));
+    h.clock
+        .advance(chrono::Duration::days(7) + chrono::Duration::minutes(1));
     let deletes = || async {
         h.livechat
             .received_requests()
@@ -784,10 +789,17 @@ async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
         .await
         .unwrap();
     assert_eq!(report.organizations, 1, "the due purge ran");
-    assert!(org_items(h.services.repo.store().as_ref(), ORG).await.is_empty());
+    assert!(
+        org_items(h.services.repo.store().as_ref(), ORG)
+            .await
+            .is_empty()
+    );
     let tried = deletes().await - before;
     assert_eq!(tried, shared::lifecycle::sweeper::MAX_REVOCATIONS_PER_RUN);
-    assert_eq!(report.revocations_pending, 50, "the rest wait for the next run");
+    assert_eq!(
+        report.revocations_pending, 50,
+        "the rest wait for the next run"
+    );
 }
 
 #[tokio::test]
@@ -833,11 +845,15 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
         StatusCode::OK
     );
     let left = org_items(h.services.repo.store().as_ref(), ORG).await.len();
-    assert!(left > 3, "the old conversation's items are marked, not gone: {left}");
+    assert!(
+        left > 3,
+        "the old conversation's items are marked, not gone: {left}"
+    );
     // Installed and connected again two days later (the install writes; it deletes nothing).
     h.clock.advance(chrono::Duration::days(2));
     h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
-    h.clock.advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
+    h.clock
+        .advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
     let report = h
         .services
         .lifecycle()

@@ -306,10 +306,7 @@ impl GraphClient {
             ("client_secret", self.app_secret.expose_secret()),
         ];
         form.extend_from_slice(grant);
-        let req = self
-            .http
-            .post(self.url("oauth/access_token"))
-            .form(&form);
+        let req = self.http.post(self.url("oauth/access_token")).form(&form);
         let v = self.send(req).await?;
         match v.get("access_token").and_then(Value::as_str) {
             Some(t) if !t.is_empty() => Ok(SecretString::from(t.to_string())),

@@ -171,7 +171,11 @@ impl Install {
     }
 
     /// The state of a posted step, if authentic, current and posted by the starting browser.
-    fn open(&self, form: &HashMap<String, String>, step: OAuthStep) -> Result<FlowState, StepError> {
+    fn open(
+        &self,
+        form: &HashMap<String, String>,
+        step: OAuthStep,
+    ) -> Result<FlowState, StepError> {
         let now = self.clock.now().timestamp();
         let state = self
             .sealer
@@ -189,7 +193,10 @@ impl Install {
         url.query_pairs_mut()
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.livechat_client_id)
-            .append_pair("redirect_uri", &self.redirect_uri(routes::LIVECHAT_CALLBACK))
+            .append_pair(
+                "redirect_uri",
+                &self.redirect_uri(routes::LIVECHAT_CALLBACK),
+            )
             .append_pair("state", state);
         url.to_string()
     }
@@ -487,8 +494,10 @@ async fn livechat_callback(
     }
     publish_logged(
         app.events.as_ref(),
-        &[LifecycleEvent::new(LifecycleKind::Installed, app.clock.now())
-            .org(&org.organization_id)],
+        &[
+            LifecycleEvent::new(LifecycleKind::Installed, app.clock.now())
+                .org(&org.organization_id),
+        ],
     )
     .await;
     let next = FlowState {

@@ -141,7 +141,10 @@ mod tests {
         assert!(s.open(&t, OAuthStep::Facebook, 999).is_some());
         assert!(s.open(&t, OAuthStep::Facebook, 1000).is_none(), "expired");
         assert!(s.open(&t, OAuthStep::Livechat, 999).is_none(), "wrong step");
-        assert!(sealer(8).open(&t, OAuthStep::Facebook, 999).is_none(), "other key");
+        assert!(
+            sealer(8).open(&t, OAuthStep::Facebook, 999).is_none(),
+            "other key"
+        );
         let mut tampered = t.clone().into_bytes();
         let last = tampered.len() - 3;
         tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
@@ -172,6 +175,9 @@ mod tests {
         });
         let t = sealer(7).seal(&st);
         assert!(!t.contains("PAGE-TOKEN") && !t.contains("Shop"));
-        assert!(t.bytes().all(|c| c.is_ascii_alphanumeric() || b"-_:".contains(&c)));
+        assert!(
+            t.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_:".contains(&c))
+        );
     }
 }

@@ -124,8 +124,12 @@ impl Lifecycle {
             .repo
             .get::<InstagramConnection>(&InstagramConnection::key_for(&route.organization_id, ig))
             .await?;
-        Ok(inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled)
-            && conn.is_some_and(|c| c.status != ConnectionStatus::Disconnected && c.page_id == page_id))
+        Ok(
+            inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled)
+                && conn.is_some_and(|c| {
+                    c.status != ConnectionStatus::Disconnected && c.page_id == page_id
+                }),
+        )
     }
 
     async fn grant_used_elsewhere(
@@ -175,7 +179,10 @@ impl Lifecycle {
                 page_id,
                 ig_account_id,
                 token,
-            } => match self.page_connected_elsewhere(org, page_id, ig_account_id.as_deref()).await {
+            } => match self
+                .page_connected_elsewhere(org, page_id, ig_account_id.as_deref())
+                .await
+            {
                 // A deferred unsubscribe must not cut off an installation that connected the
                 // Page after this one let it go.
                 Ok(true) => {

@@ -235,7 +235,11 @@ impl Lifecycle {
         };
         let mut deleted = 0;
         loop {
-            let got = self.repo.store().query_organization(org, page.clone()).await?;
+            let got = self
+                .repo
+                .store()
+                .query_organization(org, page.clone())
+                .await?;
             let mut marked = Vec::new();
             for key in got.items {
                 let item = self.repo.store().get(&key).await?;

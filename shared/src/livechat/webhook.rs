@@ -157,8 +157,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn secret() -> SecretString {
-        SecretString::from("EXAMPLE_WEBHOOK_SECRET".to_string())
+    fn secret() -> RotatingSecret {
+        secrecy::SecretString::from("EXAMPLE_WEBHOOK_SECRET".to_string()).into()
     }
 
     fn incoming(event: Value) -> Value {

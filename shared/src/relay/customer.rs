@@ -142,7 +142,9 @@ impl Customers {
                     organization_id = %org,
                     "LiveChat refused the app's client credentials; check LIVECHAT_CLIENT_SECRET"
                 );
-                Err(Fail::Retry(format!("LiveChat refused the client credentials: {e}")))
+                Err(Fail::Retry(format!(
+                    "LiveChat refused the client credentials: {e}"
+                )))
             }
             Err(e) if e.is_grant_refused() || e.is_auth() => {
                 inst.status = InstallationStatus::ReauthRequired;
