@@ -372,12 +372,14 @@ pub const FUNCTION_SECRETS: &[(&str, &[&str])] = &[
     ),
     // Compares the body's secret_key.
     ("livechat-webhook", &["LIVECHAT_WEBHOOK_SECRET"]),
-    // App webhook token, signed_request, revocations (LiveChat's take the token itself).
+    // App webhook token, signed_request, revocations (LiveChat's take the token itself), and
+    // the notices a deauthorize posts into the chats (which may refresh the agent token).
     (
         "uninstall",
         &[
             "META_APP_SECRET",
             "LIVECHAT_APP_WEBHOOK_TOKEN",
+            "LIVECHAT_CLIENT_SECRET",
             "TOKEN_ENCRYPTION_KEY",
         ],
     ),

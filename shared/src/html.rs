@@ -29,8 +29,9 @@ fieldset{border:0;padding:0;margin:0}label{display:block;padding:.75rem;border:1
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}\
 .muted{color:#4a525c}.error{border-color:#b3261e}code{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}";
 
-/// The install flow's browser side. On the start page (`#begin`) it creates the flow's secret,
-/// keeps it in this tab's `sessionStorage` (never a cookie) and goes on with its SHA-256; on
+/// The install flow's browser side. On the start page, a click on `#begin` (a click, so a link
+/// from elsewhere cannot start a flow by itself) creates the flow's secret, keeps it in this
+/// tab's `sessionStorage` (never a cookie) and goes on with its SHA-256; on
 /// every later page it copies the secret into the forms' `browser` fields and submits a form
 /// marked `data-auto` (the platforms' redirects arrive as GETs and are posted back this way) or
 /// follows a link marked `data-go` (leaving a posted page by a redirect to another origin would
@@ -40,9 +41,10 @@ pub const SCRIPT: &str = "(function(){var K='igbridge.install';\
 function b64(a){var s='';for(var i=0;i<a.length;i++){s+=String.fromCharCode(a[i]);}\
 return btoa(s).replace(/\\+/g,'-').replace(/\\//g,'_').replace(/=+$/,'');}\
 var begin=document.getElementById('begin');\
-if(begin){var r=new Uint8Array(32);crypto.getRandomValues(r);var s=b64(r);sessionStorage.setItem(K,s);\
+if(begin){begin.addEventListener('click',function(){\
+var r=new Uint8Array(32);crypto.getRandomValues(r);var s=b64(r);sessionStorage.setItem(K,s);\
 crypto.subtle.digest('SHA-256',new TextEncoder().encode(s)).then(function(h){\
-location.replace(begin.getAttribute('data-next')+'?b='+b64(new Uint8Array(h)));});return;}\
+location.assign(begin.getAttribute('data-next')+'?b='+b64(new Uint8Array(h)));});});return;}\
 var v=sessionStorage.getItem(K)||'';\
 document.querySelectorAll('input[name=browser]').forEach(function(e){e.value=v;});\
 var f=document.querySelector('form[data-auto]');if(f){f.submit();return;}\

@@ -176,7 +176,11 @@ fn hidden(body: &str, name: &str) -> String {
 async fn start(h: &Harness, tab: &Tab) -> HashMap<String, String> {
     let page = get(h, "/install").await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.contains("id=\"begin\" data-next=\"/install\""));
+    assert!(
+        page.body.contains("id=\"begin\" data-next=\"/install\""),
+        "{}",
+        page.body
+    );
     let on = get(h, &format!("/install?b={}", tab.binding())).await;
     assert_eq!(on.status, StatusCode::SEE_OTHER, "{}", on.body);
     query(on.location.as_deref().unwrap())

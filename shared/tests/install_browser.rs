@@ -65,6 +65,16 @@ async fn heading_becomes(client: &fantoccini::Client, expected: &str) {
     panic!("heading stayed {last:?}, expected {expected:?}");
 }
 
+async fn click(client: &fantoccini::Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 fn shots_dir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
@@ -248,6 +258,9 @@ async fn the_install_walks_through_in_chromium() {
     // names the organization, its owner, the Pages and the Instagram accounts.
     *signed_in.lock().unwrap() = "shop-org".into();
     client.goto(&format!("{base}/install")).await.unwrap();
+    heading_becomes(&client, "Connecting Instagram to LiveChat").await;
+    shot("2-start").await;
+    click(&client, "#begin").await;
     heading_becomes(&client, "Confirm the connection").await;
     let main = client
         .find(Locator::Css("main"))
@@ -282,7 +295,7 @@ async fn the_install_walks_through_in_chromium() {
         "no cookies"
     );
     nothing().await;
-    shot("2-confirm").await;
+    shot("3-confirm").await;
     let confirm_state = client
         .find(Locator::Css("input[name=state]"))
         .await
@@ -333,7 +346,7 @@ async fn the_install_walks_through_in_chromium() {
             && body.contains("Uninstall igbridge from the LiveChat Marketplace"),
         "{body}"
     );
-    shot("3-connected").await;
+    shot("4-connected").await;
 
     // Posting the same confirmation again, even with this tab's secret, is refused: spent.
     let secret = client
@@ -377,17 +390,20 @@ async fn the_install_walks_through_in_chromium() {
         .goto(&format!("{base}/oauth/livechat/callback?code=dal%3AMARKET"))
         .await
         .unwrap();
+    heading_becomes(&client, "Connecting Instagram to LiveChat").await;
+    click(&client, "#begin").await;
     heading_becomes(&client, "Confirm the connection").await;
-    shot("4-marketplace-confirm").await;
+    shot("5-marketplace-confirm").await;
     assert_eq!(livechat.refusals(), Vec::<String>::new());
 
     client.close().await.unwrap();
     let _ = std::fs::remove_dir_all(profile);
     for name in [
         "1-forwarded-link-refused",
-        "2-confirm",
-        "3-connected",
-        "4-marketplace-confirm",
+        "2-start",
+        "3-confirm",
+        "4-connected",
+        "5-marketplace-confirm",
     ] {
         assert!(shots.join(format!("{name}.png")).exists());
     }

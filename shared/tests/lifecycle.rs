@@ -852,6 +852,12 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
     // Installed and connected again two days later (the install writes; it deletes nothing).
     h.clock.advance(chrono::Duration::days(2));
     h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    // The customer of the old conversation writes again: the contact and its chat are live
+    // again, not leftovers.
+    let mut again = text("MID_TEXT_0009", "back again");
+    again["timestamp"] = json!(h.clock.now().timestamp_millis());
+    h.deliver(&webhook(vec![again])).await;
+    assert!(h.work().await.is_empty());
     h.clock
         .advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
     let report = h
@@ -866,15 +872,47 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
         .iter()
         .map(|i| i.str("kind").unwrap().to_string())
         .collect();
-    assert_eq!(
-        kinds,
-        BTreeSet::from([
-            "account_route".to_string(),
-            "facebook_user_link".to_string(),
-            "installation".to_string(),
-            "instagram_connection".to_string()
-        ]),
-        "the new installation's records stay; the old conversation is gone"
+    for kept in [
+        "account_route",
+        "facebook_user_link",
+        "installation",
+        "instagram_connection",
+        "contact",
+        "chat_route",
+        "message_link",
+    ] {
+        assert!(kinds.contains(kept), "{kept} kept: {kinds:?}");
+    }
+    let contact = h.contact().await.expect("the returning customer's contact");
+    assert_eq!(contact.expires_at, None);
+    let route: ChatRoute = h
+        .services
+        .repo
+        .get(&ChatRoute::key_for(
+            ORG,
+            contact.chat_id.as_deref().unwrap(),
+        ))
+        .await
+        .unwrap()
+        .expect("its chat still routes agent replies");
+    assert_eq!(route.expires_at, None);
+    assert!(
+        h.services
+            .repo
+            .get::<MessageLink>(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+            .await
+            .unwrap()
+            .is_none(),
+        "the old conversation's links are gone"
+    );
+    assert!(
+        h.services
+            .repo
+            .get::<MessageLink>(&MessageLink::key_for(ORG, IG, "MID_TEXT_0009"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the new message's link stays"
     );
     let inst: Installation = h
         .services

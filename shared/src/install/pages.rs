@@ -27,7 +27,10 @@ pub fn begin() -> Response {
         StatusCode::OK,
         "Connecting Instagram to LiveChat",
         &format!(
-            "<div id=\"begin\" data-next=\"{}\" class=\"card\"><p>Taking you to LiveChat to authorize igbridge…</p></div>\
+            "<div class=\"card\"><p>igbridge answers your Instagram Direct messages from LiveChat. First you authorize it \
+in LiveChat, then you log in with Facebook and choose the Page of your Instagram professional account; before \
+anything is connected you see both and confirm.</p></div>\
+<p><button type=\"button\" id=\"begin\" data-next=\"{}\">Continue to LiveChat</button></p>\
 <noscript><div class=\"card error\"><p>The installation needs JavaScript: it ties every step to this browser tab, so a \
 link forwarded to someone else cannot connect their Instagram account to your LiveChat.</p></div></noscript>",
             routes::INSTALL

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
-use super::{DELETION_STATUS_TTL_SECS, Lifecycle};
+use super::{DELETION_STATUS_TTL_SECS, Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS};
 use crate::domain::*;
 use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 
@@ -129,7 +129,10 @@ impl Lifecycle {
             PurgeSubject::Organization(org) if self.reinstalled(org).await? => {
                 // Installed again within the 7 days: only what the uninstall marked goes.
                 event = event.org(org);
-                let deleted = self.purge_leftovers(org, dry_run).await?;
+                let mark = entry.due_at + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
+                let deleted = self
+                    .purge_leftovers(org, mark, now.timestamp(), dry_run)
+                    .await?;
                 report.items_deleted += deleted;
                 event.items = Some(deleted as u64);
                 report.organizations += 1;
@@ -139,6 +142,10 @@ impl Lifecycle {
                 let mut deleted = 0;
                 let mut complete = false;
                 for _ in 0..MAX_ROUNDS {
+                    // Installed again while this run purges: the next run keeps the new records.
+                    if self.reinstalled(org).await? {
+                        break;
+                    }
                     let page = PageRequest {
                         limit: Some(ROUND),
                         cursor: None,
@@ -226,9 +233,16 @@ impl Lifecycle {
             .is_some_and(|i| i.status != InstallationStatus::Uninstalled))
     }
 
-    /// Deletes the organization's items that carry an expiry (those the uninstall marked, or
-    /// short-lived ones); the reinstalled installation's own records carry none.
-    async fn purge_leftovers(&self, org: &str, dry_run: bool) -> Result<usize, StoreError> {
+    /// Deletes the organization's items that carry the uninstall's mark (the expiry it set on
+    /// every item, `mark`) or have expired by `now`. The reinstalled installation's records carry
+    /// no expiry or their own, and a leftover it took over was unmarked then.
+    async fn purge_leftovers(
+        &self,
+        org: &str,
+        mark: i64,
+        now: i64,
+        dry_run: bool,
+    ) -> Result<usize, StoreError> {
         let mut page = PageRequest {
             limit: Some(ROUND),
             cursor: None,
@@ -243,7 +257,8 @@ impl Lifecycle {
             let mut marked = Vec::new();
             for key in got.items {
                 let item = self.repo.store().get(&key).await?;
-                if item.is_some_and(|i| i.get("expires_at").is_some()) {
+                let marked_at = item.and_then(|i| i.get("expires_at").and_then(|v| v.as_i64()));
+                if marked_at.is_some_and(|at| at == mark || at <= now) {
                     marked.push(key);
                 }
             }

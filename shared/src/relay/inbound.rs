@@ -379,6 +379,18 @@ impl Inbound {
             None if !create => return Ok(None),
             None => customers.create(inst, ig, igsid).await?,
         };
+        if session.contact.expires_at.is_some() {
+            // Left by an uninstall and found by the reinstalled installation (its connection is
+            // live): it is the customer's again, and so is its chat, so neither expires.
+            session.contact.expires_at = None;
+            match session.contact.chat_id.clone() {
+                Some(chat_id) => {
+                    self.route_chat(&inst.organization_id, &mut session, &chat_id)
+                        .await?
+                }
+                None => self.repo.put(&session.contact, Condition::Always).await?,
+            }
+        }
         if session.contact.profile_synced_at.is_none() {
             self.sync_profile(inst, conn, &mut session).await;
         }
