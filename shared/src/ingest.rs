@@ -273,11 +273,12 @@ pub async fn ingest_livechat(
             if installed.is_none() {
                 return Ok("unknown organization");
             }
-            let msg = Envelope::new(Job::LivechatEvent(job.clone()), now).to_message();
+            let envelope = Envelope::new(Job::LivechatEvent(job), now);
+            let msg = envelope.to_message();
             if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
                 // Too large for a queue message: refusing would make LiveChat retry it forever.
                 // Parked with its ids only (no text), for a human to look up in LiveChat.
-                let parked = too_large(job, msg.body.len(), now);
+                let parked = too_large(envelope, msg.body.len(), now);
                 state
                     .dead_letter
                     .send(&[parked.to_message()])
@@ -291,30 +292,21 @@ pub async fn ingest_livechat(
     }
 }
 
-/// The dead-letter copy of a job too large to queue: its ids, never its content.
-fn too_large(
-    job: crate::jobs::LivechatEventJob,
-    bytes: usize,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Envelope {
-    let w = &job.webhook;
-    let ids = serde_json::json!({
-        "webhook_id": w.get("webhook_id"),
-        "action": job.action,
-        "organization_id": job.organization_id,
-        "payload": {
-            "chat_id": w.pointer("/payload/chat_id"),
-            "thread_id": w.pointer("/payload/thread_id"),
-            "event": {"id": w.pointer("/payload/event/id"), "type": w.pointer("/payload/event/type")},
-        },
-    });
-    let mut env = Envelope::new(
-        Job::LivechatEvent(crate::jobs::LivechatEventJob {
-            webhook: ids,
-            ..job
-        }),
-        now,
-    );
+/// The dead-letter copy of a LiveChat job too large to queue: its ids, never its content.
+fn too_large(mut env: Envelope, bytes: usize, now: chrono::DateTime<chrono::Utc>) -> Envelope {
+    if let Job::LivechatEvent(job) = &mut env.job {
+        let w = &job.webhook;
+        job.webhook = serde_json::json!({
+            "webhook_id": w.get("webhook_id"),
+            "action": job.action,
+            "organization_id": job.organization_id,
+            "payload": {
+                "chat_id": w.pointer("/payload/chat_id"),
+                "thread_id": w.pointer("/payload/thread_id"),
+                "event": {"id": w.pointer("/payload/event/id"), "type": w.pointer("/payload/event/type")},
+            },
+        });
+    }
     env.parked = Some(crate::jobs::Parked {
         reason: format!("LiveChat webhook too large to queue ({bytes} bytes); ids only"),
         at: now,

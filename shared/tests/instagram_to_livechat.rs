@@ -659,13 +659,7 @@ async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job
             .reason
             .contains("re-authorized")
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::ReauthRequired);
 }
 
@@ -1130,13 +1124,7 @@ async fn a_refused_client_secret_is_retried_without_flagging_the_tenant_and_the_
     h.deliver(&webhook(vec![text("M1", "hi")])).await;
     assert_eq!(h.work().await.len(), 1, "retried, not parked");
     assert!(h.dlq().await.is_empty());
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(
         inst.status,
         InstallationStatus::Active,

@@ -373,13 +373,7 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
         testkit::meta::appsecret_proof(APP_SECRET, "PAGE-TOKEN-100000000000009")
     );
 
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(NEW_ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(NEW_ORG).await;
     assert_eq!(inst.status, InstallationStatus::Active);
     assert!(inst.scopes.contains(&"customers:own".to_string()));
     let conn: InstagramConnection = h

@@ -241,13 +241,7 @@ async fn uninstall_revokes_wipes_and_the_sweep_purges_only_that_organization_aft
             .unwrap()
             .is_none()
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Uninstalled);
 
     // A replay changes nothing and revokes nothing again.
@@ -356,13 +350,7 @@ async fn forged_app_webhooks_are_rejected_and_change_nothing() {
         app_webhook(&h, Some("lc-app-token"), other).await,
         StatusCode::FORBIDDEN
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Active);
     assert!(inst.access_token.is_some());
     assert!(h.graph.received_requests().await.unwrap().is_empty());
@@ -812,13 +800,7 @@ async fn an_uninstall_dated_before_the_current_installation_leaves_it_alone() {
         app_webhook(&h, Some("lc-app-token"), late).await,
         StatusCode::OK
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Active);
     assert!(h.livechat.token_live("dal:AGENT-A"), "no token revoked");
     // The current one's uninstall still works.
@@ -826,13 +808,7 @@ async fn an_uninstall_dated_before_the_current_installation_leaves_it_alone() {
         app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
         StatusCode::OK
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Uninstalled);
 }
 
@@ -914,13 +890,60 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
             .is_some(),
         "the new message's link stays"
     );
-    let inst: Installation = h
-        .services
-        .repo
-        .get(&Installation::key_for(ORG))
-        .await
-        .unwrap()
-        .unwrap();
+    let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Active);
     assert_eq!(report.due, 1, "the purge entry was spent");
+}
+
+#[tokio::test]
+async fn a_reinstalled_organization_with_tens_of_thousands_of_leftovers_is_purged_across_runs() {
+    let h = Harness::new().await;
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    // A month of message links left by the uninstall (carrying its mark).
+    let mark = h.clock.now().timestamp() + shared::lifecycle::RETENTION_AFTER_UNINSTALL_SECS;
+    for i in 0..30_000 {
+        h.services
+            .repo
+            .put(
+                &MessageLink {
+                    organization_id: ORG.into(),
+                    ig_account_id: IG.into(),
+                    mid: format!("MID_OLD_{i:05}"),
+                    chat_id: "CHAT000001".into(),
+                    thread_id: None,
+                    event_ids: vec![format!("E{i}")],
+                    event_threads: vec![],
+                    direction: Direction::Inbound,
+                    created_at: h.clock.now(),
+                    expires_at: mark,
+                },
+                Condition::Always,
+            )
+            .await
+            .unwrap();
+    }
+    h.clock.advance(chrono::Duration::days(1));
+    h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    h.clock
+        .advance(chrono::Duration::days(5) + chrono::Duration::minutes(1));
+    let lifecycle = h.services.lifecycle();
+    let first = lifecycle.sweep(h.clock.now(), false).await.unwrap();
+    assert_eq!(
+        first.organizations, 0,
+        "one run does not cover 30,000 reads"
+    );
+    assert!(first.items_deleted > 0);
+    let second = lifecycle.sweep(h.clock.now(), false).await.unwrap();
+    assert_eq!(second.organizations, 1, "the next run finishes");
+    let left = org_items(h.services.repo.store().as_ref(), ORG).await;
+    assert!(
+        left.iter().all(|i| i.str("kind") != Some("message_link")),
+        "every leftover link is gone"
+    );
+    assert_eq!(h.installation(ORG).await.status, InstallationStatus::Active);
+    let third = lifecycle.sweep(h.clock.now(), false).await.unwrap();
+    assert_eq!(third.due, 0, "the purge entry was spent");
 }

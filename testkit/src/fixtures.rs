@@ -79,19 +79,24 @@ impl Fixture {
 }
 
 /// Faults a test injected: the next `times` requests matching a method (`*` for any) and a path
-/// suffix get the fixture instead of the fake's normal answer.
-#[derive(Default)]
-pub struct Faults(VecDeque<(String, String, Fixture, usize)>);
+/// suffix get the fault (a fixture instead of the fake's normal answer, or a delay).
+pub struct Faults<T = Fixture>(VecDeque<(String, String, T, usize)>);
 
-impl Faults {
+impl<T> Default for Faults<T> {
+    fn default() -> Self {
+        Self(VecDeque::new())
+    }
+}
+
+impl<T: Clone> Faults<T> {
     /// Queues a fault.
-    pub fn push(&mut self, method: &str, suffix: &str, fault: Fixture, times: usize) {
+    pub fn push(&mut self, method: &str, suffix: &str, fault: T, times: usize) {
         self.0
             .push_back((method.to_uppercase(), suffix.to_string(), fault, times));
     }
 
     /// The fault for this request, if one is queued (each use counts down).
-    pub fn take(&mut self, method: &str, path: &str) -> Option<Fixture> {
+    pub fn take(&mut self, method: &str, path: &str) -> Option<T> {
         let i = self.0.iter().position(|(m, suffix, _, _)| {
             (m == "*" || m == method) && path.ends_with(suffix.as_str())
         })?;

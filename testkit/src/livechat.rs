@@ -136,8 +136,8 @@ struct State {
     chats: Vec<Chat>,
     calls: Vec<Call>,
     faults: Faults,
-    /// Requests carried out but answered late: (path suffix, delay, how many more).
-    late: Vec<(String, Duration, usize)>,
+    /// Requests carried out but answered late.
+    late: Faults<Duration>,
     counter: u32,
     revoked: Vec<String>,
     /// Access token ↔ refresh token of each grant (both directions).
@@ -339,7 +339,7 @@ impl FakeLivechat {
     /// answered only after `delay`: a client that gives up first never learns that LiveChat
     /// acted (a chat started, an event posted).
     pub fn answer_late(&self, suffix: &str, delay: Duration, times: usize) {
-        self.with(|s| s.late.push((suffix.to_string(), delay, times)));
+        self.with(|s| s.late.push("*", suffix, delay, times));
     }
 
     /// Every request received, in order.
@@ -415,6 +415,7 @@ impl Respond for Responder {
             .map(str::to_string);
         let answer = s.handle(&method, &path, action.as_deref(), &query, bearer, &body);
         let refused = answer.as_ref().err().map(Fixture::message);
+        let late = s.late.take(&method, &path);
         s.calls.push(Call {
             method,
             path,
@@ -422,7 +423,6 @@ impl Respond for Responder {
             body,
             refused,
         });
-        let late = s.late_for(req.url.path());
         let response = match answer {
             Ok(v) => ResponseTemplate::new(200).set_body_json(v),
             Err(f) => f.response(),
@@ -443,20 +443,6 @@ fn validation(message: &str) -> Fixture {
 }
 
 impl State {
-    /// The delay of a queued late answer for this path, if any (each use counts down).
-    fn late_for(&mut self, path: &str) -> Option<Duration> {
-        let i = self
-            .late
-            .iter()
-            .position(|(suffix, _, _)| path.ends_with(suffix.as_str()))?;
-        let delay = self.late[i].1;
-        self.late[i].2 -= 1;
-        if self.late[i].2 == 0 {
-            self.late.remove(i);
-        }
-        Some(delay)
-    }
-
     fn handle(
         &mut self,
         method: &str,

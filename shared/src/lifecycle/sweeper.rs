@@ -15,6 +15,9 @@ use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 const ROUND: u32 = 500;
 /// Rounds per organization per run (a larger one continues at the next run).
 const MAX_ROUNDS: usize = 200;
+/// Pages of a reinstalled organization's leftovers per run: each key is read (a GetItem, a few
+/// ms), so 40 × 500 keys stay well inside the sweeper's 300 s.
+const LEFTOVER_PAGES: usize = 40;
 /// Revocations retried per run, after the purges: each may wait out a 10 s client timeout, so
 /// an outage at Meta or LiveChat with many pending could otherwise use up the run (300 s).
 pub const MAX_REVOCATIONS_PER_RUN: usize = 20;
@@ -130,11 +133,14 @@ impl Lifecycle {
                 // Installed again within the 7 days: only what the uninstall marked goes.
                 event = event.org(org);
                 let mark = entry.due_at + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
-                let deleted = self
+                let (deleted, complete) = self
                     .purge_leftovers(org, mark, now.timestamp(), dry_run)
                     .await?;
                 report.items_deleted += deleted;
                 event.items = Some(deleted as u64);
+                if !complete {
+                    return Ok(()); // resumes at the next run
+                }
                 report.organizations += 1;
             }
             PurgeSubject::Organization(org) => {
@@ -235,20 +241,22 @@ impl Lifecycle {
 
     /// Deletes the organization's items that carry the uninstall's mark (the expiry it set on
     /// every item, `mark`) or have expired by `now`. The reinstalled installation's records carry
-    /// no expiry or their own, and a leftover it took over was unmarked then.
+    /// no expiry or their own, and a leftover it took over was unmarked then. Reads each item (the
+    /// index holds keys only), so a run covers at most `LEFTOVER_PAGES` pages; `false` when more
+    /// remain (the next run starts over and finds only what is left).
     async fn purge_leftovers(
         &self,
         org: &str,
         mark: i64,
         now: i64,
         dry_run: bool,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, bool), StoreError> {
         let mut page = PageRequest {
             limit: Some(ROUND),
             cursor: None,
         };
         let mut deleted = 0;
-        loop {
+        for _ in 0..LEFTOVER_PAGES {
             let got = self
                 .repo
                 .store()
@@ -268,9 +276,10 @@ impl Lifecycle {
             }
             match got.next {
                 Some(c) => page.cursor = Some(c),
-                None => return Ok(deleted),
+                None => return Ok((deleted, true)),
             }
         }
+        Ok((deleted, false))
     }
 }
 

@@ -388,6 +388,16 @@ impl Harness {
             .collect()
     }
 
+    /// The installation record of `org` (which must exist).
+    pub async fn installation(&self, org: &str) -> Installation {
+        self.services
+            .repo
+            .get(&Installation::key_for(org))
+            .await
+            .unwrap()
+            .expect("the installation exists")
+    }
+
     pub async fn contact(&self) -> Option<Contact> {
         self.services
             .repo
