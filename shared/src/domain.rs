@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cipher::EncryptedToken;
-use crate::store::{Key, Record};
+use crate::store::{Key, Record, Versioned};
 
 /// How long message links are kept (for unsends, replies, reactions).
 pub const MESSAGE_LINK_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -56,12 +56,33 @@ pub struct Installation {
     pub updated_at: DateTime<Utc>,
     /// TTL once due for purge.
     pub expires_at: Option<i64>,
+    /// Bumped by every write; each write is conditional on the version it read.
+    #[serde(default)]
+    pub version: u64,
+    /// When the uninstall's purge is due (finds its purge entry).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_due_at: Option<i64>,
+    /// After uninstall, until its revocation is queued: the LiveChat token sealed for revocation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_token: Option<EncryptedToken>,
+    /// One worker refreshes the LiveChat token at a time: it holds this lease until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_lease_until: Option<DateTime<Utc>>,
 }
 
 impl Installation {
     /// The key of an organization's installation.
     pub fn key_for(org: &str) -> Key {
         Key::new(org_pk(org), "INSTALLATION")
+    }
+}
+
+impl Versioned for Installation {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
     }
 }
 
@@ -180,6 +201,9 @@ pub struct Contact {
     pub updated_at: DateTime<Utc>,
     /// TTL once due for purge.
     pub expires_at: Option<i64>,
+    /// Bumped by every write; each write is conditional on the version it read.
+    #[serde(default)]
+    pub version: u64,
 }
 
 impl Contact {
@@ -189,6 +213,15 @@ impl Contact {
             format!("{}#CONTACT#{ig_account_id}#{igsid}", org_pk(org)),
             "CONTACT",
         )
+    }
+}
+
+impl Versioned for Contact {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
     }
 }
 
@@ -535,6 +568,18 @@ pub enum Revocation {
     },
 }
 
+impl Revocation {
+    /// The order revocations run in: a Page is unsubscribed with its Page token, which dies
+    /// with the Facebook grant, so Page subscriptions go first and grants last.
+    pub fn order(&self) -> u8 {
+        match self {
+            Revocation::PageSubscription { .. } => 0,
+            Revocation::Livechat { .. } => 1,
+            Revocation::FacebookGrant { .. } => 2,
+        }
+    }
+}
+
 /// A revocation that failed at uninstall and is retried by the sweeper until it succeeds or the
 /// organization is purged. The only place a token survives an uninstall, for that purpose only.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -583,6 +628,25 @@ pub struct PurgeEntry {
     /// The data-deletion request it completes, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletion_code: Option<String>,
+    /// Uninstall: every item of the organization carries its expiry (the mark) and no token.
+    #[serde(default)]
+    pub marked: bool,
+    /// Uninstall: where marking resumes (an organization-index cursor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_cursor: Option<String>,
+    /// Facebook user: the connections this request disconnected, and when. Only these are
+    /// purged; a connection made again afterwards is the user's new consent and is kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub accounts: Vec<DisconnectedAccount>,
+}
+
+/// A connection a Facebook user's request disconnected.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DisconnectedAccount {
+    /// The organization.
+    pub organization_id: String,
+    /// The Instagram account.
+    pub ig_account_id: String,
 }
 
 impl PurgeEntry {
@@ -608,6 +672,34 @@ impl Record for PurgeEntry {
     const KIND: &'static str = "purge_entry";
     fn key(&self) -> Key {
         Self::key_for(self.due_at, &self.subject)
+    }
+}
+
+/// An organization's data key: every queued job of the organization is sealed under it
+/// (AES-256-GCM), and the key itself is sealed under `TOKEN_ENCRYPTION_KEY`. Uninstall deletes it,
+/// which makes every queued or parked copy of the tenant's data unreadable at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrganizationKey {
+    /// Owning organization.
+    pub organization_id: String,
+    /// The 32-byte key, sealed under `org:<org>:data_key`.
+    pub key: EncryptedToken,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+}
+
+impl OrganizationKey {
+    /// The key of an organization's data key: its own partition, so the webhooks may read and
+    /// create it without access to anything else.
+    pub fn key_for(org: &str) -> Key {
+        Key::new(format!("DATAKEY#{org}"), "KEY")
+    }
+}
+
+impl Record for OrganizationKey {
+    const KIND: &'static str = "organization_key";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id)
     }
 }
 

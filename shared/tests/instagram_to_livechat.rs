@@ -6,7 +6,7 @@
 mod bridge;
 mod support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,11 +21,10 @@ use shared::domain::*;
 use shared::instagram::webhook::sign;
 use shared::jobs::{Envelope, Job};
 use shared::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
-use shared::store::{
-    Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError,
-};
+use shared::store::Condition;
 use shared::worker::{Outcome, QueuedJob, process_batch};
 use testkit::fixture;
+use testkit::store::{FaultAt, FaultyStore, Op};
 use tower::ServiceExt;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -363,58 +362,20 @@ async fn the_same_webhook_three_times_plus_a_redelivery_makes_one_livechat_event
     );
 }
 
-/// A store that fails the first write of a message link, as if the worker crashed right after
-/// LiveChat accepted the event.
-struct CrashOnceStore {
-    inner: MemoryStore,
-    armed: Mutex<bool>,
-}
-
-#[async_trait]
-impl Store for CrashOnceStore {
-    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
-        if item.str("kind") == Some("event_link") {
-            let mut armed = self.armed.lock().unwrap();
-            if *armed {
-                *armed = false;
-                return Err(StoreError::Backend {
-                    message: "connection reset".into(),
-                    transient: true,
-                });
-            }
-        }
-        self.inner.put(item, c).await
-    }
-    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
-        self.inner.get(k).await
-    }
-    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
-        self.inner.delete(k, c).await
-    }
-    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
-        self.inner.query(pk, r, p).await
-    }
-    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
-        self.inner.query_organization(o, p).await
-    }
-    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
-        self.inner.set_expiry(k, e).await
-    }
-    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
-        self.inner.delete_many(k).await
-    }
-}
-
 #[tokio::test]
 async fn a_crash_after_livechat_accepted_does_not_duplicate_on_retry() {
-    let store = Arc::new(CrashOnceStore {
-        inner: MemoryStore::new(),
-        armed: Mutex::new(false),
-    });
+    // Fails the first write of an event link, as if the worker crashed right after LiveChat
+    // accepted the event.
+    let store = Arc::new(FaultyStore::default());
     let h = Harness::with_store(store.clone()).await;
     h.deliver(&webhook(vec![text("M1", "first")])).await;
     assert!(h.work().await.is_empty());
-    *store.armed.lock().unwrap() = true;
+    let mut armed = true;
+    store.fail_when(move |op| {
+        let hit = armed && *op == Op::Put(Some("event_link".into()));
+        armed &= !hit;
+        hit.then_some(FaultAt::Before)
+    });
     h.deliver(&webhook(vec![text("M2", "second")])).await;
     let failed = h.work().await;
     assert_eq!(failed.len(), 1, "the crash is retried");

@@ -16,7 +16,7 @@ use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use shared::domain::*;
-use shared::store::{Condition, Item, Key, Page, PageRequest, SkRange, Store, StoreError};
+use shared::store::Condition;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use testkit::fixture;
 use testkit::meta::FbPage;
@@ -834,49 +834,11 @@ async fn links_forwarded_to_another_browser_fail_clearly_and_store_nothing() {
     assert_eq!(h.requests("/v2/token").await.len(), before);
 }
 
-/// A store that counts writes (puts, deletes, expiry changes).
-struct CountingStore {
-    inner: shared::store::MemoryStore,
-    writes: AtomicUsize,
-}
-
-#[async_trait::async_trait]
-impl Store for CountingStore {
-    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.put(item, c).await
-    }
-    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
-        self.inner.get(k).await
-    }
-    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete(k, c).await
-    }
-    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
-        self.inner.query(pk, r, p).await
-    }
-    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
-        self.inner.query_organization(o, p).await
-    }
-    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.set_expiry(k, e).await
-    }
-    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
-        self.writes.fetch_add(1, Ordering::SeqCst);
-        self.inner.delete_many(k).await
-    }
-}
-
 #[tokio::test]
 async fn unauthenticated_traffic_costs_no_writes() {
-    let store = Arc::new(CountingStore {
-        inner: shared::store::MemoryStore::new(),
-        writes: AtomicUsize::new(0),
-    });
+    let store = Arc::new(testkit::store::FaultyStore::default());
     let h = Harness::with_store(store.clone()).await;
-    store.writes.store(0, Ordering::SeqCst);
+    store.reset_counts();
     let tab = Tab::new();
     for _ in 0..20 {
         start(&h, &tab).await;
@@ -896,7 +858,7 @@ async fn unauthenticated_traffic_costs_no_writes() {
         .await;
         assert_eq!(res.status, StatusCode::BAD_REQUEST, "{path}");
     }
-    assert_eq!(store.writes.load(Ordering::SeqCst), 0);
+    assert_eq!(store.writes(), 0);
 }
 
 /// A person with many Pages: `/me/accounts` is paged (100 per request here), and the only

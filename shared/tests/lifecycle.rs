@@ -904,7 +904,7 @@ async fn a_reinstalled_organization_with_tens_of_thousands_of_leftovers_is_purge
     );
     // A month of message links left by the uninstall (carrying its mark).
     let mark = h.clock.now().timestamp() + shared::lifecycle::RETENTION_AFTER_UNINSTALL_SECS;
-    for i in 0..30_000 {
+    for i in 0..60_000 {
         h.services
             .repo
             .put(
@@ -933,7 +933,7 @@ async fn a_reinstalled_organization_with_tens_of_thousands_of_leftovers_is_purge
     let first = lifecycle.sweep(h.clock.now(), false).await.unwrap();
     assert_eq!(
         first.organizations, 0,
-        "one run does not cover 30,000 reads"
+        "one run does not cover 60,000 reads"
     );
     assert!(first.items_deleted > 0);
     let second = lifecycle.sweep(h.clock.now(), false).await.unwrap();

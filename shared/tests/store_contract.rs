@@ -329,6 +329,34 @@ async fn delete_many_handles_more_than_one_batch(store: Arc<dyn Store>) {
     assert!(store.get(&Key::new("KEEP", "S")).await.unwrap().is_some());
 }
 
+async fn batch_reads_and_puts_cover_more_than_one_batch(store: Arc<dyn Store>) {
+    // 260 items: more than one BatchWriteItem (25) and BatchGetItem (100) call each.
+    let items: Vec<Item> = (0..260)
+        .map(|i| {
+            item(
+                &format!("B#{i:03}"),
+                "S",
+                json!({"n": i, "organization_id": "org-b"}),
+            )
+        })
+        .collect();
+    store.put_many(items.clone()).await.unwrap();
+    let mut keys: Vec<Key> = items.iter().map(Item::key).collect();
+    keys.push(Key::new("B#missing", "S"));
+    let mut got = store.get_many(&keys).await.unwrap();
+    got.sort_by_key(Item::key);
+    assert_eq!(got, items, "missing keys are left out, the rest read whole");
+    // A put replaces the whole item.
+    store
+        .put_many(vec![item("B#000", "S", json!({"replaced": true}))])
+        .await
+        .unwrap();
+    let one = store.get(&Key::new("B#000", "S")).await.unwrap().unwrap();
+    assert_eq!(one.get("replaced"), Some(&json!(true)));
+    assert!(one.get("n").is_none());
+    assert!(store.get_many(&[]).await.unwrap().is_empty());
+}
+
 fn now() -> chrono::DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap()
 }
@@ -352,6 +380,10 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 installed_at: now(),
                 updated_at: now(),
                 expires_at: None,
+                version: 3,
+                purge_due_at: None,
+                revoke_token: None,
+                refresh_lease_until: None,
             })
             .unwrap(),
             false,
@@ -397,6 +429,7 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 profile_synced_at: None,
                 updated_at: now(),
                 expires_at: None,
+                version: 2,
             })
             .unwrap(),
             false,
@@ -482,6 +515,12 @@ fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
                 due_at: exp,
                 scheduled_at: now(),
                 deletion_code: None,
+                marked: false,
+                mark_cursor: Some("cursor".into()),
+                accounts: vec![DisconnectedAccount {
+                    organization_id: ORG.into(),
+                    ig_account_id: "17841400000000001".into(),
+                }],
             })
             .unwrap(),
             false,
@@ -531,6 +570,9 @@ async fn purge_schedule_query_finds_only_due_entries(store: Arc<dyn Store>) {
             due_at: due,
             scheduled_at: now(),
             deletion_code: None,
+            marked: true,
+            mark_cursor: None,
+            accounts: Vec::new(),
         };
         repo.put(&e, Condition::Always).await.unwrap();
     }
@@ -633,6 +675,10 @@ macro_rules! contract {
             #[tokio::test]
             async fn purge_schedule_query_finds_only_due_entries() {
                 super::purge_schedule_query_finds_only_due_entries(super::$adapter().await).await
+            }
+            #[tokio::test]
+            async fn batch_reads_and_puts_cover_more_than_one_batch() {
+                super::batch_reads_and_puts_cover_more_than_one_batch(super::$adapter().await).await
             }
             #[tokio::test]
             async fn tokens_are_never_stored_in_plaintext() {

@@ -14,5 +14,6 @@
 pub mod fixtures;
 pub mod livechat;
 pub mod meta;
+pub mod store;
 
 pub use fixtures::{Fixture, fixture};

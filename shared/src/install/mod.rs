@@ -287,9 +287,10 @@ impl Install {
         // no delete rights): the new records carry no expiry, and the due purge removes only
         // what the uninstall marked (`Lifecycle::sweep`).
         let installed_at = existing
+            .as_ref()
             .filter(|i| i.status != InstallationStatus::Uninstalled)
             .map_or(now, |i| i.installed_at);
-        let inst = Installation {
+        let mut inst = Installation {
             organization_id: org.to_string(),
             account_id: set.account_id.clone().unwrap_or_default(),
             access_token: Some(self.cipher.seal(
@@ -313,8 +314,20 @@ impl Install {
             installed_at,
             updated_at: now,
             expires_at: None,
+            version: 0,
+            purge_due_at: None,
+            revoke_token: None,
+            refresh_lease_until: None,
         };
-        self.repo.put(&inst, Condition::Always).await
+        // Conditional on the version read: an uninstall (or another install) that lands in
+        // between makes this fail, and the admin's retry starts from what is stored then.
+        match existing {
+            Some(old) => {
+                inst.version = old.version;
+                self.repo.save(&mut inst).await
+            }
+            None => self.repo.create(&mut inst).await,
+        }
     }
 
     /// Spends the flow: a confirmation is carried out once.

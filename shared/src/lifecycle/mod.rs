@@ -6,6 +6,7 @@ pub mod events;
 pub mod routes;
 pub mod signed_request;
 pub mod sweeper;
+pub mod uninstall;
 
 use std::sync::Arc;
 
@@ -13,7 +14,6 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use crate::cipher::TokenCipher;
-use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
 use crate::domain::*;
@@ -60,8 +60,10 @@ pub struct UninstallReport {
     pub revoked: usize,
     /// Revocations left for the sweeper to retry.
     pub deferred: usize,
-    /// Items given a TTL.
+    /// Items given a TTL by this run.
     pub items: usize,
+    /// Everything done: every item marked and every revocation through.
+    pub complete: bool,
 }
 
 impl Lifecycle {
@@ -227,186 +229,21 @@ impl Lifecycle {
         }
     }
 
-    /// Revokes now, or records the revocation for the sweeper.
-    async fn revoke_or_defer(
-        &self,
-        org: &str,
-        id: &str,
-        r: Revocation,
-        report: &mut UninstallReport,
-    ) -> Result<(), StoreError> {
-        if self.revoke(org, &r).await {
-            report.revoked += 1;
-            return Ok(());
-        }
-        report.deferred += 1;
-        let pending = PendingRevocation {
-            organization_id: org.to_string(),
-            id: id.to_string(),
-            revocation: r,
-            attempts: 1,
-            expires_at: self.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS,
-        };
-        self.repo.put(&pending, Condition::Always).await
-    }
-
-    /// `application_uninstalled`: revoke, wipe tokens, schedule the purge. Replays are harmless.
-    ///
-    /// `sent_at` is when LiveChat says the uninstall happened: an uninstall of an earlier
-    /// installation (a delayed or replayed webhook) leaves a newer installation alone.
-    pub async fn uninstall(
-        &self,
-        org: &str,
-        sent_at: Option<DateTime<Utc>>,
-    ) -> Result<UninstallReport, StoreError> {
-        let mut report = UninstallReport::default();
-        let Some(mut inst) = self
-            .repo
-            .get::<Installation>(&Installation::key_for(org))
-            .await?
-        else {
-            return Ok(report);
-        };
-        if inst.status == InstallationStatus::Uninstalled {
-            return Ok(report);
-        }
-        if sent_at.is_some_and(|at| at < inst.installed_at) {
-            tracing::warn!(organization_id = %org, "uninstall of an earlier installation ignored");
-            return Ok(report);
-        }
-        let now = self.clock.now();
-        let expires = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
-
-        let connections: Vec<InstagramConnection> = self
-            .repo
-            .query_prefix(&Installation::key_for(org).pk, "IGCONN#")
-            .await?;
-        for mut conn in connections {
-            let ctx = token_context(org, &format!("instagram.page_token:{}", conn.ig_account_id));
-            if let Some(token) = conn
-                .page_token
-                .take()
-                .and_then(|t| self.cipher.open(&t, &ctx).ok())
-            {
-                let sealed = self.cipher.seal(
-                    &token,
-                    &token_context(org, &format!("instagram.revoke:{}", conn.page_id)),
-                );
-                let r = Revocation::PageSubscription {
-                    page_id: conn.page_id.clone(),
-                    ig_account_id: Some(conn.ig_account_id.clone()),
-                    token: sealed,
-                };
-                self.revoke_or_defer(org, &format!("page:{}", conn.page_id), r, &mut report)
-                    .await?;
-            }
-            let r = Revocation::FacebookGrant {
-                facebook_user_id: conn.facebook_user_id.clone(),
-            };
-            self.revoke_or_defer(
-                org,
-                &format!("fbuser:{}", conn.facebook_user_id),
-                r,
-                &mut report,
-            )
-            .await?;
-            conn.status = ConnectionStatus::Disconnected;
-            conn.updated_at = now;
-            conn.expires_at = Some(expires);
-            self.repo.put(&conn, Condition::Always).await?;
-            self.stop_routing(org, &conn.ig_account_id).await?;
-        }
-        let livechat_token = inst
-            .refresh_token
-            .take()
-            .and_then(|t| {
-                self.cipher
-                    .open(&t, &token_context(org, "livechat.refresh_token"))
-                    .ok()
-            })
-            .or_else(|| {
-                inst.access_token.as_ref().and_then(|t| {
-                    self.cipher
-                        .open(t, &token_context(org, "livechat.access_token"))
-                        .ok()
-                })
-            });
-        inst.access_token = None;
-        inst.status = InstallationStatus::Uninstalled;
-        inst.updated_at = now;
-        inst.expires_at = Some(expires);
-        self.repo.put(&inst, Condition::Always).await?;
-        if let Some(token) = livechat_token {
-            let sealed = self
-                .cipher
-                .seal(&token, &token_context(org, "livechat.revoke"));
-            self.revoke_or_defer(
-                org,
-                "livechat",
-                Revocation::Livechat { token: sealed },
-                &mut report,
-            )
-            .await?;
-        }
-
-        // Every other item: customer tokens wiped, TTL set.
-        report.items = self.expire_organization(org, expires).await?;
-        self.schedule(
-            PurgeSubject::Organization(org.to_string()),
-            now.timestamp() + PURGE_DUE_SECS,
-            None,
-        )
-        .await?;
-        report.uninstalled = true;
-        publish_logged(
-            self.events.as_ref(),
-            &[LifecycleEvent::new(LifecycleKind::Uninstalled, now).org(org)],
-        )
-        .await;
-        Ok(report)
-    }
-
-    /// Sets the TTL on every item of an organization, wiping contacts' cached tokens.
-    async fn expire_organization(&self, org: &str, expires: i64) -> Result<usize, StoreError> {
-        let mut count = 0;
-        let mut page = PageRequest::default();
-        loop {
-            let got = self
-                .repo
-                .store()
-                .query_organization(org, page.clone())
-                .await?;
-            for key in &got.items {
-                if key.sk == "CONTACT" {
-                    if let Some(mut c) = self.repo.get::<Contact>(key).await? {
-                        c.customer_token = None;
-                        c.customer_token_expires_at = None;
-                        c.expires_at = Some(expires);
-                        self.repo.put(&c, Condition::Always).await?;
-                    }
-                } else {
-                    self.repo.store().set_expiry(key, expires).await?;
-                }
-                count += 1;
-            }
-            match got.next {
-                Some(c) => page.cursor = Some(c),
-                None => return Ok(count),
-            }
-        }
-    }
-
     async fn schedule(
         &self,
         subject: PurgeSubject,
         due_at: i64,
         deletion_code: Option<String>,
+        accounts: Vec<DisconnectedAccount>,
     ) -> Result<(), StoreError> {
         let entry = PurgeEntry {
             subject,
             due_at,
             scheduled_at: self.clock.now(),
             deletion_code,
+            marked: true,
+            mark_cursor: None,
+            accounts,
         };
         self.repo.put(&entry, Condition::Always).await
     }
@@ -425,6 +262,7 @@ impl Lifecycle {
             .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
             .await?;
         let mut events = Vec::new();
+        let mut accounts = Vec::new();
         for link in &links {
             let org = &link.organization_id;
             let Some(mut conn) = self
@@ -444,6 +282,10 @@ impl Lifecycle {
             self.repo.put(&conn, Condition::Always).await?;
             self.stop_routing(org, &conn.ig_account_id).await?;
             self.tell_chats(org, &conn.ig_account_id).await;
+            accounts.push(DisconnectedAccount {
+                organization_id: org.clone(),
+                ig_account_id: conn.ig_account_id.clone(),
+            });
             events.push(
                 LifecycleEvent::new(LifecycleKind::Disconnected, now)
                     .org(org)
@@ -454,6 +296,7 @@ impl Lifecycle {
             PurgeSubject::FacebookUser(facebook_user_id.to_string()),
             now.timestamp() + PURGE_DUE_SECS,
             deletion_code,
+            accounts,
         )
         .await?;
         publish_logged(self.events.as_ref(), &events).await;

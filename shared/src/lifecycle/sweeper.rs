@@ -11,16 +11,20 @@ use super::{DELETION_STATUS_TTL_SECS, Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER
 use crate::domain::*;
 use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 
-/// Keys deleted per round when purging an organization.
-const ROUND: u32 = 500;
+/// Keys per round when purging an organization (a DynamoDB page of the keys-only index holds
+/// several thousand).
+const ROUND: u32 = 2000;
 /// Rounds per organization per run (a larger one continues at the next run).
-const MAX_ROUNDS: usize = 200;
-/// Pages of a reinstalled organization's leftovers per run: each key is read (a GetItem, a few
-/// ms), so 40 × 500 keys stay well inside the sweeper's 300 s.
-const LEFTOVER_PAGES: usize = 40;
+const MAX_ROUNDS: usize = 50;
+/// Pages of a reinstalled organization's leftovers per run: each page is read in batches of 100
+/// keys, so 25 × 2000 keys stay well inside the sweeper's 300 s.
+const LEFTOVER_PAGES: usize = 25;
 /// Revocations retried per run, after the purges: each may wait out a 10 s client timeout, so
 /// an outage at Meta or LiveChat with many pending could otherwise use up the run (300 s).
 pub const MAX_REVOCATIONS_PER_RUN: usize = 20;
+/// Time a run spends finishing interrupted uninstalls (marking runs at hundreds of items per
+/// second, so a tenant of 100,000 items is through within a run or two of the hourly schedule).
+pub const RESUME_BUDGET: std::time::Duration = std::time::Duration::from_secs(150);
 
 /// What one sweep did (or, dry, would do).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +43,10 @@ pub struct SweepReport {
     pub revocations_done: usize,
     /// Revocations still failing, or not tried in this run (the next one continues).
     pub revocations_pending: usize,
+    /// Uninstalls whose resumable part this run carried on.
+    pub uninstalls_resumed: usize,
+    /// Items marked with their uninstall's expiry by this run.
+    pub items_marked: usize,
     /// Nothing was changed.
     pub dry_run: bool,
 }
@@ -54,6 +62,9 @@ impl Lifecycle {
             dry_run,
             ..SweepReport::default()
         };
+        if !dry_run {
+            self.resume_uninstalls(now.timestamp(), &mut report).await?;
+        }
         let mut page = PageRequest::default();
         loop {
             let got = self
@@ -85,10 +96,37 @@ impl Lifecycle {
             requests_completed = report.requests_completed,
             revocations_done = report.revocations_done,
             revocations_pending = report.revocations_pending,
+            uninstalls_resumed = report.uninstalls_resumed,
+            items_marked = report.items_marked,
             dry_run,
             "sweep finished"
         );
         Ok(report)
+    }
+
+    /// Carries on every uninstall whose marking is unfinished (an invocation that ran out of
+    /// time or was killed), within [`RESUME_BUDGET`].
+    async fn resume_uninstalls(
+        &self,
+        now: i64,
+        report: &mut SweepReport,
+    ) -> Result<(), StoreError> {
+        let deadline = std::time::Instant::now() + RESUME_BUDGET;
+        let entries: Vec<PurgeEntry> = self.repo.query_prefix(PurgeEntry::PARTITION, "").await?;
+        // A due entry is purged whole in this run: marking it first would be wasted work.
+        for entry in entries.into_iter().filter(|e| !e.marked && e.due_at > now) {
+            let PurgeSubject::Organization(org) = &entry.subject else {
+                continue;
+            };
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            let mut done = super::UninstallReport::default();
+            self.finish(org, deadline, &mut done).await?;
+            report.uninstalls_resumed += 1;
+            report.items_marked += done.items;
+        }
+        Ok(())
     }
 
     async fn retry_revocations(
@@ -96,10 +134,11 @@ impl Lifecycle {
         dry_run: bool,
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
-        let pending: Vec<PendingRevocation> = self
+        let mut pending: Vec<PendingRevocation> = self
             .repo
             .query_prefix(PendingRevocation::PARTITION, "")
             .await?;
+        pending.sort_by_key(|p| p.revocation.order());
         for (i, mut p) in pending.into_iter().enumerate() {
             if dry_run || i >= MAX_REVOCATIONS_PER_RUN {
                 report.revocations_pending += 1;
@@ -176,20 +215,7 @@ impl Lifecycle {
                 report.organizations += 1;
             }
             PurgeSubject::FacebookUser(user) => {
-                let links: Vec<FacebookUserLink> = self
-                    .repo
-                    .query_prefix(&FacebookUserLink::partition(user), "")
-                    .await?;
-                let mut keys: Vec<Key> = Vec::new();
-                for link in &links {
-                    keys.extend(
-                        self.keys_of_account(&link.organization_id, &link.ig_account_id)
-                            .await?,
-                    );
-                    keys.push(link.key());
-                }
-                keys.sort();
-                keys.dedup();
+                let keys = self.keys_of_request(user, entry).await?;
                 report.items_deleted += keys.len();
                 event.items = Some(keys.len() as u64);
                 if !dry_run {
@@ -230,6 +256,45 @@ impl Lifecycle {
 }
 
 impl Lifecycle {
+    /// What a Facebook user's purge deletes: everything of the accounts the request disconnected,
+    /// except an account connected again after the request (the user's new consent; its
+    /// connection, route and link stay, and so does the data it uses).
+    async fn keys_of_request(
+        &self,
+        user: &str,
+        entry: &PurgeEntry,
+    ) -> Result<Vec<Key>, StoreError> {
+        let links: Vec<FacebookUserLink> = self
+            .repo
+            .query_prefix(&FacebookUserLink::partition(user), "")
+            .await?;
+        let mut keys: Vec<Key> = Vec::new();
+        for link in &links {
+            let (org, ig) = (&link.organization_id, &link.ig_account_id);
+            let conn = self
+                .repo
+                .get::<InstagramConnection>(&InstagramConnection::key_for(org, ig))
+                .await?;
+            let reconnected = conn.is_some_and(|c| {
+                c.status != ConnectionStatus::Disconnected && c.connected_at > entry.scheduled_at
+            });
+            let named = entry.accounts.is_empty()
+                || entry
+                    .accounts
+                    .iter()
+                    .any(|a| &a.organization_id == org && &a.ig_account_id == ig);
+            if reconnected || !named {
+                tracing::info!(organization_id = %org, "account connected again after the request: kept");
+                continue;
+            }
+            keys.extend(self.keys_of_account(org, ig).await?);
+            keys.push(link.key());
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
     /// Whether the organization has a live installation again.
     async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -262,14 +327,15 @@ impl Lifecycle {
                 .store()
                 .query_organization(org, page.clone())
                 .await?;
-            let mut marked = Vec::new();
-            for key in got.items {
-                let item = self.repo.store().get(&key).await?;
-                let marked_at = item.and_then(|i| i.get("expires_at").and_then(|v| v.as_i64()));
-                if marked_at.is_some_and(|at| at == mark || at <= now) {
-                    marked.push(key);
-                }
-            }
+            let marked: Vec<Key> = self
+                .repo
+                .store()
+                .get_many(&got.items)
+                .await?
+                .into_iter()
+                .filter(|i| i.expires_at().is_some_and(|at| at == mark || at <= now))
+                .map(|i| i.key())
+                .collect();
             deleted += marked.len();
             if !dry_run && !marked.is_empty() {
                 self.repo.store().delete_many(&marked).await?;

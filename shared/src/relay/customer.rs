@@ -31,7 +31,8 @@ pub(crate) enum Fail {
 
 impl From<StoreError> for Fail {
     fn from(e: StoreError) -> Self {
-        if e.is_transient() {
+        // A lost race (a conditional write another worker beat) is retried from a fresh read.
+        if e.is_transient() || matches!(e, StoreError::ConditionFailed) {
             Fail::Retry(e.to_string())
         } else {
             Fail::Park(e.to_string())
@@ -234,12 +235,13 @@ impl Customers {
             profile_synced_at: None,
             updated_at: now,
             expires_at: None,
+            version: 0,
         };
         contact.customer_token = Some(
             self.cipher
                 .seal(&granted.access_token, &customer_token_context(&contact)),
         );
-        self.repo.put(&contact, Condition::Always).await?;
+        self.repo.create(&mut contact).await?;
         Ok(Session {
             contact,
             token: granted.access_token,

@@ -4,7 +4,9 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, ReturnValue, WriteRequest};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue, WriteRequest,
+};
 use serde_json::{Map, Value};
 
 use super::{
@@ -16,6 +18,8 @@ use crate::retry::RetryPolicy;
 
 /// DynamoDB's BatchWriteItem limit.
 const BATCH_WRITE_MAX: usize = 25;
+/// DynamoDB's BatchGetItem limit.
+const BATCH_GET_MAX: usize = 100;
 
 /// The store on one DynamoDB table.
 #[derive(Debug, Clone)]
@@ -100,6 +104,19 @@ fn condition_expr(condition: &Condition) -> Result<Expr, StoreError> {
         Condition::IfPresent => {
             e.expression = Some("attribute_exists(#pk)".into());
             e.names.insert("#pk".into(), PK.into());
+        }
+        Condition::IfVersion(v) => {
+            e.expression = Some(if *v == 0 {
+                "attribute_exists(#pk) AND (attribute_not_exists(#v) OR #v = :v)".into()
+            } else {
+                "#v = :v".into()
+            });
+            if *v == 0 {
+                e.names.insert("#pk".into(), PK.into());
+            }
+            e.names.insert("#v".into(), super::VERSION.into());
+            e.values
+                .insert(":v".into(), AttributeValue::N(v.to_string()));
         }
         Condition::IfEquals { attribute, value } => {
             e.expression = Some("#c = :c".into());
@@ -314,18 +331,84 @@ impl Store for DynamoStore {
     }
 
     async fn delete_many(&self, keys: &[Key]) -> Result<(), StoreError> {
-        for chunk in keys.chunks(BATCH_WRITE_MAX) {
-            let mut pending: Vec<WriteRequest> = chunk
-                .iter()
-                .map(|k| {
-                    let del = DeleteRequest::builder()
-                        .set_key(Some(key_attrs(k)))
-                        .build()
-                        .map_err(|e| StoreError::Invalid(e.to_string()))?;
-                    Ok(WriteRequest::builder().delete_request(del).build())
-                })
-                .collect::<Result<_, StoreError>>()?;
-            // Unprocessed items come back under throttling; retry them with backoff.
+        let requests = keys
+            .iter()
+            .map(|k| {
+                let del = DeleteRequest::builder()
+                    .set_key(Some(key_attrs(k)))
+                    .build()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                Ok(WriteRequest::builder().delete_request(del).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_all(requests).await
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(BATCH_GET_MAX) {
+            let mut pending: Vec<_> = chunk.iter().map(key_attrs).collect();
+            let mut tries = 0;
+            while !pending.is_empty() {
+                let ask = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut pending)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                let got = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, ask)
+                    .send()
+                    .await
+                    .map_err(|e| backend(&e))?;
+                for attrs in got
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table))
+                    .unwrap_or_default()
+                {
+                    out.push(Item::new(from_attrs(attrs)?)?);
+                }
+                pending = got
+                    .unprocessed_keys
+                    .and_then(|mut m| m.remove(&self.table))
+                    .map(|k| k.keys)
+                    .unwrap_or_default();
+                if !pending.is_empty() {
+                    tries += 1;
+                    if tries > RetryPolicy::IN_CALL.retries {
+                        return Err(StoreError::Backend {
+                            message: format!("{} reads left unprocessed", pending.len()),
+                            transient: true,
+                        });
+                    }
+                    tokio::time::sleep(RetryPolicy::IN_CALL.delay(tries as u32)).await;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn put_many(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let requests = items
+            .iter()
+            .map(|item| {
+                let put = PutRequest::builder()
+                    .set_item(Some(to_attrs(item.attributes())?))
+                    .build()
+                    .map_err(|e| StoreError::Invalid(e.to_string()))?;
+                Ok(WriteRequest::builder().put_request(put).build())
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.write_all(requests).await
+    }
+}
+
+impl DynamoStore {
+    /// BatchWriteItem in chunks, retrying what DynamoDB leaves unprocessed (throttling).
+    async fn write_all(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_WRITE_MAX) {
+            let mut pending = chunk.to_vec();
             let mut tries = 0;
             loop {
                 pending = self.write_batch(pending).await?;
@@ -335,7 +418,7 @@ impl Store for DynamoStore {
                 tries += 1;
                 if tries > RetryPolicy::IN_CALL.retries {
                     return Err(StoreError::Backend {
-                        message: format!("{} deletes left unprocessed", pending.len()),
+                        message: format!("{} writes left unprocessed", pending.len()),
                         transient: true,
                     });
                 }

@@ -39,6 +39,8 @@ fn holds(existing: Option<&Item>, condition: &Condition) -> bool {
         Condition::Always => true,
         Condition::IfAbsent => existing.is_none(),
         Condition::IfPresent => existing.is_some(),
+        Condition::IfVersion(v) => existing
+            .is_some_and(|i| i.get(super::VERSION).and_then(Value::as_u64).unwrap_or(0) == *v),
         Condition::IfEquals { attribute, value } => {
             existing.and_then(|i| i.get(attribute)) == Some(value)
         }
@@ -159,6 +161,19 @@ impl Store for MemoryStore {
         let mut items = self.items.lock().expect("store lock");
         for key in keys {
             items.remove(key);
+        }
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError> {
+        let items = self.items.lock().expect("store lock");
+        Ok(keys.iter().filter_map(|k| items.get(k).cloned()).collect())
+    }
+
+    async fn put_many(&self, new: Vec<Item>) -> Result<(), StoreError> {
+        let mut items = self.items.lock().expect("store lock");
+        for item in new {
+            items.insert(item.key(), item);
         }
         Ok(())
     }

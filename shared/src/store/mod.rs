@@ -31,6 +31,8 @@ pub const ORGANIZATION: &str = "organization_id";
 pub const EXPIRES_AT: &str = "expires_at";
 /// Name of the index that finds every item of an organization.
 pub const ORGANIZATION_INDEX: &str = "by-organization";
+/// The version attribute of versioned records.
+pub const VERSION: &str = "version";
 
 /// A table key.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -126,6 +128,9 @@ pub enum Condition {
     IfAbsent,
     /// Only if an item has this key.
     IfPresent,
+    /// Only if the existing item's `version` is this one (a missing `version` counts as 0):
+    /// optimistic concurrency for versioned records. A missing item fails.
+    IfVersion(u64),
     /// Only if the existing item's attribute equals the value (optimistic concurrency).
     IfEquals {
         /// The attribute compared.
@@ -247,6 +252,11 @@ pub trait Store: Send + Sync {
     async fn set_expiry(&self, key: &Key, expires_at: i64) -> Result<bool, StoreError>;
     /// Deletes many items (any number; batched by the adapter). Missing keys are ignored.
     async fn delete_many(&self, keys: &[Key]) -> Result<(), StoreError>;
+    /// Reads many items (any number; batched by the adapter, strongly consistent). Missing keys
+    /// are left out; the order is not kept.
+    async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError>;
+    /// Writes many whole items unconditionally (any number; batched by the adapter).
+    async fn put_many(&self, items: Vec<Item>) -> Result<(), StoreError>;
 }
 
 /// A typed record stored as one item.
@@ -256,6 +266,17 @@ pub trait Record: Serialize + DeserializeOwned {
     /// Where the record lives.
     fn key(&self) -> Key;
 }
+
+/// A record whose writes are conditional on the version they read (no lost updates).
+pub trait Versioned: Record {
+    /// The version read (0 for a record never written with one).
+    fn version(&self) -> u64;
+    /// Sets the version.
+    fn set_version(&mut self, version: u64);
+}
+
+/// How often a versioned update re-reads and re-applies its change after losing a race.
+pub const MAX_CONFLICT_RETRIES: usize = 8;
 
 /// Typed access to the store: records in, records out.
 #[derive(Clone)]
@@ -307,6 +328,52 @@ impl Repo {
     /// Writes a record if the condition holds.
     pub async fn put<R: Record>(&self, record: &R, condition: Condition) -> Result<(), StoreError> {
         self.store.put(Self::to_item(record)?, condition).await
+    }
+
+    /// Creates a versioned record at version 1 if none exists (`ConditionFailed` otherwise).
+    pub async fn create<R: Versioned>(&self, record: &mut R) -> Result<(), StoreError> {
+        record.set_version(1);
+        self.put(record, Condition::IfAbsent).await
+    }
+
+    /// Writes a versioned record if it still holds the version it was read at, bumping it.
+    /// `ConditionFailed` when another writer came first (or the record is gone).
+    pub async fn save<R: Versioned>(&self, record: &mut R) -> Result<(), StoreError> {
+        let read = record.version();
+        record.set_version(read + 1);
+        let out = self.put(record, Condition::IfVersion(read)).await;
+        if out.is_err() {
+            record.set_version(read);
+        }
+        out
+    }
+
+    /// Applies `change` and saves; after losing a race, re-reads the record into `current` and
+    /// applies `change` again, so concurrent changes to other fields are kept. `change` returns
+    /// false to write nothing (e.g. the fresh record no longer wants it): the result is then
+    /// `Ok(false)`. A record deleted meanwhile is `ConditionFailed`.
+    pub async fn update<R: Versioned>(
+        &self,
+        current: &mut R,
+        mut change: impl FnMut(&mut R) -> bool,
+    ) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CONFLICT_RETRIES {
+            if !change(current) {
+                return Ok(false);
+            }
+            match self.save(current).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::ConditionFailed) => match self.get::<R>(&current.key()).await? {
+                    Some(fresh) => *current = fresh,
+                    None => return Err(StoreError::ConditionFailed),
+                },
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Backend {
+            message: format!("{} kept changing under a versioned update", R::KIND),
+            transient: true,
+        })
     }
 
     /// Reads a record.

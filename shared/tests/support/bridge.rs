@@ -144,6 +144,10 @@ impl Harness {
                 installed_at: start(),
                 updated_at: start(),
                 expires_at: None,
+                version: 0,
+                purge_due_at: None,
+                revoke_token: None,
+                refresh_lease_until: None,
             },
             Condition::Always,
         )
@@ -316,6 +320,7 @@ impl Harness {
             profile_synced_at: Some(now),
             updated_at: now,
             expires_at: None,
+            version: 0,
         };
         self.services
             .repo

@@ -1,0 +1,387 @@
+//! Uninstall in two parts, so that no timeout, crash or replay can lose the purge.
+//!
+//! 1. **The unskippable part** (`begin`): the purge entry is written, then the installation turns
+//!    `uninstalled` (tokens wiped) in one conditional write, then the organization's data key is
+//!    destroyed (every queued or parked copy of its data is unreadable from then on) and its
+//!    Instagram accounts stop routing. Once the state has changed, the purge entry exists.
+//! 2. **Resumable work** (`finish`): disconnecting the connections (their Page tokens become
+//!    pending revocations), the revocations themselves, and marking every item of the
+//!    organization with the uninstall's expiry. Each step is idempotent and records its progress,
+//!    so this invocation (within its time budget), a replayed webhook, a restarted invocation or
+//!    the sweeper carries on where the last one stopped.
+
+use std::time::{Duration, Instant};
+
+use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, UninstallReport};
+use crate::domain::*;
+use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError};
+
+/// How long the uninstall webhook works before answering: LiveChat expects an answer within
+/// 5 s (and retries otherwise); whatever is left is finished by the sweeper or a replay.
+pub const UNINSTALL_BUDGET: Duration = Duration::from_millis(2500);
+/// Keys marked per page; progress is saved after each page.
+const MARK_PAGE: u32 = 2000;
+/// The record kind attribute.
+const KIND_ATTR: &str = crate::store::KIND;
+
+impl Lifecycle {
+    /// `application_uninstalled`: the atomic part at once, then as much of the rest as fits in
+    /// [`UNINSTALL_BUDGET`]. Replays are harmless and finish what an earlier run left.
+    ///
+    /// `sent_at` is when LiveChat says the uninstall happened: an uninstall of an earlier
+    /// installation (a delayed or replayed webhook) leaves a newer installation alone.
+    pub async fn uninstall(
+        &self,
+        org: &str,
+        sent_at: Option<chrono::DateTime<chrono::Utc>>,
+    ) -> Result<UninstallReport, StoreError> {
+        self.uninstall_until(org, sent_at, Instant::now() + UNINSTALL_BUDGET)
+            .await
+    }
+
+    /// [`Lifecycle::uninstall`] with an explicit deadline for the resumable part.
+    pub async fn uninstall_until(
+        &self,
+        org: &str,
+        sent_at: Option<chrono::DateTime<chrono::Utc>>,
+        deadline: Instant,
+    ) -> Result<UninstallReport, StoreError> {
+        let mut report = UninstallReport::default();
+        for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
+            let Some(inst) = self
+                .repo
+                .get::<Installation>(&Installation::key_for(org))
+                .await?
+            else {
+                return Ok(report);
+            };
+            if inst.status != InstallationStatus::Uninstalled {
+                if sent_at.is_some_and(|at| at < inst.installed_at) {
+                    tracing::warn!(organization_id = %org, "uninstall of an earlier installation ignored");
+                    return Ok(report);
+                }
+                match self.begin(inst).await {
+                    Ok(()) => report.uninstalled = true,
+                    // Changed under us (a token refresh, a route): read again and retry.
+                    Err(StoreError::ConditionFailed) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.finish(org, deadline, &mut report).await?;
+            return Ok(report);
+        }
+        Err(StoreError::Backend {
+            message: "installation kept changing during uninstall".into(),
+            transient: true,
+        })
+    }
+
+    /// The part that makes the purge unskippable, in an order that is safe to cut anywhere:
+    ///
+    /// 1. the purge entry (cut here: an entry for a live installation, which deletes nothing of
+    ///    it; see `Lifecycle::purge`);
+    /// 2. the installation turns `uninstalled`, conditional on the version read, in one write
+    ///    that wipes its tokens and keeps the refresh token only sealed for its revocation;
+    /// 3. the data key goes, so every queued or parked copy of the tenant's data is unreadable;
+    /// 4. routing stops.
+    ///
+    /// After 2, a replay goes straight to [`Lifecycle::finish`], which redoes 3 and 4 (both
+    /// idempotent). One DynamoDB transaction would do 1–4 at once at twice the write cost; the
+    /// order gives the same guarantee — no uninstalled installation without its purge entry.
+    /// `ConditionFailed` if the installation changed meanwhile.
+    async fn begin(&self, mut inst: Installation) -> Result<(), StoreError> {
+        let org = inst.organization_id.clone();
+        let now = self.clock.now();
+        let due = now.timestamp() + PURGE_DUE_SECS;
+        let mark = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
+        let entry = PurgeEntry {
+            subject: PurgeSubject::Organization(org.clone()),
+            due_at: due,
+            scheduled_at: now,
+            deletion_code: None,
+            marked: false,
+            mark_cursor: None,
+            accounts: Vec::new(),
+        };
+        self.repo.put(&entry, Condition::Always).await?;
+        inst.revoke_token = self.livechat_token_of(&inst).map(|t| {
+            self.cipher
+                .seal(&t, &token_context(&org, "livechat.revoke"))
+        });
+        inst.access_token = None;
+        inst.refresh_token = None;
+        inst.refresh_lease_until = None;
+        inst.status = InstallationStatus::Uninstalled;
+        inst.updated_at = now;
+        inst.expires_at = Some(mark);
+        inst.purge_due_at = Some(due);
+        self.repo.save(&mut inst).await?;
+        tracing::info!(organization_id = %org, "uninstalled: purge scheduled");
+        self.shred_and_stop_routing(&org).await?;
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::Uninstalled, now).org(&org)],
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Destroys the organization's data key and stops routing its accounts. Idempotent.
+    async fn shred_and_stop_routing(&self, org: &str) -> Result<(), StoreError> {
+        self.repo
+            .store()
+            .delete(&OrganizationKey::key_for(org), Condition::Always)
+            .await?;
+        for conn in self.connections_of(org).await? {
+            self.stop_routing(org, &conn.ig_account_id).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn connections_of(
+        &self,
+        org: &str,
+    ) -> Result<Vec<InstagramConnection>, StoreError> {
+        self.repo
+            .query_prefix(&Installation::key_for(org).pk, "IGCONN#")
+            .await
+    }
+
+    fn livechat_token_of(&self, inst: &Installation) -> Option<secrecy::SecretString> {
+        let org = &inst.organization_id;
+        let open = |t: &crate::cipher::EncryptedToken, field: &str| {
+            self.cipher.open(t, &token_context(org, field)).ok()
+        };
+        inst.refresh_token
+            .as_ref()
+            .and_then(|t| open(t, "livechat.refresh_token"))
+            .or_else(|| {
+                inst.access_token
+                    .as_ref()
+                    .and_then(|t| open(t, "livechat.access_token"))
+            })
+    }
+
+    fn pending(&self, org: &str, id: &str, revocation: Revocation, mark: i64) -> PendingRevocation {
+        PendingRevocation {
+            organization_id: org.to_string(),
+            id: id.to_string(),
+            revocation,
+            attempts: 0,
+            expires_at: mark,
+        }
+    }
+
+    /// The resumable part; returns early, with progress saved, at `deadline`.
+    pub(super) async fn finish(
+        &self,
+        org: &str,
+        deadline: Instant,
+        report: &mut UninstallReport,
+    ) -> Result<(), StoreError> {
+        let Some(inst) = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?
+        else {
+            return Ok(());
+        };
+        // Reinstalled meanwhile: the new installation's records are not this uninstall's.
+        let (InstallationStatus::Uninstalled, Some(due)) = (inst.status, inst.purge_due_at) else {
+            return Ok(());
+        };
+        let mark = due + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
+        self.shred_and_stop_routing(org).await?;
+        self.queue_livechat_revocation(inst, mark).await?;
+        self.disconnect_all(org, mark).await?;
+        if Instant::now() >= deadline {
+            report.deferred += 1;
+            return Ok(());
+        }
+        self.revoke_pending(org, deadline, report).await?;
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        let key = PurgeEntry::key_for(due, &PurgeSubject::Organization(org.to_string()));
+        if let Some(mut entry) = self.repo.get::<PurgeEntry>(&key).await? {
+            if !entry.marked {
+                self.mark_items(org, &mut entry, mark, deadline, report)
+                    .await?;
+            }
+            report.complete = entry.marked && report.deferred == 0;
+        }
+        Ok(())
+    }
+
+    /// Moves the sealed LiveChat token from the installation into a pending revocation.
+    async fn queue_livechat_revocation(
+        &self,
+        mut inst: Installation,
+        mark: i64,
+    ) -> Result<(), StoreError> {
+        let Some(token) = inst.revoke_token.clone() else {
+            return Ok(());
+        };
+        let org = inst.organization_id.clone();
+        let p = self.pending(&org, "livechat", Revocation::Livechat { token }, mark);
+        self.repo.put(&p, Condition::Always).await?;
+        let cleared = self
+            .repo
+            .update(&mut inst, |i| {
+                let ours = i.status == InstallationStatus::Uninstalled;
+                i.revoke_token = i.revoke_token.take().filter(|_| !ours);
+                ours
+            })
+            .await;
+        match cleared {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every connection of the organization: Page token into a pending revocation (with the
+    /// Facebook grant's), record wiped and disconnected, route stopped. Idempotent.
+    async fn disconnect_all(&self, org: &str, mark: i64) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        for mut conn in self.connections_of(org).await? {
+            if conn.page_token.is_none() && conn.status == ConnectionStatus::Disconnected {
+                continue;
+            }
+            let ig = conn.ig_account_id.clone();
+            let ctx = token_context(org, &format!("instagram.page_token:{ig}"));
+            if let Some(token) = conn
+                .page_token
+                .take()
+                .and_then(|t| self.cipher.open(&t, &ctx).ok())
+            {
+                let sealed = self.cipher.seal(
+                    &token,
+                    &token_context(org, &format!("instagram.revoke:{}", conn.page_id)),
+                );
+                let r = Revocation::PageSubscription {
+                    page_id: conn.page_id.clone(),
+                    ig_account_id: Some(ig.clone()),
+                    token: sealed,
+                };
+                let p = self.pending(org, &format!("page:{}", conn.page_id), r, mark);
+                self.repo.put(&p, Condition::Always).await?;
+            }
+            let r = Revocation::FacebookGrant {
+                facebook_user_id: conn.facebook_user_id.clone(),
+            };
+            let p = self.pending(org, &format!("fbuser:{}", conn.facebook_user_id), r, mark);
+            self.repo.put(&p, Condition::Always).await?;
+            // Routing stops before the record says so: a cut in between is redone next time.
+            self.stop_routing(org, &ig).await?;
+            conn.status = ConnectionStatus::Disconnected;
+            conn.updated_at = now;
+            conn.expires_at = Some(mark);
+            self.repo.put(&conn, Condition::Always).await?;
+        }
+        Ok(())
+    }
+
+    /// Tries the organization's pending revocations while time is left; the rest stay for the
+    /// sweeper.
+    async fn revoke_pending(
+        &self,
+        org: &str,
+        deadline: Instant,
+        report: &mut UninstallReport,
+    ) -> Result<(), StoreError> {
+        let mut pending: Vec<PendingRevocation> = self
+            .repo
+            .query_prefix(PendingRevocation::PARTITION, &format!("{org}#"))
+            .await?;
+        pending.retain(|p| p.organization_id == org);
+        pending.sort_by_key(|p| p.revocation.order());
+        for mut p in pending {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let done = !left.is_zero()
+                && tokio::time::timeout(left, self.revoke(org, &p.revocation))
+                    .await
+                    .unwrap_or(false);
+            if done {
+                self.repo
+                    .store()
+                    .delete(&p.key(), Condition::Always)
+                    .await?;
+                report.revoked += 1;
+            } else {
+                if !left.is_zero() {
+                    p.attempts += 1;
+                    self.repo.put(&p, Condition::Always).await?;
+                }
+                report.deferred += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks every item of the organization with the uninstall's expiry (contacts also lose their
+    /// cached customer token), a page at a time, saving the position after each page.
+    async fn mark_items(
+        &self,
+        org: &str,
+        entry: &mut PurgeEntry,
+        mark: i64,
+        deadline: Instant,
+        report: &mut UninstallReport,
+    ) -> Result<(), StoreError> {
+        while Instant::now() < deadline {
+            let page = PageRequest {
+                limit: Some(MARK_PAGE),
+                cursor: entry.mark_cursor.clone().map(Cursor),
+            };
+            let got = self.repo.store().query_organization(org, page).await?;
+            let n = got.items.len();
+            self.mark_page(&got.items, mark).await?;
+            report.items += n;
+            entry.mark_cursor = got.next.map(|c| c.0);
+            entry.marked = entry.mark_cursor.is_none();
+            // IfPresent: a purge that already ran must not be brought back.
+            match self.repo.put(&*entry, Condition::IfPresent).await {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if entry.marked {
+                tracing::info!(organization_id = %org, "every item marked for purge");
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks one page of keys: a batch read, then a batch write of the items not yet marked
+    /// (so a replay writes nothing twice). Contacts also lose their cached customer token and
+    /// move on a version, so a worker holding the old one cannot write the token back.
+    async fn mark_page(&self, keys: &[Key], mark: i64) -> Result<(), StoreError> {
+        let items = self.repo.store().get_many(keys).await?;
+        let mut changed = Vec::new();
+        for item in items {
+            let contact = item.str(KIND_ATTR) == Some(Contact::KIND);
+            let token = contact && item.get("customer_token").is_some();
+            if item.expires_at() == Some(mark) && !token {
+                continue;
+            }
+            let mut attrs = item.into_attributes();
+            attrs.insert(crate::store::EXPIRES_AT.into(), mark.into());
+            if contact {
+                attrs.remove("customer_token");
+                attrs.remove("customer_token_expires_at");
+                let v = attrs
+                    .get(crate::store::VERSION)
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(0);
+                attrs.insert(crate::store::VERSION.into(), (v + 1).into());
+            }
+            changed.push(crate::store::Item::new(attrs)?);
+        }
+        if !changed.is_empty() {
+            self.repo.store().put_many(changed).await?;
+        }
+        Ok(())
+    }
+}

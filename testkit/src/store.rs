@@ -1,0 +1,179 @@
+//! A store wrapper for fault tests: counts every write and lets a test fail (or "crash") any
+//! call it chooses, before or after the inner store applied it. One wrapper for the whole repo.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use shared::store::{
+    Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError,
+};
+
+/// What a call does, as the fault hook sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Op {
+    /// A put of an item of this kind (`kind` attribute, if any).
+    Put(Option<String>),
+    /// A read.
+    Get,
+    /// A delete.
+    Delete,
+    /// A query of a partition or of the organization index.
+    Query,
+    /// An expiry change.
+    SetExpiry,
+    /// A batch delete of this many keys.
+    DeleteMany(usize),
+    /// A batch read of this many keys.
+    GetMany(usize),
+    /// A batch put of this many items.
+    PutMany(usize),
+}
+
+impl Op {
+    /// Whether the call writes.
+    pub fn is_write(&self) -> bool {
+        !matches!(self, Op::Get | Op::Query | Op::GetMany(_))
+    }
+}
+
+/// When the injected failure happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultAt {
+    /// The call fails without effect.
+    Before,
+    /// The call takes effect, then the caller sees a failure (a lost answer or a crash).
+    After,
+}
+
+type Hook = Box<dyn FnMut(&Op) -> Option<FaultAt> + Send>;
+
+/// The wrapper.
+pub struct FaultyStore {
+    inner: Box<dyn Store>,
+    writes: AtomicUsize,
+    calls: AtomicUsize,
+    hook: Mutex<Option<Hook>>,
+}
+
+impl Default for FaultyStore {
+    fn default() -> Self {
+        Self::over(Box::new(MemoryStore::new()))
+    }
+}
+
+impl FaultyStore {
+    /// Wraps a store.
+    pub fn over(inner: Box<dyn Store>) -> Self {
+        Self {
+            inner,
+            writes: AtomicUsize::new(0),
+            calls: AtomicUsize::new(0),
+            hook: Mutex::new(None),
+        }
+    }
+
+    /// Writes so far (puts, deletes, expiry changes, batch deletes and puts).
+    pub fn writes(&self) -> usize {
+        self.writes.load(Ordering::SeqCst)
+    }
+
+    /// Calls so far, reads included.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    /// Sets the counters back to zero.
+    pub fn reset_counts(&self) {
+        self.writes.store(0, Ordering::SeqCst);
+        self.calls.store(0, Ordering::SeqCst);
+    }
+
+    /// Installs the fault hook: it sees each call and says whether (and when) it fails.
+    pub fn fail_when(&self, hook: impl FnMut(&Op) -> Option<FaultAt> + Send + 'static) {
+        *self.hook.lock().expect("hook lock") = Some(Box::new(hook));
+    }
+
+    /// Fails the `n`-th call (0-based, counted from now) `at` the given moment, once.
+    pub fn fail_call(&self, n: usize, at: FaultAt) {
+        let mut seen = 0;
+        self.fail_when(move |_| {
+            seen += 1;
+            (seen == n + 1).then_some(at)
+        });
+    }
+
+    /// Removes the hook.
+    pub fn heal(&self) {
+        *self.hook.lock().expect("hook lock") = None;
+    }
+
+    fn fault(&self, op: &Op) -> Option<FaultAt> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        if op.is_write() {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+        self.hook
+            .lock()
+            .expect("hook lock")
+            .as_mut()
+            .and_then(|h| h(op))
+    }
+
+    async fn run<T>(
+        &self,
+        op: Op,
+        call: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let fault = self.fault(&op);
+        if fault == Some(FaultAt::Before) {
+            return Err(injected());
+        }
+        let out = call.await;
+        if fault == Some(FaultAt::After) {
+            return Err(injected());
+        }
+        out
+    }
+}
+
+fn injected() -> StoreError {
+    StoreError::Backend {
+        message: "injected fault: connection reset".into(),
+        transient: true,
+    }
+}
+
+#[async_trait]
+impl Store for FaultyStore {
+    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
+        let op = Op::Put(item.str("kind").map(str::to_string));
+        self.run(op, self.inner.put(item, c)).await
+    }
+    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
+        self.run(Op::Get, self.inner.get(k)).await
+    }
+    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
+        self.run(Op::Delete, self.inner.delete(k, c)).await
+    }
+    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
+        self.run(Op::Query, self.inner.query(pk, r, p)).await
+    }
+    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
+        self.run(Op::Query, self.inner.query_organization(o, p))
+            .await
+    }
+    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
+        self.run(Op::SetExpiry, self.inner.set_expiry(k, e)).await
+    }
+    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
+        self.run(Op::DeleteMany(k.len()), self.inner.delete_many(k))
+            .await
+    }
+    async fn get_many(&self, k: &[Key]) -> Result<Vec<Item>, StoreError> {
+        self.run(Op::GetMany(k.len()), self.inner.get_many(k)).await
+    }
+    async fn put_many(&self, i: Vec<Item>) -> Result<(), StoreError> {
+        self.run(Op::PutMany(i.len()), self.inner.put_many(i)).await
+    }
+}
