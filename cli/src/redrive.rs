@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args as ClapArgs, ValueEnum};
 use serde_json::json;
 use shared::config::AwsResources;
-use shared::jobs::{Envelope, Job};
+use shared::jobs::Wire;
 use shared::queue::{Queue, SqsQueue, queue_id};
 
 /// Which queue.
@@ -44,10 +44,11 @@ async fn redrive(queue: &dyn Queue, dlq: &dyn Queue) -> Result<Counts, Box<dyn s
             return Ok(counts);
         }
         for m in batch {
-            match Envelope::decode(&m.body) {
-                Ok(mut env) if !matches!(env.job, Job::Unparsed(_)) => {
-                    env.parked = None;
-                    let mut msg = env.to_message();
+            // Sealed jobs move as they are: redrive never needs (or sees) a tenant's data.
+            match Wire::decode(&m.body) {
+                Ok(mut wire) if !wire.is_unparsed() => {
+                    wire.set_parked(None);
+                    let mut msg = wire.to_message();
                     // A fresh deduplication id, or SQS would drop a quick redrive as a duplicate.
                     msg.dedup_id = queue_id(&format!("{}:redrive:{}", msg.dedup_id, m.message_id));
                     queue.send(&[msg]).await?;

@@ -127,6 +127,7 @@ impl Services {
             queue: self.to_livechat.clone(),
             dead_letter: self.to_livechat_dlq.clone(),
             clock: self.clock.clone(),
+            keys: self.data_keys(),
         })
     }
 
@@ -138,7 +139,17 @@ impl Services {
             livechat: self.livechat(),
             graph: self.graph(),
             clock: self.clock.clone(),
+            keys: self.data_keys(),
         }
+    }
+
+    /// The organizations' data keys (crypto-shredding of queued jobs).
+    pub fn data_keys(&self) -> crate::datakey::DataKeys {
+        crate::datakey::DataKeys::new(
+            self.repo.clone(),
+            self.config.cipher.clone(),
+            self.clock.clone(),
+        )
     }
 
     /// The LiveChat chat webhook's state.
@@ -149,6 +160,7 @@ impl Services {
             queue: self.to_instagram.clone(),
             dead_letter: self.to_instagram_dlq.clone(),
             clock: self.clock.clone(),
+            keys: self.data_keys(),
         })
     }
 
@@ -219,6 +231,7 @@ impl Services {
             graph: self.graph(),
             clock: self.clock.clone(),
             public_base_url: self.config.public_base_url.clone(),
+            keys: self.data_keys(),
         }
     }
 }

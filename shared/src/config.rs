@@ -365,13 +365,21 @@ pub const FUNCTION_SECRETS: &[(&str, &[&str])] = &[
             "TOKEN_ENCRYPTION_KEY",
         ],
     ),
-    // Verifies X-Hub-Signature-256 and the handshake.
+    // Verifies X-Hub-Signature-256 and the handshake; seals jobs under the organization's data
+    // key, which TOKEN_ENCRYPTION_KEY wraps (its table access reaches routes and data keys only).
     (
         "instagram-webhook",
-        &["META_APP_SECRET", "META_VERIFY_TOKEN"],
+        &[
+            "META_APP_SECRET",
+            "META_VERIFY_TOKEN",
+            "TOKEN_ENCRYPTION_KEY",
+        ],
     ),
-    // Compares the body's secret_key.
-    ("livechat-webhook", &["LIVECHAT_WEBHOOK_SECRET"]),
+    // Compares the body's secret_key; seals jobs like the Instagram webhook.
+    (
+        "livechat-webhook",
+        &["LIVECHAT_WEBHOOK_SECRET", "TOKEN_ENCRYPTION_KEY"],
+    ),
     // App webhook token, signed_request, revocations (LiveChat's take the token itself), and
     // the notices a deauthorize posts into the chats (which may refresh the agent token).
     (

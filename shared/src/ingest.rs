@@ -13,7 +13,8 @@ use axum::routing::get;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
-use crate::domain::AccountRoute;
+use crate::datakey::{DataKey, DataKeys};
+use crate::domain::{AccountRoute, ChatRoute};
 use crate::instagram::webhook;
 use crate::jobs::{Envelope, Job, Source, unparsed_jobs};
 use crate::queue::Queue;
@@ -36,6 +37,8 @@ pub struct InstagramIngest {
     pub dead_letter: Arc<dyn Queue>,
     /// Receive times.
     pub clock: Arc<dyn Clock>,
+    /// Seals each job under its organization's data key.
+    pub keys: DataKeys,
 }
 
 /// `GET` and `POST /webhooks/instagram`.
@@ -139,29 +142,19 @@ pub async fn ingest_instagram(
             });
         }
     };
-    let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_str()).collect();
-    let mut routed = BTreeSet::new();
-    for account in accounts {
-        let route = state
-            .repo
-            .get::<AccountRoute>(&AccountRoute::key_for(account))
-            .await
-            .map_err(|e| e.to_string())?;
-        if route.is_some() {
-            routed.insert(account.to_string());
-        }
-    }
+    let routed = routes(state, &jobs).await?;
     let mut report = IngestReport::default();
     let mut messages = Vec::new();
     let mut oversized = Vec::new();
     for job in jobs {
-        if !routed.contains(&job.ig_account_id) {
+        let Some((org, key)) = routed.get(&job.ig_account_id) else {
             report.unrouted += 1;
             continue;
-        }
-        let msg = Envelope::new(Job::InstagramEvent(job), now).to_message();
+        };
+        let env = Envelope::new(Job::InstagramEvent(job), now);
+        let msg = env.seal(org, key).to_message();
         if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
-            oversized.push(msg.body);
+            oversized.push((org, key, env));
         } else {
             messages.push(msg);
         }
@@ -172,15 +165,19 @@ pub async fn ingest_instagram(
         .await
         .map_err(|e| e.to_string())?;
     report.queued = messages.len();
-    // An item too large for the queue is kept whole in the dead-letter queue for a human.
-    for body in oversized {
+    // An item too large for the queue is kept whole (and sealed) in the dead-letter queue.
+    for (org, key, env) in oversized {
+        let body = serde_json::to_string(&env).expect("an envelope always serializes");
         let parked = unparsed_jobs(
             Source::Instagram,
             "item too large for the queue",
             body.as_bytes(),
             now,
         );
-        let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
+        let messages: Vec<_> = parked
+            .iter()
+            .map(|e| e.seal(org, key).to_message())
+            .collect();
         state
             .dead_letter
             .send(&messages)
@@ -189,6 +186,32 @@ pub async fn ingest_instagram(
         report.parked += messages.len();
     }
     Ok(report)
+}
+
+/// The organization and data key of each account in a body that has a route; the rest are
+/// acknowledged without being stored.
+async fn routes(
+    state: &InstagramIngest,
+    jobs: &[crate::jobs::InstagramEventJob],
+) -> Result<HashMap<String, (String, DataKey)>, String> {
+    let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_str()).collect();
+    let mut routed = HashMap::new();
+    for account in accounts {
+        let route = state
+            .repo
+            .get::<AccountRoute>(&AccountRoute::key_for(account))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Some(route) = route {
+            let key = state
+                .keys
+                .to_seal(&route.organization_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            routed.insert(account.to_string(), (route.organization_id, key));
+        }
+    }
+    Ok(routed)
 }
 
 /// What the LiveChat chat webhook needs.
@@ -203,6 +226,8 @@ pub struct LivechatIngest {
     pub dead_letter: Arc<dyn Queue>,
     /// Receive times.
     pub clock: Arc<dyn Clock>,
+    /// Seals each job under its organization's data key.
+    pub keys: DataKeys,
 }
 
 /// `POST /webhooks/livechat`.
@@ -263,25 +288,30 @@ pub async fn ingest_livechat(
         }
         Ok(Decision::Ignore(why)) => Ok(why),
         Ok(Decision::Enqueue(job)) => {
-            let installed = state
+            // Only chats the bridge created enter the queue: the text of every other chat of
+            // the license is acknowledged and never stored.
+            let Some(chat) = job.chat_id.as_deref() else {
+                return Ok("not bridged: no chat");
+            };
+            let route = state
                 .repo
-                .get::<crate::domain::Installation>(&crate::domain::Installation::key_for(
-                    &job.organization_id,
-                ))
+                .get::<ChatRoute>(&ChatRoute::key_for(&job.organization_id, chat))
                 .await
                 .map_err(|e| e.to_string())?;
-            if installed.is_none() {
-                return Ok("unknown organization");
+            if route.is_none() {
+                return Ok("not bridged");
             }
+            let org = job.organization_id.clone();
+            let key = state.keys.to_seal(&org).await.map_err(|e| e.to_string())?;
             let envelope = Envelope::new(Job::LivechatEvent(job), now);
-            let msg = envelope.to_message();
+            let msg = envelope.seal(&org, &key).to_message();
             if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
                 // Too large for a queue message: refusing would make LiveChat retry it forever.
                 // Parked with its ids only (no text), for a human to look up in LiveChat.
                 let parked = too_large(envelope, msg.body.len(), now);
                 state
                     .dead_letter
-                    .send(&[parked.to_message()])
+                    .send(&[parked.seal(&org, &key).to_message()])
                     .await
                     .map_err(|e| e.to_string())?;
                 return Ok("parked: too large to queue");

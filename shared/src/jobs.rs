@@ -1,12 +1,18 @@
 //! The versioned job envelopes that travel on the queues, from the ingest functions to the
 //! workers. Jobs carry the platform's raw item (unknown fields kept) so nothing is lost between
-//! parse and delivery; the queue is transient and encrypted, unlike the table.
+//! parse and delivery. A tenant's job travels sealed under its organization's data key
+//! ([`SealedEnvelope`], see `datakey`): only the organization id, the receive time and keyed
+//! hashes for the queue's ids are readable, so destroying the key at uninstall makes every queued
+//! and parked copy unreadable. Only bodies no tenant can be named for (unparseable ones) travel
+//! in the clear, and the queues' 6-day retention bounds them.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use crate::cipher::EncryptedToken;
+use crate::datakey::DataKey;
 use crate::queue::OutgoingMessage;
 
 /// The envelope version this build writes.
@@ -178,6 +184,122 @@ impl Envelope {
     pub fn to_message(&self) -> OutgoingMessage {
         let body = serde_json::to_string(self).expect("an envelope always serializes");
         OutgoingMessage::new(&self.group(), &self.dedup_id(), body)
+    }
+}
+
+/// A tenant's job on the wire: the job sealed under the organization's data key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SealedEnvelope {
+    /// Envelope version.
+    pub v: u32,
+    /// Whose key opens it.
+    pub organization_id: String,
+    /// When the webhook was received.
+    pub received_at: DateTime<Utc>,
+    /// The message group, keyed-hashed (one conversation, without naming the customer).
+    pub group: String,
+    /// The deduplication id, keyed-hashed.
+    pub dedup: String,
+    /// The [`Job`], JSON, sealed.
+    pub sealed: EncryptedToken,
+    /// Set on dead-letter copies (log-safe, so outside the seal); removed by redrive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+}
+
+/// What a queue body holds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Wire {
+    /// A job in the clear (unparseable bodies; bodies written before sealing).
+    Plain(Envelope),
+    /// A tenant's sealed job.
+    Sealed(SealedEnvelope),
+}
+
+impl Envelope {
+    /// Seals the envelope under the organization's data key.
+    pub fn seal(&self, org: &str, key: &DataKey) -> SealedEnvelope {
+        let job = serde_json::to_string(&self.job).expect("a job always serializes");
+        SealedEnvelope {
+            v: self.v,
+            organization_id: org.to_string(),
+            received_at: self.received_at,
+            group: key.queue_id(&self.group()),
+            dedup: key.queue_id(&self.dedup_id()),
+            sealed: key.seal(org, job),
+            parked: self.parked.clone(),
+        }
+    }
+}
+
+impl SealedEnvelope {
+    /// Opens it with the organization's data key.
+    pub fn open(&self, key: &DataKey) -> Result<Envelope, EnvelopeError> {
+        let job = key
+            .open(&self.organization_id, &self.sealed)
+            .map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        Ok(Envelope {
+            v: self.v,
+            received_at: self.received_at,
+            job: serde_json::from_str(&job).map_err(|e| EnvelopeError::Malformed(e.to_string()))?,
+            parked: self.parked.clone(),
+        })
+    }
+
+    /// The queue message.
+    pub fn to_message(&self) -> OutgoingMessage {
+        let body = serde_json::to_string(self).expect("an envelope always serializes");
+        OutgoingMessage::new(&self.group, &self.dedup, body)
+    }
+}
+
+impl Wire {
+    /// Reads a queue body, checking the version before the shape.
+    pub fn decode(body: &str) -> Result<Self, EnvelopeError> {
+        let value: Value =
+            serde_json::from_str(body).map_err(|e| EnvelopeError::Malformed(e.to_string()))?;
+        match value.get("v").and_then(Value::as_u64) {
+            Some(v) if v == u64::from(ENVELOPE_VERSION) => {}
+            Some(v) => return Err(EnvelopeError::UnsupportedVersion(v)),
+            None => return Err(EnvelopeError::Malformed("no version".into())),
+        }
+        let malformed = |e: serde_json::Error| EnvelopeError::Malformed(e.to_string());
+        if value.get("sealed").is_some() {
+            serde_json::from_value(value)
+                .map(Wire::Sealed)
+                .map_err(malformed)
+        } else {
+            serde_json::from_value(value)
+                .map(Wire::Plain)
+                .map_err(malformed)
+        }
+    }
+
+    /// Marks (or, with `None`, unmarks) it as parked.
+    pub fn set_parked(&mut self, parked: Option<Parked>) {
+        match self {
+            Wire::Plain(e) => e.parked = parked,
+            Wire::Sealed(e) => e.parked = parked,
+        }
+    }
+
+    /// Whether it is an unparsed body (nothing a worker can do with it).
+    pub fn is_unparsed(&self) -> bool {
+        matches!(
+            self,
+            Wire::Plain(Envelope {
+                job: Job::Unparsed(_),
+                ..
+            })
+        )
+    }
+
+    /// The queue message.
+    pub fn to_message(&self) -> OutgoingMessage {
+        match self {
+            Wire::Plain(e) => e.to_message(),
+            Wire::Sealed(e) => e.to_message(),
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod cipher;
 pub mod clock;
 pub mod config;
+pub mod datakey;
 pub mod domain;
 pub mod html;
 pub mod http;

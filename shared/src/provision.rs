@@ -16,8 +16,10 @@ pub const VISIBILITY_TIMEOUT_SECS: i32 = 180;
 pub const MAX_RECEIVE_COUNT: u32 = 5;
 /// How long a work queue keeps a message (4 days).
 pub const RETENTION_SECS: i32 = 4 * 24 * 3600;
-/// How long a dead-letter queue keeps a message (14 days, the SQS maximum).
-pub const DLQ_RETENTION_SECS: i32 = 14 * 24 * 3600;
+/// How long a dead-letter queue keeps a message: 6 days. SQS counts a dead-letter copy's age
+/// from its original enqueue, so no queued copy outlives the 7-day promise even where crypto-
+/// shredding cannot reach (bodies no tenant can be named for).
+pub const DLQ_RETENTION_SECS: i32 = 6 * 24 * 3600;
 
 /// What went wrong while provisioning.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,8 @@ use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent
 use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
-use crate::jobs::{Envelope, Job, Parked, Source, UnparsedJob};
+use crate::datakey::DataKeys;
+use crate::jobs::{Envelope, Job, Parked, Source, UnparsedJob, Wire};
 use crate::queue::{OutgoingMessage, Queue, ReceivedMessage};
 use crate::retry::RetryPolicy;
 
@@ -68,6 +69,38 @@ pub trait JobHandler: Send + Sync {
     fn source(&self) -> Source;
     /// Processes one envelope.
     async fn handle(&self, envelope: &Envelope, receive_count: u32) -> Outcome;
+    /// The organizations' data keys, to open sealed jobs (a handler without them parks sealed
+    /// jobs untouched).
+    fn data_keys(&self) -> Option<&DataKeys> {
+        None
+    }
+}
+
+/// Why a purged job was dropped (logged as `skipped`, counted by the log metric filter).
+pub const PURGED: &str = "purged: the organization's data key is gone (uninstalled)";
+
+/// Turns a queue body into the outcome of running it.
+async fn run_body(handler: &dyn JobHandler, body: &str, receive_count: u32) -> Outcome {
+    let sealed = match Wire::decode(body) {
+        Ok(Wire::Plain(env)) => return handler.handle(&env, receive_count).await,
+        Ok(Wire::Sealed(sealed)) => sealed,
+        Err(e) => return Outcome::Park(e.to_string()),
+    };
+    let Some(keys) = handler.data_keys() else {
+        return Outcome::Park("sealed job, but this worker holds no data keys".into());
+    };
+    match keys.to_open(&sealed.organization_id).await {
+        Ok(None) => Outcome::Skipped(PURGED),
+        Ok(Some(key)) => match sealed.open(&key) {
+            Ok(env) => handler.handle(&env, receive_count).await,
+            Err(e) => Outcome::Park(e.to_string()),
+        },
+        Err(e) if e.is_transient() => Outcome::Retry {
+            reason: e.to_string(),
+            after: None,
+        },
+        Err(e) => Outcome::Park(e.to_string()),
+    }
 }
 
 /// A job is only started with at least this much of the invocation left: one platform request's
@@ -147,10 +180,7 @@ async fn run_group(
             failed.push(job.message_id);
             continue;
         }
-        let outcome = match Envelope::decode(&job.body) {
-            Ok(env) => handler.handle(&env, job.receive_count).await,
-            Err(e) => Outcome::Park(e.to_string()),
-        };
+        let outcome = run_body(handler, &job.body, job.receive_count).await;
         match outcome {
             Outcome::Done => {}
             Outcome::Skipped(why) => {
@@ -180,16 +210,16 @@ async fn run_group(
     failed
 }
 
-/// The dead-letter copy of a job: its envelope with the reason, or the raw body wrapped as an
-/// unparsed job when it is not an envelope.
+/// The dead-letter copy of a job: its envelope (still sealed, if it was) with the reason, or the
+/// raw body wrapped as an unparsed job when it is not an envelope.
 pub fn park_message(
     source: Source,
     job: &QueuedJob,
     reason: &str,
     now: DateTime<Utc>,
 ) -> OutgoingMessage {
-    let mut env = Envelope::decode(&job.body).unwrap_or_else(|_| {
-        Envelope::new(
+    let mut wire = Wire::decode(&job.body).unwrap_or_else(|_| {
+        Wire::Plain(Envelope::new(
             Job::Unparsed(UnparsedJob {
                 source,
                 reason: "queue body is not a job envelope".into(),
@@ -197,14 +227,14 @@ pub fn park_message(
                 part: None,
             }),
             now,
-        )
+        ))
     });
-    env.parked = Some(Parked {
+    wire.set_parked(Some(Parked {
         reason: reason.to_string(),
         at: now,
         message_id: job.message_id.clone(),
-    });
-    let mut msg = env.to_message();
+    }));
+    let mut msg = wire.to_message();
     msg.dedup_id = crate::queue::queue_id(&format!("{}:parked:{}", msg.dedup_id, job.message_id));
     msg
 }

@@ -77,9 +77,11 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
     let sdk = support::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut ids = Vec::new();
+    let key = shared::cipher::TokenCipher::generate_setting();
     for (name, value) in [
         ("META_APP_SECRET", "meta-secret-from-sm"),
         ("META_VERIFY_TOKEN", "verify-from-sm"),
+        ("TOKEN_ENCRYPTION_KEY", key.expose_secret()),
     ] {
         let id = support::unique(&format!("igbridge/{name}"));
         client
@@ -101,7 +103,7 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
     ]);
     settings.overlay_app_secret(&client).await.unwrap();
     shared::config::withhold_secrets(&mut settings, "instagram-webhook");
-    let config = Config::from_settings(&settings).expect("starts with its two secrets");
+    let config = Config::from_settings(&settings).expect("starts with its three secrets");
     assert_eq!(
         config.meta_app_secret.expose_secret(),
         "meta-secret-from-sm"

@@ -536,12 +536,16 @@ fn webhook_functions_read_only_their_partitions() {
     let t = template();
     let res = resources(&t);
     let route = shared::domain::AccountRoute::key_for("17841400000000001").pk;
-    let org = shared::domain::Installation::key_for("org").pk;
+    let chat = shared::domain::ChatRoute::key_for("org", "CHAT1").pk;
+    let data_key = shared::domain::OrganizationKey::key_for("org").pk;
+    let installation = shared::domain::Installation::key_for("org").pk;
+    let contact = shared::domain::Contact::key_for("org", "17841400000000001", "IGSID").pk;
     for (role, key) in [
         ("InstagramWebhookRole", route),
-        ("LivechatWebhookRole", org),
+        ("LivechatWebhookRole", chat),
     ] {
-        let mut dynamo = 0;
+        let mut reads = 0;
+        let mut keys = 0;
         for policy in res[role]["Properties"]["Policies"].as_sequence().unwrap() {
             for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
                 let actions = strings(&st["Action"]);
@@ -551,23 +555,48 @@ fn webhook_functions_read_only_their_partitions() {
                 {
                     continue;
                 }
-                dynamo += 1;
-                assert_eq!(
-                    actions,
-                    vec![Value::from("dynamodb:GetItem")],
-                    "{role}: read only"
-                );
                 let prefixes =
                     strings(&st["Condition"]["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]);
-                assert_eq!(prefixes.len(), 1, "{role}: one LeadingKeys prefix");
-                let prefix = prefixes[0].as_str().unwrap().trim_end_matches('*');
-                assert!(
-                    key.starts_with(prefix) && prefix.len() > 3,
-                    "{role}: {prefix} vs {key}"
-                );
+                assert_eq!(prefixes.len(), 1, "{role}: one LeadingKeys pattern");
+                let pattern = prefixes[0].as_str().unwrap();
+                // Never the installation (tokens) or the contacts.
+                assert!(!glob(pattern, &installation), "{role}: {pattern}");
+                assert!(!glob(pattern, &contact), "{role}: {pattern}");
+                if glob(pattern, &key) {
+                    reads += 1;
+                    assert_eq!(actions, vec![Value::from("dynamodb:GetItem")], "{role}");
+                } else {
+                    keys += 1;
+                    assert!(glob(pattern, &data_key), "{role}: {pattern}");
+                    let want: Vec<Value> =
+                        vec!["dynamodb:GetItem".into(), "dynamodb:PutItem".into()];
+                    assert_eq!(actions, want, "{role}");
+                }
             }
         }
-        assert_eq!(dynamo, 1, "{role}");
+        assert_eq!((reads, keys), (1, 1), "{role}");
+    }
+}
+
+/// IAM's StringLike: `*` matches any run of characters.
+fn glob(pattern: &str, value: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == value,
+        Some((head, rest)) => {
+            value.starts_with(head)
+                && (0..=value.len() - head.len()).any(|i| {
+                    value.is_char_boundary(head.len() + i) && glob(rest, &value[head.len() + i..])
+                })
+        }
+    }
+}
+
+#[test]
+fn no_queue_keeps_anything_past_six_days() {
+    let t = template();
+    for (name, q) in of_type(&t, "AWS::SQS::Queue") {
+        let secs = num(&q["Properties"]["MessageRetentionPeriod"]);
+        assert!(secs <= 6 * 24 * 3600, "{name}: {secs}");
     }
 }
 

@@ -495,15 +495,16 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
     .unwrap();
     h.deliver(&webhook(vec![echo("MID_SENT_0015", "racing")]))
         .await;
-    let env = Envelope::decode(
-        &h.services
-            .to_livechat
-            .receive(1, Duration::from_millis(50))
-            .await
-            .unwrap()[0]
-            .body,
-    )
-    .unwrap();
+    let env = h
+        .open(
+            &h.services
+                .to_livechat
+                .receive(1, Duration::from_millis(50))
+                .await
+                .unwrap()[0]
+                .body,
+        )
+        .await;
     let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &env, 1).await;
     assert!(
         matches!(outcome, Outcome::Retry { after: Some(_), .. }),
@@ -1023,7 +1024,7 @@ async fn an_unsend_livechat_no_longer_has_is_counted_not_taken_as_done() {
         .await
         .unwrap();
     assert_eq!(got.len(), 1);
-    let envelope = Envelope::decode(&got[0].body).unwrap();
+    let envelope = h.open(&got[0].body).await;
     let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &envelope, 1).await;
     assert_eq!(
         outcome,

@@ -38,6 +38,8 @@ pub struct Inbound {
     pub graph: GraphClient,
     /// Time.
     pub clock: Arc<dyn Clock>,
+    /// Opens the sealed jobs.
+    pub keys: crate::datakey::DataKeys,
 }
 
 fn custom_id(key: &str, index: usize) -> String {
@@ -60,6 +62,10 @@ fn in_thread(thread: &str, event_ids: Vec<String>) -> Vec<(String, String)> {
 impl JobHandler for Inbound {
     fn source(&self) -> Source {
         Source::Instagram
+    }
+
+    fn data_keys(&self) -> Option<&crate::datakey::DataKeys> {
+        Some(&self.keys)
     }
 
     async fn handle(&self, envelope: &Envelope, _receive_count: u32) -> Outcome {

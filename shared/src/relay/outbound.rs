@@ -38,6 +38,8 @@ pub struct Outbound {
     pub clock: Arc<dyn Clock>,
     /// Where admins reconnect an account.
     pub public_base_url: String,
+    /// Opens the sealed jobs.
+    pub keys: crate::datakey::DataKeys,
 }
 
 /// Everything a job needs about its conversation, found strictly within its organization.
@@ -51,6 +53,10 @@ struct Conversation {
 impl JobHandler for Outbound {
     fn source(&self) -> Source {
         Source::Livechat
+    }
+
+    fn data_keys(&self) -> Option<&crate::datakey::DataKeys> {
+        Some(&self.keys)
     }
 
     async fn handle(&self, envelope: &Envelope, _receive_count: u32) -> Outcome {

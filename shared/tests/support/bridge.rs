@@ -388,9 +388,23 @@ impl Harness {
             .receive(10, Duration::from_millis(50))
             .await
             .unwrap();
-        got.iter()
-            .map(|m| Envelope::decode(&m.body).unwrap())
-            .collect()
+        let mut out = Vec::new();
+        for m in &got {
+            out.push(self.open(&m.body).await);
+        }
+        out
+    }
+
+    /// A queue body as the workers see it: opened with its organization's data key if sealed.
+    pub async fn open(&self, body: &str) -> Envelope {
+        match shared::jobs::Wire::decode(body).unwrap() {
+            shared::jobs::Wire::Plain(env) => env,
+            shared::jobs::Wire::Sealed(sealed) => {
+                let keys = self.services.data_keys();
+                let key = keys.to_open(&sealed.organization_id).await.unwrap();
+                sealed.open(&key.expect("the data key exists")).unwrap()
+            }
+        }
     }
 
     /// The installation record of `org` (which must exist).

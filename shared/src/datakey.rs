@@ -1,0 +1,182 @@
+//! Crypto-shredding: every queued job that carries a tenant's data is sealed under that
+//! organization's own data key (AES-256-GCM), and the data key is stored sealed under
+//! `TOKEN_ENCRYPTION_KEY`. Uninstall deletes the key; from then on every copy of the tenant's jobs
+//! in the work queues and dead-letter queues is unreadable, whatever their retention, and the
+//! workers drop them as purged. Keys are cached per process for at most [`CACHE_FOR`], so a
+//! destroyed key stops opening jobs within that time.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use hmac::{Hmac, Mac};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::cipher::{CipherError, EncryptedToken, TokenCipher};
+use crate::clock::Clock;
+use crate::domain::{OrganizationKey, token_context};
+use crate::store::{Condition, Repo, StoreError};
+
+/// How long a process trusts a key it read: a destroyed key stops opening jobs within this.
+pub const CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// One organization's data key.
+#[derive(Clone)]
+pub struct DataKey {
+    cipher: TokenCipher,
+    ids: [u8; 32],
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DataKey(..)")
+    }
+}
+
+impl DataKey {
+    fn from_raw(raw: &[u8]) -> Result<Self, CipherError> {
+        let setting = SecretString::from(format!("dk:{}", STANDARD.encode(raw)));
+        let cipher = TokenCipher::from_setting(&setting)?;
+        // A separate key for queue ids, derived so the two uses never share a key.
+        let ids = Sha256::new()
+            .chain_update(b"igbridge.queue-ids")
+            .chain_update(raw)
+            .finalize()
+            .into();
+        Ok(Self { cipher, ids })
+    }
+
+    /// Seals a job body, bound to its organization.
+    pub fn seal(&self, org: &str, plaintext: String) -> EncryptedToken {
+        self.cipher
+            .seal(&SecretString::from(plaintext), &context(org))
+    }
+
+    /// Opens a body sealed by [`DataKey::seal`].
+    pub fn open(&self, org: &str, sealed: &EncryptedToken) -> Result<String, CipherError> {
+        self.cipher
+            .open(sealed, &context(org))
+            .map(|s| s.expose_secret().to_string())
+    }
+
+    /// A queue id (message group, deduplication) that reveals nothing once the key is gone:
+    /// HMAC-SHA-256, hex, 64 characters (SQS allows 128).
+    pub fn queue_id(&self, value: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.ids).expect("HMAC takes any key length");
+        mac.update(value.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+}
+
+fn context(org: &str) -> String {
+    token_context(org, "queued_job")
+}
+
+fn wrap_context(org: &str) -> String {
+    token_context(org, "data_key")
+}
+
+/// Finds, creates and caches organizations' data keys.
+#[derive(Clone)]
+pub struct DataKeys {
+    repo: Repo,
+    master: TokenCipher,
+    clock: Arc<dyn Clock>,
+    cache: Arc<Mutex<HashMap<String, (Instant, DataKey)>>>,
+}
+
+impl DataKeys {
+    /// The service over the table, with `TOKEN_ENCRYPTION_KEY` wrapping the keys.
+    pub fn new(repo: Repo, master: TokenCipher, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            repo,
+            master,
+            clock,
+            cache: Arc::default(),
+        }
+    }
+
+    fn cached(&self, org: &str) -> Option<DataKey> {
+        let cache = self.cache.lock().expect("key cache lock");
+        cache
+            .get(org)
+            .filter(|(at, _)| at.elapsed() < CACHE_FOR)
+            .map(|(_, k)| k.clone())
+    }
+
+    fn remember(&self, org: &str, key: &DataKey) {
+        self.cache
+            .lock()
+            .expect("key cache lock")
+            .insert(org.to_string(), (Instant::now(), key.clone()));
+    }
+
+    /// Forgets every cached key (tests; a process is otherwise short-lived).
+    pub fn forget(&self) {
+        self.cache.lock().expect("key cache lock").clear();
+    }
+
+    /// The key to open an organization's jobs; `None` once uninstall destroyed it.
+    pub async fn to_open(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+        if let Some(k) = self.cached(org) {
+            return Ok(Some(k));
+        }
+        let Some(stored) = self
+            .repo
+            .get::<OrganizationKey>(&OrganizationKey::key_for(org))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let key = self.unwrap(org, &stored.key)?;
+        self.remember(org, &key);
+        Ok(Some(key))
+    }
+
+    /// The key to seal an organization's jobs, made on first use.
+    pub async fn to_seal(&self, org: &str) -> Result<DataKey, StoreError> {
+        if let Some(k) = self.to_open(org).await? {
+            return Ok(k);
+        }
+        let raw: [u8; 32] = rand::random();
+        let record = OrganizationKey {
+            organization_id: org.to_string(),
+            key: self.master.seal(
+                &SecretString::from(STANDARD.encode(raw)),
+                &wrap_context(org),
+            ),
+            created_at: self.clock.now(),
+        };
+        match self.repo.put(&record, Condition::IfAbsent).await {
+            Ok(()) => {
+                let key = DataKey::from_raw(&raw).map_err(codec)?;
+                self.remember(org, &key);
+                Ok(key)
+            }
+            // Another process made it first: use theirs.
+            Err(StoreError::ConditionFailed) => self
+                .to_open(org)
+                .await?
+                .ok_or_else(|| StoreError::Codec("data key vanished while created".into())),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unwrap(&self, org: &str, sealed: &EncryptedToken) -> Result<DataKey, StoreError> {
+        let b64 = self
+            .master
+            .open(sealed, &wrap_context(org))
+            .map_err(codec)?;
+        let raw = STANDARD
+            .decode(b64.expose_secret())
+            .map_err(|_| StoreError::Codec("data key is not base64".into()))?;
+        DataKey::from_raw(&raw).map_err(codec)
+    }
+}
+
+fn codec(e: CipherError) -> StoreError {
+    StoreError::Codec(format!("data key: {e}"))
+}
