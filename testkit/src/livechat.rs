@@ -122,6 +122,9 @@ struct Grant {
     scope: String,
 }
 
+/// LiveChat's limit of live access tokens per client per user account.
+pub const MAX_TOKENS_PER_USER: usize = 25;
+
 #[derive(Default)]
 struct State {
     client_id: String,
@@ -129,6 +132,10 @@ struct State {
     codes: HashMap<String, Grant>,
     agent_tokens: HashMap<String, Grant>,
     refresh_tokens: HashMap<String, Grant>,
+    /// Access tokens per user account, oldest first: LiveChat keeps 25 per client per user
+    /// account and revokes the oldest when a 26th is issued ("Token limits", LiveChat
+    /// Authorization docs; ../shared/reference/livechat-platform.md).
+    issued: HashMap<String, std::collections::VecDeque<String>>,
     customers: HashMap<String, String>,
     /// Organization id → (name, owner's e-mail).
     organizations: HashMap<String, (String, String)>,
@@ -362,6 +369,17 @@ impl FakeLivechat {
     }
 
     /// Whether a token (access or refresh) is still live.
+    /// How many times a refresh token was exchanged.
+    pub fn refreshes(&self) -> usize {
+        self.calls()
+            .iter()
+            .filter(|c| {
+                c.path.ends_with("/token")
+                    && c.body.get("grant_type").and_then(Value::as_str) == Some("refresh_token")
+            })
+            .count()
+    }
+
     pub fn token_live(&self, token: &str) -> bool {
         self.with(|s| s.agent_tokens.contains_key(token) || s.refresh_tokens.contains_key(token))
     }
@@ -492,6 +510,14 @@ impl State {
         let access = format!("dal:ACCESS-{n}");
         let refresh = refresh.unwrap_or_else(|| format!("REFRESH-{n}"));
         self.agent_tokens.insert(access.clone(), g.clone());
+        let user = format!("{}/{}", g.organization_id, g.account_id);
+        let issued = self.issued.entry(user).or_default();
+        issued.push_back(access.clone());
+        if issued.len() > MAX_TOKENS_PER_USER {
+            if let Some(oldest) = issued.pop_front() {
+                self.agent_tokens.remove(&oldest);
+            }
+        }
         self.refresh_tokens.insert(refresh.clone(), g.clone());
         // A refresh hands out a new access token for the same (non-rotating) refresh token.
         if let Some(old) = self.pairs.insert(refresh.clone(), access.clone()) {

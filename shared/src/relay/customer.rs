@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -12,11 +13,18 @@ use crate::cipher::{CipherError, TokenCipher};
 use crate::clock::Clock;
 use crate::domain::*;
 use crate::livechat::{CustomerToken, LivechatClient, LivechatError};
-use crate::store::{Condition, Repo, StoreError};
+use crate::store::{Repo, StoreError};
 use crate::worker::Outcome;
 
 /// Tokens this close to expiry are renewed before use.
 const TOKEN_MARGIN_SECS: i64 = 300;
+/// How long a refresh lease lasts: longer than one LiveChat call (10 s timeout), so a worker
+/// that dies holding it delays the others by at most this.
+const LEASE_SECS: i64 = 15;
+/// How long a worker waits for another's refresh before retrying its job later.
+const LEASE_WAIT: Duration = Duration::from_secs(12);
+/// How often a waiting worker looks for the refreshed token.
+const LEASE_POLL: Duration = Duration::from_millis(100);
 
 /// Why a job did not complete.
 #[derive(Debug)]
@@ -95,22 +103,72 @@ fn customer_token_context(c: &Contact) -> String {
 }
 
 impl Customers {
-    /// The installation's agent token, refreshed when near expiry or when `force`d.
+    /// The installation's agent token, refreshed when near expiry or when `force`d (after
+    /// LiveChat refused it). One worker refreshes at a time: it takes a lease on the
+    /// installation (a versioned write); the others wait for the token it stores. LiveChat keeps
+    /// at most 25 tokens per user, so a burst of parallel refreshes would revoke some of them.
     pub async fn agent_token(
         &self,
         inst: &mut Installation,
         force: bool,
     ) -> Result<SecretString, Fail> {
-        let org = inst.organization_id.clone();
+        let refused = force.then(|| inst.access_token.clone()).flatten();
+        let give_up = Instant::now() + LEASE_WAIT;
+        loop {
+            if let Some(token) = self.usable_token(inst, refused.as_ref())? {
+                return Ok(token);
+            }
+            if inst.status == InstallationStatus::Uninstalled {
+                return Err(Fail::Retry("the installation was uninstalled".into()));
+            }
+            let now = self.clock.now();
+            if inst.refresh_lease_until.is_none_or(|t| t <= now) {
+                inst.refresh_lease_until = Some(now + chrono::Duration::seconds(LEASE_SECS));
+                match self.repo.save(inst).await {
+                    Ok(()) => return self.refresh_holding_lease(inst).await,
+                    Err(StoreError::ConditionFailed) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            } else if Instant::now() >= give_up {
+                return Err(Fail::Retry(
+                    "another worker is still refreshing the LiveChat token".into(),
+                ));
+            } else {
+                tokio::time::sleep(LEASE_POLL).await;
+            }
+            *inst = self
+                .repo
+                .get::<Installation>(&Installation::key_for(&inst.organization_id))
+                .await?
+                .ok_or_else(|| Fail::Retry("the installation is gone".into()))?;
+        }
+    }
+
+    /// The stored access token, if it is fresh and not the one LiveChat just refused.
+    fn usable_token(
+        &self,
+        inst: &Installation,
+        refused: Option<&crate::cipher::EncryptedToken>,
+    ) -> Result<Option<SecretString>, Fail> {
         let fresh = inst
             .access_token_expires_at
             .is_some_and(|e| (e - self.clock.now()).num_seconds() > TOKEN_MARGIN_SECS);
-        if let (Some(token), true, false) = (&inst.access_token, fresh, force) {
-            return Ok(self
-                .cipher
-                .open(token, &token_context(&org, "livechat.access_token"))?);
+        match &inst.access_token {
+            Some(token) if fresh && Some(token) != refused => Ok(Some(self.cipher.open(
+                token,
+                &token_context(&inst.organization_id, "livechat.access_token"),
+            )?)),
+            _ => Ok(None),
         }
+    }
+
+    /// Refreshes with the lease held, storing the result and releasing the lease in one
+    /// versioned write. An uninstall that landed meanwhile wins: the new tokens are revoked, not
+    /// stored.
+    async fn refresh_holding_lease(&self, inst: &mut Installation) -> Result<SecretString, Fail> {
+        let org = inst.organization_id.clone();
         let Some(refresh) = &inst.refresh_token else {
+            self.release_lease(inst, |_| {}).await?;
             return Err(Fail::Park("installation has no refresh token".into()));
         };
         let refresh = self
@@ -119,23 +177,37 @@ impl Customers {
         match self.livechat.refresh(&refresh).await {
             Ok(set) => {
                 let now = self.clock.now();
-                inst.access_token = Some(self.cipher.seal(
+                let access = self.cipher.seal(
                     &set.access_token,
                     &token_context(&org, "livechat.access_token"),
-                ));
-                if let Some(rt) = &set.refresh_token {
-                    inst.refresh_token = Some(
-                        self.cipher
-                            .seal(rt, &token_context(&org, "livechat.refresh_token")),
-                    );
+                );
+                let rotated = set.refresh_token.as_ref().map(|rt| {
+                    self.cipher
+                        .seal(rt, &token_context(&org, "livechat.refresh_token"))
+                });
+                let stored = self
+                    .release_lease(inst, |i| {
+                        i.access_token = Some(access.clone());
+                        if let Some(rt) = &rotated {
+                            i.refresh_token = Some(rt.clone());
+                        }
+                        i.access_token_expires_at =
+                            Some(now + chrono::Duration::seconds(set.expires_in));
+                        i.updated_at = now;
+                    })
+                    .await?;
+                if !stored {
+                    // Uninstalled while LiveChat answered: these tokens must not live on.
+                    let newest = set.refresh_token.as_ref().unwrap_or(&set.access_token);
+                    if self.livechat.revoke(newest).await.is_err() {
+                        tracing::warn!(organization_id = %org, "could not revoke a token refreshed during uninstall");
+                    }
+                    return Err(Fail::Retry("the installation was uninstalled".into()));
                 }
-                inst.access_token_expires_at =
-                    Some(now + chrono::Duration::seconds(set.expires_in));
-                inst.updated_at = now;
-                self.repo.put(inst, Condition::Always).await?;
                 Ok(set.access_token)
             }
             Err(e) if e.is_client_refused() => {
+                self.release_lease(inst, |_| {}).await?;
                 // The app's own credentials: the operator must fix LIVECHAT_CLIENT_SECRET (the
                 // alarm watches this line); the tenant's grant is fine, so keep retrying.
                 tracing::error!(
@@ -148,15 +220,46 @@ impl Customers {
                 )))
             }
             Err(e) if e.is_grant_refused() || e.is_auth() => {
-                inst.status = InstallationStatus::ReauthRequired;
-                inst.updated_at = self.clock.now();
-                self.repo.put(inst, Condition::Always).await?;
+                let now = self.clock.now();
+                self.release_lease(inst, |i| {
+                    i.status = InstallationStatus::ReauthRequired;
+                    i.updated_at = now;
+                })
+                .await?;
                 tracing::error!(organization_id = %org, "LiveChat refused the refresh token; installation marked for re-authorization");
                 Err(Fail::Park(
                     "LiveChat refused the refresh token; the installation must be re-authorized"
                         .into(),
                 ))
             }
+            Err(e) => {
+                self.release_lease(inst, |_| {}).await?;
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Applies `change`, clears the lease, and saves (re-applying on a conflict); false when the
+    /// installation was uninstalled meanwhile (nothing written).
+    async fn release_lease(
+        &self,
+        inst: &mut Installation,
+        change: impl Fn(&mut Installation),
+    ) -> Result<bool, Fail> {
+        let saved = self
+            .repo
+            .update(inst, |i| {
+                if i.status == InstallationStatus::Uninstalled {
+                    return false;
+                }
+                change(i);
+                i.refresh_lease_until = None;
+                true
+            })
+            .await;
+        match saved {
+            Ok(stored) => Ok(stored),
+            Err(StoreError::ConditionFailed) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -263,7 +366,7 @@ impl Customers {
         session.contact.customer_token_expires_at =
             Some(self.clock.now() + chrono::Duration::seconds(granted.expires_in));
         session.token = granted.access_token;
-        self.repo.put(&session.contact, Condition::Always).await?;
+        self.repo.save(&mut session.contact).await?;
         Ok(())
     }
 

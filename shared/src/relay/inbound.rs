@@ -320,7 +320,7 @@ impl Inbound {
             }
         }
         session.contact.updated_at = self.clock.now();
-        self.repo.put(&session.contact, Condition::Always).await?;
+        self.repo.save(&mut session.contact).await?;
         Ok(outcome)
     }
 
@@ -394,7 +394,7 @@ impl Inbound {
                     self.route_chat(&inst.organization_id, &mut session, &chat_id)
                         .await?
                 }
-                None => self.repo.put(&session.contact, Condition::Always).await?,
+                None => self.repo.save(&mut session.contact).await?,
             }
         }
         if session.contact.profile_synced_at.is_none() {
@@ -685,7 +685,7 @@ impl Inbound {
             )
             .await?;
         session.contact.chat_id = Some(chat_id.to_string());
-        self.repo.put(&session.contact, Condition::Always).await?;
+        self.repo.save(&mut session.contact).await?;
         Ok(())
     }
 

@@ -210,9 +210,14 @@ impl Outbound {
                     .get::<Contact>(&Contact::key_for(&conv.inst.organization_id, &ig, &igsid))
                     .await?
                 {
-                    contact.thread_active = Some(false);
-                    contact.updated_at = customers.clock.now();
-                    self.repo.put(&contact, Condition::Always).await?;
+                    let now = customers.clock.now();
+                    self.repo
+                        .update(&mut contact, |c| {
+                            c.thread_active = Some(false);
+                            c.updated_at = now;
+                            true
+                        })
+                        .await?;
                 }
                 Ok(Outcome::Done)
             }
@@ -309,15 +314,19 @@ impl Outbound {
             .unwrap_or(Value::Null);
         let thread_id = thread.get("id").and_then(Value::as_str).map(str::to_string);
         if let (Some(mut contact), Some(t)) = (self.contact(conv).await?, thread_id.clone()) {
-            contact.thread_id = Some(t);
-            contact.thread_active = Some(
-                thread
-                    .get("active")
-                    .and_then(Value::as_bool)
-                    .unwrap_or(true),
-            );
-            contact.updated_at = self.clock.now();
-            self.repo.put(&contact, Condition::Always).await?;
+            let active = thread
+                .get("active")
+                .and_then(Value::as_bool)
+                .unwrap_or(true);
+            let now = self.clock.now();
+            self.repo
+                .update(&mut contact, |c| {
+                    c.thread_id = Some(t.clone());
+                    c.thread_active = Some(active);
+                    c.updated_at = now;
+                    true
+                })
+                .await?;
         }
         let events = thread
             .get("events")
