@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cipher::EncryptedToken;
-use crate::store::{Key, Record, Versioned};
+use crate::store::{Key, Record, Versioned, keys};
 
 /// How long message links are kept (for unsends, replies, reactions).
 pub const MESSAGE_LINK_TTL_SECS: i64 = 30 * 24 * 3600;
@@ -16,10 +16,6 @@ pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
 pub const OAUTH_STATE_TTL_SECS: i64 = 15 * 60;
 /// How long after uninstall everything of an organization is gone at the latest.
 pub const PURGE_AFTER_SECS: i64 = 7 * 24 * 3600;
-
-fn org_pk(org: &str) -> String {
-    format!("ORG#{org}")
-}
 
 /// Lifecycle of an installation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,7 +69,7 @@ pub struct Installation {
 impl Installation {
     /// The key of an organization's installation.
     pub fn key_for(org: &str) -> Key {
-        Key::new(org_pk(org), "INSTALLATION")
+        keys::installation(org)
     }
 }
 
@@ -135,7 +131,7 @@ pub struct InstagramConnection {
 impl InstagramConnection {
     /// The key of one connection.
     pub fn key_for(org: &str, ig_account_id: &str) -> Key {
-        Key::new(org_pk(org), format!("IGCONN#{ig_account_id}"))
+        keys::connection(org, ig_account_id)
     }
 }
 
@@ -160,7 +156,7 @@ pub struct AccountRoute {
 impl AccountRoute {
     /// The key of an account's route.
     pub fn key_for(ig_account_id: &str) -> Key {
-        Key::new(format!("IGACCT#{ig_account_id}"), "ROUTE")
+        keys::account_route(ig_account_id)
     }
 }
 
@@ -209,10 +205,7 @@ pub struct Contact {
 impl Contact {
     /// The key of a contact.
     pub fn key_for(org: &str, ig_account_id: &str, igsid: &str) -> Key {
-        Key::new(
-            format!("{}#CONTACT#{ig_account_id}#{igsid}", org_pk(org)),
-            "CONTACT",
-        )
+        keys::contact(org, ig_account_id, igsid)
     }
 }
 
@@ -250,7 +243,7 @@ pub struct ChatRoute {
 impl ChatRoute {
     /// The key of a chat's route.
     pub fn key_for(org: &str, chat_id: &str) -> Key {
-        Key::new(format!("{}#CHAT#{chat_id}", org_pk(org)), "ROUTE")
+        keys::chat_route(org, chat_id)
     }
 }
 
@@ -319,7 +312,7 @@ impl MessageLink {
 
     /// The key of the link for a mid.
     pub fn key_for(org: &str, ig_account_id: &str, mid: &str) -> Key {
-        Key::new(format!("{}#MID#{ig_account_id}#{mid}", org_pk(org)), "LINK")
+        keys::message_link(org, ig_account_id, mid)
     }
 }
 
@@ -348,10 +341,7 @@ pub struct EventLink {
 impl EventLink {
     /// The key of the link for a LiveChat event.
     pub fn key_for(org: &str, chat_id: &str, event_id: &str) -> Key {
-        Key::new(
-            format!("{}#EVENT#{chat_id}#{event_id}", org_pk(org)),
-            "LINK",
-        )
+        keys::event_link(org, chat_id, event_id)
     }
 }
 
@@ -397,7 +387,7 @@ pub struct IdempotencyRecord {
 impl IdempotencyRecord {
     /// The key of the record for one event.
     pub fn key_for(org: &str, scope: &str, event_id: &str) -> Key {
-        Key::new(format!("{}#IDEM#{scope}#{event_id}", org_pk(org)), "IDEM")
+        keys::idempotency(org, scope, event_id)
     }
 }
 
@@ -439,7 +429,7 @@ pub struct OAuthState {
 impl OAuthState {
     /// The key of a flow id.
     pub fn key_for(nonce: &str) -> Key {
-        Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")
+        keys::oauth_state(nonce)
     }
 }
 
@@ -480,7 +470,7 @@ pub struct DeletionRequest {
 impl DeletionRequest {
     /// The key of a request.
     pub fn key_for(code: &str) -> Key {
-        Key::new(format!("DELETION#{code}"), "REQUEST")
+        keys::deletion_request(code)
     }
 }
 
@@ -518,15 +508,12 @@ pub struct FacebookUserLink {
 impl FacebookUserLink {
     /// The partition of a user's links.
     pub fn partition(facebook_user_id: &str) -> String {
-        format!("FBUSER#{facebook_user_id}")
+        keys::facebook_user(facebook_user_id)
     }
 
     /// The key of one link.
     pub fn key_for(facebook_user_id: &str, org: &str, ig_account_id: &str) -> Key {
-        Key::new(
-            Self::partition(facebook_user_id),
-            format!("ORG#{org}#IG#{ig_account_id}"),
-        )
+        keys::facebook_user_link(facebook_user_id, org, ig_account_id)
     }
 }
 
@@ -598,11 +585,11 @@ pub struct PendingRevocation {
 
 impl PendingRevocation {
     /// The one partition holding every pending revocation, so the sweeper finds them all.
-    pub const PARTITION: &'static str = "REVOKE";
+    pub const PARTITION: &'static str = keys::REVOCATIONS;
 
     /// The key of one.
     pub fn key_for(org: &str, id: &str) -> Key {
-        Key::new(Self::PARTITION, format!("{org}#{id}"))
+        keys::pending_revocation(org, id)
     }
 }
 
@@ -651,7 +638,7 @@ pub struct DisconnectedAccount {
 
 impl PurgeEntry {
     /// The partition holding the schedule.
-    pub const PARTITION: &'static str = "PURGE";
+    pub const PARTITION: &'static str = keys::PURGES;
 
     /// The key of an entry: sorted by due time.
     pub fn key_for(due_at: i64, subject: &PurgeSubject) -> Key {
@@ -659,12 +646,12 @@ impl PurgeEntry {
             PurgeSubject::Organization(id) => ("ORG", id),
             PurgeSubject::FacebookUser(id) => ("FBUSER", id),
         };
-        Key::new(Self::PARTITION, format!("{due_at:012}#{kind}#{id}"))
+        keys::purge_entry(due_at, kind, id)
     }
 
     /// The inclusive sort-key range of entries due at or before `now`.
     pub fn due_range(now: i64) -> crate::store::SkRange {
-        crate::store::SkRange::Between("0".into(), format!("{now:012}#~"))
+        keys::purges_due(now)
     }
 }
 
@@ -692,7 +679,7 @@ impl OrganizationKey {
     /// The key of an organization's data key: its own partition, so the webhooks may read and
     /// create it without access to anything else.
     pub fn key_for(org: &str) -> Key {
-        Key::new(format!("DATAKEY#{org}"), "KEY")
+        keys::data_key(org)
     }
 }
 
@@ -724,7 +711,7 @@ pub struct PendingSend {
 impl PendingSend {
     /// The partition of a conversation's pending sends.
     pub fn partition(org: &str, ig_account_id: &str, igsid: &str) -> String {
-        format!("{}#PENDING#{ig_account_id}#{igsid}", org_pk(org))
+        keys::pending_sends(org, ig_account_id, igsid)
     }
 
     /// The key of one pending send.

@@ -947,3 +947,148 @@ async fn a_reinstalled_organization_with_tens_of_thousands_of_leftovers_is_purge
     let third = lifecycle.sweep(h.clock.now(), false).await.unwrap();
     assert_eq!(third.due, 0, "the purge entry was spent");
 }
+
+#[tokio::test]
+async fn an_account_connected_again_after_a_data_deletion_request_survives_its_purge() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("MID_TEXT_0001", "hello")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    let signed = sign_request(
+        b"meta-app-secret",
+        &json!({"algorithm": "HMAC-SHA256", "expires": h.clock.now().timestamp() + 3600, "issued_at": h.clock.now().timestamp(), "user_id": "fbuser"}),
+    );
+    let (status, body) = form(&h, "/meta/data-deletion", &signed).await;
+    assert_eq!(status, StatusCode::OK);
+    let code = serde_json::from_str::<Value>(&body).unwrap()["confirmation_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = &h.services.repo;
+    assert!(
+        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+            .await
+            .unwrap()
+            .is_none(),
+        "routing stopped at once"
+    );
+    // Two days later the same person connects the account again: a new consent.
+    h.clock.advance(chrono::Duration::days(2));
+    h.install_as(ORG, IG, "dal:AGENT-A", "PAGE-TOKEN-A3", "fbuser")
+        .await;
+    h.clock.advance(chrono::Duration::days(5));
+    let report = h
+        .services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert_eq!(report.requests_completed, 1);
+    let conn: InstagramConnection = repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .expect("the new connection survives the purge");
+    assert_eq!(conn.status, ConnectionStatus::Connected);
+    assert!(
+        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+            .await
+            .unwrap()
+            .is_some(),
+        "and keeps routing"
+    );
+    // Messages flow again.
+    h.deliver(&webhook(vec![text("MID_TEXT_0002", "back again")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    assert_eq!(
+        h.livechat.action_calls("send_event").len(),
+        2,
+        "the message before the request and the one after the reconnection"
+    );
+    // The status record holds the code and the outcome, no personal data.
+    let request: DeletionRequest = repo
+        .get(&DeletionRequest::key_for(&code))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.status, DeletionStatus::Completed);
+    let item = shared::store::Repo::to_item(&request).unwrap();
+    let text = serde_json::to_string(item.attributes()).unwrap();
+    for personal in ["fbuser", IG, ORG, IGSID] {
+        assert!(!text.contains(personal), "{personal} in {text}");
+    }
+}
+
+/// One record of every kind for the organization: after uninstall and the sweep at +7 days,
+/// nothing mentioning it is left, whatever the kind (lifecycle::retention lists them all).
+#[tokio::test]
+async fn every_record_kind_of_an_organization_is_gone_7_days_after_uninstall() {
+    use shared::lifecycle::retention::{Retention, retention_of};
+    use shared::store::Record;
+    let h = Harness::new().await;
+    two_tenants(&h).await;
+    let store = h.services.repo.store().clone();
+    let samples = testkit::records::every_kind(ORG, &h.services.config.cipher, h.clock.now());
+    for (item, _) in samples {
+        // The samples' installation stands in for the harness's (same key).
+        store.put(item, Condition::Always).await.unwrap();
+    }
+    let report = h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    assert!(report.uninstalled);
+    h.clock.advance(chrono::Duration::days(7));
+    for _ in 0..2 {
+        h.services
+            .lifecycle()
+            .sweep(h.clock.now(), false)
+            .await
+            .unwrap();
+    }
+    let now = h.clock.now().timestamp();
+    let mut left_for_b = 0;
+    for item in org_items(store.as_ref(), ORG_B).await {
+        left_for_b += usize::from(item.str("organization_id") == Some(ORG_B));
+    }
+    assert!(left_for_b > 3, "the other tenant is untouched");
+    let mut everything = Vec::new();
+    let mut page = PageRequest::default();
+    // The whole table, through the partitions the test knows of and the organization index.
+    for pk in [PurgeEntry::PARTITION, PendingRevocation::PARTITION] {
+        everything.extend(
+            store
+                .query(pk, &shared::store::SkRange::All, page.clone())
+                .await
+                .unwrap()
+                .items,
+        );
+    }
+    page.cursor = None;
+    let keys = store.query_organization(ORG, page).await.unwrap().items;
+    assert!(keys.is_empty(), "{keys:?}");
+    for item in everything {
+        let kind = item.str("kind").unwrap_or_default();
+        let text = serde_json::to_string(item.attributes()).unwrap();
+        assert!(!text.contains(ORG), "{kind} left: {text}");
+        let retention = retention_of(kind).expect("listed");
+        if let Retention::Expires(_) = retention {
+            assert!(item.expires_at().is_some_and(|e| e <= now), "{kind}");
+        }
+    }
+    // Records outside any partition the organization owns: only what expires on its own.
+    for (key, kind) in [
+        (OAuthState::key_for("nonce"), OAuthState::KIND),
+        (DeletionRequest::key_for("code"), DeletionRequest::KIND),
+    ] {
+        if let Some(item) = store.get(&key).await.unwrap() {
+            assert!(
+                !serde_json::to_string(item.attributes())
+                    .unwrap()
+                    .contains(ORG)
+            );
+            assert!(
+                item.expires_at().is_some_and(|e| e <= now),
+                "{kind} expires"
+            );
+        }
+    }
+}

@@ -7,13 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{TimeZone, Utc};
-use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::cipher::TokenCipher;
 use shared::domain::*;
 use shared::store::{
-    Condition, DynamoStore, Item, Key, MemoryStore, PageRequest, Record, Repo, SkRange, Store,
-    StoreError,
+    Condition, DynamoStore, Item, Key, MemoryStore, PageRequest, Repo, SkRange, Store, StoreError,
 };
 
 fn item(pk: &str, sk: &str, extra: Value) -> Item {
@@ -363,169 +361,9 @@ fn now() -> chrono::DateTime<Utc> {
 
 const ORG: &str = "00000000-0000-4000-8000-00000000a001";
 
-/// One record of every kind, with expiring ones carrying `expires_at`.
+/// One record of every kind (the test kit's), with expiring ones carrying `expires_at`.
 fn every_record(cipher: &TokenCipher) -> Vec<(Item, bool)> {
-    let t = |s: &str, ctx: &str| Some(cipher.seal(&SecretString::from(s.to_string()), ctx));
-    let exp = now().timestamp() + 100;
-    vec![
-        (
-            Repo::to_item(&Installation {
-                organization_id: ORG.into(),
-                account_id: "acc".into(),
-                access_token: t("dal:PLAINTEXT-ACCESS", "a"),
-                refresh_token: t("PLAINTEXT-REFRESH", "r"),
-                access_token_expires_at: Some(now()),
-                scopes: vec!["customers:own".into()],
-                status: InstallationStatus::Active,
-                installed_at: now(),
-                updated_at: now(),
-                expires_at: None,
-                version: 3,
-                purge_due_at: None,
-                revoke_token: None,
-                refresh_lease_until: None,
-            })
-            .unwrap(),
-            false,
-        ),
-        (
-            Repo::to_item(&InstagramConnection {
-                organization_id: ORG.into(),
-                ig_account_id: "17841400000000001".into(),
-                ig_username: Some("shop".into()),
-                page_id: "100000000000001".into(),
-                page_name: Some("Shop".into()),
-                page_token: t("EAAPLAINTEXT-PAGE", "p"),
-                facebook_user_id: "fbuser".into(),
-                status: ConnectionStatus::Connected,
-                connected_at: now(),
-                updated_at: now(),
-                expires_at: None,
-            })
-            .unwrap(),
-            false,
-        ),
-        (
-            Repo::to_item(&AccountRoute {
-                ig_account_id: "17841400000000001".into(),
-                organization_id: ORG.into(),
-                expires_at: None,
-            })
-            .unwrap(),
-            false,
-        ),
-        (
-            Repo::to_item(&Contact {
-                organization_id: ORG.into(),
-                ig_account_id: "17841400000000001".into(),
-                igsid: "IGSID_1001".into(),
-                customer_id: "cust".into(),
-                chat_id: Some("CHAT1".into()),
-                thread_id: Some("TH1".into()),
-                thread_active: Some(true),
-                customer_token: t("dal:PLAINTEXT-CUSTOMER", "c"),
-                customer_token_expires_at: Some(now()),
-                last_customer_message_at: Some(now()),
-                profile_synced_at: None,
-                updated_at: now(),
-                expires_at: None,
-                version: 2,
-            })
-            .unwrap(),
-            false,
-        ),
-        (
-            Repo::to_item(&ChatRoute {
-                organization_id: ORG.into(),
-                chat_id: "CHAT1".into(),
-                ig_account_id: "17841400000000001".into(),
-                igsid: "IGSID_1001".into(),
-                expires_at: None,
-            })
-            .unwrap(),
-            false,
-        ),
-        (
-            Repo::to_item(&MessageLink {
-                organization_id: ORG.into(),
-                ig_account_id: "17841400000000001".into(),
-                mid: "MID_TEXT_0001".into(),
-                chat_id: "CHAT1".into(),
-                thread_id: Some("TH1".into()),
-                event_ids: vec!["EV1".into()],
-                event_threads: vec![],
-                direction: Direction::Inbound,
-                created_at: now(),
-                expires_at: exp,
-            })
-            .unwrap(),
-            true,
-        ),
-        (
-            Repo::to_item(&EventLink {
-                organization_id: ORG.into(),
-                chat_id: "CHAT1".into(),
-                event_id: "EV1".into(),
-                mid: "MID_TEXT_0001".into(),
-                expires_at: exp,
-            })
-            .unwrap(),
-            true,
-        ),
-        (
-            Repo::to_item(&IdempotencyRecord {
-                organization_id: ORG.into(),
-                scope: "instagram".into(),
-                event_id: "MID_TEXT_0001".into(),
-                state: IdempotencyState::InProgress,
-                claimed_at: now(),
-                completed_at: None,
-                parts_done: 0,
-                expires_at: exp,
-            })
-            .unwrap(),
-            true,
-        ),
-        (
-            Repo::to_item(&OAuthState {
-                nonce: "nonce".into(),
-                step: OAuthStep::Livechat,
-                organization_id: None,
-                created_at: now(),
-                expires_at: exp,
-            })
-            .unwrap(),
-            true,
-        ),
-        (
-            Repo::to_item(&DeletionRequest {
-                confirmation_code: "code".into(),
-                facebook_user_id: Some("fbuser".into()),
-                status: DeletionStatus::Pending,
-                requested_at: now(),
-                completed_at: None,
-                expires_at: Some(exp),
-            })
-            .unwrap(),
-            true,
-        ),
-        (
-            Repo::to_item(&PurgeEntry {
-                subject: PurgeSubject::Organization(ORG.into()),
-                due_at: exp,
-                scheduled_at: now(),
-                deletion_code: None,
-                marked: false,
-                mark_cursor: Some("cursor".into()),
-                accounts: vec![DisconnectedAccount {
-                    organization_id: ORG.into(),
-                    ig_account_id: "17841400000000001".into(),
-                }],
-            })
-            .unwrap(),
-            false,
-        ),
-    ]
+    testkit::records::every_kind(ORG, cipher, now())
 }
 
 fn cipher() -> TokenCipher {
@@ -558,7 +396,8 @@ async fn records_round_trip_and_expiring_ones_carry_ttl(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .items;
-    assert_eq!(keys.len(), 8);
+    // (every kind that carries the organization: 12 of the 15)
+    assert_eq!(keys.len(), 12);
     assert!(!keys.iter().any(|k| k.pk == PurgeEntry::PARTITION));
 }
 
@@ -762,22 +601,54 @@ async fn dynamo_ttl_is_a_number_attribute_and_table_matches_the_template() {
 }
 
 #[test]
-fn record_kinds_are_distinct() {
-    let kinds = [
-        Installation::KIND,
-        InstagramConnection::KIND,
-        AccountRoute::KIND,
-        Contact::KIND,
-        ChatRoute::KIND,
-        MessageLink::KIND,
-        EventLink::KIND,
-        IdempotencyRecord::KIND,
-        OAuthState::KIND,
-        DeletionRequest::KIND,
-        PurgeEntry::KIND,
-    ];
+fn every_record_kind_has_a_retention() {
+    use shared::lifecycle::retention::{RECORD_KINDS, Retention, retention_of};
+    let kinds: Vec<&str> = RECORD_KINDS.iter().map(|(k, _)| *k).collect();
     let unique: std::collections::HashSet<_> = kinds.iter().collect();
-    assert_eq!(unique.len(), kinds.len());
+    assert_eq!(unique.len(), kinds.len(), "kinds are distinct");
+    // Every `impl Record for` in the sources is listed (so is in the purge's coverage).
+    let mut declared = Vec::new();
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut dirs = vec![src];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (i, _) in text.match_indices("impl Record for ") {
+                let rest = &text[i..];
+                let needle = "const KIND: &'static str = \"";
+                let at = rest.find(needle).unwrap() + needle.len();
+                declared.push(rest[at..at + rest[at..].find('"').unwrap()].to_string());
+            }
+        }
+    }
+    declared.sort();
+    let mut listed: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    listed.sort();
+    assert_eq!(
+        declared, listed,
+        "every record kind is listed in lifecycle::retention"
+    );
+    // The samples cover every kind and meet their retention.
+    let samples = every_record(&cipher());
+    assert_eq!(samples.len(), kinds.len(), "one sample per kind");
+    for (item, _) in samples {
+        let kind = item.str("kind").unwrap();
+        match retention_of(kind).unwrap() {
+            Retention::WithOrganization => {
+                assert_eq!(item.str("organization_id"), Some(ORG), "{kind}")
+            }
+            Retention::Expires(max) => {
+                assert!(item.expires_at().is_some(), "{kind}");
+                assert!(max <= shared::domain::PURGE_AFTER_SECS, "{kind}");
+            }
+            Retention::Bookkeeping => {}
+        }
+    }
 }
 
 #[test]

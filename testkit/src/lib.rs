@@ -14,6 +14,7 @@
 pub mod fixtures;
 pub mod livechat;
 pub mod meta;
+pub mod records;
 pub mod store;
 
 pub use fixtures::{Fixture, fixture};

@@ -3,6 +3,7 @@
 //! sweeper hard-deletes what is due whatever DynamoDB's TTL lag.
 
 pub mod events;
+pub mod retention;
 pub mod routes;
 pub mod signed_request;
 pub mod sweeper;
@@ -19,7 +20,7 @@ use crate::clock::Clock;
 use crate::domain::*;
 use crate::instagram::graph::GraphClient;
 use crate::livechat::LivechatClient;
-use crate::store::{Condition, Key, PageRequest, Repo, StoreError};
+use crate::store::{Condition, Key, PageRequest, Repo, StoreError, keys};
 use events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 
 /// TTL set on every item of an uninstalled organization (the policy's promise).
@@ -322,7 +323,7 @@ impl Lifecycle {
             Ok(k) => k,
             Err(_) => return,
         };
-        let prefix = format!("ORG#{org}#CONTACT#{ig}#");
+        let prefix = keys::contacts_of(org, ig);
         for key in keys.iter().filter(|k| k.pk.starts_with(&prefix)) {
             let Ok(Some(contact)) = self.repo.get::<Contact>(key).await else {
                 continue;
@@ -360,17 +361,17 @@ impl Lifecycle {
                 .await?;
             for key in got.items {
                 let own = [
-                    format!("ORG#{org}#CONTACT#{ig}#"),
-                    format!("ORG#{org}#MID#{ig}#"),
-                    format!("ORG#{org}#PENDING#{ig}#"),
+                    keys::contacts_of(org, ig),
+                    keys::message_links_of(org, ig),
+                    keys::pending_sends_of(org, ig),
                 ];
                 if own.iter().any(|p| key.pk.starts_with(p.as_str()))
                     || key == InstagramConnection::key_for(org, ig)
                     || key == AccountRoute::key_for(ig)
                 {
                     out.push(key);
-                } else if key.pk.starts_with(&format!("ORG#{org}#CHAT#"))
-                    || key.pk.starts_with(&format!("ORG#{org}#EVENT#"))
+                } else if key.pk.starts_with(&keys::chat_routes_of(org))
+                    || key.pk.starts_with(&keys::event_links(org))
                 {
                     maybe.push(key);
                 }
@@ -382,7 +383,7 @@ impl Lifecycle {
         }
         // Chat routes name their account; event links belong to those chats.
         for key in &maybe {
-            if key.pk.starts_with(&format!("ORG#{org}#CHAT#")) {
+            if key.pk.starts_with(&keys::chat_routes_of(org)) {
                 if let Some(route) = self.repo.get::<ChatRoute>(key).await? {
                     if route.ig_account_id == ig {
                         chats.push(route.chat_id.clone());
@@ -394,7 +395,7 @@ impl Lifecycle {
         for key in maybe {
             if chats
                 .iter()
-                .any(|c| key.pk.starts_with(&format!("ORG#{org}#EVENT#{c}#")))
+                .any(|c| key.pk.starts_with(&keys::event_links_of(org, c)))
             {
                 out.push(key);
             }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, UninstallReport};
 use crate::domain::*;
-use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError};
+use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError, keys};
 
 /// How long the uninstall webhook works before answering: LiveChat expects an answer within
 /// 5 s (and retries otherwise); whatever is left is finished by the sweeper or a replay.
@@ -144,7 +144,7 @@ impl Lifecycle {
         org: &str,
     ) -> Result<Vec<InstagramConnection>, StoreError> {
         self.repo
-            .query_prefix(&Installation::key_for(org).pk, "IGCONN#")
+            .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)
             .await
     }
 
@@ -292,7 +292,7 @@ impl Lifecycle {
     ) -> Result<(), StoreError> {
         let mut pending: Vec<PendingRevocation> = self
             .repo
-            .query_prefix(PendingRevocation::PARTITION, &format!("{org}#"))
+            .query_prefix(keys::REVOCATIONS, &keys::revocations_of(org))
             .await?;
         pending.retain(|p| p.organization_id == org);
         pending.sort_by_key(|p| p.revocation.order());

@@ -5,6 +5,7 @@
 //! adapters can honour it exactly; typed records sit on top in [`Repo`].
 
 mod dynamo;
+pub mod keys;
 mod memory;
 
 use std::sync::Arc;

@@ -1,0 +1,148 @@
+//! Every key format of the single table, in one place. Records (`crate::domain`) and the purge
+//! (`crate::lifecycle`) build keys and prefixes only through these functions, so a format cannot
+//! drift between the writer and the code that finds or deletes it.
+//!
+//! Layout: an organization's records live under `ORG#<org>` partitions (and carry
+//! `organization_id`, which the organization index finds); lookups that arrive without an
+//! organization (an Instagram account's webhook, a Facebook user's callback, a data-deletion
+//! status, an OAuth step, a data key) have partitions of their own; the purge schedule and the
+//! pending revocations are one partition each, so the sweeper reads them with one query.
+
+use super::Key;
+
+/// An organization's partition root.
+pub fn organization(org: &str) -> String {
+    format!("ORG#{org}")
+}
+
+/// The installation.
+pub fn installation(org: &str) -> Key {
+    Key::new(organization(org), "INSTALLATION")
+}
+
+/// Sort-key prefix of an organization's Instagram connections (in its root partition).
+pub const CONNECTION_PREFIX: &str = "IGCONN#";
+
+/// One Instagram connection.
+pub fn connection(org: &str, ig: &str) -> Key {
+    Key::new(organization(org), format!("{CONNECTION_PREFIX}{ig}"))
+}
+
+/// The route from an Instagram account to its organization.
+pub fn account_route(ig: &str) -> Key {
+    Key::new(format!("IGACCT#{ig}"), "ROUTE")
+}
+
+/// Partition prefix of an account's contacts.
+pub fn contacts_of(org: &str, ig: &str) -> String {
+    format!("{}#CONTACT#{ig}#", organization(org))
+}
+
+/// One contact.
+pub fn contact(org: &str, ig: &str, igsid: &str) -> Key {
+    Key::new(format!("{}{igsid}", contacts_of(org, ig)), "CONTACT")
+}
+
+/// Partition prefix of an organization's chat routes.
+pub fn chat_routes_of(org: &str) -> String {
+    format!("{}#CHAT#", organization(org))
+}
+
+/// The route from a LiveChat chat to its customer.
+pub fn chat_route(org: &str, chat: &str) -> Key {
+    Key::new(format!("{}{chat}", chat_routes_of(org)), "ROUTE")
+}
+
+/// Partition prefix of an account's message links.
+pub fn message_links_of(org: &str, ig: &str) -> String {
+    format!("{}#MID#{ig}#", organization(org))
+}
+
+/// A message link (Instagram mid → LiveChat events).
+pub fn message_link(org: &str, ig: &str, mid: &str) -> Key {
+    Key::new(format!("{}{mid}", message_links_of(org, ig)), "LINK")
+}
+
+/// Partition prefix of every event link of an organization.
+pub fn event_links(org: &str) -> String {
+    format!("{}#EVENT#", organization(org))
+}
+
+/// Partition prefix of one chat's event links.
+pub fn event_links_of(org: &str, chat: &str) -> String {
+    format!("{}{chat}#", event_links(org))
+}
+
+/// An event link (LiveChat event → Instagram mid).
+pub fn event_link(org: &str, chat: &str, event: &str) -> Key {
+    Key::new(format!("{}{event}", event_links_of(org, chat)), "LINK")
+}
+
+/// An idempotency record.
+pub fn idempotency(org: &str, scope: &str, event: &str) -> Key {
+    Key::new(
+        format!("{}#IDEM#{scope}#{event}", organization(org)),
+        "IDEM",
+    )
+}
+
+/// Partition prefix of an account's pending sends.
+pub fn pending_sends_of(org: &str, ig: &str) -> String {
+    format!("{}#PENDING#{ig}#", organization(org))
+}
+
+/// The partition of one conversation's pending sends.
+pub fn pending_sends(org: &str, ig: &str, igsid: &str) -> String {
+    format!("{}{igsid}", pending_sends_of(org, ig))
+}
+
+/// A used install flow (single use).
+pub fn oauth_state(nonce: &str) -> Key {
+    Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")
+}
+
+/// A data-deletion request's status.
+pub fn deletion_request(code: &str) -> Key {
+    Key::new(format!("DELETION#{code}"), "REQUEST")
+}
+
+/// The partition of a Facebook user's links.
+pub fn facebook_user(user: &str) -> String {
+    format!("FBUSER#{user}")
+}
+
+/// One link from a Facebook user to a connection they made.
+pub fn facebook_user_link(user: &str, org: &str, ig: &str) -> Key {
+    Key::new(facebook_user(user), format!("ORG#{org}#IG#{ig}"))
+}
+
+/// The partition of every pending revocation.
+pub const REVOCATIONS: &str = "REVOKE";
+
+/// Sort-key prefix of one organization's pending revocations.
+pub fn revocations_of(org: &str) -> String {
+    format!("{org}#")
+}
+
+/// One pending revocation.
+pub fn pending_revocation(org: &str, id: &str) -> Key {
+    Key::new(REVOCATIONS, format!("{}{id}", revocations_of(org)))
+}
+
+/// The partition of the purge schedule.
+pub const PURGES: &str = "PURGE";
+
+/// One purge entry, sorted by due time.
+pub fn purge_entry(due_at: i64, kind: &str, id: &str) -> Key {
+    Key::new(PURGES, format!("{due_at:012}#{kind}#{id}"))
+}
+
+/// The sort-key range of purge entries due at or before `now`.
+pub fn purges_due(now: i64) -> super::SkRange {
+    super::SkRange::Between("0".into(), format!("{now:012}#~"))
+}
+
+/// An organization's data key.
+pub fn data_key(org: &str) -> Key {
+    Key::new(format!("DATAKEY#{org}"), "KEY")
+}
