@@ -192,3 +192,43 @@ async fn two_workers_writing_one_contact_keep_both_changes() {
         Err(shared::store::StoreError::ConditionFailed)
     ));
 }
+
+/// DynamoDB writes per bridged message, counted on the store port (each put, delete, expiry
+/// change or batch counts one): printed for the performance notes, and held as a ceiling.
+#[tokio::test]
+async fn writes_per_bridged_message() {
+    let store = Arc::new(testkit::store::FaultyStore::default());
+    let h = Harness::with_store(store.clone()).await;
+    h.seed_contact(
+        ORG,
+        IG,
+        IGSID,
+        "CHAT000001",
+        Some(chrono::Duration::hours(1)),
+    )
+    .await;
+    // Warm: the first message creates the organization's data key.
+    h.deliver(&webhook(vec![text("MID_W0", "warm")])).await;
+    assert!(h.work().await.is_empty());
+    let n = 10;
+    store.reset_counts();
+    for i in 0..n {
+        h.deliver(&webhook(vec![text(&format!("MID_W{}", i + 1), "hello")]))
+            .await;
+        assert!(h.work().await.is_empty());
+    }
+    let inbound = store.writes() as f64 / n as f64;
+    store.reset_counts();
+    for i in 0..n {
+        let reply = json!({"webhook_id": format!("WH{i}"), "secret_key": "lc-webhook-secret", "action": "incoming_event",
+            "organization_id": ORG, "payload": {"chat_id": "CHAT000001", "thread_id": "THREAD0001",
+            "event": {"id": format!("THREAD0001_{}", i + 10), "type": "message", "text": "hi", "author_id": "agent1@example.com", "visibility": "all"}}});
+        assert_eq!(h.post_livechat(&reply).await, axum::http::StatusCode::OK);
+        assert!(h.work_outbound().await.is_empty());
+    }
+    let outbound = store.writes() as f64 / n as f64;
+    println!(
+        "DynamoDB writes per bridged message: Instagram -> LiveChat {inbound:.1}, LiveChat -> Instagram {outbound:.1}"
+    );
+    assert!(inbound <= 5.0 && outbound <= 7.0, "{inbound} {outbound}");
+}

@@ -464,8 +464,7 @@ impl Outbound {
                 Err(e) => Err(e),
             };
             self.repo
-                .store()
-                .delete(&Record::key(&pending), Condition::Always)
+                .remove(&Record::key(&pending), Condition::Always)
                 .await?;
             if let Err(e) = result {
                 return self.failed(conv, claim, e, &notice_id).await;

@@ -291,7 +291,8 @@ impl Repo {
         Self { store }
     }
 
-    /// The underlying store.
+    /// The underlying store: for the purge (which works on every kind at once, through the
+    /// organization index) and for tests. Everything else goes through the typed methods.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -380,6 +381,11 @@ impl Repo {
     /// Reads a record.
     pub async fn get<R: Record>(&self, key: &Key) -> Result<Option<R>, StoreError> {
         self.store.get(key).await?.map(Self::from_item).transpose()
+    }
+
+    /// Deletes whatever is at `key` if the condition holds.
+    pub async fn remove(&self, key: &Key, condition: Condition) -> Result<(), StoreError> {
+        self.store.delete(key, condition).await.map(|_| ())
     }
 
     /// Deletes a record if present and returns it: exactly one caller gets `Some` (single use).
