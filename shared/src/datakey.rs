@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -119,10 +121,10 @@ impl DataKeys {
         self.cache.lock().expect("key cache lock").clear();
     }
 
-    /// The key to open an organization's jobs; `None` once uninstall destroyed it.
-    pub async fn to_open(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+    /// The stored record: `Some(None)` for a destroyed key.
+    async fn stored(&self, org: &str) -> Result<Option<Option<DataKey>>, StoreError> {
         if let Some(k) = self.cached(org) {
-            return Ok(Some(k));
+            return Ok(Some(Some(k)));
         }
         let Some(stored) = self
             .repo
@@ -131,36 +133,92 @@ impl DataKeys {
         else {
             return Ok(None);
         };
-        let key = self.unwrap(org, &stored.key)?;
+        let Some(sealed) = stored.key else {
+            return Ok(Some(None));
+        };
+        let key = self.unwrap(org, &sealed)?;
         self.remember(org, &key);
-        Ok(Some(key))
+        Ok(Some(Some(key)))
     }
 
-    /// The key to seal an organization's jobs, made on first use.
-    pub async fn to_seal(&self, org: &str) -> Result<DataKey, StoreError> {
-        if let Some(k) = self.to_open(org).await? {
-            return Ok(k);
+    /// The key to open an organization's jobs; `None` once uninstall destroyed it.
+    pub async fn to_open(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+        Ok(self.stored(org).await?.flatten())
+    }
+
+    /// The key to seal an organization's jobs, made on first use; `None` when uninstall
+    /// destroyed it (the organization's data is then not queued at all).
+    pub async fn to_seal(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+        if let Some(found) = self.stored(org).await? {
+            return Ok(found);
         }
+        let (record, key) = self.fresh(org)?;
+        match self.repo.put(&record, Condition::IfAbsent).await {
+            Ok(()) => {
+                self.remember(org, &key);
+                Ok(Some(key))
+            }
+            // Another process made it first (or an uninstall destroyed it): use what is there.
+            Err(StoreError::ConditionFailed) => self.to_open(org).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Installs a new key for a (re)installed organization, replacing a destroyed one. A key
+    /// already live is kept.
+    pub async fn renew(&self, org: &str) -> Result<(), StoreError> {
+        if self.to_open(org).await?.is_some() {
+            return Ok(());
+        }
+        let (record, _) = self.fresh(org)?;
+        self.repo.put(&record, Condition::Always).await
+    }
+
+    fn fresh(&self, org: &str) -> Result<(OrganizationKey, DataKey), StoreError> {
         let raw: [u8; 32] = rand::random();
         let record = OrganizationKey {
             organization_id: org.to_string(),
-            key: self.master.seal(
+            key: Some(self.master.seal(
                 &SecretString::from(STANDARD.encode(raw)),
                 &wrap_context(org),
-            ),
+            )),
             created_at: self.clock.now(),
+            destroyed_at: None,
+            expires_at: None,
         };
-        match self.repo.put(&record, Condition::IfAbsent).await {
-            Ok(()) => {
-                let key = DataKey::from_raw(&raw).map_err(codec)?;
-                self.remember(org, &key);
-                Ok(key)
-            }
-            // Another process made it first: use theirs.
-            Err(StoreError::ConditionFailed) => self
-                .to_open(org)
-                .await?
-                .ok_or_else(|| StoreError::Codec("data key vanished while created".into())),
+        Ok((record, DataKey::from_raw(&raw).map_err(codec)?))
+    }
+
+    /// Destroys the organization's key (a tombstone expiring at `expires_at` stays, so nothing
+    /// re-creates it), unless the key there now was made after `before` (a reinstall's).
+    pub async fn destroy(
+        &self,
+        org: &str,
+        before: DateTime<Utc>,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        let key = OrganizationKey::key_for(org);
+        let current = self.repo.get::<OrganizationKey>(&key).await?;
+        let condition = match &current {
+            Some(k) if k.key.is_none() => return Ok(()),
+            Some(k) if k.created_at > before => return Ok(()),
+            Some(k) => Condition::IfEquals {
+                attribute: "created_at".into(),
+                value: serde_json::to_value(k.created_at)
+                    .map_err(|e| StoreError::Codec(e.to_string()))?,
+            },
+            None => Condition::IfAbsent,
+        };
+        let tombstone = OrganizationKey {
+            organization_id: org.to_string(),
+            key: None,
+            created_at: current.map_or(before, |k| k.created_at),
+            destroyed_at: Some(self.clock.now()),
+            expires_at: Some(expires_at),
+        };
+        match self.repo.put(&tombstone, condition).await {
+            // Replaced meanwhile by a reinstall's key: that one stays.
+            Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),
         }
     }

@@ -623,8 +623,9 @@ pub struct PurgeEntry {
     pub mark_cursor: Option<String>,
     /// Facebook user: the connections this request disconnected, and when. Only these are
     /// purged; a connection made again afterwards is the user's new consent and is kept.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub accounts: Vec<DisconnectedAccount>,
+    /// (`None` in entries written before this was recorded: every account of the user's links.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accounts: Option<Vec<DisconnectedAccount>>,
 }
 
 /// A connection a Facebook user's request disconnected.
@@ -669,10 +670,18 @@ impl Record for PurgeEntry {
 pub struct OrganizationKey {
     /// Owning organization.
     pub organization_id: String,
-    /// The 32-byte key, sealed under `org:<org>:data_key`.
-    pub key: EncryptedToken,
+    /// The 32-byte key, sealed under `org:<org>:data_key`; absent once destroyed (a tombstone,
+    /// so that nothing re-creates a key for an uninstalled organization until it is installed
+    /// again).
+    pub key: Option<EncryptedToken>,
     /// When it was made.
     pub created_at: DateTime<Utc>,
+    /// When uninstall destroyed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destroyed_at: Option<DateTime<Utc>>,
+    /// TTL of the tombstone (the uninstall's mark).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
 }
 
 impl OrganizationKey {

@@ -208,7 +208,10 @@ async fn routes(
                 .to_seal(&route.organization_id)
                 .await
                 .map_err(|e| e.to_string())?;
-            routed.insert(account.to_string(), (route.organization_id, key));
+            // No key: uninstalled while this body was on its way; acknowledged, not stored.
+            if let Some(key) = key {
+                routed.insert(account.to_string(), (route.organization_id, key));
+            }
         }
     }
     Ok(routed)
@@ -302,7 +305,9 @@ pub async fn ingest_livechat(
                 return Ok("not bridged");
             }
             let org = job.organization_id.clone();
-            let key = state.keys.to_seal(&org).await.map_err(|e| e.to_string())?;
+            let Some(key) = state.keys.to_seal(&org).await.map_err(|e| e.to_string())? else {
+                return Ok("uninstalled");
+            };
             let envelope = Envelope::new(Job::LivechatEvent(job), now);
             let msg = envelope.seal(&org, &key).to_message();
             if msg.body.len() > crate::queue::MAX_BATCH_BYTES {

@@ -190,3 +190,28 @@ async fn only_chats_the_bridge_created_enter_the_queue() {
             .is_none()
     );
 }
+
+/// Review finding: after uninstall, a webhook for a chat that was bridged (its route is only
+/// marked, not yet purged) neither re-creates the data key nor queues anything.
+#[tokio::test]
+async fn after_uninstall_no_webhook_brings_the_key_back() {
+    let h = Harness::new().await;
+    h.seed_contact(ORG, IG, IGSID, CHAT, Some(chrono::Duration::hours(1)))
+        .await;
+    h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    assert_eq!(
+        h.post_livechat(&agent_reply(CHAT, "THREAD0002_9", "late reply"))
+            .await,
+        StatusCode::OK
+    );
+    assert_eq!(h.services.to_instagram.depth().await.unwrap(), 0);
+    let stored: OrganizationKey = h
+        .services
+        .repo
+        .get(&OrganizationKey::key_for(ORG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.key.is_none(), "a tombstone, not a new key");
+    assert!(h.services.data_keys().to_open(ORG).await.unwrap().is_none());
+}

@@ -592,6 +592,33 @@ fn glob(pattern: &str, value: &str) -> bool {
 }
 
 #[test]
+fn the_lifecycle_roles_grant_every_table_call_the_lifecycle_makes() {
+    let t = template();
+    let res = resources(&t);
+    for role in ["UninstallRole", "DeletionSweeperRole"] {
+        let mut granted = BTreeSet::new();
+        for policy in res[role]["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                let on_table = matches!(
+                    intrinsic(&st["Resource"]),
+                    Some((tag, inner)) if tag == "GetAtt" && inner.as_str() == Some("Table.Arn")
+                );
+                if on_table {
+                    for a in strings(&st["Action"]) {
+                        granted.insert(a.as_str().unwrap().to_string());
+                    }
+                }
+            }
+        }
+        let wanted: BTreeSet<String> = shared::lifecycle::TABLE_ACTIONS
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(granted, wanted, "{role}");
+    }
+}
+
+#[test]
 fn no_queue_keeps_anything_past_six_days() {
     let t = template();
     for (name, q) in of_type(&t, "AWS::SQS::Queue") {

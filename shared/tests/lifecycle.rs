@@ -1092,3 +1092,154 @@ async fn every_record_kind_of_an_organization_is_gone_7_days_after_uninstall() {
         }
     }
 }
+
+/// Review finding: revocations deferred from an uninstall must not cut off the same
+/// organization's reinstall that connected the same Page (by the same Facebook user).
+#[tokio::test]
+async fn deferred_revocations_spare_the_same_organizations_reinstall() {
+    let h = Harness::new().await;
+    let page_id = format!("PAGE-{IG}");
+    // Meta is down during the uninstall: the unsubscribe (and so the grant) is deferred.
+    h.graph.fail_next(
+        "DELETE",
+        "subscribed_apps",
+        testkit::fixture("meta/error_2_service"),
+        1,
+    );
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), uninstalled(ORG)).await,
+        StatusCode::OK
+    );
+    h.clock.advance(chrono::Duration::minutes(30));
+    h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    h.graph
+        .subscribe(&page_id, shared::install::SUBSCRIBED_FIELDS);
+    h.clock.advance(chrono::Duration::hours(1));
+    h.services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    assert!(
+        h.graph.subscription(&page_id).is_some(),
+        "the reinstall's Page stays subscribed"
+    );
+    assert!(h.graph.revoked_users().is_empty(), "its grant stays");
+    let pending: Vec<PendingRevocation> = h
+        .services
+        .repo
+        .query_prefix(PendingRevocation::PARTITION, "")
+        .await
+        .unwrap();
+    assert!(
+        pending
+            .iter()
+            .all(|p| matches!(p.revocation, Revocation::Livechat { .. })),
+        "the Page and grant revocations are settled: {pending:?}"
+    );
+}
+
+/// Review finding: a reinstall while an uninstall is still marking leaves the new
+/// installation's records unmarked, and its data key live.
+#[tokio::test]
+async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
+    let h = Harness::new().await;
+    for i in 0..3000 {
+        h.services
+            .repo
+            .put(
+                &IdempotencyRecord {
+                    organization_id: ORG.into(),
+                    scope: "instagram".into(),
+                    event_id: format!("E{i:05}"),
+                    state: IdempotencyState::Done,
+                    claimed_at: h.clock.now(),
+                    completed_at: Some(h.clock.now()),
+                    parts_done: 1,
+                    expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
+                },
+                Condition::Always,
+            )
+            .await
+            .unwrap();
+    }
+    // The webhook's invocation ends right after the unskippable part.
+    let lifecycle = h.services.lifecycle();
+    lifecycle
+        .uninstall_until(ORG, None, std::time::Instant::now())
+        .await
+        .unwrap();
+    h.clock.advance(chrono::Duration::minutes(10));
+    h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    h.clock.advance(chrono::Duration::hours(1));
+    let report = lifecycle.sweep(h.clock.now(), false).await.unwrap();
+    assert_eq!(report.items_marked, 0, "nothing marked after the reinstall");
+    let repo = &h.services.repo;
+    let inst = h.installation(ORG).await;
+    assert_eq!(inst.status, InstallationStatus::Active);
+    assert!(inst.expires_at.is_none());
+    let conn: InstagramConnection = repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(conn.expires_at.is_none() && conn.status == ConnectionStatus::Connected);
+    assert!(
+        h.services.data_keys().to_open(ORG).await.unwrap().is_some(),
+        "the reinstall's data key is live"
+    );
+    // At the due date only what the uninstall marked goes; the reinstall keeps working.
+    h.clock.advance(chrono::Duration::days(6));
+    lifecycle.sweep(h.clock.now(), false).await.unwrap();
+    h.deliver(&webhook(vec![text("MID_AFTER", "still here")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    assert!(
+        h.livechat.action_calls("start_chat").len() + h.livechat.action_calls("send_event").len()
+            >= 1
+    );
+}
+
+/// Review finding: a Facebook user's purge spares an account another user has connected since.
+#[tokio::test]
+async fn a_data_deletion_request_spares_an_account_someone_else_connected_since() {
+    let h = Harness::new().await;
+    // Person B connects the same account (its Page admin changed); A's link stays behind.
+    h.clock.advance(chrono::Duration::hours(1));
+    h.install_as(ORG, IG, "dal:AGENT-A", "PAGE-TOKEN-B", "fbuser-b")
+        .await;
+    let signed = sign_request(
+        b"meta-app-secret",
+        &json!({"algorithm": "HMAC-SHA256", "expires": h.clock.now().timestamp() + 3600, "issued_at": h.clock.now().timestamp(), "user_id": "fbuser"}),
+    );
+    assert_eq!(
+        form(&h, "/meta/data-deletion", &signed).await.0,
+        StatusCode::OK
+    );
+    h.clock.advance(chrono::Duration::days(7));
+    h.services
+        .lifecycle()
+        .sweep(h.clock.now(), false)
+        .await
+        .unwrap();
+    let repo = &h.services.repo;
+    let conn: InstagramConnection = repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .expect("B's connection survives A's request");
+    assert_eq!(conn.facebook_user_id, "fbuser-b");
+    assert!(
+        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        repo.get::<FacebookUserLink>(&FacebookUserLink::key_for("fbuser", ORG, IG))
+            .await
+            .unwrap()
+            .is_none(),
+        "A's stale link is gone"
+    );
+}

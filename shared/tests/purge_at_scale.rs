@@ -160,11 +160,13 @@ async fn assert_uninstalled(h: &Harness, org: &str, ig: &str) {
             .unwrap()
             .is_none()
     );
+    let key = repo
+        .get::<OrganizationKey>(&OrganizationKey::key_for(org))
+        .await
+        .unwrap();
     assert!(
-        repo.get::<OrganizationKey>(&OrganizationKey::key_for(org))
-            .await
-            .unwrap()
-            .is_none()
+        key.is_none_or(|k| k.key.is_none()),
+        "the data key is destroyed"
     );
 }
 

@@ -411,7 +411,7 @@ async fn purge_schedule_query_finds_only_due_entries(store: Arc<dyn Store>) {
             deletion_code: None,
             marked: true,
             mark_cursor: None,
-            accounts: Vec::new(),
+            accounts: None,
         };
         repo.put(&e, Condition::Always).await.unwrap();
     }

@@ -162,10 +162,10 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 deletion_code: None,
                 marked: false,
                 mark_cursor: Some("cursor".into()),
-                accounts: vec![DisconnectedAccount {
+                accounts: Some(vec![DisconnectedAccount {
                     organization_id: org.into(),
                     ig_account_id: "17841400000000001".into(),
-                }],
+                }]),
             })
             .unwrap(),
             false,
@@ -208,8 +208,10 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
         (
             Repo::to_item(&OrganizationKey {
                 organization_id: org.into(),
-                key: t("PLAINTEXT-DATAKEY", "k").unwrap(),
+                key: t("PLAINTEXT-DATAKEY", "k"),
                 created_at: now,
+                destroyed_at: None,
+                expires_at: None,
             })
             .unwrap(),
             false,

@@ -324,10 +324,14 @@ impl Install {
         match existing {
             Some(old) => {
                 inst.version = old.version;
-                self.repo.save(&mut inst).await
+                self.repo.save(&mut inst).await?;
             }
-            None => self.repo.create(&mut inst).await,
+            None => self.repo.create(&mut inst).await?,
         }
+        // A fresh data key for its queued jobs (an uninstall left a destroyed one).
+        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
+            .renew(org)
+            .await
     }
 
     /// Spends the flow: a confirmation is carried out once.

@@ -23,6 +23,17 @@ use crate::livechat::LivechatClient;
 use crate::store::{Condition, Key, PageRequest, Repo, StoreError, keys};
 use events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 
+/// The table calls the lifecycle makes (uninstall, deauthorize, data deletion, the sweeper):
+/// the uninstall and deletion-sweeper roles grant exactly these (the template test checks).
+pub const TABLE_ACTIONS: &[&str] = &[
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:Query",
+    "dynamodb:BatchGetItem",
+    "dynamodb:BatchWriteItem",
+];
+
 /// TTL set on every item of an uninstalled organization (the policy's promise).
 pub const RETENTION_AFTER_UNINSTALL_SECS: i64 = PURGE_AFTER_SECS;
 /// When the sweeper hard-deletes it: a day before the promise, so hourly sweeps and retries
@@ -95,14 +106,11 @@ impl Lifecycle {
         }
     }
 
-    /// Whether a live installation other than `org` holds a connection this Facebook user made.
-    /// `DELETE /{user}/permissions` revokes every token the person gave the app, so the grant
-    /// may only go when no other organization depends on it.
-    /// Whether another live installation holds a connection to `page_id` (through the route of
-    /// its Instagram account).
-    async fn page_connected_elsewhere(
+    /// Whether a live installation (another, or this one installed again) holds a connection to
+    /// `page_id` through the route of its Instagram account: then a deferred unsubscribe must not
+    /// run.
+    async fn page_connected_live(
         &self,
-        org: &str,
         page_id: &str,
         ig_account_id: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -116,9 +124,8 @@ impl Lifecycle {
         else {
             return Ok(false);
         };
-        if route.organization_id == org {
-            return Ok(false);
-        }
+        // The organization itself counts too once it is installed again and has connected the
+        // Page anew: a revocation deferred from its uninstall must not cut off its reinstall.
         let inst = self
             .repo
             .get::<Installation>(&Installation::key_for(&route.organization_id))
@@ -135,16 +142,16 @@ impl Lifecycle {
         )
     }
 
-    async fn grant_used_elsewhere(
-        &self,
-        org: &str,
-        facebook_user_id: &str,
-    ) -> Result<bool, StoreError> {
+    /// Whether a live installation (another, or this one installed again) holds a connection
+    /// this Facebook user made. `DELETE /{user}/permissions` revokes every token the person gave
+    /// the app, so the grant may only go when nothing live depends on it.
+    async fn grant_in_use(&self, facebook_user_id: &str) -> Result<bool, StoreError> {
         let links: Vec<FacebookUserLink> = self
             .repo
             .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
             .await?;
-        for link in links.iter().filter(|l| l.organization_id != org) {
+        // Its own organization too, once installed again (the uninstalled one is not live).
+        for link in &links {
             let inst = self
                 .repo
                 .get::<Installation>(&Installation::key_for(&link.organization_id))
@@ -183,7 +190,7 @@ impl Lifecycle {
                 ig_account_id,
                 token,
             } => match self
-                .page_connected_elsewhere(org, page_id, ig_account_id.as_deref())
+                .page_connected_live(page_id, ig_account_id.as_deref())
                 .await
             {
                 // A deferred unsubscribe must not cut off an installation that connected the
@@ -206,7 +213,7 @@ impl Lifecycle {
                 Err(e) => Err(e.to_string()),
             },
             Revocation::FacebookGrant { facebook_user_id } => {
-                match self.grant_used_elsewhere(org, facebook_user_id).await {
+                match self.grant_in_use(facebook_user_id).await {
                     // Revoking would kill the Page tokens of the other installations too.
                     Ok(true) => {
                         tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
@@ -235,7 +242,7 @@ impl Lifecycle {
         subject: PurgeSubject,
         due_at: i64,
         deletion_code: Option<String>,
-        accounts: Vec<DisconnectedAccount>,
+        accounts: Option<Vec<DisconnectedAccount>>,
     ) -> Result<(), StoreError> {
         let entry = PurgeEntry {
             subject,
@@ -297,7 +304,7 @@ impl Lifecycle {
             PurgeSubject::FacebookUser(facebook_user_id.to_string()),
             now.timestamp() + PURGE_DUE_SECS,
             deletion_code,
-            accounts,
+            Some(accounts),
         )
         .await?;
         publish_logged(self.events.as_ref(), &events).await;

@@ -122,7 +122,10 @@ impl Lifecycle {
                 break;
             }
             let mut done = super::UninstallReport::default();
-            self.finish(org, deadline, &mut done).await?;
+            // One organization's failure must not hold up the others or the purges.
+            if let Err(e) = self.finish(org, deadline, &mut done).await {
+                tracing::error!(organization_id = %org, error = %e, "could not carry on an uninstall; the next run retries");
+            }
             report.uninstalls_resumed += 1;
             report.items_marked += done.items;
         }
@@ -139,12 +142,26 @@ impl Lifecycle {
             .query_prefix(PendingRevocation::PARTITION, "")
             .await?;
         pending.sort_by_key(|p| p.revocation.order());
+        // Organizations with a Page unsubscribe still pending: their grants wait (revoking a
+        // grant kills the Page tokens the unsubscribe needs).
+        let mut page_pending: std::collections::HashSet<String> = pending
+            .iter()
+            .skip(MAX_REVOCATIONS_PER_RUN)
+            .filter(|p| matches!(p.revocation, Revocation::PageSubscription { .. }))
+            .map(|p| p.organization_id.clone())
+            .collect();
         for (i, mut p) in pending.into_iter().enumerate() {
-            if dry_run || i >= MAX_REVOCATIONS_PER_RUN {
+            let waits = matches!(p.revocation, Revocation::FacebookGrant { .. })
+                && page_pending.contains(&p.organization_id);
+            if dry_run || i >= MAX_REVOCATIONS_PER_RUN || waits {
                 report.revocations_pending += 1;
                 continue;
             }
-            if self.revoke(&p.organization_id, &p.revocation).await {
+            let done = self.revoke(&p.organization_id, &p.revocation).await;
+            if !done && matches!(p.revocation, Revocation::PageSubscription { .. }) {
+                page_pending.insert(p.organization_id.clone());
+            }
+            if done {
                 self.repo
                     .store()
                     .delete(&p.key(), Condition::Always)
@@ -275,14 +292,21 @@ impl Lifecycle {
                 .repo
                 .get::<InstagramConnection>(&InstagramConnection::key_for(org, ig))
                 .await?;
+            // Someone else's connection now, or this user's new consent: kept.
+            let someone_else = conn.as_ref().is_some_and(|c| c.facebook_user_id != user);
             let reconnected = conn.is_some_and(|c| {
                 c.status != ConnectionStatus::Disconnected && c.connected_at > entry.scheduled_at
             });
-            let named = entry.accounts.is_empty()
-                || entry
-                    .accounts
+            let named = match &entry.accounts {
+                None => true,
+                Some(accounts) => accounts
                     .iter()
-                    .any(|a| &a.organization_id == org && &a.ig_account_id == ig);
+                    .any(|a| &a.organization_id == org && &a.ig_account_id == ig),
+            };
+            if someone_else {
+                keys.push(link.key()); // this user's link to an account that is no longer theirs
+                continue;
+            }
             if reconnected || !named {
                 tracing::info!(organization_id = %org, "account connected again after the request: kept");
                 continue;
@@ -296,7 +320,7 @@ impl Lifecycle {
     }
 
     /// Whether the organization has a live installation again.
-    async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
+    pub(super) async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
         Ok(self
             .repo
             .get::<Installation>(&Installation::key_for(org))

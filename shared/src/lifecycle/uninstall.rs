@@ -19,9 +19,11 @@ use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError, keys
 
 /// How long the uninstall webhook works before answering: LiveChat expects an answer within
 /// 5 s (and retries otherwise); whatever is left is finished by the sweeper or a replay.
-pub const UNINSTALL_BUDGET: Duration = Duration::from_millis(2500);
+pub const UNINSTALL_BUDGET: Duration = Duration::from_millis(2000);
 /// Keys marked per page; progress is saved after each page.
 const MARK_PAGE: u32 = 2000;
+/// Time a page of marking may take at most.
+const PAGE_RESERVE: Duration = Duration::from_secs(1);
 /// The record kind attribute.
 const KIND_ATTR: &str = crate::store::KIND;
 
@@ -102,7 +104,7 @@ impl Lifecycle {
             deletion_code: None,
             marked: false,
             mark_cursor: None,
-            accounts: Vec::new(),
+            accounts: None,
         };
         self.repo.put(&entry, Condition::Always).await?;
         inst.revoke_token = self.livechat_token_of(&inst).map(|t| {
@@ -118,7 +120,7 @@ impl Lifecycle {
         inst.purge_due_at = Some(due);
         self.repo.save(&mut inst).await?;
         tracing::info!(organization_id = %org, "uninstalled: purge scheduled");
-        self.shred_and_stop_routing(&org).await?;
+        self.shred_and_stop_routing(&org, now, mark).await?;
         publish_logged(
             self.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::Uninstalled, now).org(&org)],
@@ -127,14 +129,22 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Destroys the organization's data key and stops routing its accounts. Idempotent.
-    async fn shred_and_stop_routing(&self, org: &str) -> Result<(), StoreError> {
-        self.repo
-            .store()
-            .delete(&OrganizationKey::key_for(org), Condition::Always)
+    /// Destroys the organization's data key (leaving a tombstone) and stops routing its
+    /// accounts. Idempotent; a key or connection made after `uninstalled_at` (by a reinstall)
+    /// is left alone.
+    async fn shred_and_stop_routing(
+        &self,
+        org: &str,
+        uninstalled_at: chrono::DateTime<chrono::Utc>,
+        mark: i64,
+    ) -> Result<(), StoreError> {
+        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
+            .destroy(org, uninstalled_at, mark)
             .await?;
         for conn in self.connections_of(org).await? {
-            self.stop_routing(org, &conn.ig_account_id).await?;
+            if conn.connected_at <= uninstalled_at {
+                self.stop_routing(org, &conn.ig_account_id).await?;
+            }
         }
         Ok(())
     }
@@ -192,9 +202,11 @@ impl Lifecycle {
             return Ok(());
         };
         let mark = due + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
-        self.shred_and_stop_routing(org).await?;
+        let uninstalled_at = inst.updated_at;
+        self.shred_and_stop_routing(org, uninstalled_at, mark)
+            .await?;
         self.queue_livechat_revocation(inst, mark).await?;
-        self.disconnect_all(org, mark).await?;
+        self.disconnect_all(org, mark, uninstalled_at).await?;
         if Instant::now() >= deadline {
             report.deferred += 1;
             return Ok(());
@@ -242,10 +254,17 @@ impl Lifecycle {
 
     /// Every connection of the organization: Page token into a pending revocation (with the
     /// Facebook grant's), record wiped and disconnected, route stopped. Idempotent.
-    async fn disconnect_all(&self, org: &str, mark: i64) -> Result<(), StoreError> {
+    async fn disconnect_all(
+        &self,
+        org: &str,
+        mark: i64,
+        uninstalled_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
         let now = self.clock.now();
         for mut conn in self.connections_of(org).await? {
-            if conn.page_token.is_none() && conn.status == ConnectionStatus::Disconnected {
+            let done = conn.page_token.is_none() && conn.status == ConnectionStatus::Disconnected;
+            // A connection made after the uninstall is a reinstall's.
+            if done || conn.connected_at > uninstalled_at {
                 continue;
             }
             let ig = conn.ig_account_id.clone();
@@ -296,12 +315,19 @@ impl Lifecycle {
             .await?;
         pending.retain(|p| p.organization_id == org);
         pending.sort_by_key(|p| p.revocation.order());
+        let mut page_pending = false;
         for mut p in pending {
+            // The grant waits for every Page unsubscribe: revoking it kills the Page tokens.
+            if page_pending && matches!(p.revocation, Revocation::FacebookGrant { .. }) {
+                report.deferred += 1;
+                continue;
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             let done = !left.is_zero()
                 && tokio::time::timeout(left, self.revoke(org, &p.revocation))
                     .await
                     .unwrap_or(false);
+            page_pending |= !done && matches!(p.revocation, Revocation::PageSubscription { .. });
             if done {
                 self.repo
                     .store()
@@ -329,7 +355,16 @@ impl Lifecycle {
         deadline: Instant,
         report: &mut UninstallReport,
     ) -> Result<(), StoreError> {
-        while Instant::now() < deadline {
+        // A page is started only with time in hand for it (a query, a batch read and a batch
+        // write of up to 2,000 items), so the webhook keeps its answer time.
+        while Instant::now() + PAGE_RESERVE < deadline {
+            // Reinstalled meanwhile: marking stops (the new installation's records are not this
+            // uninstall's; what was left unmarked belongs to the tenant, installed again).
+            if self.reinstalled(org).await? {
+                entry.marked = true;
+                entry.mark_cursor = None;
+                return self.save_progress(entry).await;
+            }
             let page = PageRequest {
                 limit: Some(MARK_PAGE),
                 cursor: entry.mark_cursor.clone().map(Cursor),
@@ -340,18 +375,21 @@ impl Lifecycle {
             report.items += n;
             entry.mark_cursor = got.next.map(|c| c.0);
             entry.marked = entry.mark_cursor.is_none();
-            // IfPresent: a purge that already ran must not be brought back.
-            match self.repo.put(&*entry, Condition::IfPresent).await {
-                Ok(()) => {}
-                Err(StoreError::ConditionFailed) => return Ok(()),
-                Err(e) => return Err(e),
-            }
+            self.save_progress(entry).await?;
             if entry.marked {
                 tracing::info!(organization_id = %org, "every item marked for purge");
                 break;
             }
         }
         Ok(())
+    }
+
+    /// Saves the marking position. IfPresent: a purge that already ran is not brought back.
+    async fn save_progress(&self, entry: &PurgeEntry) -> Result<(), StoreError> {
+        match self.repo.put(entry, Condition::IfPresent).await {
+            Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Marks one page of keys: a batch read, then a batch write of the items not yet marked
@@ -361,9 +399,15 @@ impl Lifecycle {
         let items = self.repo.store().get_many(keys).await?;
         let mut changed = Vec::new();
         for item in items {
-            let contact = item.str(KIND_ATTR) == Some(Contact::KIND);
+            let kind = item.str(KIND_ATTR);
+            // The installation carries its mark since `begin`; the data key is a tombstone.
+            if kind == Some(Installation::KIND) || kind == Some(OrganizationKey::KIND) {
+                continue;
+            }
+            let contact = kind == Some(Contact::KIND);
             let token = contact && item.get("customer_token").is_some();
-            if item.expires_at() == Some(mark) && !token {
+            // Already marked, or expiring sooner on its own.
+            if item.expires_at().is_some_and(|e| e <= mark) && !token {
                 continue;
             }
             let mut attrs = item.into_attributes();

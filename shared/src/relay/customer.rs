@@ -18,9 +18,10 @@ use crate::worker::Outcome;
 
 /// Tokens this close to expiry are renewed before use.
 const TOKEN_MARGIN_SECS: i64 = 300;
-/// How long a refresh lease lasts: longer than one LiveChat call (10 s timeout), so a worker
-/// that dies holding it delays the others by at most this.
-const LEASE_SECS: i64 = 15;
+/// How long a refresh lease lasts: longer than a refresh can take (one 10 s call per client
+/// secret, two during a rotation, plus slack), so a worker that dies holding it delays the
+/// others by at most this.
+const LEASE_SECS: i64 = 30;
 /// How long a worker waits for another's refresh before retrying its job later.
 const LEASE_WAIT: Duration = Duration::from_secs(12);
 /// How often a waiting worker looks for the refreshed token.
@@ -200,7 +201,23 @@ impl Customers {
                     // Uninstalled while LiveChat answered: these tokens must not live on.
                     let newest = set.refresh_token.as_ref().unwrap_or(&set.access_token);
                     if self.livechat.revoke(newest).await.is_err() {
-                        tracing::warn!(organization_id = %org, "could not revoke a token refreshed during uninstall");
+                        // The sweeper retries it until it succeeds or the purge.
+                        let pending = PendingRevocation {
+                            organization_id: org.clone(),
+                            id: format!("livechat:{}", now.timestamp_millis()),
+                            revocation: Revocation::Livechat {
+                                token: self
+                                    .cipher
+                                    .seal(newest, &token_context(&org, "livechat.revoke")),
+                            },
+                            attempts: 1,
+                            expires_at: inst
+                                .expires_at
+                                .unwrap_or(now.timestamp() + crate::domain::PURGE_AFTER_SECS),
+                        };
+                        self.repo
+                            .put(&pending, crate::store::Condition::Always)
+                            .await?;
                     }
                     return Err(Fail::Retry("the installation was uninstalled".into()));
                 }

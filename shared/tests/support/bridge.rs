@@ -192,6 +192,8 @@ impl Harness {
         )
         .await
         .unwrap();
+        // As the install flow does: a (re)installed organization gets a live data key.
+        self.services.data_keys().renew(org).await.unwrap();
     }
 
     pub async fn post_webhook(
