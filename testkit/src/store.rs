@@ -44,6 +44,8 @@ pub enum FaultAt {
     Before,
     /// The call takes effect, then the caller sees a failure (a lost answer or a crash).
     After,
+    /// No failure: the call takes this long before it starts (a slow backend).
+    Slow(std::time::Duration),
 }
 
 type Hook = Box<dyn FnMut(&Op) -> Option<FaultAt> + Send>;
@@ -126,6 +128,9 @@ impl FaultyStore {
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
         let fault = self.fault(&op);
+        if let Some(FaultAt::Slow(delay)) = fault {
+            tokio::time::sleep(delay).await;
+        }
         if fault == Some(FaultAt::Before) {
             return Err(injected());
         }

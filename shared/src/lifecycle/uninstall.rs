@@ -203,8 +203,12 @@ impl Lifecycle {
         };
         let mark = due + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
         let uninstalled_at = inst.updated_at;
-        self.shred_and_stop_routing(org, uninstalled_at, mark)
-            .await?;
+        // `begin` did this moments ago in the same invocation; a replay or the sweeper redoes it
+        // in case that invocation was cut after the state change.
+        if !report.uninstalled {
+            self.shred_and_stop_routing(org, uninstalled_at, mark)
+                .await?;
+        }
         self.queue_livechat_revocation(inst, mark).await?;
         self.disconnect_all(org, mark, uninstalled_at).await?;
         if Instant::now() >= deadline {
