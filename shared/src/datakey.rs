@@ -64,6 +64,13 @@ impl DataKey {
             .map(|s| s.expose_secret().to_string())
     }
 
+    /// A fingerprint of a value (what was sent, to know its echo) that reveals nothing, and
+    /// means nothing once the key is gone: the same keyed hash as [`DataKey::queue_id`], under
+    /// its own label so the two uses never give the same id.
+    pub fn fingerprint(&self, label: &str, value: &str) -> String {
+        self.queue_id(&format!("{label}\u{0}{value}"))
+    }
+
     /// A queue id (message group, deduplication) that reveals nothing once the key is gone:
     /// HMAC-SHA-256, hex, 64 characters (SQS allows 128).
     pub fn queue_id(&self, value: &str) -> String {

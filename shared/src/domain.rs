@@ -380,8 +380,23 @@ pub struct IdempotencyRecord {
     /// How many parts of a multi-part effect are done (a long text sent as several messages).
     #[serde(default)]
     pub parts_done: u32,
+    /// Whether the agent was told the event is delayed (told once).
+    #[serde(default)]
+    pub delay_told: bool,
     /// TTL (always set).
     pub expires_at: i64,
+    /// Version for conditional writes.
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Versioned for IdempotencyRecord {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
 }
 
 impl IdempotencyRecord {
@@ -699,8 +714,11 @@ impl Record for OrganizationKey {
     }
 }
 
-/// A send to Instagram in flight for one conversation, written before the Send API call so an
-/// echo that arrives before the response is recognised as ours. Kept 1 day.
+/// One message part on its way to Instagram, written before the Send API call and kept until its
+/// `mid` is recorded. The Send API has no idempotency key: when an attempt ends without Meta's
+/// answer (a timeout, a reset, a crash), this record and the echo decide whether the message went
+/// out — an echo whose content matches `fingerprint` gives the `mid`; only when the echo window
+/// passes without one is the part sent again. Holds no message text. Kept 1 day.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingSend {
     /// Owning organization.
@@ -709,12 +727,33 @@ pub struct PendingSend {
     pub ig_account_id: String,
     /// The customer.
     pub igsid: String,
-    /// The LiveChat event being sent.
+    /// The LiveChat event and part being sent (`{event key}#{part}`).
     pub livechat_event_id: String,
-    /// When the send started.
+    /// When the latest attempt started.
     pub started_at: DateTime<Utc>,
+    /// A keyed hash (the organization's data key) of what was sent, to know its echo.
+    #[serde(default)]
+    pub fingerprint: String,
+    /// Attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Meta's message id, once the answer or the echo gave it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mid: Option<String>,
     /// TTL (always set).
     pub expires_at: i64,
+    /// Version for conditional writes (the echo and a retry may race).
+    #[serde(default)]
+    pub version: u64,
+}
+
+impl Versioned for PendingSend {
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
 }
 
 impl PendingSend {
@@ -741,6 +780,37 @@ impl Record for PendingSend {
             &self.igsid,
             &self.livechat_event_id,
         )
+    }
+}
+
+/// Sends to one Instagram account wait until `until`: Meta throttled the account or the app, or
+/// reported usage near its limit. Every worker reads it before a Send API call, so a throttled
+/// account is not hammered by the conversations waiting on it. Holds no personal data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SendPause {
+    /// Owning organization.
+    pub organization_id: String,
+    /// The business's Instagram account.
+    pub ig_account_id: String,
+    /// No send before this.
+    pub until: DateTime<Utc>,
+    /// Why, for the agent's notice (e.g. "Instagram's rate limit (Meta error 613)").
+    pub reason: String,
+    /// TTL (always set): a day after `until`.
+    pub expires_at: i64,
+}
+
+impl SendPause {
+    /// The key of an account's pause.
+    pub fn key_for(org: &str, ig_account_id: &str) -> Key {
+        keys::send_pause(org, ig_account_id)
+    }
+}
+
+impl Record for SendPause {
+    const KIND: &'static str = "send_pause";
+    fn key(&self) -> Key {
+        Self::key_for(&self.organization_id, &self.ig_account_id)
     }
 }
 

@@ -12,8 +12,10 @@ use crate::store::{EXPIRES_AT, ORGANIZATION, ORGANIZATION_INDEX, PK, SK};
 
 /// Visibility timeout of the work queues: six times the workers' 30 s timeout, as AWS advises.
 pub const VISIBILITY_TIMEOUT_SECS: i32 = 180;
-/// Receives before a message is parked in the dead-letter queue.
-pub const MAX_RECEIVE_COUNT: u32 = 5;
+/// Receives before the queue itself moves a message to the dead-letter queue: enough for the
+/// workers' 6-hour retry window (`crate::worker::RETRY_FOR`) at the shortest redelivery delays;
+/// the worker parks a job explicitly, with its reason, on the last of them.
+pub const MAX_RECEIVE_COUNT: u32 = 100;
 /// How long a work queue keeps a message (4 days).
 pub const RETENTION_SECS: i32 = 4 * 24 * 3600;
 /// How long a dead-letter queue keeps a message: 6 days. SQS counts a dead-letter copy's age

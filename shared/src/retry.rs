@@ -24,15 +24,18 @@ impl RetryPolicy {
         max: Duration::from_secs(2),
     };
 
-    /// Redelivery of a queued job after a transient failure (SQS visibility timeout).
+    /// Redelivery of a queued job after a transient failure (SQS visibility timeout): 10 s
+    /// doubling to 15 min, for as long as the worker's retry window (6 h) lasts —
+    /// `crate::worker::MAX_RECEIVES` deliveries are enough for it even at the shortest delays.
     pub const REDELIVERY: RetryPolicy = RetryPolicy {
-        retries: 5,
+        retries: crate::worker::MAX_RECEIVES as usize - 1,
         base: Duration::from_secs(10),
-        max: Duration::from_secs(300),
+        max: Duration::from_secs(15 * 60),
     };
 
-    /// The delay before attempt `attempt` (1 = first retry): full jitter over the capped
-    /// exponential, never less than a tenth of `base`.
+    /// The delay before attempt `attempt` (1 = first retry): "equal jitter" over the capped
+    /// exponential — between half of it and all of it — so retries spread out but the window
+    /// a number of retries covers stays predictable.
     pub fn delay(&self, attempt: u32) -> Duration {
         let exp = self
             .base
@@ -41,10 +44,8 @@ impl RetryPolicy {
                     .unwrap_or(u32::MAX),
             )
             .min(self.max);
-        let floor = self.base / 10;
-        let ms =
-            rand::rng().random_range(floor.as_millis()..=exp.as_millis().max(floor.as_millis()));
-        Duration::from_millis(ms as u64)
+        let (low, high) = (exp.as_millis() / 2, exp.as_millis());
+        Duration::from_millis(rand::rng().random_range(low..=high) as u64)
     }
 }
 
@@ -58,10 +59,26 @@ mod tests {
         for attempt in 1..40 {
             let d = p.delay(attempt);
             assert!(d <= p.max, "attempt {attempt}: {d:?}");
-            assert!(d >= p.base / 10);
+            assert!(d >= p.base / 2);
         }
         // The upper bound doubles: attempt 3 may reach 4× base, attempt 1 never exceeds base.
         assert!((0..200).all(|_| p.delay(1) <= p.base));
         assert!((0..200).any(|_| p.delay(3) > p.base * 2));
+    }
+
+    #[test]
+    fn the_deliveries_cover_the_retry_window_even_at_the_shortest_delays() {
+        let p = RetryPolicy::REDELIVERY;
+        // The shortest delay of each retry is half its capped exponential.
+        let shortest: Duration = (1..crate::worker::MAX_RECEIVES)
+            .map(|a| {
+                let exp = p
+                    .base
+                    .saturating_mul(1u32.checked_shl(a - 1).unwrap_or(u32::MAX));
+                exp.min(p.max) / 2
+            })
+            .sum();
+        let window = crate::worker::RETRY_FOR.to_std().unwrap();
+        assert!(shortest > window, "{shortest:?} < {window:?}");
     }
 }

@@ -62,13 +62,57 @@ pub enum Outcome {
     Park(String),
 }
 
+/// How many times the queue delivers a job before moving it to the dead-letter queue on its own
+/// (the template's `maxReceiveCount`; a test keeps the two in step). The worker parks a job
+/// itself on its last delivery, with the reason, so the queue never has to.
+pub const MAX_RECEIVES: u32 = crate::provision::MAX_RECEIVE_COUNT;
+
+/// How long a job that keeps failing transiently is retried before it is parked: throttles by
+/// Meta (`#613`, `#80002`, …) and LiveChat's 429 can last hours.
+pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(6);
+
+/// The longest delay a retry may ask for (SQS caps a visibility timeout at 12 hours).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
+
+/// Which delivery of a job this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// Receives so far, this one included.
+    pub number: u32,
+    /// How long since the platform handed the event over (the envelope's `received_at`).
+    pub held_for: chrono::Duration,
+    /// No retry follows: a transient failure now parks the job.
+    pub last: bool,
+}
+
+impl Attempt {
+    /// The attempt for a job received `number` times, first handed over at `received_at`.
+    pub fn of(number: u32, received_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
+        let held_for = (now - received_at).max(chrono::Duration::zero());
+        Self {
+            number,
+            held_for,
+            last: number >= MAX_RECEIVES || held_for >= RETRY_FOR,
+        }
+    }
+
+    /// A first delivery, just received (tests and direct calls).
+    pub fn first() -> Self {
+        Self {
+            number: 1,
+            held_for: chrono::Duration::zero(),
+            last: false,
+        }
+    }
+}
+
 /// Handles one decoded job.
 #[async_trait]
 pub trait JobHandler: Send + Sync {
     /// Which webhook source this worker consumes (labels parked bodies).
     fn source(&self) -> Source;
     /// Processes one envelope.
-    async fn handle(&self, envelope: &Envelope, receive_count: u32) -> Outcome;
+    async fn handle(&self, envelope: &Envelope, attempt: Attempt) -> Outcome;
     /// The organizations' data keys, to open sealed jobs (a handler without them parks sealed
     /// jobs untouched).
     fn data_keys(&self) -> Option<&DataKeys> {
@@ -79,10 +123,27 @@ pub trait JobHandler: Send + Sync {
 /// Why a purged job was dropped (logged as `skipped`, counted by the log metric filter).
 pub const PURGED: &str = "purged: the organization's data key is gone (uninstalled)";
 
-/// Turns a queue body into the outcome of running it.
-async fn run_body(handler: &dyn JobHandler, body: &str, receive_count: u32) -> Outcome {
+/// Turns a queue body into the outcome of running it. A transient failure on the last attempt
+/// parks the job with its reason.
+async fn run_body(
+    handler: &dyn JobHandler,
+    body: &str,
+    receive_count: u32,
+    now: DateTime<Utc>,
+) -> Outcome {
+    let run = |env: Envelope| async move {
+        let attempt = Attempt::of(receive_count, env.received_at, now);
+        match handler.handle(&env, attempt).await {
+            Outcome::Retry { reason, .. } if attempt.last => Outcome::Park(format!(
+                "gave up after {} attempts over {} min; last failure: {reason}",
+                attempt.number,
+                attempt.held_for.num_minutes()
+            )),
+            other => other,
+        }
+    };
     let sealed = match Wire::decode(body) {
-        Ok(Wire::Plain(env)) => return handler.handle(&env, receive_count).await,
+        Ok(Wire::Plain(env)) => return run(env).await,
         Ok(Wire::Sealed(sealed)) => sealed,
         Err(e) => return Outcome::Park(e.to_string()),
     };
@@ -92,7 +153,7 @@ async fn run_body(handler: &dyn JobHandler, body: &str, receive_count: u32) -> O
     match keys.to_open(&sealed.organization_id).await {
         Ok(None) => Outcome::Skipped(PURGED),
         Ok(Some(key)) => match sealed.open(&key) {
-            Ok(env) => handler.handle(&env, receive_count).await,
+            Ok(env) => run(env).await,
             Err(e) => Outcome::Park(e.to_string()),
         },
         Err(e) if e.is_transient() => Outcome::Retry {
@@ -180,15 +241,16 @@ async fn run_group(
             failed.push(job.message_id);
             continue;
         }
-        let outcome = run_body(handler, &job.body, job.receive_count).await;
+        let outcome = run_body(handler, &job.body, job.receive_count, now).await;
         match outcome {
             Outcome::Done => {}
             Outcome::Skipped(why) => {
                 tracing::info!(message_id = %job.message_id, skipped = why, "job skipped")
             }
             Outcome::Retry { reason, after } => {
-                let delay =
-                    after.unwrap_or_else(|| RetryPolicy::REDELIVERY.delay(job.receive_count));
+                let delay = after
+                    .unwrap_or_else(|| RetryPolicy::REDELIVERY.delay(job.receive_count))
+                    .min(MAX_RETRY_DELAY);
                 tracing::warn!(message_id = %job.message_id, %reason, delay_s = delay.as_secs(), "job will be retried");
                 if let Err(e) = queue.retry_later(&job.receipt, delay).await {
                     tracing::warn!(error = %e, "could not set the retry delay; the queue's timeout applies");
@@ -333,7 +395,7 @@ mod tests {
         fn source(&self) -> Source {
             Source::Instagram
         }
-        async fn handle(&self, _: &Envelope, _: u32) -> Outcome {
+        async fn handle(&self, _: &Envelope, _: Attempt) -> Outcome {
             self.0.fetch_add(1, Ordering::SeqCst);
             Outcome::Done
         }

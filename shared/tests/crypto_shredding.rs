@@ -17,8 +17,6 @@ use shared::jobs::{Source, Wire};
 use shared::queue::Queue;
 use shared::worker::{QueuedJob, park_message};
 
-const CHAT: &str = "CHAT000001";
-
 fn agent_reply(chat: &str, id: &str, text: &str) -> Value {
     json!({"webhook_id": format!("WH_{id}"), "secret_key": "lc-webhook-secret", "action": "incoming_event",
            "organization_id": ORG, "payload": {"chat_id": chat, "thread_id": "THREAD0002",

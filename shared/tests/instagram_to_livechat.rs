@@ -487,7 +487,11 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
             igsid: IGSID.into(),
             livechat_event_id: "THREAD0001_7".into(),
             started_at: h.clock.now(),
+            fingerprint: String::new(),
+            attempts: 1,
+            mid: None,
             expires_at: start().timestamp() + 3600,
+            version: 0,
         },
         Condition::Always,
     )
@@ -505,7 +509,12 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
                 .body,
         )
         .await;
-    let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &env, 1).await;
+    let outcome = shared::worker::JobHandler::handle(
+        &h.services.inbound(),
+        &env,
+        shared::worker::Attempt::first(),
+    )
+    .await;
     assert!(
         matches!(outcome, Outcome::Retry { after: Some(_), .. }),
         "{outcome:?}"
@@ -1025,7 +1034,12 @@ async fn an_unsend_livechat_no_longer_has_is_counted_not_taken_as_done() {
         .unwrap();
     assert_eq!(got.len(), 1);
     let envelope = h.open(&got[0].body).await;
-    let outcome = shared::worker::JobHandler::handle(&h.services.inbound(), &envelope, 1).await;
+    let outcome = shared::worker::JobHandler::handle(
+        &h.services.inbound(),
+        &envelope,
+        shared::worker::Attempt::first(),
+    )
+    .await;
     assert_eq!(
         outcome,
         Outcome::Skipped("unsend: events already gone from LiveChat")

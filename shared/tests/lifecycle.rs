@@ -1156,6 +1156,8 @@ async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
                     claimed_at: h.clock.now(),
                     completed_at: Some(h.clock.now()),
                     parts_done: 1,
+                    delay_told: false,
+                    version: 0,
                     expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
                 },
                 Condition::Always,
@@ -1260,6 +1262,8 @@ async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
                 claimed_at: h.clock.now(),
                 completed_at: Some(h.clock.now()),
                 parts_done: 1,
+                delay_told: false,
+                version: 0,
                 expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
             })
             .unwrap()

@@ -396,8 +396,8 @@ async fn records_round_trip_and_expiring_ones_carry_ttl(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .items;
-    // (every kind that carries the organization: 12 of the 15)
-    assert_eq!(keys.len(), 12);
+    // (every kind that carries the organization: 13 of the 16)
+    assert_eq!(keys.len(), 13);
     assert!(!keys.iter().any(|k| k.pk == PurgeEntry::PARTITION));
 }
 

@@ -18,6 +18,8 @@ pub struct Fixture {
     pub status: u16,
     /// JSON body.
     pub body: Value,
+    /// Response headers the platform sends with it (e.g. Meta's usage headers).
+    pub headers: Vec<(String, String)>,
 }
 
 /// The directory holding the fixtures.
@@ -34,10 +36,19 @@ pub fn fixture(name: &str) -> Fixture {
         .unwrap_or_else(|e| panic!("fixture {} is not JSON: {e}", path.display()));
     let source = v["source"].as_str().unwrap_or_default().to_string();
     assert!(!source.is_empty(), "fixture {name} must cite its source");
+    let headers = v["headers"]
+        .as_object()
+        .map(|h| {
+            h.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
     Fixture {
         source,
         status: v["status"].as_u64().expect("fixture status") as u16,
         body: v["body"].clone(),
+        headers,
     }
 }
 
@@ -63,7 +74,10 @@ impl Fixture {
 
     /// As a wiremock response.
     pub fn response(&self) -> ResponseTemplate {
-        ResponseTemplate::new(self.status).set_body_json(self.body.clone())
+        self.headers.iter().fold(
+            ResponseTemplate::new(self.status).set_body_json(self.body.clone()),
+            |r, (k, v)| r.insert_header(k.as_str(), v.as_str()),
+        )
     }
 
     /// The platform's message (`error.message`, or the OAuth `error_description`).

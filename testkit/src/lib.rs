@@ -11,6 +11,7 @@
 //! Both run on wiremock servers: a test may still mount its own `Mock` with a higher priority
 //! (a lower number) to inject a fault the fakes do not model.
 
+pub mod crash;
 pub mod fixtures;
 pub mod livechat;
 pub mod meta;

@@ -145,6 +145,7 @@ struct State {
     faults: Faults,
     /// Requests carried out but answered late.
     late: Faults<Duration>,
+    wire: Option<Arc<crate::crash::Tripwire>>,
     counter: u32,
     revoked: Vec<String>,
     /// Access token ↔ refresh token of each grant (both directions).
@@ -349,6 +350,12 @@ impl FakeLivechat {
         self.with(|s| s.late.push("*", suffix, delay, times));
     }
 
+    /// Reports every request to `wire`, which may crash the caller at it
+    /// ([`crate::crash::Tripwire`]): before (nothing happens) or after (LiveChat acts).
+    pub fn trip(&self, wire: Arc<crate::crash::Tripwire>) {
+        self.with(|s| s.wire = Some(wire));
+    }
+
     /// Every request received, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.with(|s| s.calls.clone())
@@ -431,6 +438,11 @@ impl Respond for Responder {
         let action = path
             .strip_prefix("/v3.6/customer/action/")
             .map(str::to_string);
+        let label = format!("livechat {}", action.as_deref().unwrap_or(&path));
+        let crash = s.wire.as_ref().and_then(|w| w.step(label));
+        if crash == Some(crate::crash::When::Before) {
+            return ResponseTemplate::new(504).set_delay(crate::crash::NEVER);
+        }
         let answer = s.handle(&method, &path, action.as_deref(), &query, bearer, &body);
         let refused = answer.as_ref().err().map(Fixture::message);
         let late = s.late.take(&method, &path);
@@ -445,9 +457,10 @@ impl Respond for Responder {
             Ok(v) => ResponseTemplate::new(200).set_body_json(v),
             Err(f) => f.response(),
         };
-        match late {
-            Some(delay) => response.set_delay(delay),
-            None => response,
+        match (crash, late) {
+            (Some(_), _) => response.set_delay(crate::crash::NEVER),
+            (None, Some(delay)) => response.set_delay(delay),
+            (None, None) => response,
         }
     }
 }

@@ -167,8 +167,22 @@ struct State {
     sent: Vec<Sent>,
     calls: Vec<Call>,
     faults: Faults,
+    lost: Faults<Lost>,
+    wire: Option<Arc<crate::crash::Tripwire>>,
     next_mid: u32,
 }
+
+/// A request whose answer never reaches the caller (it times out first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lost {
+    /// Meta carried the request out; the answer was lost (a reset or timeout after sending).
+    Answer,
+    /// The request never got to Meta's logic; nothing happened.
+    Request,
+}
+
+/// How long a lost answer is held back: far beyond any client timeout the bridge uses.
+const LOST_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The fake Graph API.
 #[derive(Clone)]
@@ -286,6 +300,61 @@ impl FakeMeta {
         self.with(|s| s.faults.push(method, suffix, fault, times));
     }
 
+    /// The next `times` requests on a path ending with `suffix` are carried out (a message is
+    /// sent) but their answer never arrives: the caller's client times out. Meta's Send API has no
+    /// idempotency key, so this is the fault that makes a blind retry send twice.
+    pub fn lose_answer_next(&self, suffix: &str, times: usize) {
+        self.with(|s| s.lost.push("*", suffix, Lost::Answer, times));
+    }
+
+    /// The next `times` requests on a path ending with `suffix` get no answer and have no effect
+    /// (lost before Meta acted).
+    pub fn lose_request_next(&self, suffix: &str, times: usize) {
+        self.with(|s| s.lost.push("*", suffix, Lost::Request, times));
+    }
+
+    /// Drops every fault still queued (a throttle ends).
+    pub fn clear_faults(&self) {
+        self.with(|s| {
+            s.faults = Faults::default();
+            s.lost = Faults::default();
+        });
+    }
+
+    /// The webhook `messaging` item Meta sends for a message the Page sent (`is_echo`, sender and
+    /// recipient reversed, the Send API's `message_id` as `mid`; media carry Meta's CDN URL, not
+    /// the URL sent) — instagram-messaging.md §3(f), §7. `None` for sender actions.
+    pub fn echo(&self, sent: &Sent) -> Option<Value> {
+        let mid = sent.message_id.clone()?;
+        let ig = self.with(|s| {
+            s.pages
+                .get(&sent.page_id)
+                .and_then(|p| p.instagram.clone())
+                .map(|(id, _)| id)
+        })?;
+        let sent_message = &sent.body["message"];
+        let mut message = json!({"mid": mid, "is_echo": true});
+        if let Some(text) = sent_message.get("text") {
+            message["text"] = text.clone();
+        }
+        if let Some(kind) = sent_message.pointer("/attachment/type") {
+            let url = format!("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id={mid}");
+            message["attachments"] = json!([{"type": kind, "payload": {"url": url}}]);
+        }
+        Some(json!({
+            "sender": {"id": ig},
+            "recipient": sent.body["recipient"].clone(),
+            "timestamp": 1569262486134u64 + u64::from(self.with(|s| s.next_mid)),
+            "message": message,
+        }))
+    }
+
+    /// Reports every request to `wire`, which may crash the caller at it
+    /// ([`crate::crash::Tripwire`]): before (nothing happens) or after (Meta acts).
+    pub fn trip(&self, wire: Arc<crate::crash::Tripwire>) {
+        self.with(|s| s.wire = Some(wire));
+    }
+
     /// Every request received, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.with(|s| s.calls.clone())
@@ -359,6 +428,18 @@ impl Respond for Responder {
         let (version, path) = full.split_once('/').unwrap_or((full.as_str(), ""));
         let params = params(req);
         let body: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+        let crash = s
+            .wire
+            .as_ref()
+            .and_then(|w| w.step(format!("graph {method} {path}")));
+        let lost = match crash {
+            Some(crate::crash::When::Before) => Some(Lost::Request),
+            Some(crate::crash::When::After) => Some(Lost::Answer),
+            None => s.lost.take(&method, path),
+        };
+        if lost == Some(Lost::Request) {
+            return ResponseTemplate::new(504).set_delay(LOST_FOR);
+        }
         let answer = if !(version.starts_with('v') && version.contains('.')) {
             Err(fixture("meta/error_unknown_path").with(&[("path", &format!("/{full}"))]))
         } else {
@@ -372,9 +453,13 @@ impl Respond for Responder {
             body,
             refused,
         });
-        match answer {
+        let response = match answer {
             Ok(v) => ResponseTemplate::new(200).set_body_json(v),
             Err(f) => f.response(),
+        };
+        match lost {
+            Some(_) => response.set_delay(LOST_FOR),
+            None => response,
         }
     }
 }

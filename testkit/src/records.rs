@@ -126,6 +126,8 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 claimed_at: now,
                 completed_at: None,
                 parts_done: 0,
+                delay_told: false,
+                version: 0,
                 expires_at: exp,
             })
             .unwrap(),
@@ -200,6 +202,21 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 igsid: "IGSID_1001".into(),
                 livechat_event_id: "EV2".into(),
                 started_at: now,
+                fingerprint: "f".repeat(64),
+                attempts: 1,
+                mid: None,
+                expires_at: exp,
+                version: 1,
+            })
+            .unwrap(),
+            true,
+        ),
+        (
+            Repo::to_item(&SendPause {
+                organization_id: org.into(),
+                ig_account_id: "17841400000000001".into(),
+                until: now,
+                reason: "Instagram's rate limit (Meta error 613)".into(),
                 expires_at: exp,
             })
             .unwrap(),

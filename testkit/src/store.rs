@@ -1,8 +1,8 @@
 //! A store wrapper for fault tests: counts every write and lets a test fail (or "crash") any
 //! call it chooses, before or after the inner store applied it. One wrapper for the whole repo.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shared::store::{
@@ -56,6 +56,7 @@ pub struct FaultyStore {
     writes: AtomicUsize,
     calls: AtomicUsize,
     hook: Mutex<Option<Hook>>,
+    wire: Mutex<Option<Arc<crate::crash::Tripwire>>>,
 }
 
 impl Default for FaultyStore {
@@ -72,6 +73,7 @@ impl FaultyStore {
             writes: AtomicUsize::new(0),
             calls: AtomicUsize::new(0),
             hook: Mutex::new(None),
+            wire: Mutex::new(None),
         }
     }
 
@@ -105,6 +107,13 @@ impl FaultyStore {
         });
     }
 
+    /// Reports every write to `wire`, which may crash the caller at it
+    /// ([`crate::crash::Tripwire`]). Reads are not counted: a crash after a read is the crash
+    /// before the next write.
+    pub fn trip(&self, wire: Arc<crate::crash::Tripwire>) {
+        *self.wire.lock().expect("wire lock") = Some(wire);
+    }
+
     /// Removes the hook.
     pub fn heal(&self) {
         *self.hook.lock().expect("hook lock") = None;
@@ -127,6 +136,19 @@ impl FaultyStore {
         op: Op,
         call: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, StoreError> {
+        let wire = self.wire.lock().expect("wire lock").clone();
+        let crash = match &wire {
+            Some(w) if op.is_write() => w.step(format!("table {op:?}")),
+            _ => None,
+        };
+        match crash {
+            Some(crate::crash::When::Before) => crate::crash::hang().await,
+            Some(crate::crash::When::After) => {
+                let _ = call.await;
+                crate::crash::hang().await
+            }
+            None => {}
+        }
         let fault = self.fault(&op);
         if let Some(FaultAt::Slow(delay)) = fault {
             tokio::time::sleep(delay).await;

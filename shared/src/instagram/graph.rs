@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use sha2::Sha256;
 
+use super::usage::Usage;
 use crate::http::{is_retryable_error, is_retryable_status};
 
 /// How many Pages one `/me/accounts` request asks for; Meta pages the rest.
@@ -35,6 +36,8 @@ pub enum GraphError {
         message: String,
         /// `error.fbtrace_id`, for support requests.
         fbtrace_id: Option<String>,
+        /// How long Meta asked the caller to wait (usage headers, `Retry-After`).
+        retry_after: Option<std::time::Duration>,
     },
     /// The request did not complete.
     #[error("graph transport: {message}")]
@@ -43,25 +46,56 @@ pub enum GraphError {
         message: String,
         /// Whether retrying may help.
         retryable: bool,
+        /// The request may have reached Meta, but its answer did not come back (a timeout or a
+        /// reset after sending): Meta may have acted on it.
+        unanswered: bool,
     },
     /// Meta answered 200 with a body the bridge cannot read.
     #[error("graph answer shape: {0}")]
     Shape(String),
 }
 
-/// Codes Meta uses for throttling.
-const THROTTLE_CODES: &[i64] = &[1, 2, 4, 17, 32, 341, 368, 613, 80002, 80006];
+/// Codes Meta uses for throttling (rate limits, a temporary block): wait before calling again.
+const THROTTLE_CODES: &[i64] = &[4, 17, 32, 341, 368, 613, 80002, 80006];
+/// Codes of a temporary fault on Meta's side ("API Unknown", "API Service"): retry.
+const TEMPORARY_CODES: &[i64] = &[1, 2];
 
 impl GraphError {
     /// Throttling, temporary Meta faults and transport errors: retry later.
     pub fn is_transient(&self) -> bool {
         match self {
             GraphError::Api { status, code, .. } => {
-                code.is_some_and(|c| THROTTLE_CODES.contains(&c))
+                code.is_some_and(|c| THROTTLE_CODES.contains(&c) || TEMPORARY_CODES.contains(&c))
                     || is_retryable_status(StatusCode::from_u16(*status).unwrap_or(StatusCode::OK))
             }
             GraphError::Transport { retryable, .. } => *retryable,
             GraphError::Shape(_) => false,
+        }
+    }
+
+    /// Meta refused the call for its rate limits (a throttle code, or HTTP 429).
+    pub fn is_throttled(&self) -> bool {
+        matches!(self, GraphError::Api { status, code, .. }
+            if *status == 429 || code.is_some_and(|c| THROTTLE_CODES.contains(&c)))
+    }
+
+    /// How long Meta asked to wait before the next call, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            GraphError::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether Meta may have carried the request out although the caller saw a failure: no
+    /// answer came back, Meta answered with a server error, or its success could not be read.
+    /// A refusal Meta explains (a throttle or request error) or a connection that never opened
+    /// means nothing happened.
+    pub fn may_have_been_accepted(&self) -> bool {
+        match self {
+            GraphError::Transport { unanswered, .. } => *unanswered,
+            GraphError::Api { status, .. } => *status >= 500 && !self.is_throttled(),
+            GraphError::Shape(_) => true,
         }
     }
 
@@ -202,16 +236,28 @@ pub struct GraphClient {
 fn transport(e: reqwest::Error) -> GraphError {
     GraphError::Transport {
         retryable: is_retryable_error(&e),
+        // A connection that never opened carried nothing; anything later may have reached Meta.
+        unanswered: !e.is_connect() && !e.is_builder(),
         message: e.without_url().to_string(),
     }
 }
 
 /// Turns a Graph response into JSON or a [`GraphError`].
 pub async fn parse_response(res: reqwest::Response) -> Result<Value, GraphError> {
+    parse_with_usage(res).await.map(|(v, _)| v)
+}
+
+/// As [`parse_response`], with the usage Meta reported on the answer.
+pub async fn parse_with_usage(res: reqwest::Response) -> Result<(Value, Usage), GraphError> {
     let status = res.status();
-    let body: Value = res.json().await.unwrap_or(Value::Null);
+    let usage = Usage::from_headers(res.headers());
+    let body: Value = match res.bytes().await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+        // The status line came, the body did not: for a success, Meta has acted.
+        Err(e) => return Err(transport(e)),
+    };
     if status.is_success() && body.get("error").is_none() {
-        return Ok(body);
+        return Ok((body, usage));
     }
     let e = body.get("error").cloned().unwrap_or(Value::Null);
     Err(GraphError::Api {
@@ -227,6 +273,7 @@ pub async fn parse_response(res: reqwest::Response) -> Result<Value, GraphError>
             .get("fbtrace_id")
             .and_then(Value::as_str)
             .map(str::to_string),
+        retry_after: usage.wait,
     })
 }
 
@@ -446,7 +493,7 @@ impl GraphClient {
         page_id: &str,
         page_token: &SecretString,
         body: &Value,
-    ) -> Result<Value, GraphError> {
+    ) -> Result<SendResponse, GraphError> {
         let req = self
             .request(
                 reqwest::Method::POST,
@@ -454,8 +501,24 @@ impl GraphClient {
                 page_token,
             )
             .json(body);
-        self.send(req).await
+        let (answer, usage) = parse_with_usage(req.send().await.map_err(transport)?).await?;
+        Ok(SendResponse {
+            message_id: answer
+                .get("message_id")
+                .and_then(Value::as_str)
+                .map(str::to_string),
+            usage,
+        })
     }
+}
+
+/// The Send API's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendResponse {
+    /// The sent message's id (its echo carries the same `mid`); none for sender actions.
+    pub message_id: Option<String>,
+    /// The usage Meta reported with it.
+    pub usage: Usage,
 }
 
 /// The JSON Meta returns for a write (both documented shapes: `true` and `"true"`).
@@ -475,6 +538,7 @@ mod tests {
             subcode,
             message: String::new(),
             fbtrace_id: None,
+            retry_after: None,
         }
     }
 
@@ -535,11 +599,32 @@ mod tests {
             subcode: None,
             message: "(#190) This method must be called with a Page Access Token".into(),
             fbtrace_id: None,
+            retry_after: None,
         };
         assert!(!wrong_kind.is_token_invalid());
         assert!(api(403, 10, Some(2534022)).is_outside_window());
         assert!(api(400, 10, Some(2018278)).is_outside_window());
         assert!(!api(400, 10, None).is_outside_window());
         assert!(!api(400, 10, Some(2534022)).is_transient());
+    }
+
+    #[test]
+    fn which_failures_may_hide_a_delivered_message() {
+        let transport = |unanswered| GraphError::Transport {
+            message: String::new(),
+            retryable: true,
+            unanswered,
+        };
+        assert!(transport(true).may_have_been_accepted());
+        assert!(!transport(false).may_have_been_accepted());
+        assert!(api(500, 2, None).may_have_been_accepted());
+        assert!(api(503, 1, None).may_have_been_accepted());
+        assert!(GraphError::Shape("?".into()).may_have_been_accepted());
+        // Refusals Meta explains: nothing was sent.
+        assert!(!api(400, 613, None).may_have_been_accepted());
+        assert!(!api(429, 4, None).may_have_been_accepted());
+        assert!(!api(400, 100, None).may_have_been_accepted());
+        assert!(api(400, 80002, None).is_throttled() && api(429, 1, None).is_throttled());
+        assert!(!api(500, 2, None).is_throttled());
     }
 }

@@ -4,4 +4,5 @@
 pub mod event;
 pub mod graph;
 pub mod send;
+pub mod usage;
 pub mod webhook;

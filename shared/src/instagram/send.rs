@@ -159,9 +159,41 @@ pub fn message_body(igsid: &str, message: Value, window: Window) -> Value {
     body
 }
 
+/// What a sent message and its echo have in common, to recognise the echo without keeping the
+/// text: the text, or for media the attachment's type (the echo carries Meta's CDN URL, not the
+/// URL sent). Reads both shapes: the Send API's `message` (`attachment`) and the echo's
+/// (`attachments`). `None` for anything else.
+pub fn echo_signature(message: &Value) -> Option<String> {
+    if let Some(text) = message.get("text").and_then(Value::as_str) {
+        return Some(format!("text:{text}"));
+    }
+    let kind = message
+        .pointer("/attachment/type")
+        .or_else(|| message.pointer("/attachments/0/type"))?
+        .as_str()?;
+    Some(format!("attachment:{kind}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sent_message_and_its_echo_share_a_signature() {
+        let sent = json!({"text": "Your order ships tomorrow."});
+        let echo =
+            json!({"mid": "MID_ECHO_0006", "text": "Your order ships tomorrow.", "is_echo": true});
+        assert_eq!(echo_signature(&sent), echo_signature(&echo));
+        let image = json!({"attachment": {"type": "image", "payload": {"url": "https://cdn.example.com/x.png"}}});
+        let image_echo = json!({"mid": "m", "is_echo": true, "attachments": [{"type": "image", "payload": {"url": "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1"}}]});
+        assert_eq!(echo_signature(&image), Some("attachment:image".into()));
+        assert_eq!(echo_signature(&image), echo_signature(&image_echo));
+        assert_ne!(echo_signature(&sent), echo_signature(&image));
+        assert_eq!(
+            echo_signature(&json!({"mid": "m", "is_deleted": true})),
+            None
+        );
+    }
 
     #[test]
     fn text_is_split_at_words_and_utf8_boundaries() {

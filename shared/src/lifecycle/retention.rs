@@ -31,6 +31,7 @@ pub const RECORD_KINDS: &[(&str, Retention)] = &[
     (EventLink::KIND, Retention::WithOrganization),
     (IdempotencyRecord::KIND, Retention::WithOrganization),
     (PendingSend::KIND, Retention::WithOrganization),
+    (SendPause::KIND, Retention::WithOrganization),
     (FacebookUserLink::KIND, Retention::WithOrganization),
     (PendingRevocation::KIND, Retention::WithOrganization),
     (OrganizationKey::KIND, Retention::WithOrganization),

@@ -3,13 +3,14 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
+use super::claim::{Claims, Scope};
 use super::customer::{Customers, Fail, Session, notice_event};
+use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{Action, Context, Part, media_event, referral_fields, render, split_text};
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
@@ -18,13 +19,8 @@ use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
 use crate::instagram::graph::{GraphClient, GraphError};
 use crate::jobs::{Envelope, InstagramEventJob, Job, Source};
 use crate::livechat::{LivechatClient, LivechatError};
-use crate::store::{Condition, Repo, StoreError};
-use crate::worker::{JobHandler, Outcome};
-
-/// How long after a send starts its echo may still be in flight.
-pub const PENDING_SEND_WINDOW_SECS: i64 = 30;
-/// How long an echo waits for an in-flight send to be recorded.
-const ECHO_RETRY_AFTER: Duration = Duration::from_secs(10);
+use crate::store::{Condition, Repo};
+use crate::worker::{Attempt, JobHandler, Outcome};
 
 /// The instagram-to-livechat worker.
 pub struct Inbound {
@@ -68,7 +64,7 @@ impl JobHandler for Inbound {
         Some(&self.keys)
     }
 
-    async fn handle(&self, envelope: &Envelope, _receive_count: u32) -> Outcome {
+    async fn handle(&self, envelope: &Envelope, _attempt: Attempt) -> Outcome {
         let Job::InstagramEvent(job) = &envelope.job else {
             return Outcome::Park("not an Instagram event job".into());
         };
@@ -127,71 +123,45 @@ impl Inbound {
 
         if let InboundEvent::Message(m) = &event {
             if m.is_echo {
-                let link = self
-                    .repo
-                    .get::<MessageLink>(&MessageLink::key_for(&org, ig, &m.mid))
-                    .await?;
-                if link.is_some_and(|l| l.direction == Direction::Outbound) {
-                    return Ok(Outcome::Skipped("echo of a message this app sent"));
-                }
-                let pending = self
-                    .repo
-                    .query_prefix::<PendingSend>(&PendingSend::partition(&org, ig, &job.igsid), "")
-                    .await?;
-                if pending
-                    .iter()
-                    .any(|p| (now - p.started_at).num_seconds() < PENDING_SEND_WINDOW_SECS)
-                {
-                    return Ok(Outcome::Retry {
-                        reason: "echo while a send to this customer is in flight".into(),
-                        after: Some(ECHO_RETRY_AFTER),
-                    });
+                let echoes = Echoes {
+                    repo: &self.repo,
+                    keys: &self.keys,
+                    org: &org,
+                    ig,
+                    igsid: &job.igsid,
+                };
+                let message = job.item.get("message").cloned().unwrap_or(Value::Null);
+                match echoes.recognise(&m.mid, &message, now).await? {
+                    EchoOf::Ours => return Ok(Outcome::Skipped("echo of a message this app sent")),
+                    EchoOf::Undecided => {
+                        return Ok(Outcome::Retry {
+                            reason: "echo while a send to this customer is in flight".into(),
+                            after: Some(RECHECK_AFTER),
+                        });
+                    }
+                    EchoOf::Staff => {}
                 }
             }
         }
 
-        // Exactly once: claim the event; a claim left in progress means an earlier attempt may
-        // have reached LiveChat, so look there before sending again.
+        // Exactly once: a claim left in progress means an earlier attempt may have reached
+        // LiveChat, so `act` looks there before sending again.
+        let claims = Claims {
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+        };
         let idem_id = format!("{ig}:{}", job.event_id);
-        let claim = IdempotencyRecord {
-            organization_id: org.clone(),
-            scope: "instagram".into(),
-            event_id: idem_id.clone(),
-            state: IdempotencyState::InProgress,
-            claimed_at: now,
-            completed_at: None,
-            parts_done: 0,
-            expires_at: now.timestamp() + IDEMPOTENCY_TTL_SECS,
+        let Some((claim, recovering)) = claims
+            .claim(&org, Scope::Instagram, &idem_id)
+            .await?
+            .into_record()
+        else {
+            return Ok(Outcome::Skipped("already delivered"));
         };
-        let recovering = match self.repo.put(&claim, Condition::IfAbsent).await {
-            Ok(()) => false,
-            Err(StoreError::ConditionFailed) => {
-                let prior = self
-                    .repo
-                    .get::<IdempotencyRecord>(&IdempotencyRecord::key_for(
-                        &org,
-                        "instagram",
-                        &idem_id,
-                    ))
-                    .await?;
-                if prior.is_some_and(|p| p.state == IdempotencyState::Done) {
-                    return Ok(Outcome::Skipped("already delivered"));
-                }
-                true
-            }
-            Err(e) => return Err(e.into()),
-        };
-
         let outcome = self
             .act(&mut inst, &conn, job, &event, at, recovering)
             .await?;
-
-        let done = IdempotencyRecord {
-            state: IdempotencyState::Done,
-            completed_at: Some(self.clock.now()),
-            ..claim
-        };
-        self.repo.put(&done, Condition::Always).await?;
+        claims.finish(claim).await?;
         Ok(outcome)
     }
 

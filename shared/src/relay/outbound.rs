@@ -3,12 +3,15 @@
 //! failure into an action the agent can see.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use super::claim::{Claims, Scope};
 use super::customer::{Customers, Fail, Session};
+use super::echo::Echoes;
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
@@ -18,11 +21,30 @@ use crate::instagram::send::{
 };
 use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
 use crate::livechat::LivechatClient;
-use crate::store::{Condition, Record, Repo, StoreError};
-use crate::worker::{JobHandler, Outcome};
+use crate::retry::RetryPolicy;
+use crate::store::{Condition, Repo};
+use crate::worker::{Attempt, JobHandler, Outcome};
 
 /// Pending-send records outlive any send by far; the sweeper removes leftovers.
 const PENDING_TTL_SECS: i64 = 24 * 3600;
+/// How long an attempt whose answer was lost waits for its echo before the part is sent again.
+/// Meta echoes a sent message within seconds (peers measured ~1.4 s); two minutes leave room
+/// for a slow webhook or a busy inbound queue.
+pub const ECHO_WINDOW: chrono::Duration = chrono::Duration::minutes(2);
+/// How often a part waiting for its echo looks again.
+pub const ECHO_POLL: Duration = Duration::from_secs(20);
+/// An agent's message held longer than this gets one notice in the chat.
+pub const DELAY_NOTICE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
+/// How long sends to an account pause when Meta reports high usage without saying how long.
+const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
+
+/// What became of one part's send.
+enum PartSent {
+    /// Sent (now or by an earlier attempt), with Meta's message id.
+    Sent(Option<String>),
+    /// An attempt may have sent it; its echo has not been seen yet.
+    Unconfirmed,
+}
 
 /// The livechat-to-instagram worker.
 pub struct Outbound {
@@ -59,11 +81,11 @@ impl JobHandler for Outbound {
         Some(&self.keys)
     }
 
-    async fn handle(&self, envelope: &Envelope, _receive_count: u32) -> Outcome {
+    async fn handle(&self, envelope: &Envelope, attempt: Attempt) -> Outcome {
         let Job::LivechatEvent(job) = &envelope.job else {
             return Outcome::Park("not a LiveChat event job".into());
         };
-        match self.run(job).await {
+        match self.run(job, attempt).await {
             Ok(outcome) => outcome,
             Err(fail) => fail.outcome(),
         }
@@ -181,7 +203,7 @@ impl Outbound {
         Ok(Some(Conversation { inst, conn, route }))
     }
 
-    async fn run(&self, job: &LivechatEventJob) -> Result<Outcome, Fail> {
+    async fn run(&self, job: &LivechatEventJob, attempt: Attempt) -> Result<Outcome, Fail> {
         let Some(mut conv) = self.conversation(job).await? else {
             return Ok(Outcome::Skipped("chat not bridged for this organization"));
         };
@@ -197,10 +219,10 @@ impl Outbound {
                     .pointer("/payload/thread_id")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                self.forward(&mut conv, &event, thread_id, &job.event_id)
+                self.forward(&mut conv, &event, thread_id, &job.event_id, attempt)
                     .await
             }
-            "incoming_chat" => self.incoming_chat(&mut conv, job).await,
+            "incoming_chat" => self.incoming_chat(&mut conv, job, attempt).await,
             "events_marked_as_seen" => self.mark_seen(&mut conv, job).await,
             "chat_deactivated" => {
                 let customers = self.customers();
@@ -305,6 +327,7 @@ impl Outbound {
         &self,
         conv: &mut Conversation,
         job: &LivechatEventJob,
+        attempt: Attempt,
     ) -> Result<Outcome, Fail> {
         let chat_id = conv.route.chat_id.clone();
         let thread = job
@@ -342,7 +365,10 @@ impl Outbound {
             };
             // The same key as this event's own `incoming_event` would get: sent once either way.
             let key = format!("{chat_id}:{id}");
-            match self.forward(conv, event, thread_id.clone(), &key).await? {
+            match self
+                .forward(conv, event, thread_id.clone(), &key, attempt)
+                .await?
+            {
                 Outcome::Done | Outcome::Skipped(_) => {}
                 other => return Ok(other),
             }
@@ -356,17 +382,10 @@ impl Outbound {
         event: &Value,
         thread_id: Option<String>,
         key: &str,
+        attempt: Attempt,
     ) -> Result<Outcome, Fail> {
-        let org = conv.inst.organization_id.clone();
-        let event_id = event
-            .get("id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let author_id = event
-            .get("author_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
+        let (event_id, author_id) = (field("id").to_string(), field("author_id"));
         let Some(contact) = self.contact(conv).await? else {
             return Ok(Outcome::Skipped("no contact for the chat"));
         };
@@ -376,98 +395,48 @@ impl Outbound {
         let Some((messages, note)) = messages_for(event) else {
             return Ok(Outcome::Skipped("event type not forwarded to Instagram"));
         };
-
-        let now = self.clock.now();
-        let idem_key = IdempotencyRecord::key_for(&org, "livechat", key);
-        let mut claim = match self.repo.get::<IdempotencyRecord>(&idem_key).await? {
-            Some(r) if r.state == IdempotencyState::Done => {
-                return Ok(Outcome::Skipped("already sent"));
-            }
-            Some(r) => r,
-            None => {
-                let r = IdempotencyRecord {
-                    organization_id: org.clone(),
-                    scope: "livechat".into(),
-                    event_id: key.to_string(),
-                    state: IdempotencyState::InProgress,
-                    claimed_at: now,
-                    completed_at: None,
-                    expires_at: now.timestamp() + IDEMPOTENCY_TTL_SECS,
-                    parts_done: 0,
-                };
-                match self.repo.put(&r, Condition::IfAbsent).await {
-                    Ok(()) => r,
-                    Err(StoreError::ConditionFailed) => {
-                        return Ok(Outcome::Skipped("claimed by another attempt"));
-                    }
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        let org = conv.inst.organization_id.clone();
+        let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
+        let Some((mut claim, _)) = claimed.into_record() else {
+            return Ok(Outcome::Skipped("already sent"));
         };
         let notice_id = format!("ig:notice:{key}");
-
-        let win = window(contact.last_customer_message_at, now, author_of(author_id));
-        let refusal = match win {
-            Window::ClosedForBots => Some(
-                "Not sent to Instagram: more than 24 hours have passed since the customer's last message, and automated replies are only allowed within 24 hours. A human agent can still reply for up to 7 days.",
-            ),
-            Window::Closed => Some(
-                "Not sent to Instagram: more than 7 days have passed since the customer's last message. Instagram allows a reply only after the customer writes again.",
-            ),
-            _ => None,
-        };
-        if let Some(text) = refusal {
-            self.tell(conv, text, &notice_id).await?;
-            return self.finish(claim).await;
-        }
-        if conv.conn.status == ConnectionStatus::Disconnected || conv.conn.page_token.is_none() {
-            // Nothing to send through, and nothing to keep: the agent is told, not the DLQ.
-            let text = format!(
-                "Not sent to Instagram: this Instagram account is no longer connected to igbridge (the Facebook user removed the app or asked for their data to be deleted). An admin can connect it again at {}/install.",
-                self.public_base_url
-            );
+        let win = window(
+            contact.last_customer_message_at,
+            self.clock.now(),
+            author_of(author_id),
+        );
+        if let Some(text) = self.cannot_send(conv, win) {
             self.tell(conv, &text, &notice_id).await?;
             return self.finish(claim).await;
         }
-
-        let token = self.page_token(conv)?;
-        let igsid = contact.igsid.clone();
-        for (i, message) in messages.iter().enumerate().skip(claim.parts_done as usize) {
-            let pending = PendingSend {
-                organization_id: org.clone(),
-                ig_account_id: conv.route.ig_account_id.clone(),
-                igsid: igsid.clone(),
-                livechat_event_id: format!("{key}#{i}"),
-                started_at: self.clock.now(),
-                expires_at: now.timestamp() + PENDING_TTL_SECS,
-            };
-            // Written before the call, so an echo that beats the response waits for it.
-            self.repo.put(&pending, Condition::Always).await?;
-            let sent = self
-                .graph
-                .send_message(
-                    &conv.conn.page_id,
-                    &token,
-                    &message_body(&igsid, message.clone(), win),
-                )
+        if let Some((why, wait)) = self.paused(conv).await? {
+            return self
+                .held(conv, &mut claim, attempt, &why, wait, &notice_id)
                 .await;
-            let result = match sent {
-                Ok(resp) => {
-                    if let Some(mid) = resp.get("message_id").and_then(Value::as_str) {
-                        self.record(conv, mid, &event_id, thread_id.clone(), i == 0)
+        }
+        let token = self.page_token(conv)?;
+        for (i, message) in messages.iter().enumerate().skip(claim.parts_done as usize) {
+            let part = format!("{key}#{i}");
+            let body = message_body(&contact.igsid, message.clone(), win);
+            match self.send_part(conv, &token, &part, message, &body).await? {
+                Ok(PartSent::Sent(mid)) => {
+                    if let Some(mid) = mid {
+                        self.record(conv, &mid, &event_id, thread_id.clone(), i == 0)
                             .await?;
                     }
                     claim.parts_done = i as u32 + 1;
-                    self.repo.put(&claim, Condition::Always).await?;
-                    Ok(())
+                    self.claims().progress(&mut claim).await?;
+                    let pending = self.pending_key(conv, &part);
+                    self.repo.remove(&pending, Condition::Always).await?;
                 }
-                Err(e) => Err(e),
-            };
-            self.repo
-                .remove(&Record::key(&pending), Condition::Always)
-                .await?;
-            if let Err(e) = result {
-                return self.failed(conv, claim, e, &notice_id).await;
+                Ok(PartSent::Unconfirmed) => {
+                    let why = "Instagram has not confirmed an earlier attempt yet";
+                    return self
+                        .held(conv, &mut claim, attempt, why, ECHO_POLL, &notice_id)
+                        .await;
+                }
+                Err(e) => return self.failed(conv, &mut claim, e, &notice_id, attempt).await,
             }
         }
         if let Some(note) = note {
@@ -476,16 +445,182 @@ impl Outbound {
         self.finish(claim).await
     }
 
-    async fn finish(&self, claim: IdempotencyRecord) -> Result<Outcome, Fail> {
-        let done = IdempotencyRecord {
-            state: IdempotencyState::Done,
-            completed_at: Some(self.clock.now()),
-            ..claim
-        };
-        self.repo.put(&done, Condition::Always).await?;
-        Ok(Outcome::Done)
+    /// Why a message cannot be sent at all (the agent is told, nothing is parked), if so.
+    fn cannot_send(&self, conv: &Conversation, win: Window) -> Option<String> {
+        match win {
+            Window::ClosedForBots => return Some("Not sent to Instagram: more than 24 hours have passed since the customer's last message, and automated replies are only allowed within 24 hours. A human agent can still reply for up to 7 days.".into()),
+            Window::Closed => return Some("Not sent to Instagram: more than 7 days have passed since the customer's last message. Instagram allows a reply only after the customer writes again.".into()),
+            _ => {}
+        }
+        (conv.conn.status == ConnectionStatus::Disconnected || conv.conn.page_token.is_none()).then(|| format!(
+            "Not sent to Instagram: this Instagram account is no longer connected to igbridge (the Facebook user removed the app or asked for their data to be deleted). An admin can connect it again at {}/install.",
+            self.public_base_url
+        ))
     }
 
+    fn pending_key(&self, conv: &Conversation, part: &str) -> crate::store::Key {
+        PendingSend::key_for(
+            &conv.inst.organization_id,
+            &conv.route.ig_account_id,
+            &conv.route.igsid,
+            part,
+        )
+    }
+
+    /// Sends one part at most once. The pending send is written first; an earlier attempt's
+    /// pending send means its message may have gone out: its echo (which gives it a `mid`) or,
+    /// after [`ECHO_WINDOW`] without one, a new attempt decides. A failure after which Meta
+    /// may have sent the message leaves the pending send for its echo.
+    async fn send_part(
+        &self,
+        conv: &Conversation,
+        token: &SecretString,
+        part: &str,
+        message: &Value,
+        body: &Value,
+    ) -> Result<Result<PartSent, GraphError>, Fail> {
+        let now = self.clock.now();
+        let key = self.pending_key(conv, part);
+        match self.repo.get::<PendingSend>(&key).await? {
+            Some(p) if p.mid.is_some() => return Ok(Ok(PartSent::Sent(p.mid))),
+            Some(p) if now - p.started_at < ECHO_WINDOW => return Ok(Ok(PartSent::Unconfirmed)),
+            Some(mut p) => {
+                tracing::warn!(
+                    attempts = p.attempts,
+                    "no echo within the window; sending again"
+                );
+                p.started_at = now;
+                p.attempts += 1;
+                self.repo.save(&mut p).await?;
+            }
+            None => {
+                let mut p = PendingSend {
+                    organization_id: conv.inst.organization_id.clone(),
+                    ig_account_id: conv.route.ig_account_id.clone(),
+                    igsid: conv.route.igsid.clone(),
+                    livechat_event_id: part.to_string(),
+                    started_at: now,
+                    fingerprint: self.echoes(conv).fingerprint(message).await?,
+                    attempts: 1,
+                    mid: None,
+                    expires_at: now.timestamp() + PENDING_TTL_SECS,
+                    version: 0,
+                };
+                self.repo.create(&mut p).await?;
+            }
+        }
+        match self
+            .graph
+            .send_message(&conv.conn.page_id, token, body)
+            .await
+        {
+            Ok(sent) => {
+                if sent.usage.should_hold() {
+                    let wait = sent.usage.wait.unwrap_or(DEFAULT_PAUSE);
+                    self.pause(
+                        conv,
+                        wait,
+                        "Instagram reports this account near its rate limit".into(),
+                    )
+                    .await?;
+                }
+                Ok(Ok(PartSent::Sent(sent.message_id)))
+            }
+            Err(e) if e.may_have_been_accepted() => {
+                tracing::warn!(error = %e, "Send API answer lost; waiting for the echo before any resend");
+                Ok(Ok(PartSent::Unconfirmed))
+            }
+            Err(e) => {
+                // Refused: nothing went out, so the next attempt starts afresh.
+                self.repo.remove(&key, Condition::Always).await?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    fn echoes<'a>(&'a self, conv: &'a Conversation) -> Echoes<'a> {
+        Echoes {
+            repo: &self.repo,
+            keys: &self.keys,
+            org: &conv.inst.organization_id,
+            ig: &conv.route.ig_account_id,
+            igsid: &conv.route.igsid,
+        }
+    }
+
+    /// The account's send pause, if one is on: why, and how long is left.
+    async fn paused(&self, conv: &Conversation) -> Result<Option<(String, Duration)>, Fail> {
+        let key = SendPause::key_for(&conv.inst.organization_id, &conv.route.ig_account_id);
+        let now = self.clock.now();
+        Ok(self
+            .repo
+            .get::<SendPause>(&key)
+            .await?
+            .filter(|p| p.until > now)
+            .map(|p| (p.reason, (p.until - now).to_std().unwrap_or_default())))
+    }
+
+    /// Holds every send to the account for `wait`.
+    async fn pause(&self, conv: &Conversation, wait: Duration, reason: String) -> Result<(), Fail> {
+        let until = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let pause = SendPause {
+            organization_id: conv.inst.organization_id.clone(),
+            ig_account_id: conv.route.ig_account_id.clone(),
+            until,
+            reason,
+            expires_at: until.timestamp() + 24 * 3600,
+        };
+        self.repo.put(&pause, Condition::Always).await?;
+        Ok(())
+    }
+
+    /// A message that must wait: retried after `after`; the agent is told once when it has been
+    /// held over [`DELAY_NOTICE_AFTER`], and again when it is finally parked.
+    async fn held(
+        &self,
+        conv: &mut Conversation,
+        claim: &mut IdempotencyRecord,
+        attempt: Attempt,
+        why: &str,
+        after: Duration,
+        notice_id: &str,
+    ) -> Result<Outcome, Fail> {
+        let minutes = attempt.held_for.num_minutes();
+        if attempt.last {
+            let text = format!(
+                "Not sent to Instagram: {why}, and that did not clear for {minutes} minutes. The message is kept for an operator, who can send it again once Instagram accepts messages."
+            );
+            self.tell(conv, &text, &format!("{notice_id}:parked"))
+                .await?;
+            return Ok(Outcome::Park(format!("held {minutes} min: {why}")));
+        }
+        if attempt.held_for > DELAY_NOTICE_AFTER && !claim.delay_told {
+            let text = format!(
+                "Delayed: not delivered to Instagram yet ({minutes} minutes so far) because {}. It will be sent automatically, in order, as soon as Instagram accepts it.",
+                lowercase_first(why)
+            );
+            self.tell(conv, &text, &format!("{notice_id}:delayed"))
+                .await?;
+            claim.delay_told = true;
+            self.claims().progress(claim).await?;
+        }
+        Ok(Outcome::Retry {
+            reason: why.to_string(),
+            after: Some(after),
+        })
+    }
+
+    fn claims(&self) -> Claims {
+        Claims {
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    async fn finish(&self, claim: IdempotencyRecord) -> Result<Outcome, Fail> {
+        self.claims().finish(claim).await?;
+        Ok(Outcome::Done)
+    }
     /// Records a sent message so its echo is recognised and unsends/reactions can find it.
     async fn record(
         &self,
@@ -536,15 +671,16 @@ impl Outbound {
     async fn failed(
         &self,
         conv: &mut Conversation,
-        claim: IdempotencyRecord,
+        claim: &mut IdempotencyRecord,
         e: GraphError,
         notice_id: &str,
+        attempt: Attempt,
     ) -> Result<Outcome, Fail> {
         let code = graph_code(&e);
         if e.is_outside_window() {
             let text = "Not sent to Instagram: the messaging window is closed. The customer must write again before you can reply.";
             self.tell(conv, text, notice_id).await?;
-            return self.finish(claim).await;
+            return self.finish(claim.clone()).await;
         }
         if e.is_token_invalid() {
             conv.conn.status = ConnectionStatus::Broken;
@@ -560,8 +696,22 @@ impl Outbound {
                 "Instagram Page token invalid (code 190); reconnect, then redrive".into(),
             ));
         }
+        if e.is_throttled() {
+            let why = format!(
+                "Instagram is limiting how fast this account may send (Meta error {})",
+                code.map_or("429".into(), |c| c.to_string())
+            );
+            let wait = e
+                .retry_after()
+                .unwrap_or_else(|| RetryPolicy::REDELIVERY.delay(attempt.number));
+            self.pause(conv, wait, why.clone()).await?;
+            return self.held(conv, claim, attempt, &why, wait, notice_id).await;
+        }
         if e.is_transient() {
-            return Err(Fail::Retry(format!("Send API: {e}")));
+            let why = "Instagram is not answering right now";
+            tracing::warn!(error = %e, "Send API failed transiently");
+            let wait = RetryPolicy::REDELIVERY.delay(attempt.number);
+            return self.held(conv, claim, attempt, why, wait, notice_id).await;
         }
         let detail = match &e {
             GraphError::Api { message, .. } => message.clone(),
@@ -575,6 +725,19 @@ impl Outbound {
         Ok(Outcome::Park(format!(
             "Send API refused the message: code {code:?}"
         )))
+    }
+}
+
+/// "Instagram is …" → "instagram is …" reads wrong; only a leading capital that starts a
+/// sentence is lowered, names keep theirs.
+fn lowercase_first(s: &str) -> String {
+    if s.starts_with("Instagram") || s.starts_with("Meta") {
+        return s.to_string();
+    }
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
     }
 }
 

@@ -96,6 +96,11 @@ pub fn pending_sends(org: &str, ig: &str, igsid: &str) -> String {
     format!("{}{igsid}", pending_sends_of(org, ig))
 }
 
+/// The send pause of one Instagram account (Meta throttled it or its usage is near the limit).
+pub fn send_pause(org: &str, ig: &str) -> Key {
+    Key::new(format!("{}#PAUSE#{ig}", organization(org)), "PAUSE")
+}
+
 /// A used install flow (single use).
 pub fn oauth_state(nonce: &str) -> Key {
     Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")

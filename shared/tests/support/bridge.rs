@@ -428,6 +428,38 @@ impl Harness {
     }
 }
 
+pub const CHAT: &str = "CHAT000001";
+pub const SEND: &str = "/v25.0/PAGE-17841400000000001/messages";
+
+/// A LiveChat `incoming_event` webhook for an agent event in the seeded chat.
+pub fn agent_event(id: &str, event: Value) -> Value {
+    let mut e = event;
+    e["id"] = json!(id);
+    if e.get("author_id").is_none() {
+        e["author_id"] = json!("agent1@example.com");
+    }
+    if e.get("visibility").is_none() {
+        e["visibility"] = json!("all");
+    }
+    json!({"webhook_id": "WEBHOOK_ID_0001", "secret_key": "lc-webhook-secret", "action": "incoming_event",
+           "organization_id": ORG, "payload": {"chat_id": CHAT, "thread_id": "THREAD0002", "event": e}, "additional_data": {}})
+}
+
+/// An agent's text message in the seeded chat.
+pub fn text_event(id: &str, text: &str) -> Value {
+    agent_event(
+        id,
+        json!({"type": "message", "text": text, "created_at": "2026-03-01T12:00:00.000000Z"}),
+    )
+}
+
+/// The harness with a contact in chat [`CHAT`] whose customer last wrote `ago` before now.
+pub async fn ready(ago: Option<chrono::Duration>) -> Harness {
+    let h = Harness::new().await;
+    h.seed_contact(ORG, IG, IGSID, CHAT, ago).await;
+    h
+}
+
 /// The customer token a seeded contact holds.
 pub fn customer_token(igsid: &str) -> String {
     format!("dal:CUSTOMER-TOKEN-{igsid}")

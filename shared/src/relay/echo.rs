@@ -1,0 +1,117 @@
+//! Knowing our own sends in Meta's echoes. Meta echoes every message the business sends (this
+//! app's, another app's, or one typed in the Instagram app) with its `mid`. The bridge must not
+//! show its own messages to the agents again, and — because the Send API has no idempotency key
+//! — an echo is also how an attempt whose answer was lost learns that its message went out.
+//!
+//! A send writes a [`PendingSend`] before calling Meta, holding a keyed fingerprint of what it
+//! sends (never the text). An echo is ours when its `mid` was recorded (a [`MessageLink`] of the
+//! answer, or a pending send that an earlier echo resolved), or when its content matches an
+//! unresolved pending send of the conversation: that send then gets the echo's `mid`, and the
+//! outbound worker, finding it, records the message instead of sending it again.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::datakey::DataKeys;
+use crate::domain::{Direction, MessageLink, PendingSend};
+use crate::instagram::send::echo_signature;
+use crate::store::{Repo, StoreError};
+
+/// How long after an attempt starts its answer may still record the `mid`: an echo that matches
+/// nothing while such an attempt is in flight waits for it.
+pub const IN_FLIGHT_SECS: i64 = 30;
+/// How long such an echo waits before it is looked at again.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(10);
+
+/// What an echo is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EchoOf {
+    /// A message this app sent: never shown again.
+    Ours,
+    /// Possibly ours: a send whose answer may still come is in flight; look again later.
+    Undecided,
+    /// Sent by someone else for the business (the Instagram app, another tool): shown to the
+    /// agents as a staff message.
+    Staff,
+}
+
+/// One conversation's echo bookkeeping.
+pub(crate) struct Echoes<'a> {
+    pub repo: &'a Repo,
+    pub keys: &'a DataKeys,
+    pub org: &'a str,
+    pub ig: &'a str,
+    pub igsid: &'a str,
+}
+
+impl Echoes<'_> {
+    /// The fingerprint a pending send of `message` (a Send API `message`) carries: empty when
+    /// the message has no signature or the organization no data key (it then matches nothing).
+    pub async fn fingerprint(&self, message: &Value) -> Result<String, StoreError> {
+        let Some(signature) = echo_signature(message) else {
+            return Ok(String::new());
+        };
+        let Some(key) = self.keys.to_open(self.org).await? else {
+            return Ok(String::new());
+        };
+        let conversation = format!("{}:{}", self.ig, self.igsid);
+        Ok(key.fingerprint(&format!("echo:{conversation}"), &signature))
+    }
+
+    /// Decides what the echo `message` (with its `mid`) is, resolving the pending send it
+    /// matches.
+    pub async fn recognise(
+        &self,
+        mid: &str,
+        message: &Value,
+        now: DateTime<Utc>,
+    ) -> Result<EchoOf, StoreError> {
+        let link = self
+            .repo
+            .get::<MessageLink>(&MessageLink::key_for(self.org, self.ig, mid))
+            .await?;
+        if link.is_some_and(|l| l.direction == Direction::Outbound) {
+            return Ok(EchoOf::Ours);
+        }
+        let mut pending = self
+            .repo
+            .query_prefix::<PendingSend>(&PendingSend::partition(self.org, self.ig, self.igsid), "")
+            .await?;
+        if pending.iter().any(|p| p.mid.as_deref() == Some(mid)) {
+            return Ok(EchoOf::Ours);
+        }
+        let fingerprint = self.fingerprint(message).await?;
+        pending.sort_by_key(|p| p.started_at);
+        for p in pending.iter_mut() {
+            if fingerprint.is_empty() || p.mid.is_some() || p.fingerprint != fingerprint {
+                continue;
+            }
+            let resolved = self
+                .repo
+                .update(p, |p| {
+                    if p.mid.is_some() {
+                        return false;
+                    }
+                    p.mid = Some(mid.to_string());
+                    true
+                })
+                .await;
+            match resolved {
+                Ok(true) => return Ok(EchoOf::Ours),
+                // Another echo resolved it, or the send finished and removed it.
+                Ok(false) | Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        let in_flight = pending
+            .iter()
+            .any(|p| p.mid.is_none() && (now - p.started_at).num_seconds() < IN_FLIGHT_SECS);
+        Ok(if in_flight {
+            EchoOf::Undecided
+        } else {
+            EchoOf::Staff
+        })
+    }
+}
