@@ -47,6 +47,26 @@ pub(crate) struct Echoes<'a> {
 }
 
 impl Echoes<'_> {
+    /// Gives the pending send the echo's `mid`; false if another echo did first or the send
+    /// completed meanwhile.
+    async fn resolve(&self, p: &mut PendingSend, mid: &str) -> Result<bool, StoreError> {
+        let resolved = self
+            .repo
+            .update(p, |p| {
+                if p.mid.is_some() {
+                    return false;
+                }
+                p.mid = Some(mid.to_string());
+                true
+            })
+            .await;
+        match resolved {
+            Ok(done) => Ok(done),
+            Err(StoreError::ConditionFailed) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The fingerprint a pending send of `message` (a Send API `message`) carries: empty when
     /// the message has no signature or the organization no data key (it then matches nothing).
     pub async fn fingerprint(&self, message: &Value) -> Result<String, StoreError> {
@@ -71,10 +91,8 @@ impl Echoes<'_> {
         let link = self
             .repo
             .get::<MessageLink>(&MessageLink::key_for(self.org, self.ig, mid))
-            .await?;
-        if link.is_some_and(|l| l.direction == Direction::Outbound) {
-            return Ok(EchoOf::Ours);
-        }
+            .await?
+            .filter(|l| l.direction == Direction::Outbound);
         let mut pending = self
             .repo
             .query_prefix::<PendingSend>(&PendingSend::partition(self.org, self.ig, self.igsid), "")
@@ -82,28 +100,23 @@ impl Echoes<'_> {
         if pending.iter().any(|p| p.mid.as_deref() == Some(mid)) {
             return Ok(EchoOf::Ours);
         }
+        // A recorded mid may still belong to a pending send: the attempt that recorded it died
+        // before clearing the send. Only a send started before the record may take it, so a
+        // late echo of an earlier message with the same text cannot complete a newer send.
+        let recorded_at = link.as_ref().map(|l| l.created_at);
         let fingerprint = self.fingerprint(message).await?;
         pending.sort_by_key(|p| p.started_at);
         for p in pending.iter_mut() {
-            if fingerprint.is_empty() || p.mid.is_some() || p.fingerprint != fingerprint {
+            let matches = !fingerprint.is_empty() && p.fingerprint == fingerprint;
+            if !matches || p.mid.is_some() || recorded_at.is_some_and(|t| p.started_at > t) {
                 continue;
             }
-            let resolved = self
-                .repo
-                .update(p, |p| {
-                    if p.mid.is_some() {
-                        return false;
-                    }
-                    p.mid = Some(mid.to_string());
-                    true
-                })
-                .await;
-            match resolved {
-                Ok(true) => return Ok(EchoOf::Ours),
-                // Another echo resolved it, or the send finished and removed it.
-                Ok(false) | Err(StoreError::ConditionFailed) => continue,
-                Err(e) => return Err(e),
+            if self.resolve(p, mid).await? {
+                return Ok(EchoOf::Ours);
             }
+        }
+        if link.is_some() {
+            return Ok(EchoOf::Ours);
         }
         let in_flight = pending
             .iter()
