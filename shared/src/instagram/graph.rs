@@ -608,6 +608,45 @@ mod tests {
         assert!(!api(400, 10, Some(2534022)).is_transient());
     }
 
+    /// A server that reads the whole request (so it may have acted on it) and then resets the
+    /// connection: the client must treat the send as possibly delivered, not as never sent.
+    #[tokio::test]
+    async fn a_connection_reset_after_the_request_reached_meta_is_unanswered() {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 8192];
+            let _ = s.read(&mut buf).await.unwrap();
+            s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+            drop(s); // RST
+        });
+        let graph = GraphClient::new(
+            crate::http::client(),
+            &format!("http://{addr}"),
+            "v25.0",
+            SecretString::from("secret".to_string()),
+        );
+        let token = SecretString::from("PAGE-TOKEN".to_string());
+        let body = serde_json::json!({"recipient": {"id": "1"}, "message": {"text": "hi"}});
+        let err = graph.send_message("PAGE", &token, &body).await.unwrap_err();
+        assert!(err.may_have_been_accepted(), "{err:?}");
+        assert!(err.is_transient());
+        // Nobody listening: the request never left, so nothing can have been sent.
+        let closed = GraphClient::new(
+            crate::http::client(),
+            "http://127.0.0.1:9",
+            "v25.0",
+            SecretString::from("secret".to_string()),
+        );
+        let err = closed
+            .send_message("PAGE", &token, &body)
+            .await
+            .unwrap_err();
+        assert!(!err.may_have_been_accepted(), "{err:?}");
+    }
+
     #[test]
     fn which_failures_may_hide_a_delivered_message() {
         let transport = |unanswered| GraphError::Transport {
