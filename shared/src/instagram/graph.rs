@@ -619,7 +619,7 @@ mod tests {
             let (mut s, _) = listener.accept().await.unwrap();
             let mut buf = vec![0u8; 8192];
             let _ = s.read(&mut buf).await.unwrap();
-            s.set_linger(Some(std::time::Duration::ZERO)).unwrap();
+            s.set_zero_linger().unwrap();
             drop(s); // RST
         });
         let graph = GraphClient::new(
