@@ -3,48 +3,18 @@
 //! events/local.env configures `cargo lambda watch`: every one is accepted.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
-use shared::app::Services;
-use shared::clock::SystemClock;
-use shared::config::{Config, Settings};
 use shared::jobs::Envelope;
 use shared::lifecycle::sweeper::SweepInput;
 use shared::routes::ROUTES;
 use tower::ServiceExt;
 
-fn events_dir() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../events")
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(events_dir().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// events/local.env, as `cargo lambda watch --env-file` reads it.
-fn local_settings() -> Settings {
-    Settings::from_pairs(read("local.env").lines().filter_map(|line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            return None;
-        }
-        let (k, v) = line.split_once('=')?;
-        let v = v.trim();
-        let v = v
-            .strip_prefix('"')
-            .and_then(|v| v.strip_suffix('"'))
-            .unwrap_or(v);
-        Some((k.trim().to_string(), v.to_string()))
-    }))
-}
-
-fn services() -> Services {
-    let config = Config::from_settings(&local_settings()).expect("events/local.env is complete");
-    Services::memory(config, Arc::new(SystemClock))
-}
+#[path = "support/samples.rs"]
+mod samples;
+use samples::*;
 
 /// Each API Gateway sample and what its function answers on an empty installation.
 const API_EVENTS: &[(&str, u16)] = &[
