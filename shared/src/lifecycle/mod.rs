@@ -335,22 +335,17 @@ impl Lifecycle {
             let Ok(Some(contact)) = self.repo.get::<Contact>(key).await else {
                 continue;
             };
-            let Ok(Some(mut session)) = customers.find(&mut inst, ig, &contact.igsid).await else {
+            let found = customers.session(inst.clone(), ig, &contact.igsid, false);
+            let Ok(Some(mut session)) = found.await else {
                 continue;
             };
             let text = "The Instagram account connected to this chat was disconnected. Messages are no longer bridged.";
-            if customers
-                .notice(
-                    &mut inst,
-                    &mut session,
-                    text,
-                    &format!("ig:disconnected:{ig}"),
-                )
-                .await
-                .is_err()
-            {
+            let told = session.notice(text, &format!("ig:disconnected:{ig}")).await;
+            if told.is_err() {
                 tracing::warn!(organization_id = %org, "could not tell a chat about the disconnection");
             }
+            // The session may have refreshed the installation's tokens.
+            inst = session.inst;
         }
     }
 

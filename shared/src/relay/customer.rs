@@ -79,12 +79,17 @@ impl Fail {
     }
 }
 
-/// A customer identity ready to act.
-pub(crate) struct Session {
+/// One Instagram customer acting in LiveChat. It owns what acting takes — the installation
+/// (whose agent token grants customer tokens, refreshed when due), the contact and a valid
+/// customer token — and renews the customer token once when LiveChat refuses it, so handlers
+/// pass one value around instead of the installation, contact and token separately.
+pub(crate) struct CustomerSession {
+    customers: Customers,
+    /// The installation (its tokens may be refreshed while acting).
+    pub inst: Installation,
     /// The contact record (saved by the caller when changed).
     pub contact: Contact,
-    /// A valid customer token.
-    pub token: SecretString,
+    token: SecretString,
 }
 
 /// The customer-side toolkit.
@@ -176,53 +181,7 @@ impl Customers {
             .cipher
             .open(refresh, &token_context(&org, "livechat.refresh_token"))?;
         match self.livechat.refresh(&refresh).await {
-            Ok(set) => {
-                let now = self.clock.now();
-                let access = self.cipher.seal(
-                    &set.access_token,
-                    &token_context(&org, "livechat.access_token"),
-                );
-                let rotated = set.refresh_token.as_ref().map(|rt| {
-                    self.cipher
-                        .seal(rt, &token_context(&org, "livechat.refresh_token"))
-                });
-                let stored = self
-                    .release_lease(inst, |i| {
-                        i.access_token = Some(access.clone());
-                        if let Some(rt) = &rotated {
-                            i.refresh_token = Some(rt.clone());
-                        }
-                        i.access_token_expires_at =
-                            Some(now + chrono::Duration::seconds(set.expires_in));
-                        i.updated_at = now;
-                    })
-                    .await?;
-                if !stored {
-                    // Uninstalled while LiveChat answered: these tokens must not live on.
-                    let newest = set.refresh_token.as_ref().unwrap_or(&set.access_token);
-                    if self.livechat.revoke(newest).await.is_err() {
-                        // The sweeper retries it until it succeeds or the purge.
-                        let pending = PendingRevocation {
-                            organization_id: org.clone(),
-                            id: format!("livechat:{}", now.timestamp_millis()),
-                            revocation: Revocation::Livechat {
-                                token: self
-                                    .cipher
-                                    .seal(newest, &token_context(&org, "livechat.revoke")),
-                            },
-                            attempts: 1,
-                            expires_at: inst
-                                .expires_at
-                                .unwrap_or(now.timestamp() + crate::domain::PURGE_AFTER_SECS),
-                        };
-                        self.repo
-                            .put(&pending, crate::store::Condition::Always)
-                            .await?;
-                    }
-                    return Err(Fail::Retry("the installation was uninstalled".into()));
-                }
-                Ok(set.access_token)
-            }
+            Ok(set) => self.store_refreshed(inst, set).await,
             Err(e) if e.is_client_refused() => {
                 self.release_lease(inst, |_| {}).await?;
                 // The app's own credentials: the operator must fix LIVECHAT_CLIENT_SECRET (the
@@ -254,6 +213,69 @@ impl Customers {
                 Err(e.into())
             }
         }
+    }
+
+    /// Stores refreshed tokens and releases the lease in one versioned write; tokens that
+    /// arrive after an uninstall are revoked instead (or queued for the sweeper to revoke).
+    async fn store_refreshed(
+        &self,
+        inst: &mut Installation,
+        set: crate::livechat::TokenSet,
+    ) -> Result<SecretString, Fail> {
+        let org = inst.organization_id.clone();
+        let now = self.clock.now();
+        let access = self.cipher.seal(
+            &set.access_token,
+            &token_context(&org, "livechat.access_token"),
+        );
+        let rotated = set.refresh_token.as_ref().map(|rt| {
+            self.cipher
+                .seal(rt, &token_context(&org, "livechat.refresh_token"))
+        });
+        let stored = self
+            .release_lease(inst, |i| {
+                i.access_token = Some(access.clone());
+                if let Some(rt) = &rotated {
+                    i.refresh_token = Some(rt.clone());
+                }
+                i.access_token_expires_at = Some(now + chrono::Duration::seconds(set.expires_in));
+                i.updated_at = now;
+            })
+            .await?;
+        if !stored {
+            // Uninstalled while LiveChat answered: these tokens must not live on.
+            let newest = set.refresh_token.as_ref().unwrap_or(&set.access_token);
+            self.revoke_unstored(inst, newest).await?;
+            return Err(Fail::Retry("the installation was uninstalled".into()));
+        }
+        Ok(set.access_token)
+    }
+
+    /// Revokes a token that must not be kept; if LiveChat cannot be reached, the sweeper
+    /// retries it until it succeeds or the purge.
+    async fn revoke_unstored(&self, inst: &Installation, token: &SecretString) -> Result<(), Fail> {
+        if self.livechat.revoke(token).await.is_ok() {
+            return Ok(());
+        }
+        let org = inst.organization_id.clone();
+        let now = self.clock.now();
+        let pending = PendingRevocation {
+            organization_id: org.clone(),
+            id: format!("livechat:{}", now.timestamp_millis()),
+            revocation: Revocation::Livechat {
+                token: self
+                    .cipher
+                    .seal(token, &token_context(&org, "livechat.revoke")),
+            },
+            attempts: 1,
+            expires_at: inst
+                .expires_at
+                .unwrap_or(now.timestamp() + crate::domain::PURGE_AFTER_SECS),
+        };
+        self.repo
+            .put(&pending, crate::store::Condition::Always)
+            .await?;
+        Ok(())
     }
 
     /// Applies `change`, clears the lease, and saves (re-applying on a conflict); false when the
@@ -297,20 +319,22 @@ impl Customers {
         }
     }
 
-    /// The existing customer for an IGSID, with a valid token.
-    pub async fn find(
+    /// The session of the customer behind an IGSID: the existing one (its customer token
+    /// renewed when due), or — when `create` is set — a new LiveChat customer, saved at once so
+    /// a retry reuses it. `None` when there is none and none is to be made.
+    pub async fn session(
         &self,
-        inst: &mut Installation,
+        inst: Installation,
         ig: &str,
         igsid: &str,
-    ) -> Result<Option<Session>, Fail> {
-        let org = inst.organization_id.clone();
-        let Some(contact) = self
-            .repo
-            .get::<Contact>(&Contact::key_for(&org, ig, igsid))
-            .await?
-        else {
-            return Ok(None);
+        create: bool,
+    ) -> Result<Option<CustomerSession>, Fail> {
+        let key = Contact::key_for(&inst.organization_id, ig, igsid);
+        let Some(contact) = self.repo.get::<Contact>(&key).await? else {
+            return match create {
+                true => self.create(inst, ig, igsid).await.map(Some),
+                false => Ok(None),
+            };
         };
         let now = self.clock.now();
         let cached = match (&contact.customer_token, contact.customer_token_expires_at) {
@@ -319,27 +343,27 @@ impl Customers {
             }
             _ => None,
         };
-        Ok(Some(match cached {
-            Some(token) => Session { contact, token },
-            None => {
-                let mut s = Session {
-                    contact,
-                    token: SecretString::from(String::new()),
-                };
-                self.regrant(inst, &mut s).await?;
-                s
-            }
-        }))
+        let stale = cached.is_none();
+        let mut session = CustomerSession {
+            customers: self.clone(),
+            inst,
+            contact,
+            token: cached.unwrap_or_else(|| SecretString::from(String::new())),
+        };
+        if stale {
+            session.regrant().await?;
+        }
+        Ok(Some(session))
     }
 
     /// A new LiveChat customer for an IGSID, saved at once so a retry reuses it.
-    pub async fn create(
+    async fn create(
         &self,
-        inst: &mut Installation,
+        mut inst: Installation,
         ig: &str,
         igsid: &str,
-    ) -> Result<Session, Fail> {
-        let granted = self.grant(inst, None).await?;
+    ) -> Result<CustomerSession, Fail> {
+        let granted = self.grant(&mut inst, None).await?;
         let now = self.clock.now();
         let mut contact = Contact {
             organization_id: inst.organization_id.clone(),
@@ -362,84 +386,72 @@ impl Customers {
                 .seal(&granted.access_token, &customer_token_context(&contact)),
         );
         self.repo.create(&mut contact).await?;
-        Ok(Session {
+        Ok(CustomerSession {
+            customers: self.clone(),
+            inst,
             contact,
             token: granted.access_token,
         })
     }
+}
 
-    /// Renews the customer token (`entity_id` grant) and caches it.
-    pub async fn regrant(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-    ) -> Result<(), Fail> {
-        let entity = session.contact.customer_id.clone();
-        let granted = self.grant(inst, Some(&entity)).await?;
-        session.contact.customer_token = Some(self.cipher.seal(
+impl CustomerSession {
+    /// The organization acted in.
+    pub fn org(&self) -> String {
+        self.inst.organization_id.clone()
+    }
+
+    /// Renews the customer token (`entity_id` grant) and caches it on the contact.
+    async fn regrant(&mut self) -> Result<(), Fail> {
+        let c = &self.customers;
+        let entity = self.contact.customer_id.clone();
+        let granted = c.grant(&mut self.inst, Some(&entity)).await?;
+        self.contact.customer_token = Some(c.cipher.seal(
             &granted.access_token,
-            &customer_token_context(&session.contact),
+            &customer_token_context(&self.contact),
         ));
-        session.contact.customer_token_expires_at =
-            Some(self.clock.now() + chrono::Duration::seconds(granted.expires_in));
-        session.token = granted.access_token;
-        self.repo.save(&mut session.contact).await?;
+        self.contact.customer_token_expires_at =
+            Some(c.clock.now() + chrono::Duration::seconds(granted.expires_in));
+        self.token = granted.access_token;
+        c.repo.save(&mut self.contact).await?;
         Ok(())
     }
 
     /// Runs a customer call, renewing the customer token once if LiveChat refuses it.
-    pub async fn call<T, F, Fut>(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        call: F,
-    ) -> Result<T, Fail>
+    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, Fail>
     where
         F: Fn(LivechatClient, SecretString) -> Fut,
         Fut: Future<Output = Result<T, LivechatError>>,
     {
-        match call(self.livechat.clone(), session.token.clone()).await {
+        let livechat = self.customers.livechat.clone();
+        match call(livechat.clone(), self.token.clone()).await {
             Err(e) if e.is_auth() => {
-                self.regrant(inst, session).await?;
-                Ok(call(self.livechat.clone(), session.token.clone()).await?)
+                self.regrant().await?;
+                Ok(call(livechat, self.token.clone()).await?)
             }
             other => Ok(other?),
         }
     }
 
     /// Calls a Customer Chat API action with a JSON body as this customer.
-    pub async fn action(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        action: &str,
-        body: Value,
-    ) -> Result<Value, Fail> {
-        let org = inst.organization_id.clone();
-        self.call(inst, session, |lc, tok| {
-            let body = body.clone();
-            let org = org.clone();
-            let action = action.to_string();
+    pub async fn action(&mut self, action: &str, body: Value) -> Result<Value, Fail> {
+        let org = self.org();
+        self.call(|lc, tok| {
+            let (body, org, action) = (body.clone(), org.clone(), action.to_string());
             async move { lc.customer_action(&org, &tok, &action, &body).await }
         })
         .await
     }
 
     /// Posts a notice from the bridge into the customer's chat (not attributed to the customer).
-    pub async fn notice(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        text: &str,
-        custom_id: &str,
-    ) -> Result<(), Fail> {
-        let Some(chat_id) = session.contact.chat_id.clone() else {
+    pub async fn notice(&mut self, text: &str, custom_id: &str) -> Result<(), Fail> {
+        let Some(chat_id) = self.contact.chat_id.clone() else {
             return Ok(());
         };
         let event = notice_event(text, custom_id);
-        let org = inst.organization_id.clone();
+        let org = self.org();
         let sent = self
-            .call(inst, session, |lc, tok| {
+            .call(|lc, tok| {
                 let (org, chat_id, event) = (org.clone(), chat_id.clone(), event.clone());
                 async move { lc.send_event(&org, &tok, &chat_id, &event).await }
             })
@@ -449,9 +461,7 @@ impl Customers {
             Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
                 let body =
                     json!({"chat_id": chat_id, "event": event, "attach_to_last_thread": true});
-                self.action(inst, session, "send_event", body)
-                    .await
-                    .map(|_| ())
+                self.action("send_event", body).await.map(|_| ())
             }
             Err(e) => Err(e),
         }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::claim::{Claims, Scope};
-use super::customer::{Customers, Fail, Session, notice_event};
+use super::customer::{CustomerSession, Customers, Fail, notice_event};
 use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{Action, Context, Part, media_event, referral_fields, render, split_text};
 use crate::cipher::TokenCipher;
@@ -77,29 +77,61 @@ impl JobHandler for Inbound {
 
 impl Inbound {
     async fn run(&self, job: &InstagramEventJob) -> Result<Outcome, Fail> {
-        let now = self.clock.now();
+        let (inst, conn) = match self.connection(job).await? {
+            Ok(found) => found,
+            Err(outcome) => return Ok(outcome),
+        };
+        let org = inst.organization_id.clone();
+        let event = classify(&job.field, &job.item);
+        let at = timestamp(&job.item).unwrap_or(self.clock.now());
+        if let InboundEvent::Message(m) = &event {
+            if m.is_echo {
+                if let Some(outcome) = self.echo(&org, job, &m.mid).await? {
+                    return Ok(outcome);
+                }
+            }
+        }
+        // Exactly once: a claim left in progress means an earlier attempt may have reached
+        // LiveChat, so `act` looks there before sending again.
+        let claims = Claims {
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+        };
+        let idem_id = format!("{}:{}", job.ig_account_id, job.event_id);
+        let claimed = claims.claim(&org, Scope::Instagram, &idem_id).await?;
+        let Some((claim, recovering)) = claimed.into_record() else {
+            return Ok(Outcome::Skipped("already delivered"));
+        };
+        let outcome = self.act(inst, &conn, job, &event, at, recovering).await?;
+        claims.finish(claim).await?;
+        Ok(outcome)
+    }
+
+    /// The active installation and live connection the job's account routes to, or what to do
+    /// with a job that has none.
+    async fn connection(
+        &self,
+        job: &InstagramEventJob,
+    ) -> Result<Result<(Installation, InstagramConnection), Outcome>, Fail> {
         let ig = job.ig_account_id.as_str();
+        let skip = |why| Ok(Err(Outcome::Skipped(why)));
         let Some(route) = self
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(ig))
             .await?
         else {
-            return Ok(Outcome::Skipped(
-                "no installation for this Instagram account",
-            ));
+            return skip("no installation for this Instagram account");
         };
         let org = route.organization_id;
-        let Some(mut inst) = self
+        let Some(inst) = self
             .repo
             .get::<Installation>(&Installation::key_for(&org))
             .await?
         else {
-            return Ok(Outcome::Skipped("installation not found"));
+            return skip("installation not found");
         };
         match inst.status {
-            InstallationStatus::Uninstalled => {
-                return Ok(Outcome::Skipped("installation uninstalled"));
-            }
+            InstallationStatus::Uninstalled => return skip("installation uninstalled"),
             InstallationStatus::ReauthRequired => {
                 return Err(Fail::Park(
                     "the LiveChat installation needs re-authorization; redrive after it is renewed"
@@ -108,179 +140,77 @@ impl Inbound {
             }
             InstallationStatus::Active => {}
         }
-        let Some(conn) = self
-            .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(&org, ig))
-            .await?
-        else {
-            return Ok(Outcome::Skipped("no Instagram connection"));
-        };
-        if conn.status == ConnectionStatus::Disconnected {
-            return Ok(Outcome::Skipped("Instagram connection disconnected"));
-        }
-        let event = classify(&job.field, &job.item);
-        let at = timestamp(&job.item).unwrap_or(now);
-
-        if let InboundEvent::Message(m) = &event {
-            if m.is_echo {
-                let echoes = Echoes {
-                    repo: &self.repo,
-                    keys: &self.keys,
-                    org: &org,
-                    ig,
-                    igsid: &job.igsid,
-                };
-                let message = job.item.get("message").cloned().unwrap_or(Value::Null);
-                match echoes.recognise(&m.mid, &message, now).await? {
-                    EchoOf::Ours => return Ok(Outcome::Skipped("echo of a message this app sent")),
-                    EchoOf::Undecided => {
-                        return Ok(Outcome::Retry {
-                            reason: "echo while a send to this customer is in flight".into(),
-                            after: Some(RECHECK_AFTER),
-                        });
-                    }
-                    EchoOf::Staff => {}
-                }
+        let key = InstagramConnection::key_for(&org, ig);
+        match self.repo.get::<InstagramConnection>(&key).await? {
+            None => skip("no Instagram connection"),
+            Some(c) if c.status == ConnectionStatus::Disconnected => {
+                skip("Instagram connection disconnected")
             }
+            Some(conn) => Ok(Ok((inst, conn))),
         }
-
-        // Exactly once: a claim left in progress means an earlier attempt may have reached
-        // LiveChat, so `act` looks there before sending again.
-        let claims = Claims {
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
-        };
-        let idem_id = format!("{ig}:{}", job.event_id);
-        let Some((claim, recovering)) = claims
-            .claim(&org, Scope::Instagram, &idem_id)
-            .await?
-            .into_record()
-        else {
-            return Ok(Outcome::Skipped("already delivered"));
-        };
-        let outcome = self
-            .act(&mut inst, &conn, job, &event, at, recovering)
-            .await?;
-        claims.finish(claim).await?;
-        Ok(outcome)
     }
 
+    /// An echo of this app's own send is skipped; one that may still be is looked at again
+    /// later; anything else (`None`) is shown as a staff message.
+    async fn echo(
+        &self,
+        org: &str,
+        job: &InstagramEventJob,
+        mid: &str,
+    ) -> Result<Option<Outcome>, Fail> {
+        let echoes = Echoes {
+            repo: &self.repo,
+            keys: &self.keys,
+            org,
+            ig: &job.ig_account_id,
+            igsid: &job.igsid,
+        };
+        let message = job.item.get("message").cloned().unwrap_or(Value::Null);
+        Ok(
+            match echoes.recognise(mid, &message, self.clock.now()).await? {
+                EchoOf::Ours => Some(Outcome::Skipped("echo of a message this app sent")),
+                EchoOf::Undecided => Some(Outcome::Retry {
+                    reason: "echo while a send to this customer is in flight".into(),
+                    after: Some(RECHECK_AFTER),
+                }),
+                EchoOf::Staff => None,
+            },
+        )
+    }
+
+    /// Carries the event into LiveChat as the customer, then keeps the contact current.
     async fn act(
         &self,
-        inst: &mut Installation,
+        inst: Installation,
         conn: &InstagramConnection,
         job: &InstagramEventJob,
         event: &InboundEvent,
         at: DateTime<Utc>,
         recovering: bool,
     ) -> Result<Outcome, Fail> {
-        let org = inst.organization_id.clone();
-        let ig = conn.ig_account_id.as_str();
-        let referenced = match event {
-            InboundEvent::Message(m) => match &m.reply_to {
-                Some(ReplyTo::Message(mid)) => Some(mid.clone()),
-                _ => None,
-            },
-            InboundEvent::Reaction(r) => Some(r.mid.clone()),
-            InboundEvent::Edit { mid, .. } => Some(mid.clone()),
-            _ => None,
-        };
         let action = render(event, &Context::default());
         let create = matches!(action, Action::Post(_));
-        let Some(mut session) = self.session(inst, conn, &job.igsid, create).await? else {
+        let found = self.session(inst, conn, &job.igsid, create).await?;
+        let Some(mut session) = found else {
             tracing::info!("event for a customer who has no chat yet; nothing to do");
             return Ok(Outcome::Skipped("no chat for this customer yet"));
         };
+        let ig = conn.ig_account_id.as_str();
         let outcome = match action {
-            Action::MarkSeen => {
-                if let Some(chat_id) = session.contact.chat_id.clone() {
-                    let body = json!({"chat_id": chat_id, "seen_up_to": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)});
-                    self.customers()
-                        .action(inst, &mut session, "mark_events_as_seen", body)
-                        .await?;
-                }
-                Outcome::Done
-            }
+            Action::MarkSeen => self.mark_seen(&mut session, at).await?,
             Action::Delete(mid) => {
-                let link = self
-                    .repo
-                    .get::<MessageLink>(&MessageLink::key_for(&org, ig, &mid))
-                    .await?;
-                match link {
+                let key = MessageLink::key_for(&session.org(), ig, &mid);
+                match self.repo.get::<MessageLink>(&key).await? {
+                    Some(link) => self.unsend(&mut session, &link).await?,
                     None => {
-                        tracing::info!(
-                            unsend_unknown = 1,
-                            "unsend of a message with no link; nothing to delete"
-                        );
+                        tracing::info!(unsend_unknown = 1, "unsend of a message with no link");
                         Outcome::Skipped("unsend of an unknown message")
                     }
-                    Some(link) => self.unsend(inst, &mut session, &link).await?,
                 }
             }
             Action::Post(_) => {
-                let quote = match &referenced {
-                    Some(mid) => self.quote(inst, &mut session, ig, mid).await,
-                    None => None,
-                };
-                let Action::Post(parts) = render(event, &Context { quote }) else {
-                    unreachable!("the same event renders the same action")
-                };
-                if let InboundEvent::Message(m) = event {
-                    if let Some(r) = &m.referral {
-                        self.set_session_fields(inst, &mut session, referral_fields(r))
-                            .await;
-                    }
-                }
-                if let InboundEvent::Referral(r) = event {
-                    self.set_session_fields(inst, &mut session, referral_fields(r))
-                        .await;
-                }
-                let delivered = self
-                    .deliver(inst, &mut session, &job.event_id, parts, recovering)
-                    .await?;
-                let event_ids: Vec<String> = delivered.iter().map(|(_, e)| e.clone()).collect();
-                let event_threads: Vec<String> = delivered.into_iter().map(|(t, _)| t).collect();
-                let mid = match event {
-                    InboundEvent::Message(m) => Some(m.mid.clone()),
-                    InboundEvent::Postback { mid, .. } => mid.clone(),
-                    _ => None,
-                };
-                if let (Some(mid), Some(chat_id)) = (mid, session.contact.chat_id.clone()) {
-                    let now = self.clock.now();
-                    let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
-                    for event_id in &event_ids {
-                        self.repo
-                            .put(
-                                &EventLink {
-                                    organization_id: org.clone(),
-                                    chat_id: chat_id.clone(),
-                                    event_id: event_id.clone(),
-                                    mid: mid.clone(),
-                                    expires_at,
-                                },
-                                Condition::Always,
-                            )
-                            .await?;
-                    }
-                    self.repo
-                        .put(
-                            &MessageLink {
-                                organization_id: org.clone(),
-                                ig_account_id: ig.to_string(),
-                                mid,
-                                chat_id,
-                                thread_id: event_threads.first().cloned(),
-                                event_ids,
-                                event_threads,
-                                direction: Direction::Inbound,
-                                created_at: now,
-                                expires_at,
-                            },
-                            Condition::Always,
-                        )
-                        .await?;
-                }
-                Outcome::Done
+                self.post_event(&mut session, ig, job, event, recovering)
+                    .await?
             }
         };
         if event.opens_window() {
@@ -294,24 +224,120 @@ impl Inbound {
         Ok(outcome)
     }
 
+    /// A read receipt: the customer has seen the chat up to `at`.
+    async fn mark_seen(
+        &self,
+        session: &mut CustomerSession,
+        at: DateTime<Utc>,
+    ) -> Result<Outcome, Fail> {
+        if let Some(chat_id) = session.contact.chat_id.clone() {
+            let seen = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+            let body = json!({"chat_id": chat_id, "seen_up_to": seen});
+            session.action("mark_events_as_seen", body).await?;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Posts what the customer sent (with the quote it replies to, and its referral on the
+    /// customer), and links the mid to the LiveChat events for unsends and replies.
+    async fn post_event(
+        &self,
+        session: &mut CustomerSession,
+        ig: &str,
+        job: &InstagramEventJob,
+        event: &InboundEvent,
+        recovering: bool,
+    ) -> Result<Outcome, Fail> {
+        let referenced = match event {
+            InboundEvent::Message(m) => match &m.reply_to {
+                Some(ReplyTo::Message(mid)) => Some(mid.clone()),
+                _ => None,
+            },
+            InboundEvent::Reaction(r) => Some(r.mid.clone()),
+            InboundEvent::Edit { mid, .. } => Some(mid.clone()),
+            _ => None,
+        };
+        let quote = match &referenced {
+            Some(mid) => self.quote(session, ig, mid).await,
+            None => None,
+        };
+        let Action::Post(parts) = render(event, &Context { quote }) else {
+            unreachable!("the same event renders the same action")
+        };
+        let referral = match event {
+            InboundEvent::Message(m) => m.referral.as_ref(),
+            InboundEvent::Referral(r) => Some(r),
+            _ => None,
+        };
+        if let Some(r) = referral {
+            self.set_session_fields(session, referral_fields(r)).await;
+        }
+        let delivered = self
+            .deliver(session, &job.event_id, parts, recovering)
+            .await?;
+        let mid = match event {
+            InboundEvent::Message(m) => Some(m.mid.clone()),
+            InboundEvent::Postback { mid, .. } => mid.clone(),
+            _ => None,
+        };
+        if let (Some(mid), Some(chat_id)) = (mid, session.contact.chat_id.clone()) {
+            self.link(&session.org(), ig, mid, chat_id, delivered)
+                .await?;
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// Records which LiveChat events (each with its thread) a mid became, both ways.
+    async fn link(
+        &self,
+        org: &str,
+        ig: &str,
+        mid: String,
+        chat_id: String,
+        delivered: Vec<(String, String)>,
+    ) -> Result<(), Fail> {
+        let now = self.clock.now();
+        let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
+        let (event_threads, event_ids): (Vec<String>, Vec<String>) = delivered.into_iter().unzip();
+        for event_id in &event_ids {
+            let link = EventLink {
+                organization_id: org.to_string(),
+                chat_id: chat_id.clone(),
+                event_id: event_id.clone(),
+                mid: mid.clone(),
+                expires_at,
+            };
+            self.repo.put(&link, Condition::Always).await?;
+        }
+        let link = MessageLink {
+            organization_id: org.to_string(),
+            ig_account_id: ig.to_string(),
+            mid,
+            chat_id,
+            thread_id: event_threads.first().cloned(),
+            event_ids,
+            event_threads,
+            direction: Direction::Inbound,
+            created_at: now,
+            expires_at,
+        };
+        self.repo.put(&link, Condition::Always).await?;
+        Ok(())
+    }
+
     /// Deletes every LiveChat event of an unsent message, each in the thread it was posted to.
     /// An event LiveChat no longer has is counted (it was deleted in LiveChat, or the link points
     /// at the wrong thread), not silently taken as deleted.
     async fn unsend(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         link: &MessageLink,
     ) -> Result<Outcome, Fail> {
         let mut missing = 0;
         for (thread_id, event_id) in link.events() {
             let body =
                 json!({"chat_id": link.chat_id, "thread_id": thread_id, "event_id": event_id});
-            match self
-                .customers()
-                .action(inst, session, "delete_event", body)
-                .await
-            {
+            match session.action("delete_event", body).await {
                 Ok(_) => {}
                 Err(Fail::Livechat(LivechatError::Api { kind, .. })) if kind == "not_found" => {
                     missing += 1;
@@ -343,84 +369,68 @@ impl Inbound {
     /// The customer for an IGSID: found, or created (with its profile) when `create` is set.
     async fn session(
         &self,
-        inst: &mut Installation,
+        inst: Installation,
         conn: &InstagramConnection,
         igsid: &str,
         create: bool,
-    ) -> Result<Option<Session>, Fail> {
-        let customers = self.customers();
+    ) -> Result<Option<CustomerSession>, Fail> {
         let ig = conn.ig_account_id.as_str();
-        let mut session = match customers.find(inst, ig, igsid).await? {
-            Some(s) => s,
-            None if !create => return Ok(None),
-            None => customers.create(inst, ig, igsid).await?,
+        let found = self.customers().session(inst, ig, igsid, create).await?;
+        let Some(mut session) = found else {
+            return Ok(None);
         };
         if session.contact.expires_at.is_some() {
             // Left by an uninstall and found by the reinstalled installation (its connection is
             // live): it is the customer's again, and so is its chat, so neither expires.
             session.contact.expires_at = None;
             match session.contact.chat_id.clone() {
-                Some(chat_id) => {
-                    self.route_chat(&inst.organization_id, &mut session, &chat_id)
-                        .await?
-                }
+                Some(chat_id) => self.route_chat(&mut session, &chat_id).await?,
                 None => self.repo.save(&mut session.contact).await?,
             }
         }
         if session.contact.profile_synced_at.is_none() {
-            self.sync_profile(inst, conn, &mut session).await;
+            self.sync_profile(conn, &mut session).await;
         }
         Ok(Some(session))
     }
 
-    /// Sets name, avatar and Instagram ids on the customer; never fails the message.
-    async fn sync_profile(
+    /// The customer's Instagram profile, as the Page may see it; best effort.
+    async fn profile(
         &self,
-        inst: &mut Installation,
         conn: &InstagramConnection,
-        session: &mut Session,
-    ) {
-        let org = inst.organization_id.clone();
+        igsid: &str,
+    ) -> Option<crate::instagram::graph::Profile> {
+        let sealed = conn.page_token.as_ref()?;
+        let field = format!("instagram.page_token:{}", conn.ig_account_id);
+        let context = token_context(&conn.organization_id, &field);
+        let token = self.cipher.open(sealed, &context).ok()?;
+        match self.graph.profile(igsid, &token).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                let code = match &e {
+                    GraphError::Api { code, .. } => *code,
+                    _ => None,
+                };
+                tracing::warn!(
+                    ?code,
+                    "Instagram profile fetch failed; the message goes on without it"
+                );
+                None
+            }
+        }
+    }
+
+    /// Sets name, avatar and Instagram ids on the customer; never fails the message.
+    async fn sync_profile(&self, conn: &InstagramConnection, session: &mut CustomerSession) {
         let igsid = session.contact.igsid.clone();
-        let page_token = conn.page_token.as_ref().and_then(|t| {
-            self.cipher
-                .open(
-                    t,
-                    &token_context(
-                        &org,
-                        &format!("instagram.page_token:{}", conn.ig_account_id),
-                    ),
-                )
-                .ok()
-        });
-        let profile = match &page_token {
-            Some(token) => match self.graph.profile(&igsid, token).await {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    let code = match &e {
-                        GraphError::Api { code, .. } => *code,
-                        _ => None,
-                    };
-                    tracing::warn!(
-                        ?code,
-                        "Instagram profile fetch failed; the message goes on without it"
-                    );
-                    None
-                }
-            },
-            None => None,
-        };
+        let profile = self.profile(conn, &igsid).await;
         let mut fields = vec![json!({"instagram_id": igsid})];
         let mut body = json!({});
         match &profile {
             Some(p) => {
                 let handle = p.username.as_ref().map(|u| format!("@{u}"));
-                body["name"] = json!(
-                    p.name
-                        .clone()
-                        .or(handle.clone())
-                        .unwrap_or_else(|| "Instagram user".into())
-                );
+                let name = p.name.clone().or(handle.clone());
+                body["name"] = json!(name.unwrap_or_else(|| "Instagram user".into()));
                 if let Some(pic) = &p.profile_pic {
                     body["avatar"] = json!(pic);
                 }
@@ -431,11 +441,7 @@ impl Inbound {
             None => body["name"] = json!("Instagram user"),
         }
         body["session_fields"] = Value::Array(fields);
-        let res = self
-            .customers()
-            .action(inst, session, "update_customer", body)
-            .await;
-        match res {
+        match session.action("update_customer", body).await {
             Ok(_) if profile.is_some() => {
                 session.contact.profile_synced_at = Some(self.clock.now())
             }
@@ -444,34 +450,20 @@ impl Inbound {
         }
     }
 
-    async fn set_session_fields(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        fields: Vec<Value>,
-    ) {
+    async fn set_session_fields(&self, session: &mut CustomerSession, fields: Vec<Value>) {
         if fields.is_empty() {
             return;
         }
         let body = json!({"session_fields": fields});
-        let res = self
-            .customers()
-            .action(inst, session, "set_customer_session_fields", body)
-            .await;
+        let res = session.action("set_customer_session_fields", body).await;
         if res.is_err() {
             tracing::warn!("could not record the referral on the customer");
         }
     }
 
     /// The text of the LiveChat event a mid was bridged to, for quoting; best effort.
-    async fn quote(
-        &self,
-        inst: &mut Installation,
-        session: &mut Session,
-        ig: &str,
-        mid: &str,
-    ) -> Option<String> {
-        let org = inst.organization_id.clone();
+    async fn quote(&self, session: &mut CustomerSession, ig: &str, mid: &str) -> Option<String> {
+        let org = session.inst.organization_id.clone();
         let link = self
             .repo
             .get::<MessageLink>(&MessageLink::key_for(&org, ig, mid))
@@ -479,11 +471,7 @@ impl Inbound {
             .ok()??;
         let event_id = link.event_ids.first()?.clone();
         let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id});
-        let chat = self
-            .customers()
-            .action(inst, session, "get_chat", body)
-            .await
-            .ok()?;
+        let chat = session.action("get_chat", body).await.ok()?;
         chat.pointer("/thread/events")?
             .as_array()?
             .iter()
@@ -494,14 +482,10 @@ impl Inbound {
     /// Custom ids already in the customer's chat (recovery after a crash), with their event ids.
     async fn existing(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
     ) -> Result<HashMap<String, (String, String)>, Fail> {
         if session.contact.chat_id.is_none() {
-            let list = self
-                .customers()
-                .action(inst, session, "list_chats", json!({"limit": 1}))
-                .await?;
+            let list = session.action("list_chats", json!({"limit": 1})).await?;
             let found = list
                 .pointer("/chats_summary/0/id")
                 .and_then(Value::as_str)
@@ -510,18 +494,14 @@ impl Inbound {
             // the timeout, or the route write failed): route it now, or agents' replies in it
             // would be dropped as "chat not bridged".
             if let Some(chat_id) = found {
-                self.route_chat(&inst.organization_id, session, &chat_id)
-                    .await?;
+                self.route_chat(session, &chat_id).await?;
             }
         }
         let Some(chat_id) = session.contact.chat_id.clone() else {
             return Ok(HashMap::new());
         };
         let body = json!({"chat_id": chat_id});
-        let chat = self
-            .customers()
-            .action(inst, session, "get_chat", body)
-            .await?;
+        let chat = session.action("get_chat", body).await?;
         let thread_id = chat
             .pointer("/thread/id")
             .and_then(Value::as_str)
@@ -582,14 +562,13 @@ impl Inbound {
     /// resumes it. Returns each LiveChat event with the thread it landed in, in order.
     async fn deliver(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         key: &str,
         parts: Vec<Part>,
         recovering: bool,
     ) -> Result<Vec<(String, String)>, Fail> {
         let already = if recovering {
-            self.existing(inst, session).await?
+            self.existing(session).await?
         } else {
             HashMap::new()
         };
@@ -605,8 +584,8 @@ impl Inbound {
             return Ok(delivered);
         }
         let posted = match session.contact.chat_id.clone() {
-            None => self.start(inst, session, &events).await?,
-            Some(chat_id) => self.post(inst, session, &chat_id, &events).await?,
+            None => self.start(session, &events).await?,
+            Some(chat_id) => self.post(session, &chat_id, &events).await?,
         };
         delivered.extend(posted);
         Ok(delivered)
@@ -615,14 +594,12 @@ impl Inbound {
     /// `start_chat` with the events; the chat route is written at once.
     async fn start(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         events: &[Value],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = inst.organization_id.clone();
-        let started = self
-            .customers()
-            .call(inst, session, |lc, tok| {
+        let org = session.inst.organization_id.clone();
+        let started = session
+            .call(|lc, tok| {
                 let events = events.to_vec();
                 let org = org.clone();
                 async move { lc.start_chat(&org, &tok, &events).await }
@@ -630,18 +607,14 @@ impl Inbound {
             .await?;
         session.contact.thread_id = Some(started.thread_id.clone());
         session.contact.thread_active = Some(true);
-        self.route_chat(&org, session, &started.chat_id).await?;
+        self.route_chat(session, &started.chat_id).await?;
         Ok(in_thread(&started.thread_id, started.event_ids))
     }
 
     /// The contact gains its chat: the chat route (agent replies find the customer by it) is
     /// written before the contact, so a contact never names a chat that has no route.
-    async fn route_chat(
-        &self,
-        org: &str,
-        session: &mut Session,
-        chat_id: &str,
-    ) -> Result<(), Fail> {
+    async fn route_chat(&self, session: &mut CustomerSession, chat_id: &str) -> Result<(), Fail> {
+        let org = session.org();
         self.repo
             .put(
                 &ChatRoute {
@@ -665,15 +638,14 @@ impl Inbound {
     /// active again (an agent reopened it) sends them into the active thread instead.
     async fn post(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         chat_id: &str,
         events: &[Value],
     ) -> Result<Vec<(String, String)>, Fail> {
         let mut out = Vec::new();
         let mut rest: &[Value] = events;
         if session.contact.thread_active != Some(false) {
-            let sent = self.send_events(inst, session, chat_id, rest).await?;
+            let sent = self.send_events(session, chat_id, rest).await?;
             rest = &rest[sent.len()..];
             out.extend(sent);
         }
@@ -681,16 +653,16 @@ impl Inbound {
             session.contact.thread_active = Some(true);
             return Ok(out);
         }
-        match self.resume(inst, session, chat_id, rest).await {
+        match self.resume(session, chat_id, rest).await {
             Ok(resumed) => out.extend(resumed),
             // LiveChat's wire answer to resuming an active chat is undocumented (the SDK calls
             // it CHAT_ALREADY_ACTIVE): any permanent refusal is checked against the chat itself.
             Err(Fail::Livechat(e)) if !e.is_transient() && !e.is_auth() => {
                 tracing::info!(error = %e, "resume_chat refused; sending into the active thread");
-                if !self.follow_active_thread(inst, session, chat_id).await? {
+                if !self.follow_active_thread(session, chat_id).await? {
                     return Err(Fail::Livechat(e));
                 }
-                let sent = self.send_events(inst, session, chat_id, rest).await?;
+                let sent = self.send_events(session, chat_id, rest).await?;
                 if sent.len() < rest.len() {
                     return Err(Fail::Livechat(e));
                 }
@@ -705,18 +677,16 @@ impl Inbound {
     /// `send_event` for each event until the chat turns out inactive; returns those sent.
     async fn send_events(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         chat_id: &str,
         events: &[Value],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = inst.organization_id.clone();
+        let org = session.inst.organization_id.clone();
         let mut out = Vec::new();
         for ev in events {
             let thread = session.contact.thread_id.clone().unwrap_or_default();
-            let sent = self
-                .customers()
-                .call(inst, session, |lc, tok| {
+            let sent = session
+                .call(|lc, tok| {
                     let (ev, org, chat_id) = (ev.clone(), org.clone(), chat_id.to_string());
                     async move { lc.send_event(&org, &tok, &chat_id, &ev).await }
                 })
@@ -736,15 +706,13 @@ impl Inbound {
     /// `resume_chat` with the events as the new thread's first events.
     async fn resume(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         chat_id: &str,
         events: &[Value],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = inst.organization_id.clone();
-        let resumed = self
-            .customers()
-            .call(inst, session, |lc, tok| {
+        let org = session.inst.organization_id.clone();
+        let resumed = session
+            .call(|lc, tok| {
                 let (events, org, chat_id) = (events.to_vec(), org.clone(), chat_id.to_string());
                 async move { lc.resume_chat(&org, &tok, &chat_id, &events).await }
             })
@@ -756,13 +724,11 @@ impl Inbound {
     /// Reads the chat's current thread; `true` if it is active (the contact then follows it).
     async fn follow_active_thread(
         &self,
-        inst: &mut Installation,
-        session: &mut Session,
+        session: &mut CustomerSession,
         chat_id: &str,
     ) -> Result<bool, Fail> {
-        let chat = self
-            .customers()
-            .action(inst, session, "get_chat", json!({"chat_id": chat_id}))
+        let chat = session
+            .action("get_chat", json!({"chat_id": chat_id}))
             .await?;
         let active = chat.pointer("/thread/active").and_then(Value::as_bool) == Some(true);
         if let (true, Some(t)) = (active, chat.pointer("/thread/id").and_then(Value::as_str)) {

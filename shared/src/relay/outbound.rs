@@ -10,7 +10,7 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::claim::{Claims, Scope};
-use super::customer::{Customers, Fail, Session};
+use super::customer::{Customers, Fail};
 use super::echo::Echoes;
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
@@ -37,6 +37,23 @@ pub const ECHO_POLL: Duration = Duration::from_secs(20);
 pub const DELAY_NOTICE_AFTER: chrono::Duration = chrono::Duration::minutes(5);
 /// How long sends to an account pause when Meta reports high usage without saying how long.
 const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
+
+/// An agent's event as Send API messages, with whom it is for.
+struct Outgoing {
+    contact: Contact,
+    author: Author,
+    event_id: String,
+    messages: Vec<Value>,
+    note: Option<String>,
+}
+
+/// A part Meta has (its index, pending-send id, mid, and the LiveChat event it came from).
+struct SentPart<'a> {
+    index: usize,
+    part: &'a str,
+    mid: Option<String>,
+    event_id: &'a str,
+}
 
 /// What became of one part's send.
 enum PartSent {
@@ -275,16 +292,18 @@ impl Outbound {
 
     /// Tells the agent something in the chat, as a bridge notice.
     async fn tell(&self, conv: &mut Conversation, text: &str, custom_id: &str) -> Result<(), Fail> {
-        let customers = self.customers();
-        let Some(mut session): Option<Session> = customers
-            .find(&mut conv.inst, &conv.route.ig_account_id, &conv.route.igsid)
-            .await?
-        else {
+        let (ig, igsid) = (&conv.route.ig_account_id, &conv.route.igsid);
+        let found = self
+            .customers()
+            .session(conv.inst.clone(), ig, igsid, false)
+            .await?;
+        let Some(mut session) = found else {
             return Ok(());
         };
-        customers
-            .notice(&mut conv.inst, &mut session, text, custom_id)
-            .await
+        let told = session.notice(text, custom_id).await;
+        // The session may have refreshed the installation's tokens.
+        conv.inst = session.inst;
+        told
     }
 
     async fn mark_seen(
@@ -384,16 +403,15 @@ impl Outbound {
         key: &str,
         attempt: Attempt,
     ) -> Result<Outcome, Fail> {
-        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
-        let (event_id, author_id) = (field("id").to_string(), field("author_id"));
-        let Some(contact) = self.contact(conv).await? else {
-            return Ok(Outcome::Skipped("no contact for the chat"));
-        };
-        if author_id == contact.customer_id {
-            return Ok(Outcome::Skipped("the customer's own event"));
-        }
-        let Some((messages, note)) = messages_for(event) else {
-            return Ok(Outcome::Skipped("event type not forwarded to Instagram"));
+        let Outgoing {
+            contact,
+            author,
+            event_id,
+            messages,
+            note,
+        } = match self.outgoing(conv, event).await? {
+            Ok(outgoing) => outgoing,
+            Err(skipped) => return Ok(skipped),
         };
         let org = conv.inst.organization_id.clone();
         let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
@@ -401,11 +419,7 @@ impl Outbound {
             return Ok(Outcome::Skipped("already sent"));
         };
         let notice_id = format!("ig:notice:{key}");
-        let win = window(
-            contact.last_customer_message_at,
-            self.clock.now(),
-            author_of(author_id),
-        );
+        let win = window(contact.last_customer_message_at, self.clock.now(), author);
         if let Some(text) = self.cannot_send(conv, win) {
             self.tell(conv, &text, &notice_id).await?;
             return self.finish(claim).await;
@@ -421,14 +435,14 @@ impl Outbound {
             let body = message_body(&contact.igsid, message.clone(), win);
             match self.send_part(conv, &token, &part, message, &body).await? {
                 Ok(PartSent::Sent(mid)) => {
-                    if let Some(mid) = mid {
-                        self.record(conv, &mid, &event_id, thread_id.clone(), i == 0)
-                            .await?;
-                    }
-                    claim.parts_done = i as u32 + 1;
-                    self.claims().progress(&mut claim).await?;
-                    let pending = self.pending_key(conv, &part);
-                    self.repo.remove(&pending, Condition::Always).await?;
+                    let sent = SentPart {
+                        index: i,
+                        part: &part,
+                        mid,
+                        event_id: &event_id,
+                    };
+                    self.part_sent(conv, &mut claim, sent, thread_id.clone())
+                        .await?;
                 }
                 Ok(PartSent::Unconfirmed) => {
                     let why = "Instagram has not confirmed an earlier attempt yet";
@@ -443,6 +457,56 @@ impl Outbound {
             self.tell(conv, &note, &format!("{notice_id}:link")).await?;
         }
         self.finish(claim).await
+    }
+
+    /// What an agent's event becomes on Instagram, or why it is not sent (the customer's own
+    /// event, an event kind Instagram does not get, a chat with no contact).
+    async fn outgoing(
+        &self,
+        conv: &Conversation,
+        event: &Value,
+    ) -> Result<Result<Outgoing, Outcome>, Fail> {
+        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
+        let Some(contact) = self.contact(conv).await? else {
+            return Ok(Err(Outcome::Skipped("no contact for the chat")));
+        };
+        if field("author_id") == contact.customer_id {
+            return Ok(Err(Outcome::Skipped("the customer's own event")));
+        }
+        let Some((messages, note)) = messages_for(event) else {
+            return Ok(Err(Outcome::Skipped(
+                "event type not forwarded to Instagram",
+            )));
+        };
+        Ok(Ok(Outgoing {
+            contact,
+            author: author_of(field("author_id")),
+            event_id: field("id").to_string(),
+            messages,
+            note,
+        }))
+    }
+
+    /// A part is out: its mid recorded (for its echo and for unsends), the claim moved past
+    /// it, its pending send cleared — in that order, so a crash between leaves the echo able
+    /// to confirm it.
+    async fn part_sent(
+        &self,
+        conv: &Conversation,
+        claim: &mut IdempotencyRecord,
+        sent: SentPart<'_>,
+        thread_id: Option<String>,
+    ) -> Result<(), Fail> {
+        if let Some(mid) = &sent.mid {
+            let first = sent.index == 0;
+            self.record(conv, mid, sent.event_id, thread_id, first)
+                .await?;
+        }
+        claim.parts_done = sent.index as u32 + 1;
+        self.claims().progress(claim).await?;
+        let pending = self.pending_key(conv, sent.part);
+        self.repo.remove(&pending, Condition::Always).await?;
+        Ok(())
     }
 
     /// Why a message cannot be sent at all (the agent is told, nothing is parked), if so.
@@ -479,11 +543,49 @@ impl Outbound {
         message: &Value,
         body: &Value,
     ) -> Result<Result<PartSent, GraphError>, Fail> {
+        if let Some(decided) = self.begin_part(conv, part, message).await? {
+            return Ok(Ok(decided));
+        }
+        let sent = self.graph.send_message(&conv.conn.page_id, token, body);
+        match sent.await {
+            Ok(sent) => {
+                if sent.usage.should_hold() {
+                    let why = "Instagram reports this account near its rate limit";
+                    let wait = sent.usage.wait.unwrap_or(DEFAULT_PAUSE);
+                    self.pause(conv, wait, why.into()).await?;
+                }
+                Ok(Ok(PartSent::Sent(sent.message_id)))
+            }
+            Err(e) if e.may_have_been_accepted() => {
+                tracing::warn!(error = %e, "Send API answer lost; waiting for the echo before any resend");
+                Ok(Ok(PartSent::Unconfirmed))
+            }
+            Err(e) => {
+                // Refused: nothing went out, so the next attempt starts afresh.
+                let key = self.pending_key(conv, part);
+                self.repo.remove(&key, Condition::Always).await?;
+                Ok(Err(e))
+            }
+        }
+    }
+
+    /// Writes the part's pending send before its attempt; `Some` when an earlier attempt
+    /// decides the part instead: sent (the echo or answer gave the mid), or not confirmed yet
+    /// within the echo window.
+    async fn begin_part(
+        &self,
+        conv: &Conversation,
+        part: &str,
+        message: &Value,
+    ) -> Result<Option<PartSent>, Fail> {
         let now = self.clock.now();
-        let key = self.pending_key(conv, part);
-        match self.repo.get::<PendingSend>(&key).await? {
-            Some(p) if p.mid.is_some() => return Ok(Ok(PartSent::Sent(p.mid))),
-            Some(p) if now - p.started_at < ECHO_WINDOW => return Ok(Ok(PartSent::Unconfirmed)),
+        match self
+            .repo
+            .get::<PendingSend>(&self.pending_key(conv, part))
+            .await?
+        {
+            Some(p) if p.mid.is_some() => Ok(Some(PartSent::Sent(p.mid))),
+            Some(p) if now - p.started_at < ECHO_WINDOW => Ok(Some(PartSent::Unconfirmed)),
             Some(mut p) => {
                 tracing::warn!(
                     attempts = p.attempts,
@@ -492,6 +594,7 @@ impl Outbound {
                 p.started_at = now;
                 p.attempts += 1;
                 self.repo.save(&mut p).await?;
+                Ok(None)
             }
             None => {
                 let mut p = PendingSend {
@@ -507,33 +610,7 @@ impl Outbound {
                     version: 0,
                 };
                 self.repo.create(&mut p).await?;
-            }
-        }
-        match self
-            .graph
-            .send_message(&conv.conn.page_id, token, body)
-            .await
-        {
-            Ok(sent) => {
-                if sent.usage.should_hold() {
-                    let wait = sent.usage.wait.unwrap_or(DEFAULT_PAUSE);
-                    self.pause(
-                        conv,
-                        wait,
-                        "Instagram reports this account near its rate limit".into(),
-                    )
-                    .await?;
-                }
-                Ok(Ok(PartSent::Sent(sent.message_id)))
-            }
-            Err(e) if e.may_have_been_accepted() => {
-                tracing::warn!(error = %e, "Send API answer lost; waiting for the echo before any resend");
-                Ok(Ok(PartSent::Unconfirmed))
-            }
-            Err(e) => {
-                // Refused: nothing went out, so the next attempt starts afresh.
-                self.repo.remove(&key, Condition::Always).await?;
-                Ok(Err(e))
+                Ok(None)
             }
         }
     }
