@@ -82,13 +82,7 @@ pub struct IngestReport {
     pub unrouted: usize,
     /// Messages parked in the dead-letter queue.
     pub parked: usize,
-    /// Echoes of this app's own sends, recognised at once and not queued.
-    pub own_echoes: usize,
 }
-
-/// How many echoes of one body are recognised before queueing (each costs a read and a query;
-/// the rest are recognised by the worker). Meta batches few echoes per body in practice.
-const ECHO_CHECKS_PER_BODY: usize = 25;
 
 async fn instagram_events(
     State(state): State<Arc<InstagramIngest>>,
@@ -152,19 +146,11 @@ pub async fn ingest_instagram(
     let mut report = IngestReport::default();
     let mut messages = Vec::new();
     let mut oversized = Vec::new();
-    let mut echo_checks = 0;
     for job in jobs {
         let Some((org, key)) = routed.get(&job.ig_account_id) else {
             report.unrouted += 1;
             continue;
         };
-        if is_echo(&job) && echo_checks < ECHO_CHECKS_PER_BODY {
-            echo_checks += 1;
-            if own_echo(state, org, &job, now).await {
-                report.own_echoes += 1;
-                continue;
-            }
-        }
         let env = Envelope::new(Job::InstagramEvent(job), now);
         let msg = env.seal(org, key).to_message();
         if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
@@ -200,39 +186,6 @@ pub async fn ingest_instagram(
         report.parked += messages.len();
     }
     Ok(report)
-}
-
-fn is_echo(job: &crate::jobs::InstagramEventJob) -> bool {
-    job.item.pointer("/message/is_echo") == Some(&serde_json::Value::Bool(true))
-}
-
-/// Whether an echo is of this app's own send, decided as it arrives: the pending send it
-/// completes must not wait behind the conversation's other queued events (a LiveChat outage
-/// holding them would let the echo window pass and the message be sent again). Any doubt or
-/// failure leaves the decision to the worker.
-async fn own_echo(
-    state: &InstagramIngest,
-    org: &str,
-    job: &crate::jobs::InstagramEventJob,
-    now: chrono::DateTime<chrono::Utc>,
-) -> bool {
-    let Some(message) = job.item.get("message") else {
-        return false;
-    };
-    let Some(mid) = message.get("mid").and_then(serde_json::Value::as_str) else {
-        return false;
-    };
-    let echoes = crate::relay::echo::Echoes {
-        repo: &state.repo,
-        keys: &state.keys,
-        org,
-        ig: &job.ig_account_id,
-        igsid: &job.igsid,
-    };
-    matches!(
-        echoes.recognise(mid, message, now).await,
-        Ok(crate::relay::echo::EchoOf::Ours)
-    )
 }
 
 /// The organization and data key of each account in a body that has a route; the rest are

@@ -154,9 +154,18 @@ impl Envelope {
         serde_json::from_value(value).map_err(|e| EnvelopeError::Malformed(e.to_string()))
     }
 
-    /// The message group: one conversation, so order holds per conversation.
+    /// The message group: one conversation, so order holds per conversation. Echoes of what
+    /// the business sent have a group of their own beside it: an echo may be what completes one
+    /// of the bridge's own sends (its answer lost), and must not wait behind the conversation's
+    /// customer messages while LiveChat refuses them — past the echo window, the send would be
+    /// made again. Echoes keep their order among themselves.
     pub fn group(&self) -> String {
         match &self.job {
+            Job::InstagramEvent(j)
+                if j.item.pointer("/message/is_echo") == Some(&Value::Bool(true)) =>
+            {
+                format!("ig:{}:{}:echoes", j.ig_account_id, j.igsid)
+            }
             Job::InstagramEvent(j) => format!("ig:{}:{}", j.ig_account_id, j.igsid),
             Job::LivechatEvent(j) => format!(
                 "lc:{}:{}",
@@ -335,6 +344,11 @@ mod tests {
         let msg = env.to_message();
         assert_eq!(msg.group_id, "ig:17841400000000001:IGSID_1001");
         assert_eq!(msg.dedup_id, "ig:17841400000000001:MID_TEXT_0001");
+        let mut echo = env.clone();
+        if let Job::InstagramEvent(j) = &mut echo.job {
+            j.item["message"]["is_echo"] = json!(true);
+        }
+        assert_eq!(echo.group(), "ig:17841400000000001:IGSID_1001:echoes");
         let back = Envelope::decode(&msg.body).unwrap();
         assert_eq!(back, env);
         let Job::InstagramEvent(j) = back.job else {

@@ -499,16 +499,7 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
     .unwrap();
     h.deliver(&webhook(vec![echo("MID_SENT_0015", "racing")]))
         .await;
-    let env = h
-        .open(
-            &h.services
-                .to_livechat
-                .receive(1, Duration::from_millis(50))
-                .await
-                .unwrap()[0]
-                .body,
-        )
-        .await;
+    let env = h.next_inbound_job().await;
     let outcome = shared::worker::JobHandler::handle(
         &h.services.inbound(),
         &env,

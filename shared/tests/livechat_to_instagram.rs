@@ -322,16 +322,7 @@ async fn an_echo_racing_the_send_response_is_known_by_its_content_and_skipped() 
         json!({"sender": {"id": IG}, "recipient": {"id": IGSID}, "timestamp": 1, "message": {"mid": "MID_RACE", "text": "racing", "is_echo": true}}),
     ]);
     h.deliver(&echo).await;
-    let echo_job = h
-        .open(
-            &h.services
-                .to_livechat
-                .receive(1, Duration::from_millis(50))
-                .await
-                .unwrap()[0]
-                .body,
-        )
-        .await;
+    let echo_job = h.next_inbound_job().await;
     let inbound = h.services.inbound();
     let send = h.work_outbound();
     let early_echo = async {

@@ -397,6 +397,18 @@ impl Harness {
         out
     }
 
+    /// The next job waiting for the instagram-to-livechat worker, opened (taken off the queue
+    /// for a test that runs the handler itself).
+    pub async fn next_inbound_job(&self) -> Envelope {
+        let got = self
+            .services
+            .to_livechat
+            .receive(1, Duration::from_millis(50))
+            .await
+            .unwrap();
+        self.open(&got[0].body).await
+    }
+
     /// A queue body as the workers see it: opened with its organization's data key if sealed.
     pub async fn open(&self, body: &str) -> Envelope {
         match shared::jobs::Wire::decode(body).unwrap() {
