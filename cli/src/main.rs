@@ -4,12 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod provision;
-mod redrive;
-mod send;
-mod serve;
-mod settings;
-mod sweep;
+use igbridge::{provision, redrive, send, serve, sweep};
 
 /// The igbridge tool.
 #[derive(Parser)]

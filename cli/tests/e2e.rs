@@ -2,56 +2,34 @@
 //! `igbridge provision`), installed through its own HTTP routes, then signed events posted with
 //! `igbridge send`; loopback fakes of Meta and LiveChat see the right calls in both directions.
 
-#[path = "../../shared/tests/support/mod.rs"]
-mod support;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use igbridge::settings::LOCAL_DEFAULTS;
 use serde_json::{Value, json};
-use testkit::livechat::FakeLivechat;
-use testkit::meta::{FakeMeta, FbPage};
-use wiremock::MockServer;
+use testkit::journey::{AppFakes, body_of, install, wait_for};
+use testkit::moto;
 
-const ORG: &str = "00000000-0000-4000-8000-00000000a001";
+/// The tool's development value of a setting.
+fn local(name: &str) -> &'static str {
+    LOCAL_DEFAULTS
+        .iter()
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| *v)
+        .unwrap_or_else(|| panic!("{name} has no development value"))
+}
 
 fn events_file(name: &str) -> String {
     format!("{}/../events/webhooks/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-struct Fakes {
-    livechat: FakeLivechat,
-    graph: FakeMeta,
-}
-
-/// The strict fakes, set up for the tool's local development app (`LOCAL_DEFAULTS`): a LiveChat
-/// owner who approves with `dal:CODE`, and a Facebook user with 150 Pages whose only connectable
-/// one (with an Instagram account and the Messages task) is on the second page of `/me/accounts`.
-async fn fakes() -> Fakes {
-    let livechat =
-        FakeLivechat::start("local-livechat-client", "local-livechat-client-secret").await;
-    let graph = FakeMeta::start("local-meta-app", "local-meta-app-secret").await;
-    livechat.add_code(
-        "dal:CODE",
-        ORG,
-        "acc",
-        "customers:own,chats--all:rw,agents--all:ro",
-    );
-    livechat.add_organization(ORG, "Example Support", "owner@example.com");
-    let mut pages: Vec<FbPage> = (0..150)
-        .map(|i| FbPage::new(&format!("2000000000{i:05}"), &format!("Page {i}"), None))
-        .collect();
-    pages[120] = FbPage::new(
-        "100000000000001",
-        "Shop",
-        Some(("17841400000000001", "shop")),
-    );
-    graph.add_user("fbuser", "FBCODE", pages);
-    graph.add_profile(
-        "IGSID_1001",
-        json!({"name": "Example Customer", "username": "example_customer"}),
-    );
-    Fakes { livechat, graph }
+/// The strict fakes, set up for the tool's local development app (`LOCAL_DEFAULTS`).
+async fn fakes() -> AppFakes {
+    AppFakes::start(
+        (local("LIVECHAT_CLIENT_ID"), local("LIVECHAT_CLIENT_SECRET")),
+        (local("META_APP_ID"), local("META_APP_SECRET")),
+    )
+    .await
 }
 
 fn igbridge(env: &[(String, String)]) -> Command {
@@ -63,35 +41,17 @@ fn igbridge(env: &[(String, String)]) -> Command {
     c
 }
 
-async fn wait_for<F: Fn(&[wiremock::Request]) -> bool>(server: &MockServer, what: &str, check: F) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got = server.received_requests().await.unwrap();
-        if check(&got) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn body_of(r: &wiremock::Request) -> Value {
-    serde_json::from_slice(&r.body).unwrap_or(Value::Null)
-}
-
 /// Installs through the server's own routes, then carries one message each way.
-async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
-    let port = support::free_port();
+async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &AppFakes) {
+    let port = moto::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let mut env = env;
     env.push(("PUBLIC_BASE_URL".into(), base.clone()));
-    f.graph
-        .expect_redirect_uri(&format!("{base}/oauth/facebook/callback"));
     let mut args = vec!["serve", "--addr"];
     let addr = format!("127.0.0.1:{port}");
     args.push(&addr);
     args.extend_from_slice(serve_args);
-    let _server = support::Guard(
+    let _server = moto::Guard(
         igbridge(&env)
             .args(&args)
             .stdout(Stdio::null())
@@ -105,85 +65,11 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    install(&base, f).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    // A client holding its tab's flow secret, as the install page's script does.
-    let secret = "e2e-tab-secret";
-    let binding = shared::install::state::binding_of(secret);
-    let state_of = |loc: &str| {
-        reqwest::Url::parse(loc)
-            .unwrap()
-            .query_pairs()
-            .find(|(k, _)| k == "state")
-            .unwrap()
-            .1
-            .to_string()
-    };
-    let field = |page: &str, marker: &str| {
-        page.split(marker)
-            .nth(1)
-            .unwrap_or_else(|| panic!("{marker} in {page}"))
-            .split('"')
-            .next()
-            .unwrap()
-            .replace("&amp;", "&")
-    };
-    let start = http
-        .get(format!("{base}/install?b={binding}"))
-        .send()
-        .await
-        .unwrap();
-    let lc_state = state_of(start.headers()["location"].to_str().unwrap());
-    let back = http
-        .post(format!("{base}/oauth/livechat/callback"))
-        .form(&[
-            ("code", "dal:CODE"),
-            ("state", &lc_state),
-            ("browser", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let fb_state = state_of(&field(&back, "data-go href=\""));
-    let shown = http
-        .post(format!("{base}/oauth/facebook/callback"))
-        .form(&[
-            ("code", "FBCODE"),
-            ("state", &fb_state),
-            ("browser", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        shown.contains("Example Support") && shown.contains("@shop"),
-        "{shown}"
-    );
-    let done = http
-        .post(format!("{base}/oauth/facebook/select"))
-        .form(&[
-            ("state", field(&shown, "name=\"state\" value=\"").as_str()),
-            ("page_id", "100000000000001"),
-            ("browser", secret),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 200);
-    assert!(
-        done.text()
-            .await
-            .unwrap()
-            .contains("Instagram is connected")
-    );
 
     // Instagram → LiveChat.
     let sent = igbridge(&env)
@@ -260,7 +146,7 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &Fakes) {
     assert_eq!(forged.status(), 401);
 }
 
-fn local_env(f: &Fakes) -> Vec<(String, String)> {
+fn local_env(f: &AppFakes) -> Vec<(String, String)> {
     vec![
         ("GRAPH_API_BASE_URL".into(), f.graph.uri()),
         ("LIVECHAT_API_BASE_URL".into(), f.livechat.uri()),
@@ -278,7 +164,7 @@ async fn serve_embedded_carries_messages_both_ways() {
 #[tokio::test]
 async fn serve_on_moto_after_provision_carries_messages_both_ways() {
     let f = fakes().await;
-    let endpoint = support::moto_endpoint();
+    let endpoint = moto::moto_endpoint();
     let mut env = local_env(&f);
     env.extend([
         ("AWS_ENDPOINT_URL".to_string(), endpoint.clone()),
@@ -290,19 +176,14 @@ async fn serve_on_moto_after_provision_carries_messages_both_ways() {
             "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=".into(),
         ),
     ]);
-    for (k, v) in [
-        ("META_APP_ID", "local-meta-app"),
-        ("META_APP_SECRET", "local-meta-app-secret"),
-        ("META_VERIFY_TOKEN", "local-verify-token"),
-        ("LIVECHAT_CLIENT_ID", "local-livechat-client"),
-        ("LIVECHAT_CLIENT_SECRET", "local-livechat-client-secret"),
-        ("LIVECHAT_WEBHOOK_SECRET", "local-livechat-webhook-secret"),
-        ("LIVECHAT_APP_WEBHOOK_TOKEN", "local-livechat-app-token"),
-    ] {
-        env.push((k.into(), v.into()));
-    }
-    let table = support::unique("e2e");
-    let prefix = support::unique("e2e");
+    // --aws mode takes no development defaults: the same values, given explicitly.
+    env.extend(
+        LOCAL_DEFAULTS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let table = moto::unique("e2e");
+    let prefix = moto::unique("e2e");
     let out = igbridge(&env)
         .args([
             "provision",

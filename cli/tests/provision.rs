@@ -1,15 +1,14 @@
 //! `igbridge provision` against moto: creates what the app needs, twice without harm.
 
-#[path = "../../shared/tests/support/mod.rs"]
-mod support;
+use testkit::moto;
 
 use std::process::Command;
 
 #[tokio::test]
 async fn provision_creates_table_and_fifo_queues_idempotently() {
-    let endpoint = support::moto_endpoint();
-    let table = support::unique("cli-table");
-    let prefix = support::unique("cli");
+    let endpoint = moto::moto_endpoint();
+    let table = moto::unique("cli-table");
+    let prefix = moto::unique("cli");
     let run = || {
         Command::new(env!("CARGO_BIN_EXE_igbridge"))
             .args([
@@ -44,7 +43,7 @@ async fn provision_creates_table_and_fifo_queues_idempotently() {
     let q = out["TO_LIVECHAT_QUEUE_URL"].as_str().unwrap();
     assert!(q.ends_with(&format!("{prefix}-to-livechat.fifo")), "{q}");
 
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let sqs = aws_sdk_sqs::Client::new(&sdk);
     let attrs = sqs
         .get_queue_attributes()

@@ -3,9 +3,7 @@
 //! oldest like LiveChat does); a refresh racing an uninstall never brings tokens back; two
 //! workers writing one contact keep each other's changes.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::sync::Arc;
 use std::time::Duration;

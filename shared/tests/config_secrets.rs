@@ -1,6 +1,6 @@
 //! Configuration from a Secrets Manager secret on moto, as the Lambdas load it at cold start.
 
-mod support;
+use testkit::moto;
 
 use secrecy::ExposeSecret;
 use shared::cipher::TokenCipher;
@@ -22,9 +22,9 @@ fn secret_json() -> String {
 
 #[tokio::test]
 async fn secrets_come_from_the_secret_named_by_app_secret_id() {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    let id = support::unique("igbridge/app");
+    let id = moto::unique("igbridge/app");
     client
         .create_secret()
         .name(&id)
@@ -51,7 +51,7 @@ async fn secrets_come_from_the_secret_named_by_app_secret_id() {
 
 #[tokio::test]
 async fn a_missing_secret_is_named_in_the_error() {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut settings = Settings::from_pairs([("APP_SECRET_ID", "igbridge/does-not-exist")]);
     let err = settings.overlay_app_secret(&client).await.unwrap_err();
@@ -63,7 +63,7 @@ async fn a_missing_secret_is_named_in_the_error() {
 
 #[tokio::test]
 async fn without_app_secret_id_nothing_is_fetched() {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut settings = Settings::from_pairs([("META_APP_ID", "1")]);
     settings.overlay_app_secret(&client).await.unwrap();
@@ -74,7 +74,7 @@ async fn without_app_secret_id_nothing_is_fetched() {
 
 #[tokio::test]
 async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
     let mut ids = Vec::new();
     let key = shared::cipher::TokenCipher::generate_setting();
@@ -83,7 +83,7 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
         ("META_VERIFY_TOKEN", "verify-from-sm"),
         ("TOKEN_ENCRYPTION_KEY", key.expose_secret()),
     ] {
-        let id = support::unique(&format!("igbridge/{name}"));
+        let id = moto::unique(&format!("igbridge/{name}"));
         client
             .create_secret()
             .name(&id)

@@ -6,9 +6,7 @@
 //! visible effect per platform event and nothing lost. The report line lists paths × crash
 //! points.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::sync::Arc;
 use std::time::Duration;

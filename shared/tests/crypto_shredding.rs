@@ -2,9 +2,7 @@
 //! uninstall destroys the key, and from then on no copy can be read — the workers drop them as
 //! purged. Only chats the bridge created enter the queue at all.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::time::Duration;
 

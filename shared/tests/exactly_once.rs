@@ -4,9 +4,7 @@
 //! LiveChat refusing for longer than the retry window. Against the test kit's strict fakes, on
 //! the in-memory FIFO queues with the worker's own retry delays and a manual clock.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::sync::Arc;
 use std::time::Duration;

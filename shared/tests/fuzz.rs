@@ -15,8 +15,7 @@
 //! `IGBRIDGE_FUZZ_SEED` picks another deterministic sequence; a failure prints the seed, the
 //! input number and the input.
 
-#[path = "support/samples.rs"]
-mod samples;
+use testkit::samples;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

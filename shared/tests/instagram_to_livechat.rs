@@ -2,9 +2,7 @@
 //! instagram-webhook router, the in-memory FIFO queue, and the instagram-to-livechat worker,
 //! against loopback fakes of the Graph API and LiveChat (wiremock) with documented payloads.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -736,9 +734,6 @@ async fn the_lambda_adapter_reports_partial_batch_failures() {
 #[tokio::test]
 async fn every_documented_inbound_kind_is_posted_to_livechat() {
     let h = Harness::new().await;
-    let cdn = |p: &str| {
-        format!("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id={p}&signature=EXAMPLE")
-    };
     // A unicode-escaped body, signed over the bytes as sent.
     let escaped = format!(
         r#"{{"object":"instagram","entry":[{{"id":"{IG}","time":1569262486134,"messaging":[{{"sender":{{"id":"{IGSID}"}},"recipient":{{"id":"{IG}"}},"timestamp":1569262485349,"message":{{"mid":"MID_UNICODE","text":"\u00e4\u00f6\u00e5 \ud83d\ude00"}}}}]}}]}}"#
@@ -750,71 +745,7 @@ async fn every_documented_inbound_kind_is_posted_to_livechat() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    let cases: Vec<(Value, Value)> = vec![
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_STORY_MENTION_0003", "attachments": [{"type": "story_mention", "payload": {"url": cdn("3")}}]}),
-            ),
-            json!({"type": "message", "text": format!("📣 Mentioned you in their story:\n{}", cdn("3"))}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_STORY_REPLY_0004", "text": "Is this still in stock?", "reply_to": {"story": {"url": cdn("4"), "id": "18000000000000004"}}}),
-            ),
-            json!({"type": "message", "text": format!("↩ Replied to your story {}\nIs this still in stock?", cdn("4"))}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_REEL_0011", "attachments": [{"type": "ig_reel", "payload": {"reel_video_id": "1", "title": "Caption #tag", "url": cdn("5")}}]}),
-            ),
-            json!({"type": "message", "text": format!("[Shared a reel] Caption #tag\n{}", cdn("5"))}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_UNSUPPORTED_0007", "is_unsupported": true}),
-            ),
-            json!({"type": "message", "text": "[A message Instagram does not let apps show: open Instagram to see it]"}),
-        ),
-        (
-            inbound(
-                "postback",
-                json!({"mid": "MID_POSTBACK_0008", "title": "Track my order", "payload": "TRACK_ORDER"}),
-            ),
-            json!({"type": "message", "text": "[Tapped: Track my order]\n[Payload: TRACK_ORDER]"}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_QUICK_REPLY_0009", "text": "Talk to a human", "quick_reply": {"payload": "HANDOFF_HUMAN"}}),
-            ),
-            json!({"type": "message", "text": "Talk to a human\n[Quick reply: HANDOFF_HUMAN]"}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_AD_0010", "text": "Is this available?", "referral": {"ref": "ad_ref_1", "ad_id": "AD_ID_0001", "source": "ADS", "type": "OPEN_THREAD", "ads_context_data": {"ad_title": "Spring sale"}}}),
-            ),
-            json!({"type": "message", "text": "Is this available?\n(via ad \u{201c}Spring sale\u{201d}, ref ad_ref_1)"}),
-        ),
-        (
-            inbound(
-                "referral",
-                json!({"ref": "campaign_spring", "source": "https://ig.me/m/examplebusiness?ref=campaign_spring", "type": "OPEN_THREAD"}),
-            ),
-            json!({"type": "system_message", "system_message_type": "igbridge.notice", "text": "The customer opened an Instagram link into this conversation (ref campaign_spring)"}),
-        ),
-        (
-            inbound(
-                "message",
-                json!({"mid": "MID_EPHEMERAL", "attachments": [{"type": "ephemeral"}]}),
-            ),
-            json!({"type": "message", "text": "[View-once media: open Instagram to see it]"}),
-        ),
-    ];
+    let cases = every_inbound_kind();
     for (item, _) in &cases {
         h.deliver(&webhook(vec![item.clone()])).await;
     }

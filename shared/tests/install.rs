@@ -3,9 +3,7 @@
 //! forwarded links, races, and every bad-input case. No response ever sets a cookie, and every
 //! page carries the security headers.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::collections::HashMap;
 use std::sync::Arc;

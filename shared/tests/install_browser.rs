@@ -7,7 +7,7 @@
 //! nothing stored; then the business's own install, confirmed. Screenshots of each page are
 //! saved under `target/tmp/install-screenshots/`.
 
-mod support;
+use testkit::moto;
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -84,7 +84,7 @@ fn shots_dir() -> std::path::PathBuf {
 #[tokio::test]
 async fn the_install_walks_through_in_chromium() {
     // The app on a real loopback socket.
-    let app_port = support::free_port();
+    let app_port = moto::free_port();
     let base = format!("http://127.0.0.1:{app_port}");
     let livechat = FakeLivechat::start("CLIENT_ID_0001", "lc-client-secret").await;
     let graph = FakeMeta::start("1234", "meta-app-secret").await;
@@ -181,8 +181,8 @@ async fn the_install_walks_through_in_chromium() {
     assert!(forwarded.starts_with(&dialog.uri()), "{forwarded}");
 
     // Chromium through chromedriver.
-    let driver_port = support::free_port();
-    let _driver = support::Guard(
+    let driver_port = moto::free_port();
+    let _driver = moto::Guard(
         Command::new("chromedriver")
             .arg(format!("--port={driver_port}"))
             .stdout(Stdio::null())

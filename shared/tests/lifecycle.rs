@@ -2,9 +2,8 @@
 //! of LiveChat and the Graph API: revocations, token wipe, TTLs, the 7-day purge, Meta's
 //! deauthorize and data-deletion callbacks, and forged requests.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
+use testkit::moto;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,9 +27,9 @@ const ORG_B: &str = "00000000-0000-4000-8000-00000000a002";
 const IG_B: &str = "17841400000000002";
 
 async fn on_moto() -> (Harness, Arc<dyn Store>, aws_sdk_sqs::Client, String) {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = support::unique("igbridge-life");
+    let table = moto::unique("igbridge-life");
     shared::provision::create_table(&dynamo, &table)
         .await
         .unwrap();
@@ -39,11 +38,11 @@ async fn on_moto() -> (Harness, Arc<dyn Store>, aws_sdk_sqs::Client, String) {
     // Lifecycle events go to an EventBridge bus whose rule forwards them to a queue we can read.
     let events = aws_sdk_eventbridge::Client::new(&sdk);
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let bus = support::unique("igbridge-bus");
+    let bus = moto::unique("igbridge-bus");
     events.create_event_bus().name(&bus).send().await.unwrap();
     let queue_url = sqs
         .create_queue()
-        .queue_name(support::unique("audit"))
+        .queue_name(moto::unique("audit"))
         .send()
         .await
         .unwrap()

@@ -2,9 +2,7 @@
 //! router, the in-memory FIFO queue and the livechat-to-instagram worker, against loopback fakes
 //! of the Graph API (Send API) and LiveChat.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::time::Duration;
 

@@ -1,9 +1,7 @@
 //! Privacy: logs never carry message text, tokens or secrets. Alone in its test binary so no
 //! other test's thread interferes with the captured subscriber.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::sync::{Arc, Mutex};
 

@@ -4,9 +4,8 @@
 //! failing) and replayed. In both, the sweeper finishes the marking, and at uninstall + 7 days
 //! nothing of the organization is left. Prints items per second for marking and purging.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
+use testkit::moto;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,9 +34,9 @@ struct Scale {
 }
 
 async fn on_moto() -> Scale {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = support::unique("igbridge-scale");
+    let table = moto::unique("igbridge-scale");
     shared::provision::create_table(&dynamo, &table)
         .await
         .unwrap();

@@ -1,7 +1,7 @@
 //! One contract suite for the queue port, run against the in-memory FIFO queue and against SQS
 //! FIFO on moto server over the real AWS wire protocol.
 
-mod support;
+use testkit::moto;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,9 +37,9 @@ async fn memory() -> Pair {
 }
 
 async fn sqs() -> Pair {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_sqs::Client::new(&sdk);
-    let name = support::unique("igbridge-test");
+    let name = moto::unique("igbridge-test");
     let urls = shared::provision::create_fifo_queue(&client, &name)
         .await
         .unwrap();

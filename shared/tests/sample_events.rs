@@ -12,9 +12,8 @@ use shared::lifecycle::sweeper::SweepInput;
 use shared::routes::ROUTES;
 use tower::ServiceExt;
 
-#[path = "support/samples.rs"]
-mod samples;
 use samples::*;
+use testkit::samples;
 
 /// Each API Gateway sample and what its function answers on an empty installation.
 const API_EVENTS: &[(&str, u16)] = &[

@@ -1,7 +1,7 @@
 //! One contract suite for the store port, run against the in-memory adapter and against
 //! DynamoDB on moto server over the real AWS wire protocol.
 
-mod support;
+use testkit::moto;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,9 +26,9 @@ async fn memory() -> Arc<dyn Store> {
 }
 
 async fn dynamo() -> Arc<dyn Store> {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = support::unique("igbridge-test");
+    let table = moto::unique("igbridge-test");
     shared::provision::create_table(&client, &table)
         .await
         .unwrap();
@@ -534,9 +534,9 @@ contract!(dynamo);
 /// expiring item, and the table really has TTL and the organization index.
 #[tokio::test]
 async fn dynamo_ttl_is_a_number_attribute_and_table_matches_the_template() {
-    let sdk = support::sdk().await;
+    let sdk = moto::sdk().await;
     let client = aws_sdk_dynamodb::Client::new(&sdk);
-    let table = support::unique("igbridge-ttl");
+    let table = moto::unique("igbridge-ttl");
     shared::provision::create_table(&client, &table)
         .await
         .unwrap();

@@ -5,9 +5,7 @@
 //! Each storm must end with every message delivered exactly once, in order per conversation,
 //! and nothing parked. The report line lists the storms tried.
 
-#[path = "support/bridge.rs"]
-mod bridge;
-mod support;
+use testkit::bridge;
 
 use std::time::Duration;
 

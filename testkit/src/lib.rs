@@ -8,14 +8,23 @@
 //! limits, paging) and answer with the recorded fixtures under `fixtures/`, each of which cites
 //! its source. A refused request is recorded, so a test can assert that nothing was refused.
 //!
-//! Both run on wiremock servers: a test may still mount its own `Mock` with a higher priority
+//! Beside the fakes: [`moto`] (the moto server harness every AWS adapter test uses), [`bridge`]
+//! (the in-process bridge on memory backends that the workflow suites drive), [`samples`] (the
+//! sample events under `events/`), [`store::FaultyStore`] and [`crash`] (faults and kills).
+//!
+//! Both fakes run on wiremock servers: a test may still mount its own `Mock` with a higher priority
 //! (a lower number) to inject a fault the fakes do not model.
 
+pub mod bridge;
 pub mod crash;
 pub mod fixtures;
+pub mod journey;
+pub mod lambda;
 pub mod livechat;
 pub mod meta;
+pub mod moto;
 pub mod records;
+pub mod samples;
 pub mod store;
 
 pub use fixtures::{Fixture, fixture};

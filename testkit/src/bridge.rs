@@ -1,11 +1,12 @@
 //! Shared harness for the bridge tests: services in memory, the test kit's strict fakes of
 //! LiveChat and the Graph API (they refuse what the platforms refuse), and helpers to post signed
 //! webhooks and run the workers.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::livechat::FakeLivechat;
+use crate::meta::{FakeMeta, FbPage};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use chrono::{TimeZone, Utc};
@@ -21,8 +22,6 @@ use shared::jobs::Envelope;
 use shared::queue::Queue;
 use shared::store::{Condition, MemoryStore, Repo, Store};
 use shared::worker::{JobHandler, QueuedJob, process_batch};
-use testkit::livechat::FakeLivechat;
-use testkit::meta::{FakeMeta, FbPage};
 use tower::ServiceExt;
 use wiremock::Request as WireRequest;
 
@@ -445,6 +444,11 @@ pub const SEND: &str = "/v25.0/PAGE-17841400000000001/messages";
 
 /// A LiveChat `incoming_event` webhook for an agent event in the seeded chat.
 pub fn agent_event(id: &str, event: Value) -> Value {
+    agent_event_in(CHAT, "THREAD0002", id, event)
+}
+
+/// A LiveChat `incoming_event` webhook for an agent event in `chat`'s `thread`.
+pub fn agent_event_in(chat: &str, thread: &str, id: &str, event: Value) -> Value {
     let mut e = event;
     e["id"] = json!(id);
     if e.get("author_id").is_none() {
@@ -454,7 +458,7 @@ pub fn agent_event(id: &str, event: Value) -> Value {
         e["visibility"] = json!("all");
     }
     json!({"webhook_id": "WEBHOOK_ID_0001", "secret_key": "lc-webhook-secret", "action": "incoming_event",
-           "organization_id": ORG, "payload": {"chat_id": CHAT, "thread_id": "THREAD0002", "event": e}, "additional_data": {}})
+           "organization_id": ORG, "payload": {"chat_id": chat, "thread_id": thread, "event": e}, "additional_data": {}})
 }
 
 /// An agent's text message in the seeded chat.
@@ -483,6 +487,80 @@ pub fn webhook(items: Vec<Value>) -> Value {
 
 pub fn inbound(kind: &str, body: Value) -> Value {
     json!({"sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": 1569262485349u64, kind: body})
+}
+
+/// One Instagram messaging item of every documented kind the inbound worker renders (story
+/// mention and reply, reel, unsupported, postback, quick reply, ad referral, link referral,
+/// view-once media), each with the LiveChat event it becomes (without its `custom_id`).
+pub fn every_inbound_kind() -> Vec<(Value, Value)> {
+    let cdn = |p: &str| {
+        format!("https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id={p}&signature=EXAMPLE")
+    };
+    vec![
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_STORY_MENTION_0003", "attachments": [{"type": "story_mention", "payload": {"url": cdn("3")}}]}),
+            ),
+            json!({"type": "message", "text": format!("📣 Mentioned you in their story:\n{}", cdn("3"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_STORY_REPLY_0004", "text": "Is this still in stock?", "reply_to": {"story": {"url": cdn("4"), "id": "18000000000000004"}}}),
+            ),
+            json!({"type": "message", "text": format!("↩ Replied to your story {}\nIs this still in stock?", cdn("4"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_REEL_0011", "attachments": [{"type": "ig_reel", "payload": {"reel_video_id": "1", "title": "Caption #tag", "url": cdn("5")}}]}),
+            ),
+            json!({"type": "message", "text": format!("[Shared a reel] Caption #tag\n{}", cdn("5"))}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_UNSUPPORTED_0007", "is_unsupported": true}),
+            ),
+            json!({"type": "message", "text": "[A message Instagram does not let apps show: open Instagram to see it]"}),
+        ),
+        (
+            inbound(
+                "postback",
+                json!({"mid": "MID_POSTBACK_0008", "title": "Track my order", "payload": "TRACK_ORDER"}),
+            ),
+            json!({"type": "message", "text": "[Tapped: Track my order]\n[Payload: TRACK_ORDER]"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_QUICK_REPLY_0009", "text": "Talk to a human", "quick_reply": {"payload": "HANDOFF_HUMAN"}}),
+            ),
+            json!({"type": "message", "text": "Talk to a human\n[Quick reply: HANDOFF_HUMAN]"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_AD_0010", "text": "Is this available?", "referral": {"ref": "ad_ref_1", "ad_id": "AD_ID_0001", "source": "ADS", "type": "OPEN_THREAD", "ads_context_data": {"ad_title": "Spring sale"}}}),
+            ),
+            json!({"type": "message", "text": "Is this available?\n(via ad \u{201c}Spring sale\u{201d}, ref ad_ref_1)"}),
+        ),
+        (
+            inbound(
+                "referral",
+                json!({"ref": "campaign_spring", "source": "https://ig.me/m/examplebusiness?ref=campaign_spring", "type": "OPEN_THREAD"}),
+            ),
+            json!({"type": "system_message", "system_message_type": "igbridge.notice", "text": "The customer opened an Instagram link into this conversation (ref campaign_spring)"}),
+        ),
+        (
+            inbound(
+                "message",
+                json!({"mid": "MID_EPHEMERAL", "attachments": [{"type": "ephemeral"}]}),
+            ),
+            json!({"type": "message", "text": "[View-once media: open Instagram to see it]"}),
+        ),
+    ]
 }
 
 pub fn text(mid: &str, t: &str) -> Value {

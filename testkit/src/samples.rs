@@ -1,6 +1,5 @@
 //! The sample events under events/ and the services events/local.env configures (as
 //! `cargo lambda watch --env-file` does), for the tests that replay or mutate the samples.
-#![allow(dead_code)]
 
 use std::sync::Arc;
 

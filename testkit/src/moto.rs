@@ -3,7 +3,6 @@
 //! Uses `AWS_ENDPOINT_URL` when it is set (CI starts one moto for the whole run); otherwise
 //! starts `moto_server` on a free loopback port once per test binary, under a shell that kills
 //! it when this process exits (its stdin closes). A missing moto is a test failure, not a skip.
-#![allow(dead_code)]
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};

@@ -1,0 +1,464 @@
+//! The deployed shape under test: template.yaml deployed on moto, the seven function binaries
+//! (built from `functions/*`, exactly the code `cargo lambda build` ships) run under the test
+//! kit's Lambda Runtime API emulator, reached through an HTTP API front built from the
+//! template's routes and fed by SQS event-source mappings with the template's settings; the
+//! strict fakes of Meta and LiveChat stand in for the platforms. Secrets reach the functions only
+//! through Secrets Manager (the environment holds none, as in the template).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use testkit::journey::AppFakes;
+use testkit::lambda::event_source::{Mapping, Poller};
+use testkit::lambda::http_api::{HttpApi, Route};
+use testkit::lambda::runtime::{Function, FunctionConfig, InvokeError};
+use testkit::lambda::stack::{Stack, StackOptions};
+use testkit::lambda::template::{self, FunctionDef};
+
+/// The app's public identifiers (template parameters).
+pub const META_APP_ID: &str = "1234567890";
+/// The LiveChat client id.
+pub const LIVECHAT_CLIENT_ID: &str = "system-livechat-client";
+/// The secrets the operator fills in after the first deploy.
+pub const META_APP_SECRET: &str = "system-meta-app-secret";
+/// The webhook verify token.
+pub const META_VERIFY_TOKEN: &str = "system-verify-token";
+/// The LiveChat client secret.
+pub const LIVECHAT_CLIENT_SECRET: &str = "system-livechat-client-secret";
+/// The secret LiveChat puts in each chat webhook body (`bridge::agent_event` signs with it).
+pub const LIVECHAT_WEBHOOK_SECRET: &str = "lc-webhook-secret";
+
+/// How a system is started.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The work queues' visibility timeout (the template's 180 s, compressed so a test sees a
+    /// failed batch again in seconds).
+    pub visibility_timeout: i32,
+    /// Function timeouts that differ from the template's, by binary name.
+    pub timeouts: BTreeMap<String, Duration>,
+    /// Secrets left unfilled (as an operator who skipped one would).
+    pub unfilled: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            visibility_timeout: 5,
+            timeouts: BTreeMap::new(),
+            unfilled: Vec::new(),
+        }
+    }
+}
+
+/// The whole app, deployed and running.
+pub struct System {
+    /// The stack on moto.
+    pub stack: Stack,
+    /// The platforms.
+    pub fakes: AppFakes,
+    /// Each function by binary name.
+    pub functions: BTreeMap<String, Arc<Function>>,
+    /// The HTTP API front.
+    pub api: HttpApi,
+    /// The event-source mappings, by function.
+    pub pollers: BTreeMap<String, Poller>,
+    defs: Vec<FunctionDef>,
+    /// A client that does not follow redirects.
+    pub http: reqwest::Client,
+}
+
+/// Builds the function binaries once per test process (cargo releases its lock while tests
+/// run). The whole workspace with its tests, so features resolve as they did for the test
+/// build and nothing is compiled twice.
+pub fn binaries() -> &'static PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test binary");
+        let dir = exe
+            .parent()
+            .and_then(|deps| deps.parent())
+            .expect("target/<profile>/deps")
+            .to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let mut cargo = std::process::Command::new(env!("CARGO"));
+        cargo.current_dir(template::root()).args([
+            "build",
+            "--workspace",
+            "--bins",
+            "--tests",
+            "--quiet",
+        ]);
+        if release {
+            cargo.arg("--release");
+        }
+        let out = cargo.output().expect("cargo to build the functions");
+        assert!(
+            out.status.success(),
+            "building the function binaries failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+impl System {
+    /// Deploys the template on moto and starts every function, the front and the mappings.
+    pub async fn start(options: Options) -> Self {
+        let bin = binaries().clone();
+        let fakes = AppFakes::start(
+            (LIVECHAT_CLIENT_ID, LIVECHAT_CLIENT_SECRET),
+            (META_APP_ID, META_APP_SECRET),
+        )
+        .await;
+        let mut api = HttpApi::bind().await;
+        let sdk = testkit::moto::sdk().await;
+        let stack = Stack::deploy(
+            sdk,
+            StackOptions {
+                parameters: BTreeMap::from([
+                    ("MetaAppId".into(), META_APP_ID.into()),
+                    ("LivechatClientId".into(), LIVECHAT_CLIENT_ID.into()),
+                    // The template's LogLevel parameter (IGBRIDGE_SYSTEM_LOG_LEVEL=DEBUG to debug).
+                    (
+                        "LogLevel".into(),
+                        std::env::var("IGBRIDGE_SYSTEM_LOG_LEVEL")
+                            .unwrap_or_else(|_| "INFO".into()),
+                    ),
+                ]),
+                api_endpoint: api.url().to_string(),
+                visibility_timeout: Some(options.visibility_timeout),
+            },
+        )
+        .await;
+        fill_secrets(&stack, &options.unfilled).await;
+        let defs = template::functions(stack.template());
+        let functions: BTreeMap<String, Arc<Function>> = defs
+            .iter()
+            .map(|def| {
+                let mut env = stack.function_env(def);
+                env.extend(platform_env(&fakes));
+                let timeout = options.timeouts.get(&def.binary).copied();
+                let config = FunctionConfig {
+                    name: def.binary.clone(),
+                    binary: bin.join(&def.binary),
+                    timeout: timeout.unwrap_or(def.timeout),
+                    memory_mb: def.memory_mb,
+                    env,
+                };
+                (def.binary.clone(), Function::new(config))
+            })
+            .collect();
+        api.serve(
+            template::routes(stack.template())
+                .into_iter()
+                .map(|def| Route {
+                    function: functions[&def.function].clone(),
+                    def,
+                })
+                .collect(),
+        );
+        let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+        let pollers = defs
+            .iter()
+            .flat_map(|def| def.queues.iter().map(move |q| (def, q)))
+            .map(|(def, q)| {
+                let mapping = Mapping {
+                    queue_url: stack.reference(&q.queue).to_string(),
+                    queue_arn: stack.attribute(&q.queue, "Arn").to_string(),
+                    batch_size: q.batch_size,
+                    report_batch_item_failures: q.report_batch_item_failures,
+                };
+                let poller = mapping.start(sqs.clone(), functions[&def.binary].clone());
+                (def.binary.clone(), poller)
+            })
+            .collect();
+        Self {
+            stack,
+            fakes,
+            functions,
+            api,
+            pollers,
+            defs,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .expect("a client"),
+        }
+    }
+
+    /// The front's URL for `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.api.url())
+    }
+
+    /// A function by binary name.
+    pub fn function(&self, name: &str) -> &Arc<Function> {
+        &self.functions[name]
+    }
+
+    /// Posts a Meta webhook body, signed with the app secret, through the front.
+    pub async fn post_instagram(&self, body: &Value) -> reqwest::Response {
+        let text = body.to_string();
+        let signature =
+            shared::instagram::webhook::sign(META_APP_SECRET.as_bytes(), text.as_bytes());
+        self.http
+            .post(self.url("/webhooks/instagram"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", signature)
+            .body(text)
+            .send()
+            .await
+            .expect("the front answers")
+    }
+
+    /// Posts a LiveChat chat webhook through the front.
+    pub async fn post_livechat(&self, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url("/webhooks/livechat"))
+            .json(body)
+            .send()
+            .await
+            .expect("the front answers")
+    }
+
+    /// The generated App Webhooks token the operator copies into LiveChat's webhook URL.
+    pub async fn app_webhook_token(&self) -> String {
+        let secret = aws_sdk_secretsmanager_value(&self.stack, "LivechatAppWebhookToken").await;
+        secret["LIVECHAT_APP_WEBHOOK_TOKEN"]
+            .as_str()
+            .expect("a generated token")
+            .to_string()
+    }
+
+    /// Invokes the scheduled function with the scheduler's payload (the template's `Input`),
+    /// with `now` moved to `now`; returns the function's answer.
+    pub async fn run_schedule(&self, function: &str, now: DateTime<Utc>) -> Value {
+        let def = self
+            .defs
+            .iter()
+            .find(|d| d.binary == function)
+            .expect("a function");
+        let mut input = def
+            .schedules
+            .first()
+            .unwrap_or_else(|| panic!("{function} has no schedule"))
+            .input
+            .clone();
+        input["now"] = json!(now.to_rfc3339());
+        let answer = self
+            .function(function)
+            .invoke(&input)
+            .await
+            .unwrap_or_else(|e| panic!("{function}: {e}"));
+        serde_json::from_slice(&answer).expect("a JSON answer")
+    }
+
+    /// Waits (up to `limit`) until both work queues are empty with nothing in flight.
+    pub async fn settle(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let mut busy = 0;
+            for q in ["ToLivechatQueue", "ToInstagramQueue"] {
+                busy += self.depth(q).await;
+            }
+            if busy == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "queues did not drain: {busy} left"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Messages in a queue, visible or in flight.
+    pub async fn depth(&self, logical_id: &str) -> u64 {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = aws_sdk_sqs::Client::new(&self.stack.sdk)
+            .get_queue_attributes()
+            .queue_url(self.stack.reference(logical_id))
+            .attribute_names(A::ApproximateNumberOfMessages)
+            .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+            .attribute_names(A::ApproximateNumberOfMessagesDelayed)
+            .send()
+            .await
+            .expect("get-queue-attributes");
+        let attrs = out.attributes.unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+            A::ApproximateNumberOfMessagesDelayed,
+        ]
+        .iter()
+        .filter_map(|a| attrs.get(a).and_then(|v| v.parse::<u64>().ok()))
+        .sum()
+    }
+
+    /// Every item of the table, as JSON-ish strings (for leftovers and privacy checks).
+    pub async fn table_items(&self) -> Vec<String> {
+        let client = aws_sdk_dynamodb::Client::new(&self.stack.sdk);
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = client
+                .scan()
+                .table_name(self.stack.reference("Table"))
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(out.items().iter().map(|i| format!("{i:?}")));
+            start = out.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+
+    /// What each mapping and function has done, for a failing test's message.
+    pub async fn diagnose(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut out = self.cold_starts();
+        for (name, p) in &self.pollers {
+            let s = &p.stats;
+            out.push_str(&format!(
+                "{name} mapping: {} invocations ({} failed), {} deleted, {} reported failed, largest batch {}\n",
+                s.invocations.load(Relaxed),
+                s.failed_invocations.load(Relaxed),
+                s.deleted.load(Relaxed),
+                s.reported_failures.load(Relaxed),
+                s.largest_batch.load(Relaxed),
+            ));
+        }
+        for q in [
+            "ToLivechatQueue",
+            "ToLivechatDlq",
+            "ToInstagramQueue",
+            "ToInstagramDlq",
+        ] {
+            out.push_str(&format!("{q}: {} messages\n", self.depth(q).await));
+        }
+        for (name, f) in &self.functions {
+            let logs = f.logs();
+            for line in &logs[logs.len().saturating_sub(8)..] {
+                out.push_str(&format!("[{name}] {line}\n"));
+            }
+        }
+        out
+    }
+
+    /// Every log line of every function.
+    pub fn logs(&self) -> Vec<String> {
+        self.functions.values().flat_map(|f| f.logs()).collect()
+    }
+
+    /// The cold-start table: per function, spawn → ready, first and warm invocations.
+    pub fn cold_starts(&self) -> String {
+        let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+        let pct = |v: &[Duration], p: f64| -> String {
+            if v.is_empty() {
+                return "-".into();
+            }
+            let mut v = v.to_vec();
+            v.sort();
+            let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+            format!("{:.1}", ms(&v[i]))
+        };
+        let mut out = format!(
+            "{:<24} {:>5} {:>10} {:>10} {:>6} {:>9} {:>9}\n",
+            "function", "cold", "ready ms", "first ms", "warm", "warm p50", "warm p99"
+        );
+        for (name, f) in &self.functions {
+            let t = f.timings();
+            out.push_str(&format!(
+                "{:<24} {:>5} {:>10} {:>10} {:>6} {:>9} {:>9}\n",
+                name,
+                t.ready.len(),
+                pct(&t.ready, 0.5),
+                pct(&t.first, 0.5),
+                t.warm.len(),
+                pct(&t.warm, 0.5),
+                pct(&t.warm, 0.99),
+            ));
+        }
+        out
+    }
+}
+
+/// The secret values the operator puts in each secret (README "Deploy").
+pub fn secret_values(key: &str) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            "MetaAppSecret",
+            json!({"META_APP_SECRET": META_APP_SECRET}).to_string(),
+        ),
+        (
+            "MetaVerifyToken",
+            json!({"META_VERIFY_TOKEN": META_VERIFY_TOKEN}).to_string(),
+        ),
+        (
+            "LivechatClientSecret",
+            json!({"LIVECHAT_CLIENT_SECRET": LIVECHAT_CLIENT_SECRET}).to_string(),
+        ),
+        (
+            "LivechatWebhookSecret",
+            json!({"LIVECHAT_WEBHOOK_SECRET": LIVECHAT_WEBHOOK_SECRET}).to_string(),
+        ),
+        (
+            "TokenEncryptionKey",
+            json!({"TOKEN_ENCRYPTION_KEY": key}).to_string(),
+        ),
+    ])
+}
+
+async fn fill_secrets(stack: &Stack, unfilled: &[String]) {
+    let key = shared::cipher::TokenCipher::generate_setting();
+    for (id, value) in secret_values(key.expose_secret()) {
+        if !unfilled.iter().any(|u| u == id) {
+            let value: Value = serde_json::from_str(&value).expect("JSON");
+            stack.fill_secret(id, &value).await;
+        }
+    }
+}
+
+async fn aws_sdk_secretsmanager_value(stack: &Stack, id: &str) -> Value {
+    let out = aws_sdk_secretsmanager::Client::new(&stack.sdk)
+        .get_secret_value()
+        .secret_id(stack.reference(id))
+        .send()
+        .await
+        .expect("get-secret-value");
+    serde_json::from_str(out.secret_string().unwrap_or("{}")).expect("a JSON secret")
+}
+
+/// What Lambda gives every function besides the template's variables: the region and the
+/// role's credentials (here moto's), and this test's platform endpoints (the fakes).
+fn platform_env(f: &AppFakes) -> Vec<(String, String)> {
+    let endpoint = testkit::moto::moto_endpoint();
+    [
+        ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_SESSION_TOKEN", "testing"),
+        ("GRAPH_API_BASE_URL", &f.graph.uri()),
+        ("FACEBOOK_DIALOG_BASE_URL", &f.graph.uri()),
+        ("LIVECHAT_API_BASE_URL", &f.livechat.uri()),
+        ("LIVECHAT_ACCOUNTS_BASE_URL", &f.livechat.uri()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// Whether an invocation error is the timeout kind.
+pub fn timed_out(e: &InvokeError) -> bool {
+    matches!(e, InvokeError::Timeout(_))
+}
