@@ -191,6 +191,13 @@ impl System {
         }
     }
 
+    /// A started system with the app installed through the front.
+    pub async fn installed(options: Options) -> Self {
+        let s = Self::start(options).await;
+        testkit::journey::install(s.api.url(), &s.fakes).await;
+        s
+    }
+
     /// The front's URL for `path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.api.url())
@@ -335,6 +342,9 @@ impl System {
                 s.reported_failures.load(Relaxed),
                 s.largest_batch.load(Relaxed),
             ));
+            for (i, batch) in s.batches.lock().expect("batches").iter().enumerate() {
+                out.push_str(&format!("  batch {i}: {batch}\n"));
+            }
         }
         for q in [
             "ToLivechatQueue",

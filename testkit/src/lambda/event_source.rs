@@ -42,6 +42,9 @@ pub struct MappingStats {
     pub reported_failures: AtomicU64,
     /// Largest batch seen.
     pub largest_batch: AtomicU64,
+    /// Each batch as `sequence number × receive count` per message, for a failing test's
+    /// message (FIFO order and redeliveries at a glance).
+    pub batches: std::sync::Mutex<Vec<String>>,
 }
 
 /// A running poller; dropping it stops polling.
@@ -55,6 +58,21 @@ impl Drop for Poller {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A batch as `sequence-number-tail×receive-count` per record.
+fn shape(event: &Value) -> String {
+    let records = event["Records"].as_array().into_iter().flatten();
+    let each: Vec<String> = records
+        .map(|r| {
+            let a = &r["attributes"];
+            let seq = a["SequenceNumber"].as_str().unwrap_or("-");
+            let tail = &seq[seq.len().saturating_sub(4)..];
+            let count = a["ApproximateReceiveCount"].as_str().unwrap_or("?");
+            format!("{tail}×{count}")
+        })
+        .collect();
+    each.join(" ")
 }
 
 impl Mapping {
@@ -102,6 +120,7 @@ impl Mapping {
             .fetch_max(messages.len() as u64, Ordering::Relaxed);
         let event =
             json!({ "Records": messages.iter().map(|m| self.record(m)).collect::<Vec<_>>() });
+        stats.batches.lock().expect("batches").push(shape(&event));
         let answer = match function.invoke(&event).await {
             Ok(answer) => answer,
             Err(_) => {
