@@ -1,7 +1,7 @@
 //! Configuration, loaded once per cold start from the environment and, in Lambda, from the
 //! Secrets Manager secrets named by `APP_SECRET_IDS` (comma-separated; each a JSON object whose
 //! keys are the same names). Each function is given only the secrets it uses
-//! ([`FUNCTION_SECRETS`]; template.yaml follows it and shared/tests/deploy_template.rs checks).
+//! ([`FUNCTION_SECRETS`]; template.yaml follows it and tests/tests/template.rs checks).
 //!
 //! A value in the secret wins over the same name in the environment: the secret is the source of
 //! truth in Lambda, and the environment only supplies what the secret lacks.

@@ -51,11 +51,9 @@ fn seed() -> u64 {
 }
 
 fn setting(key: &str) -> String {
-    read("local.env")
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+    local_settings()
+        .get(key)
         .unwrap_or_else(|| panic!("{key} in events/local.env"))
-        .trim_matches('"')
         .to_string()
 }
 

@@ -1,7 +1,7 @@
 //! Test harness: moto server over the real AWS wire protocol.
 //!
-//! Uses `AWS_ENDPOINT_URL` when it is set (CI starts one moto for the whole run); otherwise
-//! starts `moto_server` on a free loopback port once per test binary, under a shell that kills
+//! Uses `AWS_ENDPOINT_URL` when it is set (scripts/test starts one moto for the whole run);
+//! otherwise starts scripts/moto_server.py on a free loopback port once per test binary, under a shell that kills
 //! it when this process exits (its stdin closes). A missing moto is a test failure, not a skip.
 
 use std::io::Write;
@@ -32,9 +32,20 @@ fn start_moto() -> String {
         .and_then(|l| l.local_addr())
         .expect("a free loopback port")
         .port();
+    // scripts/moto_server.py: moto with its FIFO redelivery order corrected; the project's
+    // virtual environment's Python when scripts/test made one.
+    let root = crate::lambda::template::root();
+    let venv = root.join(".venv/bin/python3");
+    let python = if venv.exists() {
+        venv.display().to_string()
+    } else {
+        "python3".to_string()
+    };
+    let launcher = root.join("scripts/moto_server.py");
     let script = format!(
-        "moto_server -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
-         trap 'kill $pid 2>/dev/null' EXIT; read _; kill $pid 2>/dev/null"
+        "{python} {} -H 127.0.0.1 -p {port} >/dev/null 2>&1 & pid=$!; \
+         trap 'kill $pid 2>/dev/null' EXIT; read _; kill $pid 2>/dev/null",
+        launcher.display()
     );
     let child = Command::new("sh")
         .arg("-c")
@@ -58,8 +69,8 @@ fn start_moto() -> String {
         .and_then(|c| c.stdin.as_mut())
         .map(|s| s.flush());
     panic!(
-        "moto_server did not start on port {port}: install it with `pip install 'moto[server]'` \
-         or set AWS_ENDPOINT_URL"
+        "moto did not start on port {port}: run the tests with scripts/test (it installs moto \
+         into .venv), or `pip install 'moto[server]'`, or set AWS_ENDPOINT_URL"
     );
 }
 

@@ -326,8 +326,9 @@ async fn install_every_message_kind_both_ways_uninstall_and_nothing_left_after_s
     uninstall(&s).await;
     nothing_left_of_the_tenant(&s).await;
     nothing_private_in_logs(&s);
-    println!(
-        "cold starts (dev profile, this machine):\n{}",
-        s.cold_starts()
-    );
+    // Reported, never asserted: .ci/run prints the file.
+    let table = s.cold_starts();
+    println!("cold starts (dev profile, this machine):\n{table}");
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cold-starts.txt");
+    std::fs::write(file, table).unwrap();
 }

@@ -7,85 +7,14 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
-use serde_yaml_ng::Value;
 use shared::app::Services;
 use shared::clock::SystemClock;
 use shared::config::{AwsResources, Config, Settings};
 use shared::routes::{HttpFunction, ROUTES};
+use testkit::lambda::template::{
+    Value, function_names, intrinsic, load as template, num, of_type, ref_target, resources, root,
+};
 use tower::ServiceExt;
-
-fn root() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn template() -> Value {
-    let text = std::fs::read_to_string(root().join("template.yaml")).unwrap();
-    serde_yaml_ng::from_str(&text).unwrap()
-}
-
-/// A CloudFormation short-form intrinsic (`!Ref X`, `!GetAtt X.Arn`, `!Sub "…"`): tag and value.
-fn intrinsic(v: &Value) -> Option<(String, &Value)> {
-    match v {
-        Value::Tagged(t) => Some((
-            t.tag.to_string().trim_start_matches('!').to_string(),
-            &t.value,
-        )),
-        _ => None,
-    }
-}
-
-fn ref_target(v: &Value) -> String {
-    match intrinsic(v) {
-        Some((tag, inner)) if tag == "Ref" => inner.as_str().unwrap().to_string(),
-        Some((tag, inner)) if tag == "GetAtt" => inner
-            .as_str()
-            .unwrap()
-            .split('.')
-            .next()
-            .unwrap()
-            .to_string(),
-        _ => panic!("not a !Ref or !GetAtt: {v:?}"),
-    }
-}
-
-fn resources(t: &Value) -> BTreeMap<String, Value> {
-    t["Resources"]
-        .as_mapping()
-        .unwrap()
-        .iter()
-        .map(|(k, v)| (k.as_str().unwrap().to_string(), v.clone()))
-        .collect()
-}
-
-fn of_type(t: &Value, ty: &str) -> BTreeMap<String, Value> {
-    resources(t)
-        .into_iter()
-        .filter(|(_, r)| r["Type"].as_str() == Some(ty))
-        .collect()
-}
-
-fn num(v: &Value) -> i64 {
-    v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or_else(|| panic!("not a number: {v:?}"))
-}
-
-/// The `functions/<name>` crate each function resource is built from.
-fn function_names(t: &Value) -> BTreeMap<String, String> {
-    of_type(t, "AWS::Serverless::Function")
-        .into_iter()
-        .map(|(id, f)| {
-            let binary = f["Metadata"]["BuildProperties"]["Binary"]
-                .as_str()
-                .unwrap()
-                .to_string();
-            (id, binary)
-        })
-        .collect()
-}
 
 #[test]
 fn template_routes_are_the_routes_the_code_declares() {
@@ -125,22 +54,9 @@ fn template_routes_are_the_routes_the_code_declares() {
     assert_eq!(ROUTES.len(), 13);
 }
 
+/// The configuration events/local.env gives (as `cargo lambda watch --env-file` reads it).
 fn local_config() -> Config {
-    Config::from_settings(&Settings::from_pairs([
-        ("PUBLIC_BASE_URL", "https://bridge.example.com"),
-        ("META_APP_ID", "1234"),
-        ("META_APP_SECRET", "s"),
-        ("META_VERIFY_TOKEN", "v"),
-        ("LIVECHAT_CLIENT_ID", "c"),
-        ("LIVECHAT_CLIENT_SECRET", "cs"),
-        ("LIVECHAT_WEBHOOK_SECRET", "w"),
-        ("LIVECHAT_APP_WEBHOOK_TOKEN", "a"),
-        (
-            "TOKEN_ENCRYPTION_KEY",
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
-        ),
-    ]))
-    .unwrap()
+    Config::from_settings(&testkit::samples::local_settings()).unwrap()
 }
 
 async fn probe(router: &axum::Router, method: &str, path: &str) -> (StatusCode, BTreeSet<String>) {

@@ -1,5 +1,5 @@
 //! The install pages in a real browser: headless Chromium (Debian's chromium and chromium-driver,
-//! installed by .ci/run) driven over WebDriver through the whole install — LiveChat authorization
+//! installed by scripts/test) driven over WebDriver through the whole install — LiveChat authorization
 //! and the Facebook dialog are loopback fakes that redirect back — with the page's own script
 //! (under its Content Security Policy) tying each step to the tab. First the attack of a
 //! forwarded link: an attacker (a plain HTTP client) starts an install for their organization
@@ -188,7 +188,7 @@ async fn the_install_walks_through_in_chromium() {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("chromedriver (Debian package chromium-driver) must be installed; .ci/run installs it"),
+            .expect("chromedriver (Debian package chromium-driver) must be installed; scripts/test installs it"),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", driver_port)).is_err() {
