@@ -122,8 +122,7 @@ async fn walk(env: Vec<(String, String)>, serve_args: &[&str], f: &AppFakes) {
     })
     .await;
     // Meta and LiveChat accepted every request the running app made.
-    assert_eq!(f.graph.refusals(), Vec::<String>::new());
-    assert_eq!(f.livechat.refusals(), Vec::<String>::new());
+    f.assert_nothing_refused();
     assert_eq!(
         f.graph
             .calls()

@@ -570,11 +570,6 @@ pub fn text(mid: &str, t: &str) -> Value {
 impl Harness {
     /// Asserts that neither platform refused a request the bridge made.
     pub fn assert_nothing_refused(&self) {
-        assert_eq!(self.graph.refusals(), Vec::<String>::new(), "Graph refused");
-        assert_eq!(
-            self.livechat.refusals(),
-            Vec::<String>::new(),
-            "LiveChat refused"
-        );
+        crate::assert_nothing_refused(&self.graph, &self.livechat);
     }
 }

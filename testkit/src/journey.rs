@@ -51,12 +51,7 @@ impl AppFakes {
 
     /// Asserts that neither platform refused a request the app made.
     pub fn assert_nothing_refused(&self) {
-        assert_eq!(self.graph.refusals(), Vec::<String>::new(), "Graph refused");
-        assert_eq!(
-            self.livechat.refusals(),
-            Vec::<String>::new(),
-            "LiveChat refused"
-        );
+        crate::assert_nothing_refused(&self.graph, &self.livechat);
     }
 }
 
@@ -119,33 +114,18 @@ pub async fn install(base: &str, f: &AppFakes) {
         .await
         .unwrap();
     let lc_state = state_of(start.headers()["location"].to_str().unwrap());
-    let back = http
-        .post(format!("{base}/oauth/livechat/callback"))
-        .form(&[
-            ("code", "dal:CODE"),
-            ("state", &lc_state),
-            ("browser", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let callback = |path: &str, code: &'static str, state: String| {
+        let form = [
+            ("code", code.to_string()),
+            ("state", state),
+            ("browser", secret.to_string()),
+        ];
+        let request = http.post(format!("{base}{path}")).form(&form);
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let back = callback("/oauth/livechat/callback", "dal:CODE", lc_state).await;
     let fb_state = state_of(&field(&back, "data-go href=\""));
-    let shown = http
-        .post(format!("{base}/oauth/facebook/callback"))
-        .form(&[
-            ("code", "FBCODE"),
-            ("state", &fb_state),
-            ("browser", secret),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let shown = callback("/oauth/facebook/callback", "FBCODE", fb_state).await;
     assert!(
         shown.contains("Example Support") && shown.contains("@shop"),
         "{shown}"

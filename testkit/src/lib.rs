@@ -28,3 +28,13 @@ pub mod samples;
 pub mod store;
 
 pub use fixtures::{Fixture, fixture};
+
+/// Asserts that neither platform refused a request the code under test made.
+pub fn assert_nothing_refused(graph: &meta::FakeMeta, livechat: &livechat::FakeLivechat) {
+    assert_eq!(graph.refusals(), Vec::<String>::new(), "Graph refused");
+    assert_eq!(
+        livechat.refusals(),
+        Vec::<String>::new(),
+        "LiveChat refused"
+    );
+}

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use testkit::journey::AppFakes;
 use testkit::lambda::event_source::{Mapping, Poller};
 use testkit::lambda::http_api::{HttpApi, Route};
-use testkit::lambda::runtime::{Function, FunctionConfig, InvokeError};
+use testkit::lambda::runtime::{Function, FunctionConfig};
 use testkit::lambda::stack::{Stack, StackOptions};
 use testkit::lambda::template::{self, FunctionDef};
 
@@ -235,7 +235,7 @@ impl System {
 
     /// The generated App Webhooks token the operator copies into LiveChat's webhook URL.
     pub async fn app_webhook_token(&self) -> String {
-        let secret = aws_sdk_secretsmanager_value(&self.stack, "LivechatAppWebhookToken").await;
+        let secret = secret_json(&self.stack, "LivechatAppWebhookToken").await;
         secret["LIVECHAT_APP_WEBHOOK_TOKEN"]
             .as_str()
             .expect("a generated token")
@@ -401,29 +401,23 @@ impl System {
     }
 }
 
-/// The secret values the operator puts in each secret (README "Deploy").
-pub fn secret_values(key: &str) -> BTreeMap<&'static str, String> {
+/// The value the operator puts in each secret (README "Deploy"), by logical id.
+pub fn secret_values(key: &str) -> BTreeMap<&'static str, Value> {
     BTreeMap::from([
-        (
-            "MetaAppSecret",
-            json!({"META_APP_SECRET": META_APP_SECRET}).to_string(),
-        ),
+        ("MetaAppSecret", json!({"META_APP_SECRET": META_APP_SECRET})),
         (
             "MetaVerifyToken",
-            json!({"META_VERIFY_TOKEN": META_VERIFY_TOKEN}).to_string(),
+            json!({"META_VERIFY_TOKEN": META_VERIFY_TOKEN}),
         ),
         (
             "LivechatClientSecret",
-            json!({"LIVECHAT_CLIENT_SECRET": LIVECHAT_CLIENT_SECRET}).to_string(),
+            json!({"LIVECHAT_CLIENT_SECRET": LIVECHAT_CLIENT_SECRET}),
         ),
         (
             "LivechatWebhookSecret",
-            json!({"LIVECHAT_WEBHOOK_SECRET": LIVECHAT_WEBHOOK_SECRET}).to_string(),
+            json!({"LIVECHAT_WEBHOOK_SECRET": LIVECHAT_WEBHOOK_SECRET}),
         ),
-        (
-            "TokenEncryptionKey",
-            json!({"TOKEN_ENCRYPTION_KEY": key}).to_string(),
-        ),
+        ("TokenEncryptionKey", json!({"TOKEN_ENCRYPTION_KEY": key})),
     ])
 }
 
@@ -431,13 +425,13 @@ async fn fill_secrets(stack: &Stack, unfilled: &[String]) {
     let key = shared::cipher::TokenCipher::generate_setting();
     for (id, value) in secret_values(key.expose_secret()) {
         if !unfilled.iter().any(|u| u == id) {
-            let value: Value = serde_json::from_str(&value).expect("JSON");
             stack.fill_secret(id, &value).await;
         }
     }
 }
 
-async fn aws_sdk_secretsmanager_value(stack: &Stack, id: &str) -> Value {
+/// A secret's current value.
+async fn secret_json(stack: &Stack, id: &str) -> Value {
     let out = aws_sdk_secretsmanager::Client::new(&stack.sdk)
         .get_secret_value()
         .secret_id(stack.reference(id))
@@ -466,9 +460,4 @@ fn platform_env(f: &AppFakes) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
-}
-
-/// Whether an invocation error is the timeout kind.
-pub fn timed_out(e: &InvokeError) -> bool {
-    matches!(e, InvokeError::Timeout(_))
 }

@@ -96,6 +96,24 @@ async fn front_answers_only_the_templates_routes(s: &System) {
             json!({"message": "Not Found"})
         );
     }
+    // A body over the HTTP API's 10 MB is refused by the front; the function never sees it.
+    let webhook_fn = s.function("instagram-webhook");
+    let calls = |t: testkit::lambda::runtime::Timings| t.first.len() + t.warm.len();
+    let before = calls(webhook_fn.timings());
+    let huge = s
+        .http
+        .post(s.url("/webhooks/instagram"))
+        .header("content-type", "application/json")
+        .body(vec![b' '; testkit::lambda::http_api::MAX_PAYLOAD + 1])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 413);
+    assert_eq!(
+        huge.json::<Value>().await.unwrap(),
+        json!({"message": "Request Entity Too Large"})
+    );
+    assert_eq!(calls(webhook_fn.timings()), before, "no invocation");
     // An unsigned body is refused by the function, through the front.
     let forged = s
         .http

@@ -139,21 +139,30 @@ impl Mapping {
             .iter()
             .filter(|m| !failed.contains(m.message_id().unwrap_or_default()))
             .collect();
-        for (i, m) in done.iter().enumerate() {
-            let entry = DeleteMessageBatchRequestEntry::builder()
-                .id(i.to_string())
-                .receipt_handle(m.receipt_handle().unwrap_or_default())
-                .build()
-                .expect("an entry");
-            let deleted = sqs
-                .delete_message_batch()
-                .queue_url(&self.queue_url)
-                .entries(entry)
-                .send()
-                .await;
-            if deleted.is_ok() {
-                stats.deleted.fetch_add(1, Ordering::Relaxed);
-            }
+        if done.is_empty() {
+            return;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = done
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .expect("an entry")
+            })
+            .collect();
+        let deleted = sqs
+            .delete_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await;
+        if let Ok(out) = deleted {
+            stats
+                .deleted
+                .fetch_add(out.successful().len() as u64, Ordering::Relaxed);
         }
     }
 

@@ -24,6 +24,9 @@ use serde_json::{Value, json};
 use super::runtime::{Function, InvokeError};
 use super::template::RouteDef;
 
+/// The largest request payload an HTTP API accepts (API Gateway quotas: 10 MB).
+pub const MAX_PAYLOAD: usize = 10 * 1024 * 1024;
+
 /// A route with the function that serves it.
 pub struct Route {
     /// The route as declared.
@@ -122,9 +125,10 @@ async fn handle(
     else {
         return gateway_error(StatusCode::NOT_FOUND, "Not Found");
     };
-    let body = axum::body::to_bytes(body, 10 * 1024 * 1024)
-        .await
-        .unwrap_or_default();
+    // HTTP APIs take payloads up to 10 MB and refuse larger ones before any integration runs.
+    let Ok(body) = axum::body::to_bytes(body, MAX_PAYLOAD).await else {
+        return gateway_error(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    };
     let event = event(&front.domain, route, &parts, &params, &body, peer);
     match route.function.invoke(&event).await {
         Ok(answer) => response(&answer),
