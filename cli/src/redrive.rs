@@ -85,9 +85,11 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         if args.queue.is_some_and(|q| q != which) {
             continue;
         }
+        // from_settings requires every queue.
+        let (url, dlq) = (url.as_deref(), dlq.as_deref());
         let counts = redrive(
-            &SqsQueue::new(sqs.clone(), url),
-            &SqsQueue::new(sqs.clone(), dlq),
+            &SqsQueue::new(sqs.clone(), url.expect("a queue URL")),
+            &SqsQueue::new(sqs.clone(), dlq.expect("a DLQ URL")),
         )
         .await?;
         if !args.json {

@@ -43,7 +43,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let services = if args.aws {
         let sdk = shared::aws::sdk_config().await;
         let resources = AwsResources::from_settings(&settings)?;
-        Services::aws(&sdk, config, &resources)
+        Services::aws(&sdk, config, &resources)?
     } else {
         Services::memory(config, Arc::new(SystemClock))
     };

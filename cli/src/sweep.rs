@@ -24,7 +24,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let config = Config::from_settings(&settings)?;
     let resources = AwsResources::from_settings(&settings)?;
     let sdk = shared::aws::sdk_config().await;
-    let services = Services::aws(&sdk, config, &resources);
+    let services = Services::aws(&sdk, config, &resources)?;
     let now = match args.now {
         Some(s) => chrono::DateTime::parse_from_rfc3339(&s)
             .map_err(|e| format!("--now: {e}"))?

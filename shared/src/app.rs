@@ -6,14 +6,19 @@ use std::sync::Arc;
 use aws_config::SdkConfig;
 
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AwsResources, Config};
+use crate::config::{AwsResources, Config, ConfigError};
+use crate::function::Resource;
 use crate::ingest::{InstagramIngest, LivechatIngest};
 use crate::instagram::graph::GraphClient;
 use crate::lifecycle::Lifecycle;
-use crate::lifecycle::events::{EventBridgePublisher, EventPublisher, MemoryPublisher};
+#[cfg(feature = "eventbridge")]
+use crate::lifecycle::events::EventBridgePublisher;
+use crate::lifecycle::events::{EventPublisher, MemoryPublisher};
 use crate::lifecycle::routes::UninstallState;
 use crate::livechat::LivechatClient;
-use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, SqsQueue};
+#[cfg(feature = "sqs")]
+use crate::queue::SqsQueue;
+use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, Unwired};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
 use crate::routes::HttpFunction;
@@ -43,25 +48,25 @@ pub struct Services {
 }
 
 impl Services {
-    /// Services on DynamoDB and SQS.
-    pub fn aws(sdk: &SdkConfig, config: Config, res: &AwsResources) -> Self {
-        let dynamo = aws_sdk_dynamodb::Client::new(sdk);
-        let sqs = aws_sdk_sqs::Client::new(sdk);
-        let q = |url: &str| -> Arc<dyn Queue> { Arc::new(SqsQueue::new(sqs.clone(), url)) };
-        Self {
+    /// Services on DynamoDB, and on the SQS queues and EventBridge bus `res` names; a queue or
+    /// bus it leaves out is [`Unwired`](crate::queue::Unwired). A resource this build has no
+    /// client for (a `shared` feature left out) is an error naming it.
+    pub fn aws(sdk: &SdkConfig, config: Config, res: &AwsResources) -> Result<Self, ConfigError> {
+        let queues = aws_queues(sdk, res)?;
+        Ok(Self {
             config,
-            repo: Repo::new(Arc::new(DynamoStore::new(dynamo, &res.table_name))),
+            repo: Repo::new(Arc::new(DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(sdk),
+                &res.table_name,
+            ))),
             clock: Arc::new(SystemClock),
-            to_livechat: q(&res.to_livechat_queue_url),
-            to_livechat_dlq: q(&res.to_livechat_dlq_url),
-            to_instagram: q(&res.to_instagram_queue_url),
-            to_instagram_dlq: q(&res.to_instagram_dlq_url),
+            to_livechat: queues[0].clone(),
+            to_livechat_dlq: queues[1].clone(),
+            to_instagram: queues[2].clone(),
+            to_instagram_dlq: queues[3].clone(),
             http: crate::http::client(),
-            events: Arc::new(EventBridgePublisher::new(
-                aws_sdk_eventbridge::Client::new(sdk),
-                &res.event_bus_name,
-            )),
-        }
+            events: aws_events(sdk, res)?,
+        })
     }
 
     /// Services held in memory (local runs and tests), on the given clock.
@@ -208,18 +213,35 @@ impl Services {
         })
     }
 
-    /// The HTTP router of one function: what its Lambda serves, and what `igbridge serve` merges.
+    /// The HTTP router of one function: what `igbridge serve` merges. Each Lambda calls its own
+    /// method below instead, so its binary links only its own routes.
     pub fn router(&self, function: HttpFunction) -> axum::Router {
         match function {
-            HttpFunction::OauthInstall => crate::install::install_router(self.install()),
-            HttpFunction::InstagramWebhook => {
-                crate::ingest::instagram_router(self.instagram_ingest())
-            }
-            HttpFunction::LivechatWebhook => crate::ingest::livechat_router(self.livechat_ingest()),
-            HttpFunction::Uninstall => {
-                crate::lifecycle::routes::uninstall_router(self.uninstall_state())
-            }
+            HttpFunction::OauthInstall => self.oauth_install_router(),
+            HttpFunction::InstagramWebhook => self.instagram_webhook_router(),
+            HttpFunction::LivechatWebhook => self.livechat_webhook_router(),
+            HttpFunction::Uninstall => self.uninstall_router(),
         }
+    }
+
+    /// `functions/oauth-install`'s routes.
+    pub fn oauth_install_router(&self) -> axum::Router {
+        crate::install::install_router(self.install())
+    }
+
+    /// `functions/instagram-webhook`'s routes.
+    pub fn instagram_webhook_router(&self) -> axum::Router {
+        crate::ingest::instagram_router(self.instagram_ingest())
+    }
+
+    /// `functions/livechat-webhook`'s routes.
+    pub fn livechat_webhook_router(&self) -> axum::Router {
+        crate::ingest::livechat_router(self.livechat_ingest())
+    }
+
+    /// `functions/uninstall`'s routes.
+    pub fn uninstall_router(&self) -> axum::Router {
+        crate::lifecycle::routes::uninstall_router(self.uninstall_state())
     }
 
     /// The livechat-to-instagram worker.
@@ -236,6 +258,68 @@ impl Services {
     }
 }
 
+/// The four queues, in [`AwsResources`] order; those it does not name are unwired.
+fn aws_queues(sdk: &SdkConfig, res: &AwsResources) -> Result<[Arc<dyn Queue>; 4], ConfigError> {
+    let named = [
+        (Resource::ToLivechatQueue, &res.to_livechat_queue_url),
+        (Resource::ToLivechatDlq, &res.to_livechat_dlq_url),
+        (Resource::ToInstagramQueue, &res.to_instagram_queue_url),
+        (Resource::ToInstagramDlq, &res.to_instagram_dlq_url),
+    ];
+    #[cfg(feature = "sqs")]
+    let sqs = named
+        .iter()
+        .any(|(_, url)| url.is_some())
+        .then(|| aws_sdk_sqs::Client::new(sdk));
+    #[cfg(not(feature = "sqs"))]
+    let _ = sdk;
+    let queue =
+        |(resource, url): &(Resource, &Option<String>)| -> Result<Arc<dyn Queue>, ConfigError> {
+            let Some(url) = url else {
+                return Ok(Arc::new(Unwired(resource.setting())));
+            };
+            #[cfg(feature = "sqs")]
+            return Ok(Arc::new(SqsQueue::new(
+                sqs.clone().expect("a client when a queue is named"),
+                url,
+            )));
+            #[cfg(not(feature = "sqs"))]
+            Err(not_built(resource, url))
+        };
+    Ok([
+        queue(&named[0])?,
+        queue(&named[1])?,
+        queue(&named[2])?,
+        queue(&named[3])?,
+    ])
+}
+
+/// The lifecycle event publisher: EventBridge when `res` names the bus, else unwired.
+fn aws_events(sdk: &SdkConfig, res: &AwsResources) -> Result<Arc<dyn EventPublisher>, ConfigError> {
+    let Some(bus) = &res.event_bus_name else {
+        return Ok(Arc::new(crate::lifecycle::events::Unwired));
+    };
+    #[cfg(feature = "eventbridge")]
+    return Ok(Arc::new(EventBridgePublisher::new(
+        aws_sdk_eventbridge::Client::new(sdk),
+        bus,
+    )));
+    #[cfg(not(feature = "eventbridge"))]
+    {
+        let _ = sdk;
+        Err(not_built(&Resource::EventBus, bus))
+    }
+}
+
+/// A resource named in the settings that this build cannot reach.
+#[cfg(not(all(feature = "sqs", feature = "eventbridge")))]
+fn not_built(resource: &Resource, _value: &str) -> ConfigError {
+    ConfigError::Invalid {
+        name: resource.setting().to_string(),
+        reason: "this function is built without that client (shared::function)".into(),
+    }
+}
+
 /// The Lambda side of the wiring: each function's `main` is one call to these.
 pub mod lambda {
     use std::sync::Arc;
@@ -245,18 +329,20 @@ pub mod lambda {
 
     use super::Services;
     use crate::config::{AwsResources, Config, Settings};
+    use crate::function::Function;
     use crate::queue::Queue;
     use crate::worker::{JobHandler, handle_sqs_event, start_by};
 
-    /// Initialises logging and builds the services of `function` (its crate name) once per cold
-    /// start: configuration from the environment and the function's own secrets, SDK clients
-    /// from the AWS configuration.
-    pub async fn services(function: &str) -> Result<Services, Error> {
+    /// Initialises logging and builds the services of `function` once per cold start: its
+    /// settings from the environment and its own secrets (read once), and the SDK clients of
+    /// the resources it uses, nothing else ([`Function::needs`]).
+    pub async fn services(function: Function) -> Result<Services, Error> {
         crate::logging::init();
-        let sdk = crate::aws::sdk_config().await;
-        let config = Config::load_for(&sdk, function).await?;
-        let resources = AwsResources::from_settings(&Settings::from_env())?;
-        Ok(Services::aws(&sdk, config, &resources))
+        let sdk = crate::aws::lambda_sdk_config();
+        let mut settings = Settings::from_env();
+        let resources = AwsResources::for_function(&settings, function)?;
+        let config = Config::load_for(&sdk, &mut settings, function).await?;
+        Ok(Services::aws(&sdk, config, &resources)?)
     }
 
     /// Runs a queue worker under the Lambda runtime, reporting partial batch failures.

@@ -15,6 +15,30 @@ pub async fn sdk_config() -> SdkConfig {
         .await
 }
 
+/// The SDK configuration of a Lambda function, built without the default provider chains: the
+/// region from `AWS_REGION` and the credentials from the environment, where Lambda puts both;
+/// `AWS_ENDPOINT_URL` (an emulator) when set. Nothing is read from disk or the network, and the
+/// profile, SSO, web-identity (STS) and instance-metadata providers are not linked into the
+/// functions at all (`igbridge` keeps the full chain, [`sdk_config`]).
+pub fn lambda_sdk_config() -> SdkConfig {
+    use aws_config::environment::EnvironmentVariableCredentialsProvider;
+    use aws_credential_types::provider::SharedCredentialsProvider;
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let region = env("AWS_REGION")
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|| DEFAULT_REGION.to_string());
+    let mut builder = SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(region))
+        .credentials_provider(SharedCredentialsProvider::new(
+            EnvironmentVariableCredentialsProvider::new(),
+        ));
+    if let Some(endpoint) = env("AWS_ENDPOINT_URL") {
+        builder = builder.endpoint_url(endpoint);
+    }
+    builder.build()
+}
+
 /// The SDK configuration pointed at an explicit endpoint (an emulator).
 pub async fn sdk_config_with_endpoint(endpoint: &str) -> SdkConfig {
     let region = aws_config::meta::region::RegionProviderChain::default_provider()

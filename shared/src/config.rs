@@ -1,7 +1,8 @@
 //! Configuration, loaded once per cold start from the environment and, in Lambda, from the
 //! Secrets Manager secrets named by `APP_SECRET_IDS` (comma-separated; each a JSON object whose
-//! keys are the same names). Each function is given only the secrets it uses
-//! ([`FUNCTION_SECRETS`]; template.yaml follows it and tests/tests/template.rs checks).
+//! keys are the same names). Each function is given only the settings and secrets it uses
+//! ([`crate::function::Function::needs`]; template.yaml follows it and tests/tests/template.rs
+//! checks).
 //!
 //! A value in the secret wins over the same name in the environment: the secret is the source of
 //! truth in Lambda, and the environment only supplies what the secret lacks.
@@ -323,18 +324,23 @@ impl Config {
         })
     }
 
-    /// Loads a function's configuration: the environment plus its Secrets Manager secrets.
-    /// Secret settings the function does not hold (see [`FUNCTION_SECRETS`]) get a random value
-    /// of this process, which no platform accepts and no peer knows: the function cannot use
-    /// what it was never given.
+    /// Loads a function's configuration: `settings` (the environment) plus its Secrets Manager
+    /// secrets, read once; see [`Config::for_function`].
     pub async fn load_for(
         sdk: &aws_config::SdkConfig,
-        function: &str,
+        settings: &mut Settings,
+        function: Function,
     ) -> Result<Self, ConfigError> {
-        let mut settings = Settings::from_env();
         let client = aws_sdk_secretsmanager::Client::new(sdk);
         settings.overlay_app_secret(&client).await?;
-        withhold_secrets(&mut settings, function);
+        Self::for_function(settings, function)
+    }
+
+    /// The configuration of `function` from complete settings: only what it uses is required,
+    /// so a missing setting is named only by a function that needs it.
+    pub fn for_function(settings: &Settings, function: Function) -> Result<Self, ConfigError> {
+        let mut settings = settings.clone();
+        withhold_unused(&mut settings, function);
         Self::from_settings(&settings)
     }
 
@@ -344,90 +350,24 @@ impl Config {
     }
 }
 
-/// Every secret setting.
-pub const SECRET_SETTINGS: &[&str] = &[
-    "META_APP_SECRET",
-    "META_VERIFY_TOKEN",
-    "LIVECHAT_CLIENT_SECRET",
-    "LIVECHAT_WEBHOOK_SECRET",
-    "LIVECHAT_APP_WEBHOOK_TOKEN",
-    "TOKEN_ENCRYPTION_KEY",
-];
+pub use crate::function::SECRET_SETTINGS;
+use crate::function::{Function, REQUIRED_PLAIN_SETTINGS, Resource};
 
-/// The secret settings each function holds, by crate name: the internet-facing webhooks only
-/// their verification secrets; the token key only where tokens are sealed or opened.
-pub const FUNCTION_SECRETS: &[(&str, &[&str])] = &[
-    (
-        "oauth-install",
-        &[
-            "META_APP_SECRET",
-            "LIVECHAT_CLIENT_SECRET",
-            "TOKEN_ENCRYPTION_KEY",
-        ],
-    ),
-    // Verifies X-Hub-Signature-256 and the handshake; seals jobs under the organization's data
-    // key, which TOKEN_ENCRYPTION_KEY wraps (its table access reaches routes and data keys only).
-    (
-        "instagram-webhook",
-        &[
-            "META_APP_SECRET",
-            "META_VERIFY_TOKEN",
-            "TOKEN_ENCRYPTION_KEY",
-        ],
-    ),
-    // Compares the body's secret_key; seals jobs like the Instagram webhook.
-    (
-        "livechat-webhook",
-        &["LIVECHAT_WEBHOOK_SECRET", "TOKEN_ENCRYPTION_KEY"],
-    ),
-    // App webhook token, signed_request, revocations (LiveChat's take the token itself), and
-    // the notices a deauthorize posts into the chats (which may refresh the agent token).
-    (
-        "uninstall",
-        &[
-            "META_APP_SECRET",
-            "LIVECHAT_APP_WEBHOOK_TOKEN",
-            "LIVECHAT_CLIENT_SECRET",
-            "TOKEN_ENCRYPTION_KEY",
-        ],
-    ),
-    // appsecret_proof, agent-token refresh, tokens.
-    (
-        "instagram-to-livechat",
-        &[
-            "META_APP_SECRET",
-            "LIVECHAT_CLIENT_SECRET",
-            "TOKEN_ENCRYPTION_KEY",
-        ],
-    ),
-    (
-        "livechat-to-instagram",
-        &[
-            "META_APP_SECRET",
-            "LIVECHAT_CLIENT_SECRET",
-            "TOKEN_ENCRYPTION_KEY",
-        ],
-    ),
-    // Deferred revocations (the app token for Facebook grants, sealed tokens).
-    (
-        "deletion-sweeper",
-        &["META_APP_SECRET", "TOKEN_ENCRYPTION_KEY"],
-    ),
-];
+/// What a function is given for a required plain setting it does not use: a value no platform
+/// accepts (`.invalid` never resolves, RFC 2606), so using it by mistake fails loudly.
+const NOT_GIVEN_URL: &str = "https://not-given.invalid";
+const NOT_GIVEN: &str = "not-given";
 
-/// The secret settings `function` holds (none for an unknown name).
-pub fn secrets_of(function: &str) -> &'static [&'static str] {
-    FUNCTION_SECRETS
+/// Makes `settings` hold only what `function` uses: every secret it does not hold (and its
+/// `_PREVIOUS`) is replaced with a random value of this process, which no platform accepts and
+/// no peer knows; every required plain setting it does not use gets an inert value. A function
+/// thus starts without the settings it does not use, and cannot use what it was never given.
+pub fn withhold_unused(settings: &mut Settings, function: Function) {
+    let needs = function.needs();
+    for name in SECRET_SETTINGS
         .iter()
-        .find(|(f, _)| *f == function)
-        .map_or(&[], |(_, s)| *s)
-}
-
-/// Replaces every secret setting `function` does not hold (and its `_PREVIOUS`) with a random
-/// value of this process.
-pub fn withhold_secrets(settings: &mut Settings, function: &str) {
-    let held = secrets_of(function);
-    for name in SECRET_SETTINGS.iter().filter(|n| !held.contains(n)) {
+        .filter(|n| !needs.secrets.contains(n))
+    {
         let value = if *name == "TOKEN_ENCRYPTION_KEY" {
             TokenCipher::generate_setting().expose_secret().to_string()
         } else {
@@ -437,36 +377,65 @@ pub fn withhold_secrets(settings: &mut Settings, function: &str) {
         settings.set(name, value);
         settings.set(&format!("{name}_PREVIOUS"), "");
     }
+    for name in REQUIRED_PLAIN_SETTINGS
+        .iter()
+        .filter(|n| !needs.settings.contains(n))
+    {
+        let inert = if name.ends_with("_URL") {
+            NOT_GIVEN_URL
+        } else {
+            NOT_GIVEN
+        };
+        settings.set(name, inert);
+    }
 }
 
-/// The AWS resources the functions use; only needed when running against AWS or an emulator.
+/// The AWS resources a function uses; only needed when running against AWS or an emulator. A
+/// queue or bus a function does not use is `None`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AwsResources {
     /// The DynamoDB table.
     pub table_name: String,
     /// SQS FIFO queue from the Instagram webhook to the LiveChat worker.
-    pub to_livechat_queue_url: String,
+    pub to_livechat_queue_url: Option<String>,
     /// Dead-letter queue of the to-livechat queue.
-    pub to_livechat_dlq_url: String,
+    pub to_livechat_dlq_url: Option<String>,
     /// SQS FIFO queue from the LiveChat webhook to the Instagram worker.
-    pub to_instagram_queue_url: String,
+    pub to_instagram_queue_url: Option<String>,
     /// Dead-letter queue of the to-instagram queue.
-    pub to_instagram_dlq_url: String,
+    pub to_instagram_dlq_url: Option<String>,
     /// The EventBridge bus for lifecycle events (`EVENT_BUS_NAME`, default `default`).
-    pub event_bus_name: String,
+    pub event_bus_name: Option<String>,
 }
 
 impl AwsResources {
-    /// Reads `TABLE_NAME` and the four queue URLs (`TO_LIVECHAT_QUEUE_URL`, `TO_LIVECHAT_DLQ_URL`,
-    /// `TO_INSTAGRAM_QUEUE_URL`, `TO_INSTAGRAM_DLQ_URL`).
+    /// Every resource (the local server and the tools): `TABLE_NAME` and the four queue URLs
+    /// (`TO_LIVECHAT_QUEUE_URL`, `TO_LIVECHAT_DLQ_URL`, `TO_INSTAGRAM_QUEUE_URL`,
+    /// `TO_INSTAGRAM_DLQ_URL`) are required.
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigError> {
+        Self::read(s, |_| true)
+    }
+
+    /// The resources `function` uses; only their settings are required.
+    pub fn for_function(s: &Settings, function: Function) -> Result<Self, ConfigError> {
+        Self::read(s, |r| function.uses(r))
+    }
+
+    fn read(s: &Settings, used: impl Fn(Resource) -> bool) -> Result<Self, ConfigError> {
+        let queue = |r: Resource| -> Result<Option<String>, ConfigError> {
+            used(r).then(|| s.url(r.setting(), None)).transpose()
+        };
         Ok(Self {
-            table_name: s.required("TABLE_NAME")?,
-            to_livechat_queue_url: s.url("TO_LIVECHAT_QUEUE_URL", None)?,
-            to_livechat_dlq_url: s.url("TO_LIVECHAT_DLQ_URL", None)?,
-            to_instagram_queue_url: s.url("TO_INSTAGRAM_QUEUE_URL", None)?,
-            to_instagram_dlq_url: s.url("TO_INSTAGRAM_DLQ_URL", None)?,
-            event_bus_name: s.get("EVENT_BUS_NAME").unwrap_or("default").to_string(),
+            table_name: s.required(Resource::Table.setting())?,
+            to_livechat_queue_url: queue(Resource::ToLivechatQueue)?,
+            to_livechat_dlq_url: queue(Resource::ToLivechatDlq)?,
+            to_instagram_queue_url: queue(Resource::ToInstagramQueue)?,
+            to_instagram_dlq_url: queue(Resource::ToInstagramDlq)?,
+            event_bus_name: used(Resource::EventBus).then(|| {
+                s.get(Resource::EventBus.setting())
+                    .unwrap_or("default")
+                    .to_string()
+            }),
         })
     }
 }

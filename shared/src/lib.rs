@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod datakey;
 pub mod domain;
+pub mod function;
 pub mod html;
 pub mod http;
 pub mod ingest;

@@ -5,6 +5,7 @@ use testkit::moto;
 use secrecy::ExposeSecret;
 use shared::cipher::TokenCipher;
 use shared::config::{Config, ConfigError, Settings};
+use shared::function::Function;
 
 fn secret_json() -> String {
     serde_json::json!({
@@ -93,17 +94,15 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
             .unwrap();
         ids.push(id);
     }
+    // The webhooks need none of the plain settings: they start without them.
     let mut settings = Settings::from_pairs([
         ("APP_SECRET_IDS", ids.join(",")),
-        ("PUBLIC_BASE_URL", "https://bridge.example.com".into()),
-        ("META_APP_ID", "1234".into()),
-        ("LIVECHAT_CLIENT_ID", "lc-client".into()),
         // Present in this environment, but not the webhook's to hold.
         ("LIVECHAT_CLIENT_SECRET", "lc-secret-in-env".into()),
     ]);
     settings.overlay_app_secret(&client).await.unwrap();
-    shared::config::withhold_secrets(&mut settings, "instagram-webhook");
-    let config = Config::from_settings(&settings).expect("starts with its three secrets");
+    let config = Config::for_function(&settings, Function::InstagramWebhook)
+        .expect("starts with its three secrets");
     assert_eq!(
         config.meta_app_secret.expose_secret(),
         "meta-secret-from-sm"
@@ -118,14 +117,10 @@ async fn a_function_reads_only_its_own_secrets_and_holds_nothing_else() {
     // The LiveChat webhook holds neither of Meta's.
     let mut settings = Settings::from_pairs([
         ("APP_SECRET_IDS", ids.join(",")),
-        ("PUBLIC_BASE_URL", "https://bridge.example.com".into()),
-        ("META_APP_ID", "1234".into()),
-        ("LIVECHAT_CLIENT_ID", "lc-client".into()),
         ("LIVECHAT_WEBHOOK_SECRET", "lc-webhook".into()),
     ]);
     settings.overlay_app_secret(&client).await.unwrap();
-    shared::config::withhold_secrets(&mut settings, "livechat-webhook");
-    let config = Config::from_settings(&settings).unwrap();
+    let config = Config::for_function(&settings, Function::LivechatWebhook).unwrap();
     assert_ne!(
         config.meta_app_secret.expose_secret(),
         "meta-secret-from-sm"

@@ -1,6 +1,7 @@
 //! template.yaml against the code: its routes are the routes the routers serve (and each goes to
 //! the function that serves it), its queues and table are the ones the code and `provision`
-//! expect, its settings load the configuration, and its policies grant no wildcard.
+//! expect, each function is given exactly the settings, secrets, resources and clients its
+//! manifest (`shared::function`) lists, and its policies grant no wildcard.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use shared::app::Services;
 use shared::clock::SystemClock;
-use shared::config::{AwsResources, Config, Settings};
+use shared::config::{AwsResources, Config, SECRET_SETTINGS, Settings};
+use shared::function::{Function, Resource};
 use shared::routes::{HttpFunction, ROUTES};
 use testkit::lambda::template::{
     Value, function_names, intrinsic, load as template, num, of_type, ref_target, resources, root,
@@ -257,7 +259,7 @@ fn queues_and_table_match_what_the_code_expects() {
             Some("ReportBatchItemFailures")
         );
         // The env var the worker reads names the queue its event source polls.
-        let env = &t["Globals"]["Function"]["Environment"]["Variables"];
+        let env = &f["Environment"]["Variables"];
         let var = if queue == "ToLivechatQueue" {
             "TO_LIVECHAT"
         } else {
@@ -313,36 +315,28 @@ fn queues_and_table_match_what_the_code_expects() {
     assert!(num(&t["Parameters"]["BackupRetentionDays"]["Default"]) <= 1);
 }
 
-/// Every setting a function needs comes from the template: plain ones as environment variables,
-/// secret ones as keys of the secret, created empty (nothing secret is in the template).
+/// Each function's environment is exactly what `shared::function::Function::needs` lists (its
+/// required settings, its resources, and the API version where it calls the Graph API), its
+/// secrets come as keys of the secrets it holds, and with that it loads its configuration;
+/// without any one of its required settings it does not start, and the error names that one.
 #[test]
-fn template_settings_load_the_configuration() {
+fn each_function_is_given_exactly_the_settings_it_needs() {
     let t = template();
-    let env = t["Globals"]["Function"]["Environment"]["Variables"]
-        .as_mapping()
-        .unwrap();
-    let env_names: BTreeSet<String> = env
-        .keys()
-        .map(|k| k.as_str().unwrap().to_string())
-        .collect();
+    let res = resources(&t);
+    assert!(
+        t["Globals"]["Function"]["Environment"].is_null(),
+        "no setting is given to every function"
+    );
     let secret_names: BTreeSet<String> = secret_settings(&t).into_values().collect();
     assert_eq!(
         secret_names,
-        shared::config::SECRET_SETTINGS
+        SECRET_SETTINGS
             .iter()
             .map(|s| s.to_string())
             .collect::<BTreeSet<_>>(),
         "one secret per secret setting"
     );
-    assert!(
-        env_names.is_disjoint(&secret_names),
-        "a secret key would override the environment"
-    );
-    assert_eq!(ref_target(&env["TABLE_NAME"]), "Table");
-    // EVENT_BUS_NAME has a default ("default"); the template must point it at the archived bus.
-    assert_eq!(ref_target(&env["EVENT_BUS_NAME"]), "LifecycleBus");
-
-    // What the operator fills in, with the environment the template sets.
+    // What the operator fills in.
     let sample = |name: &str| -> String {
         match name {
             n if n.ends_with("_URL") => "https://example.com/x".into(),
@@ -351,26 +345,125 @@ fn template_settings_load_the_configuration() {
             _ => "value".into(),
         }
     };
-    let all: Vec<(String, String)> = env_names
-        .iter()
-        .chain(&secret_names)
-        .map(|n| (n.clone(), sample(n)))
-        .collect();
-    let settings = Settings::from_pairs(all.clone());
-    Config::from_settings(&settings).expect("the template provides every configuration setting");
-    AwsResources::from_settings(&settings).expect("the template provides every AWS resource");
-    // And none of them is dead weight for the configuration: dropping a required one fails.
-    for required in [
-        "PUBLIC_BASE_URL",
-        "META_APP_SECRET",
-        "TABLE_NAME",
-        "TO_INSTAGRAM_DLQ_URL",
-    ] {
-        let fewer = Settings::from_pairs(all.iter().filter(|(n, _)| n != required).cloned());
+    for (id, binary) in function_names(&t) {
+        let function = Function::from_crate_name(&binary).expect("a function of the manifest");
+        let needs = function.needs();
+        let env = res[&id]["Properties"]["Environment"]["Variables"]
+            .as_mapping()
+            .unwrap();
+        let given: BTreeSet<String> = env
+            .keys()
+            .map(|k| k.as_str().unwrap().to_string())
+            .filter(|k| k != "APP_SECRET_IDS")
+            .collect();
+        let mut want: BTreeSet<String> = needs
+            .settings
+            .iter()
+            .map(|s| s.to_string())
+            .chain(needs.resources.iter().map(|r| r.setting().to_string()))
+            .collect();
+        if needs.optional.contains(&"GRAPH_API_VERSION") {
+            want.insert("GRAPH_API_VERSION".into());
+        }
+        assert_eq!(given, want, "{id}: Environment");
         assert!(
-            Config::from_settings(&fewer).is_err() || AwsResources::from_settings(&fewer).is_err(),
-            "{required} should be required"
+            given.is_disjoint(&secret_names),
+            "{id}: a secret in the environment"
         );
+        for r in needs.resources {
+            let target = ref_target(&env[r.setting()]);
+            let expected = match r {
+                Resource::Table => "Table",
+                Resource::ToLivechatQueue => "ToLivechatQueue",
+                Resource::ToLivechatDlq => "ToLivechatDlq",
+                Resource::ToInstagramQueue => "ToInstagramQueue",
+                Resource::ToInstagramDlq => "ToInstagramDlq",
+                Resource::EventBus => "LifecycleBus",
+            };
+            assert_eq!(target, expected, "{id}: {}", r.setting());
+        }
+
+        let all: Vec<(String, String)> = given
+            .iter()
+            .map(|n| n.as_str())
+            .chain(needs.secrets.iter().copied())
+            .map(|n| (n.to_string(), sample(n)))
+            .collect();
+        let settings = Settings::from_pairs(all.clone());
+        Config::for_function(&settings, function).expect("the template provides its settings");
+        AwsResources::for_function(&settings, function).expect("and its resources");
+        // Those two have defaults (the checks above point EVENT_BUS_NAME at the archived bus).
+        let defaulted = ["GRAPH_API_VERSION", "EVENT_BUS_NAME"];
+        for (required, _) in all.iter().filter(|(n, _)| !defaulted.contains(&n.as_str())) {
+            let fewer = Settings::from_pairs(all.iter().filter(|(n, _)| n != required).cloned());
+            let err = Config::for_function(&fewer, function)
+                .err()
+                .or_else(|| AwsResources::for_function(&fewer, function).err())
+                .unwrap_or_else(|| panic!("{binary} starts without {required}"));
+            assert!(
+                err.to_string().contains(required.as_str()),
+                "{binary}: {err} names {required}"
+            );
+        }
+    }
+}
+
+/// Each function's role reaches the queues and the bus its manifest names, and no others; its
+/// crate compiles in exactly the clients those need (`shared`'s `sqs` and `eventbridge`).
+#[test]
+fn roles_and_crate_features_follow_the_manifest() {
+    let t = template();
+    let res = resources(&t);
+    for (id, binary) in function_names(&t) {
+        let function = Function::from_crate_name(&binary).unwrap();
+        let role = ref_target(&res[&id]["Properties"]["Role"]);
+        let mut reached = BTreeSet::new();
+        for policy in res[&role]["Properties"]["Policies"].as_sequence().unwrap() {
+            for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                let actions = strings(&st["Action"]);
+                let service = |prefix: &str| {
+                    actions
+                        .iter()
+                        .any(|a| a.as_str().is_some_and(|a| a.starts_with(prefix)))
+                };
+                if service("sqs:") || service("events:") {
+                    for r in strings(&st["Resource"]) {
+                        reached.insert(ref_target(&r));
+                    }
+                }
+            }
+        }
+        let want: BTreeSet<String> = function
+            .needs()
+            .resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::Table => None,
+                Resource::ToLivechatQueue => Some("ToLivechatQueue"),
+                Resource::ToLivechatDlq => Some("ToLivechatDlq"),
+                Resource::ToInstagramQueue => Some("ToInstagramQueue"),
+                Resource::ToInstagramDlq => Some("ToInstagramDlq"),
+                Resource::EventBus => Some("LifecycleBus"),
+            })
+            .map(str::to_string)
+            .collect();
+        assert_eq!(reached, want, "{role}: queues and bus");
+
+        let manifest =
+            std::fs::read_to_string(root().join(format!("functions/{binary}/Cargo.toml"))).unwrap();
+        let features = manifest
+            .lines()
+            .find(|l| l.starts_with("shared = "))
+            .unwrap_or_else(|| panic!("{binary}: a shared dependency with features"));
+        let has = |f: &str| features.contains(&format!("\"{f}\""));
+        let queues = function.needs().resources.iter().any(|r| r.is_queue());
+        assert_eq!(has("sqs"), queues, "{binary}: the sqs feature");
+        assert_eq!(
+            has("eventbridge"),
+            function.uses(Resource::EventBus),
+            "{binary}: the eventbridge feature"
+        );
+        assert!(!has("full") && !has("provision"), "{binary}: {features}");
     }
 }
 
@@ -402,7 +495,7 @@ fn secret_settings(t: &Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Each function reads exactly the secrets `shared::config::FUNCTION_SECRETS` gives it: its
+/// Each function reads exactly the secrets `shared::function::Function::needs` gives it: its
 /// `APP_SECRET_IDS` names them, and its role may read those and no other.
 #[test]
 fn each_function_holds_only_its_own_secrets() {
@@ -410,11 +503,13 @@ fn each_function_holds_only_its_own_secrets() {
     let res = resources(&t);
     let setting_of = secret_settings(&t);
     for (id, binary) in function_names(&t) {
-        let want: BTreeSet<String> = shared::config::secrets_of(&binary)
+        let want: BTreeSet<String> = Function::from_crate_name(&binary)
+            .expect("a function of the manifest")
+            .needs()
+            .secrets
             .iter()
             .map(|s| s.to_string())
             .collect();
-        assert!(!want.is_empty(), "{binary} is listed in FUNCTION_SECRETS");
         let join = &res[&id]["Properties"]["Environment"]["Variables"]["APP_SECRET_IDS"];
         let Some((tag, args)) = intrinsic(join) else {
             panic!("{id}: APP_SECRET_IDS is a !Join")

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    let services = shared::app::lambda::services("deletion-sweeper").await?;
+    let services =
+        shared::app::lambda::services(shared::function::Function::DeletionSweeper).await?;
     let lifecycle = services.lifecycle();
     let (services, lifecycle) = (&services, &lifecycle);
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {

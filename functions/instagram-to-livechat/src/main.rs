@@ -3,7 +3,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let services = shared::app::lambda::services("instagram-to-livechat").await?;
+    let services =
+        shared::app::lambda::services(shared::function::Function::InstagramToLivechat).await?;
     let worker = services.inbound();
     let (queue, dlq) = (
         services.to_livechat.clone(),

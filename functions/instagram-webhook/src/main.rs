@@ -1,10 +1,10 @@
 //! instagram-webhook: `GET`/`POST /webhooks/instagram` on API Gateway. Wiring only; the routes are
-//! `shared::routes::ROUTES`, the router `shared::app::Services::router`.
+//! `shared::routes::ROUTES`, the router `shared::app::Services::instagram_webhook_router`.
 
-use shared::routes::HttpFunction;
+use shared::function::Function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let services = shared::app::lambda::services("instagram-webhook").await?;
-    lambda_http::run(services.router(HttpFunction::InstagramWebhook)).await
+    let services = shared::app::lambda::services(Function::InstagramWebhook).await?;
+    lambda_http::run(services.instagram_webhook_router()).await
 }

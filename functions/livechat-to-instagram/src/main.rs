@@ -3,7 +3,8 @@
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    let services = shared::app::lambda::services("livechat-to-instagram").await?;
+    let services =
+        shared::app::lambda::services(shared::function::Function::LivechatToInstagram).await?;
     let worker = services.outbound();
     let (queue, dlq) = (
         services.to_instagram.clone(),

@@ -1,10 +1,10 @@
 //! livechat-webhook: `POST /webhooks/livechat` on API Gateway. Wiring only; the routes are
-//! `shared::routes::ROUTES`, the router `shared::app::Services::router`.
+//! `shared::routes::ROUTES`, the router `shared::app::Services::livechat_webhook_router`.
 
-use shared::routes::HttpFunction;
+use shared::function::Function;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    let services = shared::app::lambda::services("livechat-webhook").await?;
-    lambda_http::run(services.router(HttpFunction::LivechatWebhook)).await
+    let services = shared::app::lambda::services(Function::LivechatWebhook).await?;
+    lambda_http::run(services.livechat_webhook_router()).await
 }

@@ -5,11 +5,8 @@
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-use crate::aws::error_summary;
 
 /// The event source on the bus.
 pub const SOURCE: &str = "igbridge";
@@ -117,12 +114,14 @@ pub async fn publish_logged(publisher: &dyn EventPublisher, events: &[LifecycleE
 }
 
 /// EventBridge adapter.
+#[cfg(feature = "eventbridge")]
 #[derive(Debug, Clone)]
 pub struct EventBridgePublisher {
     client: aws_sdk_eventbridge::Client,
     bus: String,
 }
 
+#[cfg(feature = "eventbridge")]
 impl EventBridgePublisher {
     /// Publishes to `bus`.
     pub fn new(client: aws_sdk_eventbridge::Client, bus: impl Into<String>) -> Self {
@@ -134,8 +133,10 @@ impl EventBridgePublisher {
 }
 
 /// PutEvents takes at most 10 entries.
+#[cfg(feature = "eventbridge")]
 const PUT_MAX: usize = 10;
 
+#[cfg(feature = "eventbridge")]
 #[async_trait]
 impl EventPublisher for EventBridgePublisher {
     async fn publish(&self, events: &[LifecycleEvent]) -> Result<(), PublishError> {
@@ -143,7 +144,7 @@ impl EventPublisher for EventBridgePublisher {
             let entries = chunk
                 .iter()
                 .map(|e| {
-                    PutEventsRequestEntry::builder()
+                    aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
                         .event_bus_name(&self.bus)
                         .source(SOURCE)
                         .detail_type(e.kind.detail_type())
@@ -160,7 +161,7 @@ impl EventPublisher for EventBridgePublisher {
                 .set_entries(Some(entries))
                 .send()
                 .await
-                .map_err(|e| PublishError(error_summary(&e)))?;
+                .map_err(|e| PublishError(crate::aws::error_summary(&e)))?;
             if out.failed_entry_count() > 0 {
                 return Err(PublishError(format!(
                     "{} entries failed",
@@ -169,6 +170,20 @@ impl EventPublisher for EventBridgePublisher {
             }
         }
         Ok(())
+    }
+}
+
+/// The publisher of a function that publishes nothing (see [`crate::function::Function::needs`]):
+/// a call fails, naming the bus, instead of the function holding a client it has no use for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unwired;
+
+#[async_trait]
+impl EventPublisher for Unwired {
+    async fn publish(&self, _: &[LifecycleEvent]) -> Result<(), PublishError> {
+        Err(PublishError(
+            "the lifecycle event bus is not wired into this function".into(),
+        ))
     }
 }
 

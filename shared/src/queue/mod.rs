@@ -2,6 +2,7 @@
 //! in-memory twin with the same semantics locally and in tests.
 
 mod memory;
+#[cfg(feature = "sqs")]
 mod sqs;
 
 use std::time::Duration;
@@ -10,6 +11,7 @@ use async_trait::async_trait;
 use sha2::{Digest, Sha256};
 
 pub use memory::{MemoryQueue, MemoryQueueSettings};
+#[cfg(feature = "sqs")]
 pub use sqs::SqsQueue;
 
 /// How long SQS FIFO remembers a deduplication id.
@@ -112,6 +114,38 @@ pub trait Queue: Send + Sync {
     async fn retry_later(&self, receipt: &str, delay: Duration) -> Result<(), QueueError>;
     /// Approximate number of messages waiting (visible and in flight).
     async fn depth(&self) -> Result<u64, QueueError>;
+}
+
+/// A queue a function does not use (see [`crate::function::Function::needs`]): every call fails,
+/// naming the queue, instead of the function holding a client and a URL it has no use for.
+#[derive(Debug, Clone, Copy)]
+pub struct Unwired(pub &'static str);
+
+impl Unwired {
+    fn error(&self) -> QueueError {
+        QueueError::Backend {
+            message: format!("{} is not wired into this function", self.0),
+        }
+    }
+}
+
+#[async_trait]
+impl Queue for Unwired {
+    async fn send(&self, _: &[OutgoingMessage]) -> Result<(), QueueError> {
+        Err(self.error())
+    }
+    async fn receive(&self, _: u8, _: Duration) -> Result<Vec<ReceivedMessage>, QueueError> {
+        Err(self.error())
+    }
+    async fn delete(&self, _: &str) -> Result<(), QueueError> {
+        Err(self.error())
+    }
+    async fn retry_later(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+        Err(self.error())
+    }
+    async fn depth(&self) -> Result<u64, QueueError> {
+        Err(self.error())
+    }
 }
 
 /// Splits messages into SQS-sized batches (≤ 10 entries, ≤ 256 KiB), keeping their order.
