@@ -31,6 +31,34 @@ pub fn router(services: &Services) -> axum::Router {
         .fold(axum::Router::new(), |all, f| all.merge(services.router(f)))
 }
 
+/// Starts what runs beside the routes: both queue workers and the sweeper every `sweep_every`.
+pub fn spawn_background(services: &Services, sweep_every: Duration) {
+    let inbound: Arc<dyn shared::worker::JobHandler> = Arc::new(services.inbound());
+    let outbound: Arc<dyn shared::worker::JobHandler> = Arc::new(services.outbound());
+    tokio::spawn(shared::worker::poll_forever(
+        inbound,
+        services.to_livechat.clone(),
+        services.to_livechat_dlq.clone(),
+        services.clock.clone(),
+    ));
+    tokio::spawn(shared::worker::poll_forever(
+        outbound,
+        services.to_instagram.clone(),
+        services.to_instagram_dlq.clone(),
+        services.clock.clone(),
+    ));
+    let lifecycle = services.lifecycle();
+    let clock = services.clock.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(sweep_every).await;
+            if let Err(e) = lifecycle.sweep(clock.now(), false).await {
+                tracing::error!(error = %e, "sweep failed");
+            }
+        }
+    });
+}
+
 /// Runs the server until Ctrl-C.
 pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let mut settings = crate::settings::load();
@@ -51,32 +79,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let base = services.config.public_base_url.clone();
     print_banner(&base, args.aws, &filled, listener.local_addr()?);
 
-    let inbound: Arc<dyn shared::worker::JobHandler> = Arc::new(services.inbound());
-    let outbound: Arc<dyn shared::worker::JobHandler> = Arc::new(services.outbound());
-    tokio::spawn(shared::worker::poll_forever(
-        inbound,
-        services.to_livechat.clone(),
-        services.to_livechat_dlq.clone(),
-        services.clock.clone(),
-    ));
-    tokio::spawn(shared::worker::poll_forever(
-        outbound,
-        services.to_instagram.clone(),
-        services.to_instagram_dlq.clone(),
-        services.clock.clone(),
-    ));
-    let lifecycle = services.lifecycle();
-    let clock = services.clock.clone();
-    let every = Duration::from_secs(args.sweep_every.max(1));
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            if let Err(e) = lifecycle.sweep(clock.now(), false).await {
-                tracing::error!(error = %e, "sweep failed");
-            }
-        }
-    });
-
+    spawn_background(&services, Duration::from_secs(args.sweep_every.max(1)));
     axum::serve(listener, router(&services))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;

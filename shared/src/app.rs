@@ -42,7 +42,7 @@ pub struct Services {
     /// Its dead-letter queue.
     pub to_instagram_dlq: Arc<dyn Queue>,
     /// The one HTTP client for the platforms.
-    pub http: reqwest::Client,
+    pub http: crate::http::LazyClient,
     /// Lifecycle events for ops.
     pub events: Arc<dyn EventPublisher>,
 }
@@ -55,18 +55,23 @@ impl Services {
         let queues = aws_queues(sdk, res)?;
         Ok(Self {
             config,
-            repo: Repo::new(Arc::new(DynamoStore::new(
-                aws_sdk_dynamodb::Client::new(sdk),
-                &res.table_name,
-            ))),
+            repo: Self::aws_repo(sdk, res),
             clock: Arc::new(SystemClock),
             to_livechat: queues[0].clone(),
             to_livechat_dlq: queues[1].clone(),
             to_instagram: queues[2].clone(),
             to_instagram_dlq: queues[3].clone(),
-            http: crate::http::client(),
+            http: crate::http::LazyClient::default(),
             events: aws_events(sdk, res)?,
         })
+    }
+
+    /// The records on DynamoDB.
+    pub fn aws_repo(sdk: &SdkConfig, res: &AwsResources) -> Repo {
+        Repo::new(Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &res.table_name,
+        )))
     }
 
     /// Services held in memory (local runs and tests), on the given clock.
@@ -97,7 +102,7 @@ impl Services {
             to_livechat_dlq,
             to_instagram,
             to_instagram_dlq,
-            http: crate::http::client(),
+            http: crate::http::LazyClient::default(),
             events: Arc::new(MemoryPublisher::default()),
         }
     }
@@ -105,7 +110,7 @@ impl Services {
     /// The Graph API client.
     pub fn graph(&self) -> GraphClient {
         GraphClient::new(
-            self.http.clone(),
+            self.http.get(),
             &self.config.graph_api_base_url,
             &self.config.graph_api_version,
             self.config.meta_app_secret.clone(),
@@ -115,7 +120,7 @@ impl Services {
     /// The LiveChat client.
     pub fn livechat(&self) -> LivechatClient {
         LivechatClient::new(
-            self.http.clone(),
+            self.http.get(),
             &self.config.livechat_api_base_url,
             &self.config.livechat_accounts_base_url,
             &self.config.livechat_client_id,
@@ -341,8 +346,13 @@ pub mod lambda {
         let sdk = crate::aws::lambda_sdk_config();
         let mut settings = Settings::from_env();
         let resources = AwsResources::for_function(&settings, function)?;
-        let config = Config::load_for(&sdk, &mut settings, function).await?;
-        Ok(Services::aws(&sdk, config, &resources)?)
+        let secrets = Config::load_for(&sdk, &mut settings, function);
+        // The table's connection opens while the secrets are read (the same round trip).
+        let repo = Services::aws_repo(&sdk, &resources);
+        let (config, ()) = tokio::join!(secrets, repo.warm_up());
+        let mut services = Services::aws(&sdk, config?, &resources)?;
+        services.repo = repo;
+        Ok(services)
     }
 
     /// Runs a queue worker under the Lambda runtime, reporting partial batch failures.

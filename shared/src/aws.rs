@@ -1,18 +1,37 @@
 //! AWS SDK setup: one `SdkConfig` per cold start, honouring `AWS_ENDPOINT_URL` (moto, LocalStack).
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_smithy_runtime_api::client::http::SharedHttpClient;
 
 /// The region used when none is configured; the privacy policy promises us-east-1.
 pub const DEFAULT_REGION: &str = "us-east-1";
 
-/// Loads the shared SDK configuration from the usual AWS sources.
+/// The HTTP client of every SDK configuration: rustls with ring, the one TLS stack of the
+/// binaries (reqwest uses it too, [`crate::http::client`]).
+pub fn http_client() -> SharedHttpClient {
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
+/// Loads the shared SDK configuration from the usual AWS sources (the tool, the local server).
 pub async fn sdk_config() -> SdkConfig {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider()
-        .or_else(Region::new(DEFAULT_REGION));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .load()
-        .await
+    full_chain(None).await
+}
+
+/// The default provider chains (environment, profile, web identity, IMDS), all on
+/// [`http_client`]; the region falls back to [`DEFAULT_REGION`].
+async fn full_chain(endpoint: Option<&str>) -> SdkConfig {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http_client());
+    if let Some(endpoint) = endpoint {
+        loader = loader.endpoint_url(endpoint);
+    }
+    let sdk = loader.load().await;
+    if sdk.region().is_some() {
+        return sdk;
+    }
+    sdk.to_builder().region(Region::new(DEFAULT_REGION)).build()
 }
 
 /// The SDK configuration of a Lambda function, built without the default provider chains: the
@@ -29,6 +48,7 @@ pub fn lambda_sdk_config() -> SdkConfig {
         .unwrap_or_else(|| DEFAULT_REGION.to_string());
     let mut builder = SdkConfig::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(http_client())
         .region(Region::new(region))
         .credentials_provider(SharedCredentialsProvider::new(
             EnvironmentVariableCredentialsProvider::new(),
@@ -41,13 +61,7 @@ pub fn lambda_sdk_config() -> SdkConfig {
 
 /// The SDK configuration pointed at an explicit endpoint (an emulator).
 pub async fn sdk_config_with_endpoint(endpoint: &str) -> SdkConfig {
-    let region = aws_config::meta::region::RegionProviderChain::default_provider()
-        .or_else(Region::new(DEFAULT_REGION));
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(region)
-        .endpoint_url(endpoint)
-        .load()
-        .await
+    full_chain(Some(endpoint)).await
 }
 
 /// A short, log-safe description of an SDK error: the service error code and message, or the

@@ -51,6 +51,13 @@ impl DataKey {
         Ok(Self { cipher, ids })
     }
 
+    /// A fresh random key, held nowhere (benchmarks and tests; organizations' keys come from
+    /// [`DataKeys`], which stores them wrapped).
+    pub fn random() -> Self {
+        let raw: [u8; 32] = rand::random();
+        Self::from_raw(&raw).expect("32 random bytes are a key")
+    }
+
     /// Seals a job body, bound to its organization.
     pub fn seal(&self, org: &str, plaintext: String) -> EncryptedToken {
         self.cipher

@@ -12,8 +12,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long one request may take in all; below the webhook platforms' own timeouts.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Builds the client; call once per cold start and share it.
+/// Builds the client; call once per cold start and share it. Its TLS is rustls with ring,
+/// installed as the process's provider (the SDK's client uses the same, [`crate::aws`]).
 pub fn client() -> reqwest::Client {
+    // Already installed (a second client in this process) is fine.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .connect_timeout(CONNECT_TIMEOUT)
@@ -22,6 +25,24 @@ pub fn client() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::limited(3))
         .build()
         .expect("static client settings are valid")
+}
+
+/// The platform client, built on first use and then shared: a function that never calls Meta or
+/// LiveChat (the webhooks) never builds one, and its binary does not link it.
+#[derive(Clone, Default)]
+pub struct LazyClient(std::sync::Arc<std::sync::OnceLock<reqwest::Client>>);
+
+impl LazyClient {
+    /// The client ([`client`] the first time).
+    pub fn get(&self) -> reqwest::Client {
+        self.0.get_or_init(client).clone()
+    }
+}
+
+impl From<reqwest::Client> for LazyClient {
+    fn from(c: reqwest::Client) -> Self {
+        Self(std::sync::Arc::new(std::sync::OnceLock::from(c)))
+    }
 }
 
 /// Whether a response status means "try again later" (throttling or a server fault).

@@ -16,7 +16,7 @@ use crate::clock::Clock;
 use crate::datakey::{DataKey, DataKeys};
 use crate::domain::{AccountRoute, ChatRoute};
 use crate::instagram::webhook;
-use crate::jobs::{Envelope, Job, Source, unparsed_jobs};
+use crate::jobs::{Envelope, Job, SealedEnvelope, Source, unparsed_jobs};
 use crate::queue::Queue;
 use crate::store::Repo;
 
@@ -144,16 +144,18 @@ pub async fn ingest_instagram(
     };
     let routed = routes(state, &jobs).await?;
     let mut report = IngestReport::default();
-    let mut messages = Vec::new();
+    let mut messages = Vec::with_capacity(jobs.len());
     let mut oversized = Vec::new();
-    for job in jobs {
-        let Some((org, key)) = routed.get(&job.ig_account_id) else {
+    for job in &jobs {
+        let Some((org, key)) = routed.get(job.ig_account_id.as_ref()) else {
             report.unrouted += 1;
             continue;
         };
-        let env = Envelope::new(Job::InstagramEvent(job), now);
-        let msg = env.seal(org, key).to_message();
+        let ids = (job.group(), job.dedup_id());
+        let sealed = SealedEnvelope::seal_job(org, key, now, (&ids.0, &ids.1), job.job_json());
+        let msg = sealed.to_message();
         if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
+            let env = Envelope::new(Job::InstagramEvent(job.to_job()), now);
             oversized.push((org, key, env));
         } else {
             messages.push(msg);
@@ -192,9 +194,9 @@ pub async fn ingest_instagram(
 /// acknowledged without being stored.
 async fn routes(
     state: &InstagramIngest,
-    jobs: &[crate::jobs::InstagramEventJob],
+    jobs: &[webhook::SplitItem<'_>],
 ) -> Result<HashMap<String, (String, DataKey)>, String> {
-    let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_str()).collect();
+    let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_ref()).collect();
     let mut routed = HashMap::new();
     for account in accounts {
         let route = state

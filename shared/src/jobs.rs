@@ -161,12 +161,11 @@ impl Envelope {
     /// made again. Echoes keep their order among themselves.
     pub fn group(&self) -> String {
         match &self.job {
-            Job::InstagramEvent(j)
-                if j.item.pointer("/message/is_echo") == Some(&Value::Bool(true)) =>
-            {
-                format!("ig:{}:{}:echoes", j.ig_account_id, j.igsid)
-            }
-            Job::InstagramEvent(j) => format!("ig:{}:{}", j.ig_account_id, j.igsid),
+            Job::InstagramEvent(j) => instagram_group(
+                &j.ig_account_id,
+                &j.igsid,
+                j.item.pointer("/message/is_echo") == Some(&Value::Bool(true)),
+            ),
             Job::LivechatEvent(j) => format!(
                 "lc:{}:{}",
                 j.organization_id,
@@ -179,7 +178,7 @@ impl Envelope {
     /// The deduplication id: the platform's event id.
     pub fn dedup_id(&self) -> String {
         match &self.job {
-            Job::InstagramEvent(j) => format!("ig:{}:{}", j.ig_account_id, j.event_id),
+            Job::InstagramEvent(j) => instagram_dedup_id(&j.ig_account_id, &j.event_id),
             Job::LivechatEvent(j) => format!("lc:{}:{}", j.organization_id, j.event_id),
             Job::Unparsed(j) => format!(
                 "unparsed:{}:{}",
@@ -229,14 +228,50 @@ impl Envelope {
     /// Seals the envelope under the organization's data key.
     pub fn seal(&self, org: &str, key: &DataKey) -> SealedEnvelope {
         let job = serde_json::to_string(&self.job).expect("a job always serializes");
+        let mut sealed = SealedEnvelope::seal_job(
+            org,
+            key,
+            self.received_at,
+            (&self.group(), &self.dedup_id()),
+            job,
+        );
+        sealed.parked = self.parked.clone();
+        sealed
+    }
+}
+
+/// The message group of an Instagram event (see [`Envelope::group`]).
+pub fn instagram_group(account: &str, igsid: &str, echo: bool) -> String {
+    if echo {
+        format!("ig:{account}:{igsid}:echoes")
+    } else {
+        format!("ig:{account}:{igsid}")
+    }
+}
+
+/// The deduplication id of an Instagram event (see [`Envelope::dedup_id`]).
+pub fn instagram_dedup_id(account: &str, event_id: &str) -> String {
+    format!("ig:{account}:{event_id}")
+}
+
+impl SealedEnvelope {
+    /// Seals a job already written as JSON (the ack path writes it straight from the raw
+    /// item), with its natural group and deduplication ids.
+    pub fn seal_job(
+        org: &str,
+        key: &DataKey,
+        received_at: DateTime<Utc>,
+        (group, dedup): (&str, &str),
+        job_json: String,
+    ) -> Self {
         SealedEnvelope {
-            v: self.v,
+            v: ENVELOPE_VERSION,
             organization_id: org.to_string(),
-            received_at: self.received_at,
-            group: key.queue_id(&self.group()),
-            dedup: key.queue_id(&self.dedup_id()),
-            sealed: key.seal(org, job),
-            parked: self.parked.clone(),
+            received_at,
+            group: key.queue_id(group),
+            dedup: key.queue_id(dedup),
+            sealed: key.seal(org, job_json),
+            parked: None,
         }
     }
 }

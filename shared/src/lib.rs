@@ -2,6 +2,7 @@
 //! clock, token cipher) with their AWS and in-memory adapters. The Lambda binaries and the
 //! `igbridge` tool only wire these together.
 
+pub mod api_gateway;
 pub mod app;
 pub mod aws;
 pub mod cipher;

@@ -78,7 +78,7 @@ async fn outbound_link(h: &Harness, mid: &str) -> Option<MessageLink> {
 async fn an_answer_lost_after_meta_sent_the_message_is_confirmed_by_its_echo_not_sent_again() {
     for echo_before_retry in [true, false] {
         let mut h = ready(Some(Span::hours(1))).await;
-        h.services.http = impatient();
+        h.services.http = impatient().into();
         h.graph.lose_answer_next("/messages", 1);
         h.post_livechat(&text_event("E1", "Your order ships tomorrow."))
             .await;
@@ -119,7 +119,7 @@ async fn an_answer_lost_after_meta_sent_the_message_is_confirmed_by_its_echo_not
 #[tokio::test]
 async fn a_request_lost_before_meta_acted_is_sent_once_the_echo_window_passes() {
     let mut h = ready(Some(Span::hours(1))).await;
-    h.services.http = impatient();
+    h.services.http = impatient().into();
     h.graph.lose_request_next("/messages", 1);
     h.post_livechat(&text_event("E1", "hello")).await;
     assert_eq!(h.work_outbound().await.len(), 1);

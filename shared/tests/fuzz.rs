@@ -15,6 +15,7 @@
 //! `IGBRIDGE_FUZZ_SEED` picks another deterministic sequence; a failure prints the seed, the
 //! input number and the input.
 
+use lambda_http::request::LambdaRequest;
 use testkit::samples;
 
 use std::collections::BTreeMap;
@@ -583,10 +584,20 @@ async fn api_gateway_events() {
         };
         // What lambda_http does with the invocation payload; an error goes back to Lambda.
         // lambda_http 1.3 panics (`.expect("failed to build request")`) on a path or query it
-        // cannot put in a URI; lambda_runtime's panic layer turns that into an invocation
-        // error (the release profile unwinds so it can), API Gateway answers 500 and the
-        // process lives on. Counted apart (as 1), outside this repository's code.
+        // cannot put in a URI, or a base64 body that does not decode. The release profile
+        // aborts on a panic, so shared::api_gateway refuses exactly those events with a 400
+        // before lambda_http sees them: checked here, both ways. Counted apart (as 1).
         let converted = std::panic::catch_unwind(|| lambda_http::request::from_str(text));
+        if let Ok(LambdaRequest::ApiGatewayV2(event)) = serde_json::from_str::<LambdaRequest>(text)
+        {
+            assert_eq!(
+                shared::api_gateway::convertible(&event),
+                converted.is_ok(),
+                "seed {} input {i}: the guard and lambda_http disagree: {}",
+                seed(),
+                show(&raw)
+            );
+        }
         let Ok(converted) = converted else {
             tally.count(1);
             continue;

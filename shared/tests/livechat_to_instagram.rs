@@ -532,7 +532,8 @@ async fn a_chat_started_but_answered_after_the_timeout_is_routed_and_replies_rea
     h.services.http = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
-        .unwrap();
+        .unwrap()
+        .into();
     h.livechat
         .answer_late("/start_chat", Duration::from_secs(1), 1);
     let mut hello = text("MID_TEXT_0001", "hello");

@@ -224,7 +224,8 @@ async fn storms_lose_nothing_duplicate_nothing_and_keep_each_conversation_in_ord
         h.services.http = reqwest::Client::builder()
             .timeout(Duration::from_millis(500))
             .build()
-            .unwrap();
+            .unwrap()
+            .into();
         conversations(&h).await;
         unleash(&h, storm);
         let rounds = weather(&h, matches!(storm, Storm::BatchesDeliveredTwice)).await;

@@ -16,6 +16,7 @@
 //! (a lower number) to inject a fault the fakes do not model.
 
 pub mod bridge;
+pub mod calls;
 pub mod crash;
 pub mod fixtures;
 pub mod journey;

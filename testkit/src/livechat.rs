@@ -113,6 +113,8 @@ pub struct Call {
     pub body: Value,
     /// `Some(message)` when refused.
     pub refused: Option<String>,
+    /// When it was answered (latency benchmarks).
+    pub at: std::time::Instant,
 }
 
 #[derive(Clone)]
@@ -452,6 +454,7 @@ impl Respond for Responder {
             action,
             body,
             refused,
+            at: std::time::Instant::now(),
         });
         let response = match answer {
             Ok(v) => ResponseTemplate::new(200).set_body_json(v),

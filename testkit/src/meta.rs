@@ -147,6 +147,8 @@ pub struct Sent {
     pub body: Value,
     /// The `message_id` answered (absent for sender actions).
     pub message_id: Option<String>,
+    /// When it was accepted (latency benchmarks).
+    pub at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -708,6 +710,7 @@ impl State {
                 page_id: page.into(),
                 body: body.clone(),
                 message_id: None,
+                at: std::time::Instant::now(),
             });
             return Ok(json!({"recipient_id": recipient}));
         }
@@ -717,6 +720,7 @@ impl State {
             page_id: page.into(),
             body: body.clone(),
             message_id: Some(mid.clone()),
+            at: std::time::Instant::now(),
         });
         Ok(json!({"recipient_id": recipient, "message_id": mid}))
     }

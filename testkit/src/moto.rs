@@ -77,6 +77,7 @@ fn start_moto() -> String {
 /// An SDK configuration pointed at moto with dummy credentials.
 pub async fn sdk() -> SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(shared::aws::http_client())
         .endpoint_url(moto_endpoint())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("testing", "testing", None, None, "moto"))

@@ -43,6 +43,9 @@ pub struct Options {
     pub timeouts: BTreeMap<String, Duration>,
     /// Secrets left unfilled (as an operator who skipped one would).
     pub unfilled: Vec<String>,
+    /// Where the function binaries are (default: [`binaries`]; the cold-start bench gives
+    /// [`release_binaries`]).
+    pub binaries: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             visibility_timeout: 5,
             timeouts: BTreeMap::new(),
             unfilled: Vec::new(),
+            binaries: None,
         }
     }
 }
@@ -106,10 +110,36 @@ pub fn binaries() -> &'static PathBuf {
     })
 }
 
+/// Builds each function in the release profile on its own, as `sam build` and CI's `cargo
+/// lambda build` do (each links only the `shared` features its crate enables); returns
+/// `target/release`.
+pub fn release_binaries() -> PathBuf {
+    let root = template::root();
+    for function in shared::function::Function::ALL {
+        let out = std::process::Command::new(env!("CARGO"))
+            .current_dir(&root)
+            .args(["build", "--release", "--quiet", "-p", function.crate_name()])
+            .output()
+            .expect("cargo to build the functions");
+        assert!(
+            out.status.success(),
+            "building {} failed:\n{}",
+            function.crate_name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let dir =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    dir.join("release")
+}
+
 impl System {
     /// Deploys the template on moto and starts every function, the front and the mappings.
     pub async fn start(options: Options) -> Self {
-        let bin = binaries().clone();
+        let bin = options
+            .binaries
+            .clone()
+            .unwrap_or_else(|| binaries().clone());
         let fakes = AppFakes::start(
             (LIVECHAT_CLIENT_ID, LIVECHAT_CLIENT_SECRET),
             (META_APP_ID, META_APP_SECRET),

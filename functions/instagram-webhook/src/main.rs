@@ -4,7 +4,7 @@
 use shared::function::Function;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     let services = shared::app::lambda::services(Function::InstagramWebhook).await?;
-    lambda_http::run(services.instagram_webhook_router()).await
+    shared::api_gateway::run(services.instagram_webhook_router()).await
 }

@@ -4,7 +4,7 @@
 use shared::function::Function;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     let services = shared::app::lambda::services(Function::LivechatWebhook).await?;
-    lambda_http::run(services.livechat_webhook_router()).await
+    shared::api_gateway::run(services.livechat_webhook_router()).await
 }

@@ -4,7 +4,7 @@
 use shared::function::Function;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     let services = shared::app::lambda::services(Function::OauthInstall).await?;
-    lambda_http::run(services.oauth_install_router()).await
+    shared::api_gateway::run(services.oauth_install_router()).await
 }

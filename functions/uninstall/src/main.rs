@@ -4,7 +4,7 @@
 use shared::function::Function;
 
 #[tokio::main]
-async fn main() -> Result<(), lambda_http::Error> {
+async fn main() -> Result<(), lambda_runtime::Error> {
     let services = shared::app::lambda::services(Function::Uninstall).await?;
-    lambda_http::run(services.uninstall_router()).await
+    shared::api_gateway::run(services.uninstall_router()).await
 }

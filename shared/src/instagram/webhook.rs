@@ -2,7 +2,10 @@
 //! the body into one job per `entry[]` × `messaging[]`/`standby[]`/`changes[]` item.
 
 use hmac::{Hmac, Mac};
-use serde::Deserialize;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -48,7 +51,8 @@ struct Body<'a> {
 #[derive(Deserialize)]
 struct Entry<'a> {
     id: Option<Value>,
-    time: Option<Value>,
+    #[serde(borrow)]
+    time: Option<&'a RawValue>,
     #[serde(borrow, default)]
     messaging: Vec<&'a RawValue>,
     #[serde(borrow, default)]
@@ -131,8 +135,66 @@ pub fn natural_id(item: &Value, kind: &str) -> String {
     }
 }
 
+/// One item of a verified body, borrowed from it: what routing and sealing need, and the item
+/// exactly as Meta sent it (its raw bytes, never parsed into a tree, cloned or re-encoded).
+/// Serializes as [`InstagramEventJob`] does.
+#[derive(Debug, Serialize)]
+pub struct SplitItem<'a> {
+    /// The business's Instagram account (recipient inbound, sender for echoes).
+    pub ig_account_id: Cow<'a, str>,
+    /// The customer's IGSID.
+    pub igsid: Cow<'a, str>,
+    /// The natural id ([`natural_id`]).
+    pub event_id: String,
+    /// `messaging`, `standby` or `changes:<field>`.
+    pub field: Cow<'a, str>,
+    /// `entry.time`, as sent.
+    pub entry_time: Option<&'a RawValue>,
+    /// The item, as sent.
+    pub item: &'a RawValue,
+    /// Whether it is the echo of a message the business sent.
+    #[serde(skip)]
+    pub echo: bool,
+}
+
+impl SplitItem<'_> {
+    /// The job it becomes, owned (the item parsed).
+    pub fn to_job(&self) -> InstagramEventJob {
+        InstagramEventJob {
+            ig_account_id: self.ig_account_id.to_string(),
+            igsid: self.igsid.to_string(),
+            event_id: self.event_id.clone(),
+            field: self.field.to_string(),
+            entry_time: self
+                .entry_time
+                .map(|t| serde_json::from_str(t.get()).expect("valid JSON")),
+            item: serde_json::from_str(self.item.get()).expect("valid JSON"),
+        }
+    }
+
+    /// The job as JSON (a [`crate::jobs::Job`]), written straight from the raw item.
+    pub fn job_json(&self) -> String {
+        #[derive(Serialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        enum JobRef<'r, 'a> {
+            InstagramEvent(&'r SplitItem<'a>),
+        }
+        serde_json::to_string(&JobRef::InstagramEvent(self)).expect("a job always serializes")
+    }
+
+    /// Its message group ([`crate::jobs::Envelope::group`]).
+    pub fn group(&self) -> String {
+        crate::jobs::instagram_group(&self.ig_account_id, &self.igsid, self.echo)
+    }
+
+    /// Its deduplication id ([`crate::jobs::Envelope::dedup_id`]).
+    pub fn dedup_id(&self) -> String {
+        crate::jobs::instagram_dedup_id(&self.ig_account_id, &self.event_id)
+    }
+}
+
 /// Splits a verified body into jobs. Every item becomes a job, whatever its kind.
-pub fn split(body: &[u8]) -> Result<Vec<InstagramEventJob>, SplitError> {
+pub fn split(body: &[u8]) -> Result<Vec<SplitItem<'_>>, SplitError> {
     let parsed: Body<'_> =
         serde_json::from_slice(body).map_err(|e| SplitError::Malformed(e.to_string()))?;
     if let Some(object) = &parsed.object {
@@ -145,78 +207,255 @@ pub fn split(body: &[u8]) -> Result<Vec<InstagramEventJob>, SplitError> {
         let entry_id = id_str(entry.id.as_ref());
         for (field, items) in [("messaging", &entry.messaging), ("standby", &entry.standby)] {
             for raw in items {
-                let item: Value = serde_json::from_str(raw.get())
-                    .map_err(|e| SplitError::Malformed(e.to_string()))?;
-                jobs.push(messaging_job(
-                    &item,
-                    field,
-                    entry_id.as_deref(),
-                    entry.time.clone(),
-                )?);
+                jobs.push(messaging_item(raw, field, entry_id.as_deref(), entry.time)?);
             }
         }
         for raw in &entry.changes {
-            let change: Value = serde_json::from_str(raw.get())
-                .map_err(|e| SplitError::Malformed(e.to_string()))?;
-            jobs.push(change_job(change, entry_id.as_deref(), entry.time.clone()));
+            jobs.push(change_item(raw, entry_id.as_deref(), entry.time)?);
         }
     }
     Ok(jobs)
 }
 
-fn messaging_job(
-    item: &Value,
-    field: &str,
+/// An object's members, borrowed: keys as written (unescaped only when they hold escapes), values
+/// as raw slices. Sorted as `serde_json::Map` sorts, and the last of a repeated key wins, as
+/// there; so kinds and ids come out exactly as from a parsed `Value`.
+type Members<'a> = BTreeMap<Key<'a>, &'a RawValue>;
+
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+struct Key<'a>(#[serde(borrow)] Cow<'a, str>);
+
+fn members(raw: &RawValue) -> Option<Members<'_>> {
+    serde_json::from_str(raw.get()).ok()
+}
+
+fn member<'a>(m: &Members<'a>, name: &str) -> Option<&'a RawValue> {
+    m.get(&Key(Cow::Borrowed(name))).copied()
+}
+
+/// A small member parsed (ids, numbers, flags): cheap, and formatted exactly as `Value` does.
+fn value(raw: Option<&RawValue>) -> Option<Value> {
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+}
+
+fn id_of(m: &Members<'_>, party: &str) -> Option<String> {
+    let party = members(member(m, party)?)?;
+    id_str(value(member(&party, "id")).as_ref())
+}
+
+fn messaging_item<'a>(
+    raw: &'a RawValue,
+    field: &'static str,
     entry_id: Option<&str>,
-    entry_time: Option<Value>,
-) -> Result<InstagramEventJob, SplitError> {
-    let kind = kind_of(item);
-    let sender = id_str(item.pointer("/sender/id"));
-    let recipient = id_str(item.pointer("/recipient/id"));
-    let echo = item.pointer("/message/is_echo") == Some(&Value::Bool(true));
+    entry_time: Option<&'a RawValue>,
+) -> Result<SplitItem<'a>, SplitError> {
+    let m = members(raw).unwrap_or_default();
+    let kind = kind_of_members(&m);
+    let body = member(&m, &kind).and_then(members).unwrap_or_default();
+    let echo = member(&body, "is_echo").is_some_and(|v| v.get() == "true") && kind == "message";
+    let (sender, recipient) = (id_of(&m, "sender"), id_of(&m, "recipient"));
     // Route on recipient (inbound) or sender (echo); entry.id is mislabelled in some samples.
     let (account, customer) = if echo {
-        (sender, recipient)
+        (sender.clone(), recipient)
     } else {
-        (recipient, sender)
+        (recipient, sender.clone())
     };
     let account = account
         .or_else(|| entry_id.map(str::to_string))
         .ok_or_else(|| SplitError::Malformed("item without an account id".into()))?;
     let igsid =
         customer.ok_or_else(|| SplitError::Malformed("item without a customer id".into()))?;
-    Ok(InstagramEventJob {
-        event_id: natural_id(item, &kind),
-        ig_account_id: account,
-        igsid,
-        field: field.to_string(),
+    let event_id = natural_id_of(raw, &m, &body, &kind, sender.as_deref().unwrap_or(""));
+    Ok(SplitItem {
+        ig_account_id: Cow::Owned(account),
+        igsid: Cow::Owned(igsid),
+        event_id,
+        field: Cow::Borrowed(field),
         entry_time,
-        item: item.clone(),
+        item: raw,
+        echo,
     })
 }
 
-fn change_job(
-    change: Value,
+fn kind_of_members(m: &Members<'_>) -> String {
+    if let Some(k) = KNOWN_KINDS
+        .iter()
+        .find(|k| m.contains_key(&Key(Cow::Borrowed(**k))))
+    {
+        return (*k).to_string();
+    }
+    m.keys()
+        .map(|k| k.0.as_ref())
+        .find(|k| !matches!(*k, "sender" | "recipient" | "timestamp"))
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// [`natural_id`] over the borrowed members (the same ids; the whole item is parsed only for
+/// the kinds whose id is a digest of their content).
+fn natural_id_of(
+    raw: &RawValue,
+    m: &Members<'_>,
+    body: &Members<'_>,
+    kind: &str,
+    sender: &str,
+) -> String {
+    let text = |name: &str| -> Option<String> {
+        match value(member(body, name)) {
+            Some(Value::String(s)) => Some(s),
+            _ => None,
+        }
+    };
+    let shown = |raw: Option<&RawValue>| value(raw).map(|v| v.to_string()).unwrap_or_default();
+    let ts = shown(member(m, "timestamp"));
+    match (kind, text("mid")) {
+        ("message", Some(mid)) if member(body, "is_deleted").is_some_and(|v| v.get() == "true") => {
+            format!("unsend:{mid}")
+        }
+        ("message", Some(mid)) => mid,
+        ("message_edit", Some(mid)) => format!("edit:{mid}:{}", shown(member(body, "num_edit"))),
+        ("reaction", Some(mid)) => format!(
+            "reaction:{mid}:{}:{}:{ts}",
+            text("action").unwrap_or_default(),
+            text("reaction").unwrap_or_default()
+        ),
+        ("read", Some(mid)) => format!("read:{mid}:{sender}"),
+        ("postback", Some(mid)) => format!("postback:{mid}"),
+        _ => {
+            let item: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+            format!("{kind}:{sender}:{ts}:{}", digest(&item))
+        }
+    }
+}
+
+fn change_item<'a>(
+    raw: &'a RawValue,
     entry_id: Option<&str>,
-    entry_time: Option<Value>,
-) -> InstagramEventJob {
+    entry_time: Option<&'a RawValue>,
+) -> Result<SplitItem<'a>, SplitError> {
+    // Rare (the dashboard's test events): parsed whole.
+    let change: Value =
+        serde_json::from_str(raw.get()).map_err(|e| SplitError::Malformed(e.to_string()))?;
     let field = change
         .get("field")
         .and_then(Value::as_str)
         .unwrap_or("unknown")
         .to_string();
-    let value = change.get("value").cloned().unwrap_or(Value::Null);
+    let value = change.get("value").unwrap_or(&Value::Null);
     let sender = id_str(value.pointer("/sender/id"));
     let recipient = id_str(value.pointer("/recipient/id"));
-    InstagramEventJob {
+    Ok(SplitItem {
         event_id: format!("change:{field}:{}", digest(&change)),
-        ig_account_id: recipient
-            .or_else(|| entry_id.map(str::to_string))
-            .unwrap_or_else(|| "0".into()),
-        igsid: sender.unwrap_or_else(|| "unknown".into()),
-        field: format!("changes:{field}"),
+        ig_account_id: Cow::Owned(
+            recipient
+                .or_else(|| entry_id.map(str::to_string))
+                .unwrap_or_else(|| "0".into()),
+        ),
+        igsid: Cow::Owned(sender.unwrap_or_else(|| "unknown".into())),
+        field: Cow::Owned(format!("changes:{field}")),
         entry_time,
-        item: change,
+        item: raw,
+        echo: false,
+    })
+}
+
+/// The straightforward split, kept as the oracle of the borrowed one.
+#[cfg(test)]
+mod oracle {
+    use super::*;
+
+    /// The straightforward split (parse each item into a `Value`, clone it): the oracle the
+    /// borrowed split is checked against.
+    pub(super) fn split_values(body: &[u8]) -> Result<Vec<InstagramEventJob>, SplitError> {
+        let parsed: Body<'_> =
+            serde_json::from_slice(body).map_err(|e| SplitError::Malformed(e.to_string()))?;
+        if let Some(object) = &parsed.object {
+            if object != "instagram" {
+                return Err(SplitError::Malformed(format!("object is {object:?}")));
+            }
+        }
+        let mut jobs = Vec::new();
+        for entry in &parsed.entry {
+            let entry_id = id_str(entry.id.as_ref());
+            for (field, items) in [("messaging", &entry.messaging), ("standby", &entry.standby)] {
+                for raw in items {
+                    let item: Value = serde_json::from_str(raw.get())
+                        .map_err(|e| SplitError::Malformed(e.to_string()))?;
+                    jobs.push(messaging_job(
+                        &item,
+                        field,
+                        entry_id.as_deref(),
+                        entry.time.map(|t| serde_json::from_str(t.get()).unwrap()),
+                    )?);
+                }
+            }
+            for raw in &entry.changes {
+                let change: Value = serde_json::from_str(raw.get())
+                    .map_err(|e| SplitError::Malformed(e.to_string()))?;
+                jobs.push(change_job(
+                    change,
+                    entry_id.as_deref(),
+                    entry.time.map(|t| serde_json::from_str(t.get()).unwrap()),
+                ));
+            }
+        }
+        Ok(jobs)
+    }
+
+    fn messaging_job(
+        item: &Value,
+        field: &str,
+        entry_id: Option<&str>,
+        entry_time: Option<Value>,
+    ) -> Result<InstagramEventJob, SplitError> {
+        let kind = kind_of(item);
+        let sender = id_str(item.pointer("/sender/id"));
+        let recipient = id_str(item.pointer("/recipient/id"));
+        let echo = item.pointer("/message/is_echo") == Some(&Value::Bool(true));
+        // Route on recipient (inbound) or sender (echo); entry.id is mislabelled in some samples.
+        let (account, customer) = if echo {
+            (sender, recipient)
+        } else {
+            (recipient, sender)
+        };
+        let account = account
+            .or_else(|| entry_id.map(str::to_string))
+            .ok_or_else(|| SplitError::Malformed("item without an account id".into()))?;
+        let igsid =
+            customer.ok_or_else(|| SplitError::Malformed("item without a customer id".into()))?;
+        Ok(InstagramEventJob {
+            event_id: natural_id(item, &kind),
+            ig_account_id: account,
+            igsid,
+            field: field.to_string(),
+            entry_time,
+            item: item.clone(),
+        })
+    }
+
+    fn change_job(
+        change: Value,
+        entry_id: Option<&str>,
+        entry_time: Option<Value>,
+    ) -> InstagramEventJob {
+        let field = change
+            .get("field")
+            .and_then(Value::as_str)
+            .unwrap_or("unknown")
+            .to_string();
+        let value = change.get("value").cloned().unwrap_or(Value::Null);
+        let sender = id_str(value.pointer("/sender/id"));
+        let recipient = id_str(value.pointer("/recipient/id"));
+        InstagramEventJob {
+            event_id: format!("change:{field}:{}", digest(&change)),
+            ig_account_id: recipient
+                .or_else(|| entry_id.map(str::to_string))
+                .unwrap_or_else(|| "0".into()),
+            igsid: sender.unwrap_or_else(|| "unknown".into()),
+            field: format!("changes:{field}"),
+            entry_time,
+            item: change,
+        }
     }
 }
 
@@ -246,7 +485,8 @@ mod tests {
         let sig = sign(b"k", body);
         assert!(signature_is_valid(b"k", Some(&sig), body));
         let jobs = split(body).unwrap();
-        assert_eq!(jobs[0].item["message"]["text"], "äöå");
+        assert_eq!(jobs[0].to_job().item["message"]["text"], "äöå");
+        assert!(jobs[0].item.get().contains(r"\u00e4"), "carried as sent");
     }
 
     #[test]
@@ -260,14 +500,15 @@ mod tests {
             {"id":"A","time":3,"messaging":[
                 {"sender":{"id":"A"},"recipient":{"id":"C1"},"timestamp":4,"message":{"mid":"m4","is_echo":true,"text":"c"}}]}
         ]});
-        let jobs = split(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let jobs = split(text.as_bytes()).unwrap();
         let summary: Vec<_> = jobs
             .iter()
             .map(|j| {
                 (
-                    j.ig_account_id.as_str(),
-                    j.igsid.as_str(),
-                    j.field.as_str(),
+                    j.ig_account_id.as_ref(),
+                    j.igsid.as_ref(),
+                    j.field.as_ref(),
                     j.event_id.as_str(),
                 )
             })
@@ -281,6 +522,83 @@ mod tests {
                 ("A", "C1", "messaging", "m4"),
             ]
         );
+    }
+
+    /// The borrowed split gives exactly the jobs (ids, routes, groups, JSON) of the
+    /// straightforward one, for every kind of item and the shapes Meta varies.
+    #[test]
+    fn the_borrowed_split_equals_the_parsed_one() {
+        let item = |kind: &str, body: Value| json!({"sender":{"id":"C"},"recipient":{"id":"A"},"timestamp":1569262485349u64, kind: body});
+        let items = vec![
+            item(
+                "message",
+                json!({"mid":"M1","text":"hi \u{e4}","attachments":[{"type":"image","payload":{"url":"https://x"}}]}),
+            ),
+            item("message", json!({"mid":"M1","is_deleted":true})),
+            item(
+                "message",
+                json!({"mid":"M2","is_echo":true,"text":"from the page"}),
+            ),
+            item("message", json!({"mid":"M3","is_unsupported":true})),
+            item("message", json!({"mid":7})),
+            item(
+                "message_edit",
+                json!({"mid":"M1","text":"edited","num_edit":2}),
+            ),
+            item(
+                "reaction",
+                json!({"mid":"M1","action":"react","reaction":"love","emoji":"\u{2764}"}),
+            ),
+            item("reaction", json!({"mid":"M1","action":"unreact"})),
+            item("read", json!({"mid":"M1"})),
+            item("read", json!({"watermark":1569262485349u64})),
+            item(
+                "postback",
+                json!({"mid":"M4","title":"Track","payload":"T"}),
+            ),
+            item("referral", json!({"ref":"ad","source":"ADS"})),
+            item("optin", json!({"type":"notification_messages"})),
+            item("delivery", json!({"mids":["M1"],"watermark":1})),
+            item("brand_new_kind", json!({"x":[1,2,{"y":null}]})),
+            json!({"sender":{"id":12345},"recipient":{"id":"A"},"timestamp":"1569262485","message":{"mid":"M5"},"zeta":1}),
+            json!({"sender":{"id":"C"},"recipient":{"id":"A"},"timestamp":1.5e12,"a_kind":{},"b_kind":{}}),
+            json!({"sender":{"id":"C"},"recipient":{},"message":{"mid":"M6"}}),
+        ];
+        let body = json!({"object":"instagram","entry":[
+            {"id":"A","time":1569262486134u64,"messaging":items.clone()},
+            {"id":"A","time":1,"standby":items},
+            {"id":"0","time":2,"changes":[{"field":"messages","value":{"sender":{"id":"S"},"recipient":{"id":"R"},"message":{"mid":"C1"}}}]},
+        ]});
+        let texts = [
+            body.to_string(),
+            serde_json::to_string_pretty(&body).unwrap(),
+            include_str!("../../../events/webhooks/instagram-text.json").to_string(),
+            // Escaped keys and a repeated key (the last one wins, as in a parsed Value).
+            r#"{"object":"instagram","entry":[{"id":"A","time":1,"messaging":[{"sender":{"id":"C"},"recipient":{"id":"A"},"timestamp":3,"mes\u0073age":{"mid":"E1","text":"x"},"timestamp":4}]}]}"#.to_string(),
+        ];
+        for text in &texts {
+            let borrowed = split(text.as_bytes()).unwrap();
+            let parsed = oracle::split_values(text.as_bytes()).unwrap();
+            assert_eq!(borrowed.len(), parsed.len());
+            for (b, p) in borrowed.iter().zip(&parsed) {
+                assert_eq!(&b.to_job(), p);
+                let envelope = crate::jobs::Envelope::new(
+                    crate::jobs::Job::InstagramEvent(p.clone()),
+                    chrono::Utc::now(),
+                );
+                assert_eq!(b.group(), envelope.group(), "{p:?}");
+                assert_eq!(b.dedup_id(), envelope.dedup_id());
+                let json: Value = serde_json::from_str(&b.job_json()).unwrap();
+                assert_eq!(json, serde_json::to_value(&envelope.job).unwrap());
+            }
+        }
+        for bad in [
+            &br#"{"object":"instagram","entry":[{"messaging":["text"]}]}"#[..],
+            br#"{"object":"instagram","entry":[{"messaging":[{"message":{}}]}]}"#,
+        ] {
+            assert!(split(bad).is_err());
+            assert!(oracle::split_values(bad).is_err());
+        }
     }
 
     #[test]
@@ -315,7 +633,8 @@ mod tests {
         let body = json!({"object":"instagram","entry":[{"id":"0","time":1661141837537u64,"changes":[{"field":"messages","value":{
             "sender":{"id":"12334"},"recipient":{"id":"23245"},"timestamp":"1527459824",
             "message":{"mid":"random_mid","text":"random_text"}}}]}]});
-        let jobs = split(body.to_string().as_bytes()).unwrap();
+        let text = body.to_string();
+        let jobs = split(text.as_bytes()).unwrap();
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].field, "changes:messages");
         assert_eq!(jobs[0].ig_account_id, "23245");

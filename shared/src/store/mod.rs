@@ -378,6 +378,13 @@ impl Repo {
         })
     }
 
+    /// Opens the store's connection during a cold start (one read of a key no record has: the
+    /// data key of no organization, which every function's role may read), so the first
+    /// request does not pay the TLS handshake. A failure is left to that first request.
+    pub async fn warm_up(&self) {
+        let _ = self.store.get(&keys::data_key("-")).await;
+    }
+
     /// Reads a record.
     pub async fn get<R: Record>(&self, key: &Key) -> Result<Option<R>, StoreError> {
         self.store.get(key).await?.map(Self::from_item).transpose()

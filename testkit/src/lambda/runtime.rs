@@ -322,6 +322,28 @@ impl Function {
         }
     }
 
+    /// Ends the current execution environment, as Lambda does with an idle one, and returns its
+    /// peak resident set (KiB); the next invocation cold-starts.
+    pub async fn retire(&self) -> Option<u64> {
+        let mut slot = self.environment.lock().await;
+        let peak = self.peak_rss_kib();
+        if let Some(mut environment) = slot.take() {
+            let _ = environment.child.start_kill();
+            let _ = environment.child.wait().await;
+        }
+        peak
+    }
+
+    /// The peak resident set (`VmHWM`, KiB) of the current execution environment's process.
+    pub fn peak_rss_kib(&self) -> Option<u64> {
+        let pid = self.pid.load(Ordering::SeqCst);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    }
+
     /// Every line the function's processes wrote.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().expect("logs").clone()
