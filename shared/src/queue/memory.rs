@@ -51,6 +51,10 @@ struct Inner {
     next_id: u64,
     messages: VecDeque<Stored>,
     seen: HashMap<String, DateTime<Utc>>,
+    /// The same ids in the order they were first seen, so expired ones are forgotten from the
+    /// front: a send costs what it adds, not what the queue already holds (a million queued
+    /// jobs used to make each send scan them all).
+    seen_order: VecDeque<(DateTime<Utc>, String)>,
 }
 
 /// A FIFO queue in memory.
@@ -93,11 +97,21 @@ impl MemoryQueue {
 
     fn enqueue(&self, inner: &mut Inner, m: &OutgoingMessage, now: DateTime<Utc>) {
         let window = chrono::Duration::from_std(DEDUP_WINDOW).expect("window fits");
-        inner.seen.retain(|_, at| now - *at < window);
+        while inner
+            .seen_order
+            .front()
+            .is_some_and(|(at, _)| now - *at >= window)
+        {
+            let (at, id) = inner.seen_order.pop_front().expect("a front");
+            if inner.seen.get(&id) == Some(&at) {
+                inner.seen.remove(&id);
+            }
+        }
         if inner.seen.contains_key(&m.dedup_id) {
             return; // accepted, like SQS, but delivered only once
         }
         inner.seen.insert(m.dedup_id.clone(), now);
+        inner.seen_order.push_back((now, m.dedup_id.clone()));
         inner.next_id += 1;
         let id = format!("{}-{:08}", self.name, inner.next_id);
         inner.messages.push_back(Stored {
