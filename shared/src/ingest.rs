@@ -155,8 +155,13 @@ pub async fn ingest_instagram(
         let sealed = SealedEnvelope::seal_job(org, key, now, (&ids.0, &ids.1), job.job_json());
         let msg = sealed.to_message();
         if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
-            let env = Envelope::new(Job::InstagramEvent(job.to_job()), now);
-            oversized.push((org, key, env));
+            // Kept whole: the envelope, or (an item too deep to own) the job as written.
+            let body = match job.to_job() {
+                Ok(j) => serde_json::to_string(&Envelope::new(Job::InstagramEvent(j), now))
+                    .expect("an envelope always serializes"),
+                Err(_) => job.job_json(),
+            };
+            oversized.push((org, key, body));
         } else {
             messages.push(msg);
         }
@@ -168,8 +173,7 @@ pub async fn ingest_instagram(
         .map_err(|e| e.to_string())?;
     report.queued = messages.len();
     // An item too large for the queue is kept whole (and sealed) in the dead-letter queue.
-    for (org, key, env) in oversized {
-        let body = serde_json::to_string(&env).expect("an envelope always serializes");
+    for (org, key, body) in oversized {
         let parked = unparsed_jobs(
             Source::Instagram,
             "item too large for the queue",

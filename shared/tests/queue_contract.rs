@@ -270,6 +270,27 @@ async fn memory_dedup_window_expires_after_five_minutes() {
     );
 }
 
+/// Memory only: a clock set back leaves an expired id behind a younger one; re-sent after its
+/// window, it is delivered again (as SQS would), not taken for a duplicate.
+#[tokio::test]
+async fn memory_dedup_window_holds_when_the_clock_goes_back() {
+    let start = chrono::Utc::now();
+    let clock = shared::clock::ManualClock::new(start + chrono::Duration::seconds(600));
+    let q = MemoryQueue::new("w", Arc::new(clock.clone()), MemoryQueueSettings::default());
+    q.send(&[msg("g", "later", "b")]).await.unwrap();
+    clock.set(start);
+    q.send(&[msg("g", "earlier", "a1")]).await.unwrap();
+    clock.set(start + chrono::Duration::seconds(360));
+    q.send(&[msg("g", "earlier", "a2"), msg("g", "later", "b-dup")])
+        .await
+        .unwrap();
+    let got = drain(&q, 4).await;
+    assert_eq!(
+        got.iter().map(|m| m.body.as_str()).collect::<Vec<_>>(),
+        vec!["b", "a1", "a2"]
+    );
+}
+
 /// Memory only: an unacknowledged message becomes visible again when its timeout passes.
 #[tokio::test]
 async fn memory_visibility_timeout_expires_on_the_clock() {

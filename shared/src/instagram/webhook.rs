@@ -158,18 +158,20 @@ pub struct SplitItem<'a> {
 }
 
 impl SplitItem<'_> {
-    /// The job it becomes, owned (the item parsed).
-    pub fn to_job(&self) -> InstagramEventJob {
-        InstagramEventJob {
+    /// The job it becomes, owned (the item parsed). An error for an item a tree cannot hold
+    /// (nested deeper than serde_json's limit, which skipping over raw values does not apply).
+    pub fn to_job(&self) -> Result<InstagramEventJob, SplitError> {
+        let parse = |raw: &RawValue| {
+            serde_json::from_str(raw.get()).map_err(|e| SplitError::Malformed(e.to_string()))
+        };
+        Ok(InstagramEventJob {
             ig_account_id: self.ig_account_id.to_string(),
             igsid: self.igsid.to_string(),
             event_id: self.event_id.clone(),
             field: self.field.to_string(),
-            entry_time: self
-                .entry_time
-                .map(|t| serde_json::from_str(t.get()).expect("valid JSON")),
-            item: serde_json::from_str(self.item.get()).expect("valid JSON"),
-        }
+            entry_time: self.entry_time.map(parse).transpose()?,
+            item: parse(self.item)?,
+        })
     }
 
     /// The job as JSON (a [`crate::jobs::Job`]), written straight from the raw item.
@@ -321,10 +323,14 @@ fn natural_id_of(
         ),
         ("read", Some(mid)) => format!("read:{mid}:{sender}"),
         ("postback", Some(mid)) => format!("postback:{mid}"),
-        _ => {
-            let item: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-            format!("{kind}:{sender}:{ts}:{}", digest(&item))
-        }
+        _ => match serde_json::from_str::<Value>(raw.get()) {
+            Ok(item) => format!("{kind}:{sender}:{ts}:{}", digest(&item)),
+            // Too deep for a tree: its bytes, so two such items never share an id.
+            Err(_) => format!(
+                "{kind}:{sender}:{ts}:{}",
+                hex::encode(&Sha256::digest(raw.get().as_bytes())[..16])
+            ),
+        },
     }
 }
 
@@ -485,7 +491,7 @@ mod tests {
         let sig = sign(b"k", body);
         assert!(signature_is_valid(b"k", Some(&sig), body));
         let jobs = split(body).unwrap();
-        assert_eq!(jobs[0].to_job().item["message"]["text"], "äöå");
+        assert_eq!(jobs[0].to_job().unwrap().item["message"]["text"], "äöå");
         assert!(jobs[0].item.get().contains(r"\u00e4"), "carried as sent");
     }
 
@@ -581,7 +587,7 @@ mod tests {
             let parsed = oracle::split_values(text.as_bytes()).unwrap();
             assert_eq!(borrowed.len(), parsed.len());
             for (b, p) in borrowed.iter().zip(&parsed) {
-                assert_eq!(&b.to_job(), p);
+                assert_eq!(&b.to_job().unwrap(), p);
                 let envelope = crate::jobs::Envelope::new(
                     crate::jobs::Job::InstagramEvent(p.clone()),
                     chrono::Utc::now(),
@@ -599,6 +605,29 @@ mod tests {
             assert!(split(bad).is_err());
             assert!(oracle::split_values(bad).is_err());
         }
+    }
+
+    /// Items nested deeper than a tree may hold pass the split as raw bytes (skipping has no
+    /// depth limit): they get ids of their own, and owning one is an error, never a panic (the
+    /// release profile aborts on a panic).
+    #[test]
+    fn items_too_deep_for_a_tree_are_errors_not_panics_and_keep_their_own_ids() {
+        let deep = |inner: &str| format!("{}\"{inner}\"{}", "[".repeat(200), "]".repeat(200));
+        let body = format!(
+            r#"{{"object":"instagram","entry":[{{"id":"A","time":1,"messaging":[
+            {{"sender":{{"id":"C"}},"recipient":{{"id":"A"}},"timestamp":1,"odd":{}}},
+            {{"sender":{{"id":"C"}},"recipient":{{"id":"A"}},"timestamp":1,"odd":{}}}]}}]}}"#,
+            deep("x"),
+            deep("y")
+        );
+        let items = split(body.as_bytes()).unwrap();
+        assert_eq!(items.len(), 2);
+        assert_ne!(items[0].event_id, items[1].event_id);
+        assert!(items[0].to_job().is_err());
+        assert!(
+            oracle::split_values(body.as_bytes()).is_err(),
+            "a tree refuses it"
+        );
     }
 
     #[test]

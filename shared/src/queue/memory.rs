@@ -107,7 +107,12 @@ impl MemoryQueue {
                 inner.seen.remove(&id);
             }
         }
-        if inner.seen.contains_key(&m.dedup_id) {
+        // The age is checked here too: a clock set back leaves expired ids behind younger ones.
+        if inner
+            .seen
+            .get(&m.dedup_id)
+            .is_some_and(|at| now - *at < window)
+        {
             return; // accepted, like SQS, but delivered only once
         }
         inner.seen.insert(m.dedup_id.clone(), now);
