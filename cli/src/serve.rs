@@ -22,13 +22,44 @@ pub struct Args {
     /// How often the in-process sweeper runs, in seconds.
     #[arg(long, default_value_t = 3600)]
     sweep_every: u64,
+    /// How often the in-process health check runs, in seconds (the first run is at start).
+    #[arg(long, default_value_t = 3600)]
+    health_every: u64,
 }
+
+/// How often `serve` looks for replays asked for (in Lambda, the lifecycle event triggers them).
+const REPLAY_POLL: Duration = Duration::from_secs(5);
 
 /// The whole app as one router.
 pub fn router(services: &Services) -> axum::Router {
     shared::routes::HttpFunction::ALL
         .into_iter()
         .fold(axum::Router::new(), |all, f| all.merge(services.router(f)))
+}
+
+/// Starts the health check every `every` (and once now), and the replays it or the status page
+/// ask for within seconds.
+pub fn spawn_health(services: &Services, every: Duration) {
+    let health = services.health();
+    let replays = health.clone();
+    tokio::spawn(async move {
+        loop {
+            let deadline = std::time::Instant::now() + every;
+            if let Err(e) = health.run(deadline).await {
+                tracing::error!(error = %e, "health check failed");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REPLAY_POLL).await;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            if let Err(e) = replays.replay_all_requested(deadline).await {
+                tracing::error!(error = %e, "replay failed");
+            }
+        }
+    });
 }
 
 /// Starts what runs beside the routes: both queue workers and the sweeper every `sweep_every`.
@@ -80,6 +111,7 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     print_banner(&base, args.aws, &filled, listener.local_addr()?);
 
     spawn_background(&services, Duration::from_secs(args.sweep_every.max(1)));
+    spawn_health(&services, Duration::from_secs(args.health_every.max(1)));
     axum::serve(listener, router(&services))
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -125,5 +157,7 @@ fn print_banner(base: &str, aws: bool, filled: &[String], bound: std::net::Socke
     println!(
         "  App webhooks               {base}/webhooks/livechat/app?token=<LIVECHAT_APP_WEBHOOK_TOKEN>"
     );
+    println!("  App settings (Agent App widget, placement settings)   {base}/status/widget");
     println!("Start an install:            {base}/install");
+    println!("Status page (LiveChat admins): {base}/status");
 }

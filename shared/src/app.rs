@@ -45,6 +45,10 @@ pub struct Services {
     pub http: crate::http::LazyClient,
     /// Lifecycle events for ops.
     pub events: Arc<dyn EventPublisher>,
+    /// CloudWatch metrics (EMF lines on stdout in Lambda; off locally unless asked).
+    pub metrics: crate::metrics::Metrics,
+    /// What this process's workers last wrote for the status page (at most once an hour).
+    pub written: Arc<crate::health::Written>,
 }
 
 impl Services {
@@ -63,6 +67,8 @@ impl Services {
             to_instagram_dlq: queues[3].clone(),
             http: crate::http::LazyClient::default(),
             events: aws_events(sdk, res)?,
+            metrics: crate::metrics::Metrics::off(),
+            written: Arc::default(),
         })
     }
 
@@ -104,6 +110,8 @@ impl Services {
             to_instagram_dlq,
             http: crate::http::LazyClient::default(),
             events: Arc::new(MemoryPublisher::default()),
+            metrics: crate::metrics::Metrics::off(),
+            written: Arc::default(),
         }
     }
 
@@ -150,7 +158,20 @@ impl Services {
             graph: self.graph(),
             clock: self.clock.clone(),
             keys: self.data_keys(),
+            events: self.events.clone(),
+            observer: self.observer(),
+            public_base_url: self.config.public_base_url.clone(),
         }
+    }
+
+    /// What the workers tell about their jobs (metrics, backlog, activity).
+    pub fn observer(&self) -> crate::health::Observer {
+        crate::health::Observer::new(
+            self.repo.clone(),
+            self.clock.clone(),
+            self.metrics.clone(),
+            self.written.clone(),
+        )
     }
 
     /// The organizations' data keys (crypto-shredding of queued jobs).
@@ -215,6 +236,7 @@ impl Services {
             facebook_dialog_base_url: self.config.facebook_dialog_base_url.clone(),
             graph_api_version: self.config.graph_api_version.clone(),
             meta_app_id: self.config.meta_app_id.clone(),
+            lifecycle: self.lifecycle(),
         })
     }
 
@@ -249,6 +271,32 @@ impl Services {
         crate::lifecycle::routes::uninstall_router(self.uninstall_state())
     }
 
+    /// The health check, with both queue pairs for its replays.
+    pub fn health(&self) -> crate::health::check::HealthCheck {
+        use crate::health::replay::QueuePair;
+        crate::health::check::HealthCheck {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            graph: self.graph(),
+            livechat: self.livechat(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            metrics: self.metrics.clone(),
+            meta_app_id: self.config.meta_app_id.clone(),
+            meta_app_secret: self.config.meta_app_secret.clone(),
+            queues: vec![
+                QueuePair {
+                    work: self.to_livechat.clone(),
+                    dead_letter: self.to_livechat_dlq.clone(),
+                },
+                QueuePair {
+                    work: self.to_instagram.clone(),
+                    dead_letter: self.to_instagram_dlq.clone(),
+                },
+            ],
+        }
+    }
+
     /// The livechat-to-instagram worker.
     pub fn outbound(&self) -> Outbound {
         Outbound {
@@ -259,6 +307,8 @@ impl Services {
             clock: self.clock.clone(),
             public_base_url: self.config.public_base_url.clone(),
             keys: self.data_keys(),
+            events: self.events.clone(),
+            observer: self.observer(),
         }
     }
 }
@@ -352,6 +402,9 @@ pub mod lambda {
         let (config, ()) = tokio::join!(secrets, repo.warm_up());
         let mut services = Services::aws(&sdk, config?, &resources)?;
         services.repo = repo;
+        let name = std::env::var("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or_else(|_| function.crate_name().to_string());
+        services.metrics = crate::metrics::Metrics::stdout(&name);
         Ok(services)
     }
 

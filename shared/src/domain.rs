@@ -255,7 +255,7 @@ impl Record for ChatRoute {
 }
 
 /// Which way a bridged message went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Instagram → LiveChat.
@@ -423,6 +423,10 @@ pub enum OAuthStep {
     Facebook,
     /// The confirmation form (Page chosen, accounts shown).
     Confirm,
+    /// The status page's sign-in through LiveChat.
+    StatusSignIn,
+    /// The status page's session: its buttons post it (15 minutes, bound to the tab).
+    Status,
 }
 
 /// An install flow that has been confirmed (the sealed state carries its id): written once, so a

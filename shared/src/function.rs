@@ -75,6 +75,8 @@ pub enum Function {
     LivechatToInstagram,
     /// The scheduled purge.
     DeletionSweeper,
+    /// The scheduled health check, and the replays its repairs (and the status page) ask for.
+    ConnectionHealth,
 }
 
 /// What one function needs.
@@ -100,7 +102,7 @@ const PLATFORMS: &[SettingName] = &[
 
 impl Function {
     /// Every function.
-    pub const ALL: [Function; 7] = [
+    pub const ALL: [Function; 8] = [
         Function::OauthInstall,
         Function::InstagramWebhook,
         Function::LivechatWebhook,
@@ -108,6 +110,7 @@ impl Function {
         Function::InstagramToLivechat,
         Function::LivechatToInstagram,
         Function::DeletionSweeper,
+        Function::ConnectionHealth,
     ];
 
     /// Its crate (and binary) name under `functions/`.
@@ -120,6 +123,7 @@ impl Function {
             Function::InstagramToLivechat => "instagram-to-livechat",
             Function::LivechatToInstagram => "livechat-to-instagram",
             Function::DeletionSweeper => "deletion-sweeper",
+            Function::ConnectionHealth => "connection-health",
         }
     }
 
@@ -173,19 +177,35 @@ impl Function {
                 optional: PLATFORMS,
                 resources: &[Table, EventBus],
             },
-            // appsecret_proof, customer tokens and agent-token refresh, tokens.
+            // appsecret_proof, customer tokens and agent-token refresh, tokens; the status
+            // page's link in the broken-connection notice; the events of a refused grant.
             Function::InstagramToLivechat => Needs {
                 secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
-                settings: &["LIVECHAT_CLIENT_ID"],
+                settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
                 optional: PLATFORMS,
-                resources: &[Table, ToLivechatQueue, ToLivechatDlq],
+                resources: &[Table, ToLivechatQueue, ToLivechatDlq, EventBus],
             },
-            // As inbound, and the status link in the notices it posts.
+            // As inbound, and the event of a refused Page token.
             Function::LivechatToInstagram => Needs {
                 secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
                 settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
                 optional: PLATFORMS,
-                resources: &[Table, ToInstagramQueue, ToInstagramDlq],
+                resources: &[Table, ToInstagramQueue, ToInstagramDlq, EventBus],
+            },
+            // debug_token with the app token, subscribed_apps with Page tokens, the LiveChat
+            // refresh; replays move parked jobs from both dead-letter queues to their queues.
+            Function::ConnectionHealth => Needs {
+                secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
+                settings: &["META_APP_ID", "LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
+                optional: PLATFORMS,
+                resources: &[
+                    Table,
+                    ToLivechatQueue,
+                    ToLivechatDlq,
+                    ToInstagramQueue,
+                    ToInstagramDlq,
+                    EventBus,
+                ],
             },
             // Deferred revocations: the app token for Facebook grants, sealed tokens.
             Function::DeletionSweeper => Needs {

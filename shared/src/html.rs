@@ -27,10 +27,12 @@ main{max-width:36rem;margin:0 auto;padding:2rem 1.25rem}h1{font-size:1.6rem;marg
 .button:focus,button:focus,input:focus{outline:3px solid #f5a623;outline-offset:2px}\
 fieldset{border:0;padding:0;margin:0}label{display:block;padding:.75rem;border:1px solid #d4d8de;border-radius:8px;margin:.5rem 0;background:#fff}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0}dt{font-weight:600}dd{margin:0;overflow-wrap:anywhere}\
-.muted{color:#4a525c}.error{border-color:#b3261e}code{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}";
+.muted{color:#4a525c}.error{border-color:#b3261e}code{background:#eef0f3;padding:.1rem .3rem;border-radius:4px}\
+.ok{color:#146c2e;font-weight:600}.bad{color:#b3261e;font-weight:600}form.inline{display:inline-block;margin:.5rem .5rem 0 0}";
 
 /// The install flow's browser side. On the start page, a click on `#begin` (a click, so a link
-/// from elsewhere cannot start a flow by itself) creates the flow's secret, keeps it in this
+/// from elsewhere cannot start a flow by itself; the status page's sign-in, which only shows an
+/// admin their own organization, clicks it itself: `data-now`) creates the flow's secret, keeps it in this
 /// tab's `sessionStorage` (never a cookie) and goes on with its SHA-256; on
 /// every later page it copies the secret into the forms' `browser` fields and submits a form
 /// marked `data-auto` (the platforms' redirects arrive as GETs and are posted back this way) or
@@ -44,7 +46,8 @@ var begin=document.getElementById('begin');\
 if(begin){begin.addEventListener('click',function(){\
 var r=new Uint8Array(32);crypto.getRandomValues(r);var s=b64(r);sessionStorage.setItem(K,s);\
 crypto.subtle.digest('SHA-256',new TextEncoder().encode(s)).then(function(h){\
-location.assign(begin.getAttribute('data-next')+'?b='+b64(new Uint8Array(h)));});});return;}\
+location.assign(begin.getAttribute('data-next')+'?b='+b64(new Uint8Array(h)));});});\
+if(begin.hasAttribute('data-now')){begin.click();}return;}\
 var v=sessionStorage.getItem(K)||'';\
 document.querySelectorAll('input[name=browser]').forEach(function(e){e.value=v;});\
 var f=document.querySelector('form[data-auto]');if(f){f.submit();return;}\

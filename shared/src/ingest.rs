@@ -352,6 +352,7 @@ fn too_large(mut env: Envelope, bytes: usize, now: chrono::DateTime<chrono::Utc>
         reason: format!("LiveChat webhook too large to queue ({bytes} bytes); ids only"),
         at: now,
         message_id: String::new(),
+        blocked: None,
     });
     env
 }

@@ -92,6 +92,34 @@ pub struct Parked {
     pub at: DateTime<Utc>,
     /// The work queue's message id.
     pub message_id: String,
+    /// Set when the job waits for its installation to be repaired: the repair replays it
+    /// (`crate::health::replay`); other parked jobs wait for a human.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocked: Option<Blocked>,
+}
+
+/// What a parked job waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Blocked {
+    /// An Instagram connection's Page token was refused: reconnecting it repairs it.
+    ConnectionBroken,
+    /// LiveChat refused the installation's refresh token: re-authorizing repairs it.
+    ReauthorizationNeeded,
+}
+
+impl Blocked {
+    /// The log-safe reason a job parked for it carries.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Blocked::ConnectionBroken => {
+                "the Instagram connection is broken (Page token refused); replayed when it is reconnected"
+            }
+            Blocked::ReauthorizationNeeded => {
+                "the LiveChat installation needs re-authorization; replayed when it is renewed"
+            }
+        }
+    }
 }
 
 /// A unit of work.
@@ -320,6 +348,14 @@ impl Wire {
     }
 
     /// Marks (or, with `None`, unmarks) it as parked.
+    pub fn parked(&self) -> Option<&Parked> {
+        match self {
+            Wire::Plain(e) => e.parked.as_ref(),
+            Wire::Sealed(e) => e.parked.as_ref(),
+        }
+    }
+
+    /// Sets or clears the dead-letter marking.
     pub fn set_parked(&mut self, parked: Option<Parked>) {
         match self {
             Wire::Plain(e) => e.parked = parked,

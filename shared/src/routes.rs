@@ -24,6 +24,13 @@ pub const META_DATA_DELETION: &str = "/meta/data-deletion";
 /// `GET /meta/data-deletion/{code}`: the deletion status page.
 pub const META_DELETION_STATUS: &str = "/meta/data-deletion/{code}";
 
+/// `GET /status`: the LiveChat admin's status page (signs in through LiveChat, then shows each
+/// connection); `POST`: its buttons (replay, reconnect, disconnect), with the signed session.
+pub const STATUS: &str = "/status";
+/// `GET /status/widget`: what LiveChat's app settings frame shows: a link that opens the status
+/// page in its own tab (LiveChat's sign-in cannot run inside a frame).
+pub const STATUS_WIDGET: &str = "/status/widget";
+
 /// The Lambda functions that serve HTTP; `Services::router` builds each one's router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HttpFunction {
@@ -92,4 +99,7 @@ pub const ROUTES: &[Route] = &[
     route("POST", META_DEAUTHORIZE, HttpFunction::Uninstall),
     route("POST", META_DATA_DELETION, HttpFunction::Uninstall),
     route("GET", META_DELETION_STATUS, HttpFunction::Uninstall),
+    route("GET", STATUS, HttpFunction::OauthInstall),
+    route("POST", STATUS, HttpFunction::OauthInstall),
+    route("GET", STATUS_WIDGET, HttpFunction::OauthInstall),
 ];

@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 use futures_util::future::join_all;
 
 use crate::datakey::DataKeys;
-use crate::jobs::{Envelope, Job, Parked, Source, UnparsedJob, Wire};
+use crate::jobs::{Blocked, Envelope, Job, Parked, Source, UnparsedJob, Wire};
+use crate::metrics::{Metric, Sample};
 use crate::queue::{OutgoingMessage, Queue, ReceivedMessage};
 use crate::retry::RetryPolicy;
 
@@ -60,6 +61,8 @@ pub enum Outcome {
     },
     /// A permanent failure: park in the dead-letter queue with the reason, for a human.
     Park(String),
+    /// Cannot go through until the installation is repaired: parked, and replayed by the repair.
+    Blocked(Blocked),
 }
 
 /// How many times the queue delivers a job before moving it to the dead-letter queue on its own
@@ -116,6 +119,10 @@ pub trait JobHandler: Send + Sync {
     /// The organizations' data keys, to open sealed jobs (a handler without them parks sealed
     /// jobs untouched).
     fn data_keys(&self) -> Option<&DataKeys> {
+        None
+    }
+    /// Who is told what became of each job (metrics, the status page); nobody by default.
+    fn observer(&self) -> Option<&crate::health::Observer> {
         None
     }
 }
@@ -211,7 +218,74 @@ pub async fn process_batch_until(
         let jobs = groups.remove(&g).unwrap_or_default();
         run_group(handler, queue, dead_letter, now, jobs, start_by)
     });
-    join_all(runs).await.into_iter().flatten().collect()
+    let mut sample = Sample::default();
+    let mut failed = Vec::new();
+    for (group_failed, group_sample) in join_all(runs).await {
+        failed.extend(group_failed);
+        sample.merge(group_sample);
+    }
+    if let Some(observer) = handler.observer() {
+        observer.metrics.write(&sample, observer.now());
+    }
+    failed
+}
+
+/// The clear part of a queued job: whose it is and when the platform handed it over.
+#[derive(serde::Deserialize, Default)]
+struct Head {
+    #[serde(default)]
+    organization_id: Option<String>,
+    #[serde(default)]
+    received_at: Option<DateTime<Utc>>,
+}
+
+impl Head {
+    fn of(body: &str) -> Self {
+        serde_json::from_str(body).unwrap_or_default()
+    }
+}
+
+/// Counts an outcome and tells the observer (the organization's backlog) about it.
+async fn observe(
+    handler: &dyn JobHandler,
+    job: &QueuedJob,
+    outcome: &Outcome,
+    sample: &mut Sample,
+) {
+    let Some(observer) = handler.observer() else {
+        return;
+    };
+    let head = Head::of(&job.body);
+    let org = head.organization_id.as_deref();
+    match outcome {
+        Outcome::Done => {
+            sample.count(Metric::MessagesBridged);
+            if let Some(at) = head.received_at {
+                let ms = (observer.now() - at).num_milliseconds().max(0);
+                sample.add(Metric::DeliveryLatency, ms as f64);
+            }
+        }
+        Outcome::Skipped(why) if *why == PURGED => sample.count(Metric::DroppedAsPurged),
+        Outcome::Skipped(_) => {}
+        Outcome::Retry { reason, .. } => {
+            sample.count(Metric::Retries);
+            if let Some(org) = org {
+                observer.delayed(org, reason).await;
+            }
+        }
+        Outcome::Park(reason) => {
+            sample.count(Metric::Parked);
+            if let Some(org) = org {
+                observer.parked(org, None, reason).await;
+            }
+        }
+        Outcome::Blocked(b) => {
+            sample.count(Metric::Parked);
+            if let Some(org) = org {
+                observer.parked(org, Some(*b), b.reason()).await;
+            }
+        }
+    }
 }
 
 async fn run_group(
@@ -221,8 +295,9 @@ async fn run_group(
     now: DateTime<Utc>,
     jobs: Vec<QueuedJob>,
     start_by: Option<Instant>,
-) -> Vec<String> {
+) -> (Vec<String>, Sample) {
     let mut failed = Vec::new();
+    let mut sample = Sample::default();
     let mut blocked = false;
     for job in jobs {
         if start_by.is_some_and(|t| Instant::now() >= t) {
@@ -242,6 +317,7 @@ async fn run_group(
             continue;
         }
         let outcome = run_body(handler, &job.body, job.receive_count, now).await;
+        observe(handler, &job, &outcome, &mut sample).await;
         match outcome {
             Outcome::Done => {}
             Outcome::Skipped(why) => {
@@ -261,15 +337,45 @@ async fn run_group(
             Outcome::Park(reason) => {
                 tracing::error!(message_id = %job.message_id, %reason, "job parked in the dead-letter queue");
                 let parked = park_message(handler.source(), &job, &reason, now);
-                if let Err(e) = dead_letter.send(&[parked]).await {
-                    tracing::error!(error = %e, "could not park the job; it stays queued");
+                if !park(dead_letter, parked).await {
+                    failed.push(job.message_id);
+                    blocked = true;
+                }
+            }
+            Outcome::Blocked(cause) => {
+                tracing::warn!(message_id = %job.message_id, reason = cause.reason(), "job parked until its installation is repaired");
+                let mut parked = park_message(handler.source(), &job, cause.reason(), now);
+                set_blocked(&mut parked, cause);
+                if !park(dead_letter, parked).await {
                     failed.push(job.message_id);
                     blocked = true;
                 }
             }
         }
     }
-    failed
+    (failed, sample)
+}
+
+async fn park(dead_letter: &dyn Queue, message: OutgoingMessage) -> bool {
+    match dead_letter.send(&[message]).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "could not park the job; it stays queued");
+            false
+        }
+    }
+}
+
+/// Marks a dead-letter copy as waiting for a repair.
+fn set_blocked(message: &mut OutgoingMessage, cause: Blocked) {
+    if let Ok(mut wire) = Wire::decode(&message.body) {
+        let mut parked = wire.parked().cloned();
+        if let Some(p) = parked.as_mut() {
+            p.blocked = Some(cause);
+        }
+        wire.set_parked(parked);
+        message.body = wire.to_message().body;
+    }
 }
 
 /// The dead-letter copy of a job: its envelope (still sealed, if it was) with the reason, or the
@@ -295,6 +401,7 @@ pub fn park_message(
         reason: reason.to_string(),
         at: now,
         message_id: job.message_id.clone(),
+        blocked: None,
     }));
     let mut msg = wire.to_message();
     msg.dedup_id = crate::queue::queue_id(&format!("{}:parked:{}", msg.dedup_id, job.message_id));

@@ -611,14 +611,13 @@ async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job
     assert!(h.work().await.is_empty(), "parked, not failed");
     let parked = h.dlq().await;
     assert_eq!(parked.len(), 1);
-    assert!(
-        parked[0]
-            .parked
-            .as_ref()
-            .unwrap()
-            .reason
-            .contains("re-authorized")
+    // Parked waiting for the repair: a re-authorization replays it (shared/tests/health.rs).
+    let why = parked[0].parked.as_ref().unwrap();
+    assert_eq!(
+        why.blocked,
+        Some(shared::jobs::Blocked::ReauthorizationNeeded)
     );
+    assert!(why.reason.contains("re-authorization"), "{}", why.reason);
     let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::ReauthRequired);
 }

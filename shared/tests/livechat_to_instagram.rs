@@ -243,7 +243,8 @@ async fn send_api_errors_become_actions() {
         );
         assert_eq!(h.services.to_instagram_dlq.depth().await.unwrap(), 0);
     }
-    // 190: connection broken, agent told with the reconnect link, message parked.
+    // 190: connection broken, agent told once with the status page's link (reconnect there),
+    // message parked waiting for the repair, which replays it (shared/tests/health.rs).
     let h = send_error("meta/error_190_session_invalidated").await;
     assert!(h.work_outbound().await.is_empty());
     let conn: InstagramConnection = h
@@ -258,10 +259,7 @@ async fn send_api_errors_become_actions() {
         .as_str()
         .unwrap()
         .to_string();
-    assert!(
-        text.contains("https://bridge.example.com/install"),
-        "{text}"
-    );
+    assert!(text.contains("https://bridge.example.com/status"), "{text}");
     let parked = h
         .services
         .to_instagram_dlq
@@ -269,7 +267,9 @@ async fn send_api_errors_become_actions() {
         .await
         .unwrap();
     let env = h.open(&parked[0].body).await;
-    assert!(env.parked.unwrap().reason.contains("190"));
+    let why = env.parked.unwrap();
+    assert_eq!(why.blocked, Some(shared::jobs::Blocked::ConnectionBroken));
+    assert!(why.reason.contains("Page token refused"), "{}", why.reason);
     // Throttling and Meta's temporary faults: retried through the queue, nothing told, nothing
     // parked.
     for name in [

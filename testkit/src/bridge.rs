@@ -45,7 +45,13 @@ pub const CLIENT_ID: &str = "CLIENT_ID_0001";
 pub const CLIENT_SECRET: &str = "lc-client-secret";
 
 pub fn config(livechat: &str, graph: &str) -> Config {
-    Config::from_settings(&Settings::from_pairs([
+    config_with(livechat, graph, &[])
+}
+
+/// The harness's configuration with some settings replaced (a browser test serves on loopback:
+/// its `PUBLIC_BASE_URL` and Facebook dialog are local).
+pub fn config_with(livechat: &str, graph: &str, extra: &[(&str, String)]) -> Config {
+    let mut pairs = vec![
         ("PUBLIC_BASE_URL", "https://bridge.example.com".to_string()),
         ("META_APP_ID", "1234".into()),
         ("META_APP_SECRET", APP_SECRET.into()),
@@ -61,8 +67,12 @@ pub fn config(livechat: &str, graph: &str) -> Config {
         ("GRAPH_API_BASE_URL", graph.to_string()),
         ("LIVECHAT_API_BASE_URL", livechat.to_string()),
         ("LIVECHAT_ACCOUNTS_BASE_URL", livechat.to_string()),
-    ]))
-    .unwrap()
+    ];
+    for (k, v) in extra {
+        pairs.retain(|(name, _)| name != k);
+        pairs.push((k, v.clone()));
+    }
+    Config::from_settings(&Settings::from_pairs(pairs)).unwrap()
 }
 
 pub fn seal(cfg: &Config, value: &str, field: &str, org: &str) -> shared::cipher::EncryptedToken {
@@ -78,11 +88,16 @@ impl Harness {
     }
 
     pub async fn with_store(store: Arc<dyn Store>) -> Self {
+        Self::with_settings(store, &[]).await
+    }
+
+    /// The harness with some settings replaced ([`config_with`]).
+    pub async fn with_settings(store: Arc<dyn Store>, extra: &[(&str, String)]) -> Self {
         let livechat = FakeLivechat::start(CLIENT_ID, CLIENT_SECRET).await;
         let graph = FakeMeta::start("1234", APP_SECRET).await;
         let clock = ManualClock::new(start());
         let mut services = Services::memory(
-            config(&livechat.uri(), &graph.uri()),
+            config_with(&livechat.uri(), &graph.uri(), extra),
             Arc::new(clock.clone()),
         );
         services.repo = Repo::new(store);
@@ -191,7 +206,16 @@ impl Harness {
         )
         .await
         .unwrap();
-        // As the install flow does: a (re)installed organization gets a live data key.
+        // As the install flow does: listed for the health check, and a live data key.
+        repo.put(
+            &shared::health::records::InstallationEntry {
+                organization_id: org.into(),
+                expires_at: None,
+            },
+            Condition::Always,
+        )
+        .await
+        .unwrap();
         self.services.data_keys().renew(org).await.unwrap();
     }
 

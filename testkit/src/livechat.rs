@@ -141,6 +141,8 @@ struct State {
     customers: HashMap<String, String>,
     /// Organization id → (name, owner's e-mail).
     organizations: HashMap<String, (String, String)>,
+    /// Organization id → its other agents (account id, e-mail, role), as `list_agents` lists them.
+    members: HashMap<String, Vec<(String, String, String)>>,
     customer_tokens: HashMap<String, String>,
     chats: Vec<Chat>,
     calls: Vec<Call>,
@@ -213,6 +215,18 @@ impl FakeLivechat {
         self.with(|s| {
             s.organizations
                 .insert(org.into(), (name.into(), owner.into()))
+        });
+    }
+
+    /// An agent of `org` with `role` (`owner|viceowner|administrator|normal`), listed by
+    /// `list_agents` after the recorded ones.
+    pub fn add_member(&self, org: &str, account_id: &str, email: &str, role: &str) {
+        self.with(|s| {
+            s.members.entry(org.into()).or_default().push((
+                account_id.into(),
+                email.into(),
+                role.into(),
+            ))
         });
     }
 
@@ -627,9 +641,22 @@ impl State {
             .organizations
             .get(&agent.organization_id)
             .map_or("owner@example.com", |(_, owner)| owner.as_str());
-        Ok(fixture("livechat/list_agents")
+        let mut agents = fixture("livechat/list_agents")
             .with(&[("owner", owner)])
-            .body)
+            .body;
+        let list = agents.as_array_mut().expect("list_agents is an array");
+        for (account, email, role) in self
+            .members
+            .get(&agent.organization_id)
+            .into_iter()
+            .flatten()
+        {
+            list.push(
+                json!({"id": email, "account_id": account, "name": email, "role": role,
+                "login_status": "not accepting chats", "max_chats_count": 6, "summaries": []}),
+            );
+        }
+        Ok(agents)
     }
 
     fn customer_grant(&mut self, bearer: Option<String>, body: &Value) -> Answer {

@@ -9,6 +9,8 @@
 //! - Send API bodies: a recipient, a message or a sender action (not both), text ≤ 1000 bytes,
 //!   known attachment types with a URL, `MESSAGE_TAG` only with `HUMAN_AGENT`;
 //! - `/me/accounts` is paged with cursors and an absolute `paging.next`, as Meta pages it;
+//! - `debug_token` needs the app token and answers an invalid token with `is_valid: false` in
+//!   `data` (HTTP 200); a Page token invalidated by a password change is refused with 190/460;
 //! - the OAuth code exchange checks the client secret, the redirect URI and single use.
 
 use std::collections::{BTreeMap, HashMap};
@@ -164,6 +166,8 @@ struct State {
     pages: HashMap<String, FbPage>,
     page_tokens: HashMap<String, String>,
     revoked_users: Vec<String>,
+    /// Page tokens Meta invalidated (a password change): refused with 190/460.
+    invalidated: HashMap<String, String>,
     subscriptions: HashMap<String, Vec<String>>,
     profiles: HashMap<String, Value>,
     sent: Vec<Sent>,
@@ -387,6 +391,29 @@ impl FakeMeta {
         });
     }
 
+    /// Meta drops the app's subscription on a Page (it happens silently: a Page admin removes
+    /// the app, or a permission change unsubscribes it).
+    pub fn drop_subscription(&self, page_id: &str) {
+        self.with(|s| s.subscriptions.remove(page_id));
+    }
+
+    /// Meta invalidates a Page's token, as a password change does: calls with it are refused
+    /// (190/460) and `debug_token` says `is_valid: false`. A new Facebook Login gets the Page a
+    /// new token (`PAGE-TOKEN-{id}-{n}`), which the next `/me/accounts` answers.
+    pub fn invalidate_page_token(&self, page_id: &str) -> String {
+        self.with(|s| {
+            let page = s.pages.get_mut(page_id).expect("a Page the fake knows");
+            let old = page.token.clone();
+            let n = s.invalidated.len() + 2;
+            let fresh = format!("PAGE-TOKEN-{page_id}-{n}");
+            page.token = fresh.clone();
+            s.page_tokens.remove(&old);
+            s.page_tokens.insert(fresh.clone(), page_id.to_string());
+            s.invalidated.insert(old, page_id.to_string());
+            fresh
+        })
+    }
+
     /// Users whose grant to the app was revoked.
     pub fn revoked_users(&self) -> Vec<String> {
         self.with(|s| s.revoked_users.clone())
@@ -488,7 +515,13 @@ impl State {
         let Some(token) = token else {
             return Err(fixture("meta/error_2500_active_token_required"));
         };
+        if self.invalidated.contains_key(&token) {
+            return Err(fixture("meta/error_190_session_invalidated"));
+        }
         let kind = self.token(&token, params)?;
+        if method == "GET" && segments == ["debug_token"] {
+            return self.debug_token(kind, params);
+        }
         match (method, segments.as_slice()) {
             ("GET", ["me"]) => match kind {
                 Token::User(u) => Ok(json!({"id": u, "name": "Example Admin"})),
@@ -672,6 +705,46 @@ impl State {
             _ => Err(fixture("meta/error_unknown_path")
                 .with(&[("path", &format!("/{page}/subscribed_apps"))])),
         }
+    }
+
+    /// `GET /debug_token?input_token=…`: needs the app token; describes a Page token (valid,
+    /// invalidated, or one it cannot parse) the way Meta does, in `data`.
+    fn debug_token(&self, kind: Token, params: &BTreeMap<String, String>) -> Answer {
+        if !matches!(kind, Token::App) {
+            return Err(fixture("meta/error_100_debug_token_app_token"));
+        }
+        let Some(input) = params.get("input_token") else {
+            return Err(fixture("meta/error_100_param_required").with(&[("param", "input_token")]));
+        };
+        let owner = |page: &str| {
+            self.users
+                .values()
+                .find(|u| u.pages.iter().any(|p| p == page))
+                .map_or("0".to_string(), |u| u.id.clone())
+        };
+        let revoked_owner = |page: &str| {
+            self.users
+                .values()
+                .any(|u| u.pages.iter().any(|p| p == page) && self.revoked_users.contains(&u.id))
+        };
+        let (name, page) = if let Some(page) = self.invalidated.get(input) {
+            ("meta/debug_token_invalidated", page.clone())
+        } else if let Some(page) = self.page_tokens.get(input) {
+            if revoked_owner(page) {
+                ("meta/debug_token_invalidated", page.clone())
+            } else {
+                ("meta/debug_token_page", page.clone())
+            }
+        } else {
+            return Ok(fixture("meta/debug_token_cannot_parse").body);
+        };
+        Ok(fixture(name)
+            .with(&[
+                ("app_id", &self.app_id),
+                ("page_id", &page),
+                ("user_id", &owner(&page)),
+            ])
+            .body)
     }
 
     fn revoke(&mut self, user: &str, kind: Token) -> Answer {

@@ -223,6 +223,61 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             true,
         ),
         (
+            Repo::to_item(&shared::health::Backlog {
+                organization_id: org.into(),
+                parked: 2,
+                parked_blocked: 1,
+                last_parked_at: Some(now),
+                last_reason: Some("the Instagram connection is broken".into()),
+                version: 1,
+                ..Default::default()
+            })
+            .unwrap(),
+            false,
+        ),
+        (
+            Repo::to_item(&shared::health::ConnectionHealth {
+                organization_id: org.into(),
+                ig_account_id: "17841400000000001".into(),
+                token: shared::health::TokenState::Valid,
+                subscription: shared::health::SubscriptionState::Subscribed,
+                checked_at: Some(now),
+                ..Default::default()
+            })
+            .unwrap(),
+            false,
+        ),
+        (
+            Repo::to_item(&shared::health::Activity {
+                organization_id: org.into(),
+                ig_account_id: "17841400000000001".into(),
+                direction: Direction::Inbound,
+                last_at: now,
+                days: vec![now.date_naive()],
+                expires_at: None,
+            })
+            .unwrap(),
+            false,
+        ),
+        (
+            Repo::to_item(&shared::health::records::BrokenNotice {
+                organization_id: org.into(),
+                ig_account_id: "17841400000000001".into(),
+                since: now.timestamp(),
+                expires_at: exp,
+            })
+            .unwrap(),
+            true,
+        ),
+        (
+            Repo::to_item(&shared::health::records::InstallationEntry {
+                organization_id: org.into(),
+                expires_at: None,
+            })
+            .unwrap(),
+            false,
+        ),
+        (
             Repo::to_item(&OrganizationKey {
                 organization_id: org.into(),
                 key: t("PLAINTEXT-DATAKEY", "k"),

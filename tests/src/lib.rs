@@ -1,9 +1,11 @@
-//! The deployed shape under test: template.yaml deployed on moto, the seven function binaries
+//! The deployed shape under test: template.yaml deployed on moto, the eight function binaries
 //! (built from `functions/*`, exactly the code `cargo lambda build` ships) run under the test
 //! kit's Lambda Runtime API emulator, reached through an HTTP API front built from the
 //! template's routes and fed by SQS event-source mappings with the template's settings; the
 //! strict fakes of Meta and LiveChat stand in for the platforms. Secrets reach the functions only
 //! through Secrets Manager (the environment holds none, as in the template).
+
+pub mod browser;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -293,6 +295,34 @@ impl System {
             .await
             .unwrap_or_else(|e| panic!("{function}: {e}"));
         serde_json::from_slice(&answer).expect("a JSON answer")
+    }
+
+    /// Delivers a lifecycle event as the bus's rules would: every function with an
+    /// `EventBridgeRule` matching it is invoked with the EventBridge envelope (moto keeps events
+    /// but runs no targets). Returns each invoked function's answer.
+    pub async fn deliver_event(&self, detail_type: &str, detail: Value) -> Vec<(String, Value)> {
+        let event = json!({
+            "version": "0", "id": format!("event-{}", Utc::now().timestamp_nanos_opt().unwrap_or_default()), "detail-type": detail_type,
+            "source": "igbridge", "account": "123456789012", "time": Utc::now().to_rfc3339(),
+            "region": "us-east-1", "resources": [], "detail": detail,
+        });
+        let mut out = Vec::new();
+        for def in self
+            .defs
+            .iter()
+            .filter(|d| d.rules.iter().any(|r| r.matches(&event)))
+        {
+            let answer = self
+                .function(&def.binary)
+                .invoke(&event)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", def.binary));
+            out.push((
+                def.binary.clone(),
+                serde_json::from_slice(&answer).expect("a JSON answer"),
+            ));
+        }
+        out
     }
 
     /// Waits (up to `limit`) until both work queues are empty with nothing in flight.

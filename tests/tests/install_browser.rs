@@ -9,77 +9,18 @@
 
 use testkit::moto;
 
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use fantoccini::{ClientBuilder, Locator};
-use serde_json::json;
+use fantoccini::Locator;
 use shared::app::Services;
 use shared::clock::SystemClock;
 use shared::config::{Config, Settings};
 use shared::domain::*;
+use system::browser::{Approve, Browser};
 use testkit::livechat::FakeLivechat;
 use testkit::meta::{FakeMeta, FbPage};
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
-
-/// An authorization page that approves at once: redirects to `redirect_uri` with a fresh code
-/// and the state it was given, as LiveChat and Facebook do after the user clicks Allow. `issue`
-/// registers the code with the fake for whoever is signed in.
-struct Approve<F: Fn(&str) + Send + Sync>(&'static str, Arc<AtomicUsize>, F);
-
-impl<F: Fn(&str) + Send + Sync> Respond for Approve<F> {
-    fn respond(&self, req: &Request) -> ResponseTemplate {
-        let q: std::collections::HashMap<String, String> = req
-            .url
-            .query_pairs()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let code = format!("{}-{}", self.0, self.1.fetch_add(1, Ordering::SeqCst));
-        (self.2)(&code);
-        let mut back = reqwest::Url::parse(&q["redirect_uri"]).unwrap();
-        back.query_pairs_mut()
-            .append_pair("code", &code)
-            .append_pair("state", &q["state"]);
-        ResponseTemplate::new(302).insert_header("location", back.as_str())
-    }
-}
-
-/// Waits until the page's heading reads `expected` (a click navigates asynchronously).
-async fn heading_becomes(client: &fantoccini::Client, expected: &str) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        if let Ok(h) = client.find(Locator::Css("h1")).await {
-            if let Ok(t) = h.text().await {
-                if t == expected {
-                    return;
-                }
-                last = t;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("heading stayed {last:?}, expected {expected:?}");
-}
-
-async fn click(client: &fantoccini::Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-}
-
-fn shots_dir() -> std::path::PathBuf {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-screenshots");
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use wiremock::{Mock, MockServer};
 
 #[tokio::test]
 async fn the_install_walks_through_in_chromium() {
@@ -131,24 +72,18 @@ async fn the_install_walks_through_in_chromium() {
     let (lc, who) = (livechat.clone(), signed_in.clone());
     Mock::given(method("GET"))
         .and(path("/"))
-        .respond_with(Approve(
-            "dal:BROWSERCODE",
-            Arc::new(AtomicUsize::new(0)),
-            move |code: &str| {
-                let org = who.lock().unwrap().clone();
-                lc.add_code(code, &org, &format!("admin-of-{org}"), scope);
-            },
-        ))
+        .respond_with(Approve::new("dal:BROWSERCODE", move |code: &str| {
+            let org = who.lock().unwrap().clone();
+            lc.add_code(code, &org, &format!("admin-of-{org}"), scope);
+        }))
         .mount(&livechat)
         .await;
     let fb = graph.clone();
     Mock::given(method("GET"))
         .and(path("/v25.0/dialog/oauth"))
-        .respond_with(Approve(
-            "FBCODE",
-            Arc::new(AtomicUsize::new(0)),
-            move |code: &str| fb.add_user("fbuser", code, vec![]),
-        ))
+        .respond_with(Approve::new("FBCODE", move |code: &str| {
+            fb.add_user("fbuser", code, vec![])
+        }))
         .mount(&dialog)
         .await;
     graph.expect_redirect_uri(&format!("{base}/oauth/facebook/callback"));
@@ -180,48 +115,18 @@ async fn the_install_walks_through_in_chromium() {
     let forwarded = attacker_gets_facebook_link(&base).await;
     assert!(forwarded.starts_with(&dialog.uri()), "{forwarded}");
 
-    // Chromium through chromedriver.
-    let driver_port = moto::free_port();
-    let _driver = moto::Guard(
-        Command::new("chromedriver")
-            .arg(format!("--port={driver_port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver (Debian package chromium-driver) must be installed; scripts/test installs it"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", driver_port)).is_err() {
-        assert!(Instant::now() < deadline, "chromedriver did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let profile = std::env::temp_dir().join(format!("igbridge-chromium-{}", std::process::id()));
-    let mut caps = serde_json::Map::new();
-    caps.insert("goog:chromeOptions".into(), json!({
-        "binary": "/usr/bin/chromium",
-        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=412,915",
-                 format!("--user-data-dir={}", profile.display())]
-    }));
-    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{driver_port}"))
-        .await
-        .expect("a WebDriver session with headless Chromium");
-    let shots = shots_dir();
-    let shot = |name: &'static str| {
-        let client = client.clone();
-        let shots = shots.clone();
-        async move {
-            let png = client.screenshot().await.unwrap();
-            assert!(png.starts_with(b"\x89PNG"));
-            std::fs::write(shots.join(format!("{name}.png")), png).unwrap();
-        }
-    };
+    let browser = Browser::start(
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("install-screenshots"),
+    )
+    .await;
+    let client = browser.client.clone();
+    let shot = |name: &'static str| browser.shot(name);
+    let heading_becomes = |h: &'static str| browser.heading_becomes(h);
+    let click = |css: &'static str| browser.click(css);
 
     // The business follows the forwarded link in Chromium and logs in to Facebook: refused.
     client.goto(&forwarded).await.unwrap();
-    heading_becomes(&client, "Start the installation in your own browser").await;
+    heading_becomes("Start the installation in your own browser").await;
     shot("1-forwarded-link-refused").await;
     let repo = services.repo.clone();
     let nothing = || async {
@@ -258,10 +163,10 @@ async fn the_install_walks_through_in_chromium() {
     // names the organization, its owner, the Pages and the Instagram accounts.
     *signed_in.lock().unwrap() = "shop-org".into();
     client.goto(&format!("{base}/install")).await.unwrap();
-    heading_becomes(&client, "Connecting Instagram to LiveChat").await;
+    heading_becomes("Connecting Instagram to LiveChat").await;
     shot("2-start").await;
-    click(&client, "#begin").await;
-    heading_becomes(&client, "Confirm the connection").await;
+    click("#begin").await;
+    heading_becomes("Confirm the connection").await;
     let main = client
         .find(Locator::Css("main"))
         .await
@@ -320,7 +225,7 @@ async fn the_install_walks_through_in_chromium() {
         .click()
         .await
         .unwrap();
-    heading_becomes(&client, "Instagram is connected").await;
+    heading_becomes("Instagram is connected").await;
     assert_eq!(
         graph.refusals(),
         Vec::<String>::new(),
@@ -343,7 +248,7 @@ async fn the_install_walks_through_in_chromium() {
         .unwrap();
     assert!(
         body.contains("@online_shop")
-            && body.contains("Uninstall igbridge from the LiveChat Marketplace"),
+            && body.contains("uninstall igbridge from the LiveChat Marketplace"),
         "{body}"
     );
     shot("4-connected").await;
@@ -390,14 +295,14 @@ async fn the_install_walks_through_in_chromium() {
         .goto(&format!("{base}/oauth/livechat/callback?code=dal%3AMARKET"))
         .await
         .unwrap();
-    heading_becomes(&client, "Connecting Instagram to LiveChat").await;
-    click(&client, "#begin").await;
-    heading_becomes(&client, "Confirm the connection").await;
+    heading_becomes("Connecting Instagram to LiveChat").await;
+    click("#begin").await;
+    heading_becomes("Confirm the connection").await;
     shot("5-marketplace-confirm").await;
     assert_eq!(livechat.refusals(), Vec::<String>::new());
 
-    client.close().await.unwrap();
-    let _ = std::fs::remove_dir_all(profile);
+    let shots = browser.shots.clone();
+    browser.close().await;
     for name in [
         "1-forwarded-link-refused",
         "2-start",

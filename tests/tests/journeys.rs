@@ -259,6 +259,27 @@ async fn agent_replies(s: &System, events_before: usize) {
     );
 }
 
+/// Meta drops the Page's subscription: the hourly health run (the binary, as scheduled) puts it
+/// back; a replay the lifecycle bus's rule delivers runs at once (nothing is parked: it moves
+/// nothing and finishes).
+async fn health_repairs_a_vanished_subscription(s: &System) {
+    s.fakes.graph.drop_subscription(PAGE);
+    let report = s.run_schedule("connection-health", Utc::now()).await;
+    println!("health run: {report}");
+    assert_eq!(report["resubscribed"], 1, "{report}");
+    assert_eq!(report["connections"], 1, "{report}");
+    assert!(
+        s.fakes.graph.subscription(PAGE).is_some(),
+        "subscribed again"
+    );
+    let answers = s
+        .deliver_event("igbridge.replay_requested", json!({"organization_id": ORG}))
+        .await;
+    let invoked: Vec<&str> = answers.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(invoked, ["connection-health"]);
+    assert_eq!(answers[0].1["complete"], true, "{answers:?}");
+}
+
 async fn uninstall(s: &System) {
     let token = s.app_webhook_token().await;
     let mut body: Value = serde_json::from_str(
@@ -335,6 +356,7 @@ async fn install_every_message_kind_both_ways_uninstall_and_nothing_left_after_s
     customer_reacts_reads_and_unsends(&s, shown).await;
     // The reaction is shown, the unsent image is gone.
     agent_replies(&s, shown).await;
+    health_repairs_a_vanished_subscription(&s).await;
     s.fakes.assert_nothing_refused();
     let items = s.table_items().await.join("\n");
     for text in [FIRST, REPLY, "hello?"] {

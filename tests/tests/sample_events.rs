@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use aws_lambda_events::event::sqs::SqsEvent;
 use axum::http::StatusCode;
 use http_body_util::BodyExt;
+use shared::health::check::HealthInput;
 use shared::jobs::Envelope;
 use shared::lifecycle::sweeper::SweepInput;
 use shared::routes::ROUTES;
@@ -38,6 +39,11 @@ const API_EVENTS: &[(&str, u16)] = &[
     ("post-meta-data-deletion.json", 400),
     // An unknown confirmation code.
     ("get-meta-data-deletion-code.json", 404),
+    // The status page that signs in by itself; the frame for LiveChat's app settings.
+    ("get-status.json", 200),
+    ("get-status-widget.json", 200),
+    // A session never issued here: signed out, nothing done.
+    ("post-status.json", 401),
 ];
 
 #[tokio::test]
@@ -160,4 +166,16 @@ fn scheduler_samples_are_sweep_inputs() {
     let dry: serde_json::Value =
         serde_json::from_str(&read("scheduler/sweep-dry-run.json")).unwrap();
     assert!(SweepInput::from_event(&dry, now).unwrap().dry_run);
+}
+
+#[test]
+fn health_samples_are_a_run_and_a_replay() {
+    let hourly: serde_json::Value = serde_json::from_str(&read("scheduler/health.json")).unwrap();
+    assert_eq!(HealthInput::from_event(&hourly), HealthInput::Run);
+    let repaired: serde_json::Value =
+        serde_json::from_str(&read("eventbridge/repaired.json")).unwrap();
+    assert_eq!(
+        HealthInput::from_event(&repaired),
+        HealthInput::Replay("00000000-0000-4000-8000-00000000a001".into())
+    );
 }

@@ -51,9 +51,10 @@ fn template_routes_are_the_routes_the_code_declares() {
         })
         .collect();
     assert_eq!(declared, code);
-    // DESIGN.md's eleven routes, and both OAuth callbacks also take the tab's post-back (the
-    // install is bound to the tab that started it: issue 13).
-    assert_eq!(ROUTES.len(), 13);
+    // DESIGN.md's eleven routes, both OAuth callbacks also take the tab's post-back (the
+    // install is bound to the tab that started it: issue 13), and the status page (GET, POST,
+    // and the frame LiveChat's app settings show).
+    assert_eq!(ROUTES.len(), 16);
 }
 
 /// The configuration events/local.env gives (as `cargo lambda watch --env-file` reads it).
@@ -156,8 +157,8 @@ fn routers_only_use_the_declared_paths() {
             routes_seen += 1;
         }
     }
-    // Ten distinct paths, one `.route` call each.
-    assert_eq!(routes_seen, 10);
+    // Twelve distinct paths (the status page's two included), one `.route` call each.
+    assert_eq!(routes_seen, 12);
 }
 
 #[test]
@@ -733,14 +734,35 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
         .collect();
     assert_eq!(
         install_dynamo,
-        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem"])
+        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"])
     );
+    // The health check replays: it reads both dead-letter queues and sends to both work queues,
+    // and consumes neither work queue.
+    let replay: BTreeSet<(String, String)> = ["ToLivechatDlq", "ToInstagramDlq"]
+        .iter()
+        .flat_map(|q| {
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+            ]
+            .iter()
+            .map(move |a| (a.to_string(), q.to_string()))
+        })
+        .chain(
+            ["ToLivechatQueue", "ToInstagramQueue"]
+                .iter()
+                .map(|q| ("sqs:SendMessage".to_string(), q.to_string())),
+        )
+        .collect();
+    assert_eq!(sqs_of("ConnectionHealthRole"), replay);
     let publishers: BTreeSet<&String> = grants
         .iter()
         .filter(|(_, g)| g.iter().any(|(a, _)| a.starts_with("events:")))
         .map(|(id, _)| id)
         .collect();
-    assert_eq!(publishers.len(), 3, "{publishers:?}");
+    // The install, the lifecycle, the workers (a refused token or grant) and the health check.
+    assert_eq!(publishers.len(), 6, "{publishers:?}");
     // Every role writes only its own log group (secrets: each_function_holds_only_its_own_secrets).
     for (id, g) in &grants {
         let logs: BTreeSet<&String> = g
@@ -754,5 +776,78 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
             res[log_group.as_str()]["Type"].as_str(),
             Some("AWS::Logs::LogGroup")
         );
+    }
+}
+
+/// The metrics the dashboard graphs and the alarms watch are ones the code emits, under the
+/// namespace and the one dimension it writes, for a function that emits them; the workers'
+/// parked and latency alarms exist.
+#[test]
+fn the_dashboard_and_alarms_use_only_metrics_the_code_emits() {
+    use shared::metrics::{DIMENSION, Metric, NAMESPACE};
+    let t = template();
+    let emitted = |name: &str, function: &str| -> bool {
+        let Some(f) = function
+            .strip_prefix("${AWS::StackName}-")
+            .and_then(Function::from_crate_name)
+        else {
+            return false;
+        };
+        Metric::ALL
+            .iter()
+            .any(|m| m.name() == name && m.emitters().contains(&f))
+    };
+    let dashboards = of_type(&t, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1);
+    let (_, body) = intrinsic(&dashboards.values().next().unwrap()["Properties"]["DashboardBody"])
+        .expect("a !Sub body");
+    let body = body
+        .as_str()
+        .unwrap()
+        .replace("${AWS::Region}", "us-east-1");
+    let body: serde_json::Value = serde_json::from_str(&body).expect("the body is JSON");
+    let mut graphed = BTreeSet::new();
+    for w in body["widgets"].as_array().unwrap() {
+        for m in w["properties"]["metrics"].as_array().unwrap() {
+            let m = m.as_array().unwrap();
+            let (ns, name) = (m[0].as_str().unwrap(), m[1].as_str().unwrap());
+            if ns != NAMESPACE {
+                assert_eq!(ns, "AWS/SQS", "{m:?}");
+                continue;
+            }
+            assert_eq!(m[2].as_str(), Some(DIMENSION), "{m:?}");
+            let function = m[3].as_str().unwrap();
+            assert!(
+                emitted(name, function),
+                "{name} for {function} is not emitted"
+            );
+            graphed.insert(name.to_string());
+        }
+    }
+    let all: BTreeSet<String> = Metric::ALL.iter().map(|m| m.name().to_string()).collect();
+    assert_eq!(graphed, all, "every metric is on the dashboard");
+
+    let mut watched = BTreeSet::new();
+    for (id, a) in of_type(&t, "AWS::CloudWatch::Alarm") {
+        let p = &a["Properties"];
+        if p["Namespace"].as_str() != Some(NAMESPACE) {
+            continue;
+        }
+        let name = p["MetricName"].as_str().unwrap();
+        let dims = p["Dimensions"].as_sequence().unwrap();
+        assert_eq!(dims.len(), 1, "{id}: the one dimension");
+        assert_eq!(dims[0]["Name"].as_str(), Some(DIMENSION), "{id}");
+        let (_, value) = intrinsic(&dims[0]["Value"]).unwrap();
+        let function = value.as_str().unwrap();
+        assert!(emitted(name, function), "{id}: {name} for {function}");
+        watched.insert(format!("{name} {function}"));
+    }
+    for w in ["instagram-to-livechat", "livechat-to-instagram"] {
+        for m in ["Parked", "DeliveryLatency"] {
+            assert!(
+                watched.contains(&format!("{m} ${{AWS::StackName}}-{w}")),
+                "{m} of {w} is alarmed: {watched:?}"
+            );
+        }
     }
 }

@@ -224,6 +224,63 @@ struct Cursors {
     after: Option<String>,
 }
 
+/// What `GET /debug_token` says about a token (its `data`). Every field but `is_valid` may be
+/// absent (an unparseable token gets only `error`, `is_valid` and `scopes`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenInfo {
+    /// Whether Meta still accepts the token.
+    pub is_valid: bool,
+    /// `PAGE`, `USER`, `APP`, …
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// The app it was issued to.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// For a Page token, the Page.
+    #[serde(default)]
+    pub profile_id: Option<String>,
+    /// Expiry, epoch seconds; 0 (or absent) for never.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+    /// When the app's data access ends, epoch seconds.
+    #[serde(default)]
+    pub data_access_expires_at: Option<i64>,
+    /// Granted permissions.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Why it is invalid.
+    #[serde(default)]
+    pub error: Option<TokenInfoError>,
+}
+
+/// The reason `debug_token` gives for an invalid token (code 190 and a subcode such as 460,
+/// "password changed", or 463, "expired").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct TokenInfoError {
+    /// Graph error code.
+    #[serde(default)]
+    pub code: Option<i64>,
+    /// Subcode.
+    #[serde(default)]
+    pub subcode: Option<i64>,
+    /// Meta's words.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// One app installed on a Page (`GET /{page-id}/subscribed_apps`); only `id` is always there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct SubscribedApp {
+    /// The app id.
+    pub id: String,
+    /// Its name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The Page webhook fields it is subscribed to (absent when none).
+    #[serde(default)]
+    pub subscribed_fields: Vec<String>,
+}
+
 /// The Graph API client.
 #[derive(Debug, Clone)]
 pub struct GraphClient {
@@ -456,6 +513,40 @@ impl GraphClient {
         } else {
             Err(GraphError::Shape("subscription not confirmed".into()))
         }
+    }
+
+    /// `GET /debug_token?input_token=…` with the app token: whether a token still works, its
+    /// permissions and its expiry. An invalid token is not an error here: Meta answers 200 with
+    /// `is_valid: false` and the reason in `data.error`.
+    pub async fn debug_token(
+        &self,
+        input_token: &SecretString,
+        app_token: &SecretString,
+    ) -> Result<TokenInfo, GraphError> {
+        let req = self
+            .request(reqwest::Method::GET, "debug_token", app_token)
+            .query(&[("input_token", input_token.expose_secret())]);
+        let v = self.send(req).await?;
+        shape(v.get("data").cloned().unwrap_or(Value::Null), "debug_token")
+    }
+
+    /// `GET /{page-id}/subscribed_apps` with the Page token: the apps installed on the Page and
+    /// the fields each is subscribed to.
+    pub async fn subscribed_apps(
+        &self,
+        page_id: &str,
+        page_token: &SecretString,
+    ) -> Result<Vec<SubscribedApp>, GraphError> {
+        let req = self.request(
+            reqwest::Method::GET,
+            &format!("{page_id}/subscribed_apps"),
+            page_token,
+        );
+        let v = self.send(req).await?;
+        shape(
+            v.get("data").cloned().unwrap_or(Value::Null),
+            "subscribed_apps",
+        )
     }
 
     /// `DELETE /{page-id}/subscribed_apps` with the Page token.

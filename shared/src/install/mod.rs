@@ -7,6 +7,7 @@
 
 pub mod pages;
 pub mod state;
+pub mod status;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +27,7 @@ use crate::instagram::graph::{GraphClient, PageAccount};
 use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::{LivechatClient, Organization};
 use crate::routes;
-use crate::store::{Condition, Repo, StoreError};
+use crate::store::{Condition, Record, Repo, StoreError};
 use state::{FlowSealer, FlowState, OfferedPage, is_binding};
 
 /// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
@@ -77,6 +78,8 @@ pub struct Install {
     pub graph_api_version: String,
     /// Meta app id (the Graph client holds the secret for the code exchange).
     pub meta_app_id: String,
+    /// The status page's disconnect.
+    pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
 /// The install routes: `/install`, both callbacks (GET: the platform's redirect; POST: the same,
@@ -93,6 +96,8 @@ pub fn install_router(install: Arc<Install>) -> Router {
             get(facebook_return).post(facebook_callback),
         )
         .route(routes::FACEBOOK_SELECT, post(confirm))
+        .route(routes::STATUS, get(status::start).post(status::act))
+        .route(routes::STATUS_WIDGET, get(status::widget))
         .with_state(install)
 }
 
@@ -321,12 +326,33 @@ impl Install {
         };
         // Conditional on the version read: an uninstall (or another install) that lands in
         // between makes this fail, and the admin's retry starts from what is stored then.
+        let was_refused = existing
+            .as_ref()
+            .is_some_and(|i| i.status == InstallationStatus::ReauthRequired);
         match existing {
             Some(old) => {
                 inst.version = old.version;
                 self.repo.save(&mut inst).await?;
             }
             None => self.repo.create(&mut inst).await?,
+        }
+        // Listed for the health check (purged with the organization).
+        let entry = crate::health::records::InstallationEntry {
+            organization_id: org.to_string(),
+            expires_at: None,
+        };
+        self.repo.put(&entry, Condition::Always).await?;
+        if was_refused {
+            crate::health::check::repaired(
+                &self.repo,
+                self.events.as_ref(),
+                org,
+                None,
+                "LiveChat re-authorized",
+                true,
+                now,
+            )
+            .await?;
         }
         // A fresh data key for its queued jobs (an uninstall left a destroyed one).
         crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
@@ -439,8 +465,15 @@ impl Install {
             ig_account_id: choice.ig_account_id.clone(),
             expires_at: None,
         };
+        let before = self
+            .repo
+            .get::<InstagramConnection>(&conn.key())
+            .await?
+            .map(|c| c.status);
         self.repo.put(&conn, Condition::Always).await?;
         self.repo.put(&link, Condition::Always).await?;
+        self.reset_health(org, &choice.ig_account_id, before)
+            .await?;
         publish_logged(
             self.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::InstagramConnected, now)
@@ -452,6 +485,41 @@ impl Install {
             choice.ig_username.as_deref(),
             &choice.page_name,
         ))
+    }
+}
+
+impl Install {
+    /// A connection made (again) starts with a clean health record; one that was broken is
+    /// repaired, and the jobs parked waiting for it are replayed.
+    async fn reset_health(
+        &self,
+        org: &str,
+        ig: &str,
+        before: Option<ConnectionStatus>,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let was_broken = before == Some(ConnectionStatus::Broken);
+        let health = crate::health::ConnectionHealth {
+            organization_id: org.to_string(),
+            ig_account_id: ig.to_string(),
+            repaired_at: was_broken.then_some(now),
+            repair: was_broken.then(|| "reconnected by an admin".to_string()),
+            ..Default::default()
+        };
+        self.repo.put(&health, Condition::Always).await?;
+        if was_broken {
+            crate::health::check::repaired(
+                &self.repo,
+                self.events.as_ref(),
+                org,
+                Some(ig),
+                "reconnected by an admin",
+                true,
+                now,
+            )
+            .await?;
+        }
+        Ok(())
     }
 }
 
@@ -498,6 +566,13 @@ async fn livechat_callback(
     State(app): State<Arc<Install>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    let now = app.clock.now().timestamp();
+    if let Some(sign_in) = app
+        .sealer
+        .open(field(&form, "state"), OAuthStep::StatusSignIn, now)
+    {
+        return status::signed_in(&app, &form, sign_in).await;
+    }
     let state = match app.open(&form, OAuthStep::Livechat) {
         Ok(s) => s,
         Err(e) => return e.into_response(),

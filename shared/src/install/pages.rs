@@ -205,7 +205,8 @@ pub fn success(ig_username: Option<&str>, page_name: &str) -> Response {
 <h2>What happens next</h2><ul><li>New Instagram Direct messages appear as chats in LiveChat.</li>\
 <li>Agents answer from LiveChat; replies reach the customer on Instagram.</li>\
 <li>Replies are possible within Instagram's messaging window (24 hours, or 7 days for human agents).</li></ul>\
-<h2>To disconnect</h2><p>Uninstall igbridge from the LiveChat Marketplace. Tokens are revoked at once and all data is deleted within 7 days.</p></div>",
+<h2>Check on it</h2><p>The <a href=\"/status\">status page</a> shows whether each connected account is working, and lets you replay held messages, reconnect or disconnect an account.</p>\
+<h2>To disconnect</h2><p>Disconnect one account on the status page, or uninstall igbridge from the LiveChat Marketplace: tokens are revoked at once and all data is deleted within 7 days.</p></div>",
             esc(page_name)
         ),
     )

@@ -29,6 +29,15 @@ pub enum LifecycleKind {
     DeletionRequested,
     /// That deletion finished.
     DeletionCompleted,
+    /// An Instagram connection's Page token was refused (or lacks a permission).
+    ConnectionBroken,
+    /// LiveChat refused the installation's refresh token: an admin must re-authorize.
+    ReauthorizationNeeded,
+    /// A connection or installation works again (reconnected, re-authorized, re-subscribed);
+    /// its parked jobs are replayed.
+    Repaired,
+    /// An admin asked, on the status page, for the installation's parked jobs to be replayed.
+    ReplayRequested,
 }
 
 impl LifecycleKind {
@@ -42,6 +51,10 @@ impl LifecycleKind {
             LifecycleKind::Purged => "igbridge.purged",
             LifecycleKind::DeletionRequested => "igbridge.deletion_requested",
             LifecycleKind::DeletionCompleted => "igbridge.deletion_completed",
+            LifecycleKind::ConnectionBroken => "igbridge.connection_broken",
+            LifecycleKind::ReauthorizationNeeded => "igbridge.reauthorization_needed",
+            LifecycleKind::Repaired => "igbridge.repaired",
+            LifecycleKind::ReplayRequested => "igbridge.replay_requested",
         }
     }
 }
@@ -63,6 +76,9 @@ pub struct LifecycleEvent {
     /// Items deleted, for purges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub items: Option<u64>,
+    /// What was repaired or found broken (log-safe words), for health events.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
     /// When.
     pub at: DateTime<Utc>,
 }
@@ -76,6 +92,7 @@ impl LifecycleEvent {
             ig_account_id: None,
             confirmation_code: None,
             items: None,
+            detail: None,
             at,
         }
     }
@@ -89,6 +106,12 @@ impl LifecycleEvent {
     /// With the Instagram account.
     pub fn account(mut self, ig: &str) -> Self {
         self.ig_account_id = Some(ig.to_string());
+        self
+    }
+
+    /// With what happened, in words.
+    pub fn detail(mut self, detail: &str) -> Self {
+        self.detail = Some(detail.to_string());
         self
     }
 }

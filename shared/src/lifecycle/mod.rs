@@ -311,6 +311,54 @@ impl Lifecycle {
         Ok(links.len())
     }
 
+    /// An admin disconnects one Instagram account from the status page: the Page is unsubscribed
+    /// (best effort), its token wiped, the connection marked disconnected (its webhooks are then
+    /// acknowledged and skipped) and the account's data scheduled for purge as a deauthorize
+    /// would. Only gets and puts: the internet-facing function that runs it deletes nothing
+    /// itself; the sweeper purges. False when there was nothing connected.
+    pub async fn disconnect_account(&self, org: &str, ig: &str) -> Result<bool, StoreError> {
+        let now = self.clock.now();
+        let key = InstagramConnection::key_for(org, ig);
+        let Some(mut conn) = self.repo.get::<InstagramConnection>(&key).await? else {
+            return Ok(false);
+        };
+        if conn.status == ConnectionStatus::Disconnected {
+            return Ok(false);
+        }
+        if let Some(sealed) = &conn.page_token {
+            let field = format!("instagram.page_token:{ig}");
+            if let Ok(token) = self.cipher.open(sealed, &token_context(org, &field)) {
+                if let Err(e) = self.graph.unsubscribe_page(&conn.page_id, &token).await {
+                    tracing::warn!(error = %e, "could not unsubscribe the Page; its webhooks are skipped");
+                }
+            }
+        }
+        conn.page_token = None;
+        conn.status = ConnectionStatus::Disconnected;
+        conn.updated_at = now;
+        conn.expires_at = Some(now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS);
+        self.repo.put(&conn, Condition::Always).await?;
+        self.schedule(
+            PurgeSubject::FacebookUser(conn.facebook_user_id.clone()),
+            now.timestamp() + PURGE_DUE_SECS,
+            None,
+            Some(vec![DisconnectedAccount {
+                organization_id: org.to_string(),
+                ig_account_id: ig.to_string(),
+            }]),
+        )
+        .await?;
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::Disconnected, now)
+                .org(org)
+                .account(ig)
+                .detail("disconnected by an admin on the status page")],
+        )
+        .await;
+        Ok(true)
+    }
+
     /// Posts "the Instagram account was disconnected" into each chat of the account; nothing more.
     async fn tell_chats(&self, org: &str, ig: &str) {
         let customers = crate::relay::customer::Customers {
@@ -318,6 +366,7 @@ impl Lifecycle {
             cipher: self.cipher.clone(),
             livechat: self.livechat.clone(),
             clock: self.clock.clone(),
+            events: self.events.clone(),
         };
         let Ok(Some(mut inst)) = self
             .repo

@@ -4,6 +4,9 @@
 //! the purge.
 
 use crate::domain::*;
+use crate::health::records::{
+    Activity, Backlog, BrokenNotice, ConnectionHealth, InstallationEntry,
+};
 use crate::store::Record;
 
 /// How records of one kind are removed.
@@ -35,6 +38,13 @@ pub const RECORD_KINDS: &[(&str, Retention)] = &[
     (FacebookUserLink::KIND, Retention::WithOrganization),
     (PendingRevocation::KIND, Retention::WithOrganization),
     (OrganizationKey::KIND, Retention::WithOrganization),
+    // Connection health: counts, states and times, no token, no content.
+    (Backlog::KIND, Retention::WithOrganization),
+    (ConnectionHealth::KIND, Retention::WithOrganization),
+    (Activity::KIND, Retention::WithOrganization),
+    (BrokenNotice::KIND, Retention::WithOrganization),
+    // The health check's list of installations: keyed by the organization, which it carries.
+    (InstallationEntry::KIND, Retention::WithOrganization),
     // A used install flow: a nonce and, once confirmed, the organization (then also found by
     // the organization index).
     (OAuthState::KIND, Retention::Expires(OAUTH_STATE_TTL_SECS)),

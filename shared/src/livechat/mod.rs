@@ -159,10 +159,27 @@ pub struct Organization {
     pub owner_email: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct Agent {
-    id: String,
-    role: Option<String>,
+/// One agent of `list_agents`: its login e-mail, account and role
+/// (`owner|viceowner|administrator|normal`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Agent {
+    /// Login e-mail.
+    pub id: String,
+    /// The account id (what the token exchange names).
+    #[serde(default)]
+    pub account_id: Option<String>,
+    /// Role in the organization.
+    pub role: Option<String>,
+}
+
+impl Agent {
+    /// Whether the agent may manage the organization's apps (owner, vice owner, administrator).
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self.role.as_deref(),
+            Some("owner" | "viceowner" | "administrator")
+        )
+    }
 }
 
 /// A customer token from the agent_token grant.
@@ -293,6 +310,20 @@ impl LivechatClient {
             .await
             .map_err(transport)?;
         let org = parse(res).await?;
+        let agents = self.agents(token).await?;
+        Ok(Organization {
+            organization_id: shape(org["organization_id"].clone())?,
+            name: shape(org["name"].clone())?,
+            owner_email: agents
+                .into_iter()
+                .find(|a| a.role.as_deref() == Some("owner"))
+                .map(|a| a.id),
+        })
+    }
+
+    /// Configuration API `list_agents` (scope `agents--all:ro`): the organization's agents with
+    /// their roles.
+    pub async fn agents(&self, token: &SecretString) -> Result<Vec<Agent>, LivechatError> {
         let res = self
             .http
             .post(format!(
@@ -304,15 +335,7 @@ impl LivechatClient {
             .send()
             .await
             .map_err(transport)?;
-        let agents: Vec<Agent> = shape(parse(res).await?)?;
-        Ok(Organization {
-            organization_id: shape(org["organization_id"].clone())?,
-            name: shape(org["name"].clone())?,
-            owner_email: agents
-                .into_iter()
-                .find(|a| a.role.as_deref() == Some("owner"))
-                .map(|a| a.id),
-        })
+        shape(parse(res).await?)
     }
 
     /// Revokes a token (`DELETE /v2/token`); an unknown token counts as revoked.

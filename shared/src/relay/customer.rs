@@ -34,6 +34,8 @@ pub(crate) enum Fail {
     Retry(String),
     /// Park for a human.
     Park(String),
+    /// Park until the installation is repaired; the repair replays it.
+    Blocked(crate::jobs::Blocked),
     /// Kept typed so callers can react to specific LiveChat errors.
     Livechat(LivechatError),
 }
@@ -70,6 +72,7 @@ impl Fail {
                 after: None,
             },
             Fail::Park(reason) => Outcome::Park(reason),
+            Fail::Blocked(cause) => Outcome::Blocked(cause),
             Fail::Livechat(e) if e.is_transient() => Outcome::Retry {
                 reason: e.to_string(),
                 after: None,
@@ -99,6 +102,8 @@ pub(crate) struct Customers {
     pub cipher: TokenCipher,
     pub livechat: LivechatClient,
     pub clock: Arc<dyn Clock>,
+    /// Tells ops (and the health check's replay) that a grant was refused.
+    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
 }
 
 fn customer_token_context(c: &Contact) -> String {
@@ -203,10 +208,17 @@ impl Customers {
                 })
                 .await?;
                 tracing::error!(organization_id = %org, "LiveChat refused the refresh token; installation marked for re-authorization");
-                Err(Fail::Park(
-                    "LiveChat refused the refresh token; the installation must be re-authorized"
-                        .into(),
-                ))
+                use crate::lifecycle::events::{LifecycleEvent, LifecycleKind, publish_logged};
+                publish_logged(
+                    self.events.as_ref(),
+                    &[
+                        LifecycleEvent::new(LifecycleKind::ReauthorizationNeeded, now)
+                            .org(&org)
+                            .detail("LiveChat refused the refresh token"),
+                    ],
+                )
+                .await;
+                Err(Fail::Blocked(crate::jobs::Blocked::ReauthorizationNeeded))
             }
             Err(e) => {
                 self.release_lease(inst, |_| {}).await?;

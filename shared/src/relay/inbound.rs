@@ -36,6 +36,12 @@ pub struct Inbound {
     pub clock: Arc<dyn Clock>,
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
+    /// Lifecycle events (a refused grant).
+    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
+    /// Metrics, backlog and activity.
+    pub observer: crate::health::Observer,
+    /// The status page's base URL (the broken-connection notice links it).
+    pub public_base_url: String,
 }
 
 fn custom_id(key: &str, index: usize) -> String {
@@ -62,6 +68,10 @@ impl JobHandler for Inbound {
 
     fn data_keys(&self) -> Option<&crate::datakey::DataKeys> {
         Some(&self.keys)
+    }
+
+    fn observer(&self) -> Option<&crate::health::Observer> {
+        Some(&self.observer)
     }
 
     async fn handle(&self, envelope: &Envelope, _attempt: Attempt) -> Outcome {
@@ -102,9 +112,45 @@ impl Inbound {
         let Some((claim, recovering)) = claimed.into_record() else {
             return Ok(Outcome::Skipped("already delivered"));
         };
-        let outcome = self.act(inst, &conn, job, &event, at, recovering).await?;
+        let outcome = self
+            .act(inst.clone(), &conn, job, &event, at, recovering)
+            .await?;
         claims.finish(claim).await?;
+        if outcome == Outcome::Done {
+            let ig = &job.ig_account_id;
+            self.observer.active(&org, ig, Direction::Inbound).await;
+            if conn.status == ConnectionStatus::Broken {
+                self.tell_broken(inst, &conn, &job.igsid).await;
+            }
+        }
         Ok(outcome)
+    }
+
+    /// The first chat after a connection broke gets one notice with the status page's link
+    /// (replies cannot reach Instagram until it is reconnected); best effort.
+    async fn tell_broken(&self, inst: Installation, conn: &InstagramConnection, igsid: &str) {
+        let now = self.clock.now();
+        match crate::health::claim_broken_notice(&self.repo, conn, now).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the broken-connection notice");
+                return;
+            }
+        }
+        let text = crate::health::broken_notice_text(&self.public_base_url);
+        let id = format!(
+            "ig:broken:{}:{}",
+            conn.ig_account_id,
+            conn.updated_at.timestamp()
+        );
+        let told = match self.session(inst, conn, igsid, false).await {
+            Ok(Some(mut session)) => session.notice(&text, &id).await.is_ok(),
+            _ => false,
+        };
+        if !told {
+            crate::health::release_broken_notice(&self.repo, conn).await;
+        }
     }
 
     /// The active installation and live connection the job's account routes to, or what to do
@@ -133,10 +179,7 @@ impl Inbound {
         match inst.status {
             InstallationStatus::Uninstalled => return skip("installation uninstalled"),
             InstallationStatus::ReauthRequired => {
-                return Err(Fail::Park(
-                    "the LiveChat installation needs re-authorization; redrive after it is renewed"
-                        .into(),
-                ));
+                return Err(Fail::Blocked(crate::jobs::Blocked::ReauthorizationNeeded));
             }
             InstallationStatus::Active => {}
         }
@@ -363,6 +406,7 @@ impl Inbound {
             cipher: self.cipher.clone(),
             livechat: self.livechat.clone(),
             clock: self.clock.clone(),
+            events: self.events.clone(),
         }
     }
 

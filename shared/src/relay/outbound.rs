@@ -19,7 +19,9 @@ use crate::instagram::graph::{GraphClient, GraphError};
 use crate::instagram::send::{
     Author, MAX_TEXT_BYTES, Window, attachment_type, message_body, split_text, window,
 };
+use crate::jobs::Blocked;
 use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
+use crate::lifecycle::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
 use crate::retry::RetryPolicy;
 use crate::store::{Condition, Repo};
@@ -79,6 +81,10 @@ pub struct Outbound {
     pub public_base_url: String,
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
+    /// Lifecycle events (a refused Page token or grant).
+    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
+    /// Metrics, backlog and activity.
+    pub observer: crate::health::Observer,
 }
 
 /// Everything a job needs about its conversation, found strictly within its organization.
@@ -96,6 +102,10 @@ impl JobHandler for Outbound {
 
     fn data_keys(&self) -> Option<&crate::datakey::DataKeys> {
         Some(&self.keys)
+    }
+
+    fn observer(&self) -> Option<&crate::health::Observer> {
+        Some(&self.observer)
     }
 
     async fn handle(&self, envelope: &Envelope, attempt: Attempt) -> Outcome {
@@ -184,6 +194,7 @@ impl Outbound {
             cipher: self.cipher.clone(),
             livechat: self.livechat.clone(),
             clock: self.clock.clone(),
+            events: self.events.clone(),
         }
     }
 
@@ -224,6 +235,20 @@ impl Outbound {
         let Some(mut conv) = self.conversation(job).await? else {
             return Ok(Outcome::Skipped("chat not bridged for this organization"));
         };
+        let outcome = self.act(&mut conv, job, attempt).await?;
+        if outcome == Outcome::Done && job.action != "chat_deactivated" {
+            let (org, ig) = (&conv.inst.organization_id, &conv.route.ig_account_id);
+            self.observer.active(org, ig, Direction::Outbound).await;
+        }
+        Ok(outcome)
+    }
+
+    async fn act(
+        &self,
+        conv: &mut Conversation,
+        job: &LivechatEventJob,
+        attempt: Attempt,
+    ) -> Result<Outcome, Fail> {
         match job.action.as_str() {
             "incoming_event" => {
                 let event = job
@@ -236,11 +261,11 @@ impl Outbound {
                     .pointer("/payload/thread_id")
                     .and_then(Value::as_str)
                     .map(str::to_string);
-                self.forward(&mut conv, &event, thread_id, &job.event_id, attempt)
+                self.forward(conv, &event, thread_id, &job.event_id, attempt)
                     .await
             }
-            "incoming_chat" => self.incoming_chat(&mut conv, job, attempt).await,
-            "events_marked_as_seen" => self.mark_seen(&mut conv, job).await,
+            "incoming_chat" => self.incoming_chat(conv, job, attempt).await,
+            "events_marked_as_seen" => self.mark_seen(conv, job).await,
             "chat_deactivated" => {
                 let customers = self.customers();
                 let (ig, igsid) = (conv.route.ig_account_id.clone(), conv.route.igsid.clone());
@@ -288,6 +313,28 @@ impl Outbound {
                 &conv.route.igsid,
             ))
             .await?)
+    }
+
+    /// The one notice of a broken spell, in this chat if it is the first; best effort.
+    async fn tell_broken(&self, conv: &mut Conversation) {
+        let now = self.clock.now();
+        match crate::health::claim_broken_notice(&self.repo, &conv.conn, now).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not claim the broken-connection notice");
+                return;
+            }
+        }
+        let text = crate::health::broken_notice_text(&self.public_base_url);
+        let id = format!(
+            "ig:broken:{}:{}",
+            conv.conn.ig_account_id,
+            conv.conn.updated_at.timestamp()
+        );
+        if self.tell(conv, &text, &id).await.is_err() {
+            crate::health::release_broken_notice(&self.repo, &conv.conn).await;
+        }
     }
 
     /// Tells the agent something in the chat, as a bridge notice.
@@ -413,6 +460,11 @@ impl Outbound {
             Ok(outgoing) => outgoing,
             Err(skipped) => return Ok(skipped),
         };
+        if conv.conn.status == ConnectionStatus::Broken {
+            // Sending would only be refused again: park it for the repair to replay.
+            self.tell_broken(conv).await;
+            return Ok(Outcome::Blocked(Blocked::ConnectionBroken));
+        }
         let org = conv.inst.organization_id.clone();
         let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
         let Some((mut claim, _)) = claimed.into_record() else {
@@ -760,18 +812,21 @@ impl Outbound {
             return self.finish(claim.clone()).await;
         }
         if e.is_token_invalid() {
+            let now = self.clock.now();
             conv.conn.status = ConnectionStatus::Broken;
-            conv.conn.updated_at = self.clock.now();
+            conv.conn.updated_at = now;
             self.repo.put(&conv.conn, Condition::Always).await?;
-            let text = format!(
-                "Not sent to Instagram: the Instagram connection has expired or was revoked. An admin must reconnect it at {}/install. This message is kept and can be delivered after reconnecting.",
-                self.public_base_url
-            );
-            self.tell(conv, &text, notice_id).await?;
             tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
-            return Ok(Outcome::Park(
-                "Instagram Page token invalid (code 190); reconnect, then redrive".into(),
-            ));
+            publish_logged(
+                self.events.as_ref(),
+                &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
+                    .org(&conv.inst.organization_id)
+                    .account(&conv.conn.ig_account_id)
+                    .detail("Facebook refused the Page token when sending")],
+            )
+            .await;
+            self.tell_broken(conv).await;
+            return Ok(Outcome::Blocked(Blocked::ConnectionBroken));
         }
         if e.is_throttled() {
             let why = format!(

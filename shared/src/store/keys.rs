@@ -147,6 +147,34 @@ pub fn purges_due(now: i64) -> super::SkRange {
     super::SkRange::Between("0".into(), format!("{now:012}#~"))
 }
 
+/// The backlog of an organization's jobs (parked, delayed, replayed), for its status page.
+pub fn backlog(org: &str) -> Key {
+    Key::new(organization(org), "BACKLOG")
+}
+
+/// What the last health check found on one connection.
+pub fn connection_health(org: &str, ig: &str) -> Key {
+    Key::new(organization(org), format!("IGHEALTH#{ig}"))
+}
+
+/// When one connection last carried a message one way (`in` or `out`).
+pub fn activity(org: &str, ig: &str, direction: &str) -> Key {
+    Key::new(organization(org), format!("IGACTIVITY#{ig}#{direction}"))
+}
+
+/// The one notice of a connection's broken spell (`since`: when it broke, epoch seconds).
+pub fn broken_notice(org: &str, ig: &str, since: i64) -> Key {
+    Key::new(organization(org), format!("NOTICE#{ig}#{since}"))
+}
+
+/// The partition listing every installation, which the health check walks.
+pub const INSTALLATIONS: &str = "INSTALLATIONS";
+
+/// One installation's entry in that list.
+pub fn installation_entry(org: &str) -> Key {
+    Key::new(INSTALLATIONS, org)
+}
+
 /// An organization's data key.
 pub fn data_key(org: &str) -> Key {
     Key::new(format!("DATAKEY#{org}"), "KEY")

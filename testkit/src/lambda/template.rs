@@ -106,6 +106,34 @@ pub struct FunctionDef {
     pub queues: Vec<SqsSourceDef>,
     /// Its schedules' inputs.
     pub schedules: Vec<ScheduleDef>,
+    /// Its EventBridge rules (`EventBridgeRule` events).
+    pub rules: Vec<RuleDef>,
+}
+
+/// An `EventBridgeRule` event of a function: which bus, and the pattern it matches.
+#[derive(Debug, Clone)]
+pub struct RuleDef {
+    /// The bus's logical id.
+    pub bus: String,
+    /// `Pattern`, as JSON.
+    pub pattern: serde_json::Value,
+}
+
+impl RuleDef {
+    /// Whether an event (`source`, `detail-type`, …) matches the pattern: every field the
+    /// pattern names must hold one of the values it lists (EventBridge's exact-match patterns,
+    /// the only kind the template uses).
+    pub fn matches(&self, event: &serde_json::Value) -> bool {
+        self.pattern
+            .as_object()
+            .into_iter()
+            .flatten()
+            .all(|(field, allowed)| {
+                allowed
+                    .as_array()
+                    .is_some_and(|values| values.contains(&event[field]))
+            })
+    }
 }
 
 /// An `SQS` event of a function.
@@ -161,6 +189,7 @@ pub fn functions(t: &Value) -> Vec<FunctionDef> {
             let events = f["Properties"]["Events"].as_mapping().cloned();
             let mut queues = Vec::new();
             let mut schedules = Vec::new();
+            let mut rules = Vec::new();
             for (_, e) in events.iter().flatten() {
                 let p = &e["Properties"];
                 match e["Type"].as_str() {
@@ -178,6 +207,10 @@ pub fn functions(t: &Value) -> Vec<FunctionDef> {
                         input: p["Input"].as_str().map_or(serde_json::json!({}), |s| {
                             serde_json::from_str(s).expect("a JSON Input")
                         }),
+                    }),
+                    Some("EventBridgeRule") => rules.push(RuleDef {
+                        bus: ref_target(&p["EventBusName"]),
+                        pattern: serde_json::to_value(&p["Pattern"]).expect("a JSON pattern"),
                     }),
                     other => panic!("{id}: event type {other:?} is not emulated"),
                 }
@@ -201,6 +234,7 @@ pub fn functions(t: &Value) -> Vec<FunctionDef> {
                 logging,
                 queues,
                 schedules,
+                rules,
                 logical_id: id,
             }
         })

@@ -1,0 +1,596 @@
+//! The scheduled health check: for every installation, refresh the LiveChat agent token ahead of
+//! its expiry; for every connection, ask Meta whether the Page token still works (`debug_token`)
+//! and whether the Page is still subscribed (`subscribed_apps`), subscribe it again if not, and
+//! notice a usually busy account gone silent. A broken connection or a refused grant is told to
+//! the admin (lifecycle event, status page, one notice in the next chat); a repair replays the
+//! jobs parked waiting for it.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+
+use super::records::{
+    Activity, ConnectionHealth, InstallationEntry, SubscriptionState, TokenState,
+};
+use super::replay::{QueuePair, ReplayReport, Which, replay};
+use super::update_backlog;
+use crate::cipher::TokenCipher;
+use crate::clock::Clock;
+use crate::domain::*;
+use crate::instagram::graph::{GraphClient, TokenInfo};
+use crate::install::SUBSCRIBED_FIELDS;
+use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+use crate::livechat::LivechatClient;
+use crate::metrics::{Metric, Metrics, Sample};
+use crate::relay::customer::{Customers, Fail};
+use crate::store::{Condition, Repo, StoreError, keys};
+
+/// The Page token permissions the bridge cannot work without.
+pub const REQUIRED_PERMISSIONS: &[&str] = &["instagram_manage_messages", "pages_messaging"];
+/// The agent token is refreshed when it expires within this (the check runs hourly; the token
+/// lasts 8 hours).
+pub const REFRESH_AHEAD: chrono::Duration = chrono::Duration::hours(2);
+/// A Page token Meta says expires within this is shown as expiring.
+pub const EXPIRY_WARNING: chrono::Duration = chrono::Duration::days(7);
+/// A usually busy account without a message for this long gets noticed.
+pub const SILENCE: chrono::Duration = chrono::Duration::hours(48);
+/// "Usually busy": messages on each of this many days before the last one.
+const BUSY_DAYS: i64 = 3;
+/// Installations checked at once.
+const CONCURRENCY: usize = 8;
+
+/// What one run did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct HealthReport {
+    /// Installations looked at.
+    pub installations: u64,
+    /// Connections checked with Meta.
+    pub connections: u64,
+    /// Connections found broken (newly).
+    pub broken: u64,
+    /// Connections working again (the token is accepted again).
+    pub repaired: u64,
+    /// Pages subscribed again.
+    pub resubscribed: u64,
+    /// Agent tokens refreshed ahead of expiry.
+    pub refreshed: u64,
+    /// Installations whose refresh was refused (newly).
+    pub reauthorization_needed: u64,
+    /// Busy accounts found silent.
+    pub silent: u64,
+    /// Jobs replayed.
+    pub replayed: u64,
+    /// Checks that could not be made (Meta or LiveChat down); tried again next run.
+    pub unchecked: u64,
+    /// False when the run ran out of time before the last installation.
+    pub complete: bool,
+}
+
+impl HealthReport {
+    fn add(&mut self, other: &HealthReport) {
+        self.installations += other.installations;
+        self.connections += other.connections;
+        self.broken += other.broken;
+        self.repaired += other.repaired;
+        self.resubscribed += other.resubscribed;
+        self.refreshed += other.refreshed;
+        self.reauthorization_needed += other.reauthorization_needed;
+        self.silent += other.silent;
+        self.replayed += other.replayed;
+        self.unchecked += other.unchecked;
+    }
+
+    fn sample(&self) -> Sample {
+        let mut s = Sample::default();
+        let counts = [
+            (Metric::HealthRepairs, self.repaired + self.resubscribed),
+            (Metric::ConnectionsBroken, self.broken),
+            (Metric::ReauthorizationsNeeded, self.reauthorization_needed),
+        ];
+        for (metric, n) in counts {
+            if n > 0 {
+                s.add(metric, n as f64);
+            }
+        }
+        s
+    }
+}
+
+/// The health check and its replays.
+#[derive(Clone)]
+pub struct HealthCheck {
+    /// Records.
+    pub repo: Repo,
+    /// Token cipher.
+    pub cipher: TokenCipher,
+    /// Graph API.
+    pub graph: GraphClient,
+    /// LiveChat (the refresh).
+    pub livechat: LivechatClient,
+    /// Time.
+    pub clock: Arc<dyn Clock>,
+    /// Lifecycle events.
+    pub events: Arc<dyn EventPublisher>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Meta app id (the app token asks `debug_token`; the subscription lists it).
+    pub meta_app_id: String,
+    /// Meta app secret (the app token).
+    pub meta_app_secret: SecretString,
+    /// The queues whose parked jobs a repair replays.
+    pub queues: Vec<QueuePair>,
+}
+
+/// What a health run was asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthInput {
+    /// Check everything (the hourly schedule).
+    Run,
+    /// Replay one organization's parked jobs (an `igbridge.repaired` or
+    /// `igbridge.replay_requested` event).
+    Replay(String),
+}
+
+impl HealthInput {
+    /// The input a Lambda event asks for: a lifecycle event of the bus naming an organization
+    /// replays it; anything else (the schedule's `{}`) is a run.
+    pub fn from_event(event: &serde_json::Value) -> Self {
+        let kind = event.get("detail-type").and_then(|v| v.as_str());
+        let org = event
+            .pointer("/detail/organization_id")
+            .and_then(|v| v.as_str());
+        match (kind, org) {
+            (Some(k), Some(org))
+                if k == LifecycleKind::Repaired.detail_type()
+                    || k == LifecycleKind::ReplayRequested.detail_type() =>
+            {
+                HealthInput::Replay(org.to_string())
+            }
+            _ => HealthInput::Run,
+        }
+    }
+}
+
+impl HealthCheck {
+    fn app_token(&self) -> SecretString {
+        SecretString::from(format!(
+            "{}|{}",
+            self.meta_app_id,
+            self.meta_app_secret.expose_secret()
+        ))
+    }
+
+    fn customers(&self) -> Customers {
+        Customers {
+            repo: self.repo.clone(),
+            cipher: self.cipher.clone(),
+            livechat: self.livechat.clone(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+        }
+    }
+
+    /// Does what the input asks, until `deadline`.
+    pub async fn handle(
+        &self,
+        input: &HealthInput,
+        deadline: Instant,
+    ) -> Result<HealthReport, StoreError> {
+        match input {
+            HealthInput::Run => self.run(deadline).await,
+            HealthInput::Replay(org) => {
+                let replayed = self.replay_requested(org, deadline).await?;
+                Ok(HealthReport {
+                    replayed: replayed.as_ref().map_or(0, |r| r.replayed),
+                    complete: replayed.is_none_or(|r| r.complete),
+                    ..HealthReport::default()
+                })
+            }
+        }
+    }
+
+    /// Checks every installation, a few at a time, until `deadline`. Each run starts at another
+    /// place in the list, so a list too long for one run is still covered over several.
+    pub async fn run(&self, deadline: Instant) -> Result<HealthReport, StoreError> {
+        let mut entries: Vec<InstallationEntry> =
+            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
+        if !entries.is_empty() {
+            let start = (self.clock.now().timestamp() / 3600) as usize % entries.len();
+            entries.rotate_left(start);
+        }
+        let mut report = HealthReport {
+            complete: true,
+            ..HealthReport::default()
+        };
+        let mut runs = futures_util::stream::iter(entries)
+            .map(|e| async move {
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                Some(self.check_installation(&e.organization_id, deadline).await)
+            })
+            .buffer_unordered(CONCURRENCY);
+        while let Some(done) = runs.next().await {
+            match done {
+                None => report.complete = false,
+                Some(Ok(r)) => report.add(&r),
+                Some(Err(e)) => {
+                    report.unchecked += 1;
+                    tracing::warn!(error = %e, "an installation could not be checked");
+                }
+            }
+        }
+        self.metrics.write(&report.sample(), self.clock.now());
+        tracing::info!(?report, "health check done");
+        Ok(report)
+    }
+
+    /// Checks one installation and its connections, then replays what its repairs asked for.
+    pub async fn check_installation(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<HealthReport, StoreError> {
+        let mut report = HealthReport {
+            installations: 1,
+            ..HealthReport::default()
+        };
+        let Some(mut inst) = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?
+        else {
+            return Ok(report);
+        };
+        if inst.status == InstallationStatus::Uninstalled {
+            return Ok(report);
+        }
+        if inst.status == InstallationStatus::Active {
+            self.check_livechat(&mut inst, &mut report).await;
+        }
+        let conns: Vec<InstagramConnection> = self
+            .repo
+            .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)
+            .await?;
+        for conn in conns {
+            if conn.status != ConnectionStatus::Disconnected {
+                self.check_connection(conn, &mut report).await?;
+            }
+        }
+        if let Some(r) = self.replay_requested(org, deadline).await? {
+            report.replayed += r.replayed;
+        }
+        Ok(report)
+    }
+
+    /// Refreshes the agent token when it expires within [`REFRESH_AHEAD`].
+    async fn check_livechat(&self, inst: &mut Installation, report: &mut HealthReport) {
+        let now = self.clock.now();
+        let due = inst
+            .access_token_expires_at
+            .is_none_or(|at| at - now < REFRESH_AHEAD);
+        if !due {
+            return;
+        }
+        match self.customers().agent_token(inst, true).await {
+            Ok(_) => report.refreshed += 1,
+            Err(Fail::Blocked(_)) => report.reauthorization_needed += 1,
+            Err(_) => {
+                report.unchecked += 1;
+                tracing::warn!(organization_id = %inst.organization_id, "the agent token could not be refreshed ahead of expiry; retried next run");
+            }
+        }
+    }
+
+    /// Checks one connection's token, subscription and silence, and records what it found.
+    async fn check_connection(
+        &self,
+        mut conn: InstagramConnection,
+        report: &mut HealthReport,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let key = keys::connection_health(&conn.organization_id, &conn.ig_account_id);
+        let mut health = self
+            .repo
+            .get::<ConnectionHealth>(&key)
+            .await?
+            .unwrap_or_else(|| ConnectionHealth {
+                organization_id: conn.organization_id.clone(),
+                ig_account_id: conn.ig_account_id.clone(),
+                ..ConnectionHealth::default()
+            });
+        health.checked_at = Some(now);
+        let Some(token) = self.page_token(&conn) else {
+            return Ok(());
+        };
+        report.connections += 1;
+        let info = match self.graph.debug_token(&token, &self.app_token()).await {
+            Ok(info) => info,
+            Err(e) => {
+                report.unchecked += 1;
+                tracing::warn!(error = %e, organization_id = %conn.organization_id, "debug_token failed; the token's state is unknown until the next run");
+                health.token = TokenState::Unknown;
+                return self.repo.put(&health, Condition::Always).await;
+            }
+        };
+        if let Some(problem) = token_problem(&info) {
+            health.token = TokenState::Invalid;
+            health.subscription = SubscriptionState::Unknown;
+            health.problem = Some(problem.clone());
+            if conn.status != ConnectionStatus::Broken {
+                self.mark_broken(&mut conn, &problem).await?;
+                report.broken += 1;
+            }
+            return self.repo.put(&health, Condition::Always).await;
+        }
+        health.problem = None;
+        health.token_expires_at = info
+            .expires_at
+            .filter(|at| *at > 0)
+            .and_then(|at| DateTime::from_timestamp(at, 0));
+        health.token = match health.token_expires_at {
+            Some(at) if at - now < EXPIRY_WARNING => TokenState::Expiring,
+            _ => TokenState::Valid,
+        };
+        if conn.status == ConnectionStatus::Broken {
+            self.mark_repaired(&mut conn, "Facebook accepts the Page token again", true)
+                .await?;
+            health.repaired_at = Some(now);
+            health.repair = Some("the Page token works again".into());
+            report.repaired += 1;
+        }
+        self.check_subscription(&conn, &token, &mut health, report)
+            .await;
+        self.check_silence(&conn, &mut health, report).await?;
+        self.repo.put(&health, Condition::Always).await
+    }
+
+    fn page_token(&self, conn: &InstagramConnection) -> Option<SecretString> {
+        let sealed = conn.page_token.as_ref()?;
+        let field = format!("instagram.page_token:{}", conn.ig_account_id);
+        self.cipher
+            .open(sealed, &token_context(&conn.organization_id, &field))
+            .ok()
+    }
+
+    /// Subscribes the Page again when this app is missing from it, or missing a field.
+    async fn check_subscription(
+        &self,
+        conn: &InstagramConnection,
+        token: &SecretString,
+        health: &mut ConnectionHealth,
+        report: &mut HealthReport,
+    ) {
+        let apps = match self.graph.subscribed_apps(&conn.page_id, token).await {
+            Ok(apps) => apps,
+            Err(e) => {
+                report.unchecked += 1;
+                tracing::warn!(error = %e, "subscribed_apps failed; checked again next run");
+                health.subscription = SubscriptionState::Unknown;
+                return;
+            }
+        };
+        let ours = apps.iter().find(|a| a.id == self.meta_app_id);
+        let complete = ours.is_some_and(|a| {
+            SUBSCRIBED_FIELDS
+                .iter()
+                .all(|f| a.subscribed_fields.iter().any(|s| s == f))
+        });
+        if complete {
+            health.subscription = SubscriptionState::Subscribed;
+            return;
+        }
+        let now = self.clock.now();
+        match self
+            .graph
+            .subscribe_page(&conn.page_id, token, SUBSCRIBED_FIELDS)
+            .await
+        {
+            Ok(()) => {
+                health.subscription = SubscriptionState::Resubscribed;
+                health.repaired_at = Some(now);
+                health.repair = Some("the Page's webhook subscription was restored".into());
+                report.resubscribed += 1;
+                tracing::warn!(organization_id = %conn.organization_id, "the Page had lost its subscription; subscribed again");
+                publish_logged(
+                    self.events.as_ref(),
+                    &[LifecycleEvent::new(LifecycleKind::Repaired, now)
+                        .org(&conn.organization_id)
+                        .account(&conn.ig_account_id)
+                        .detail("webhook subscription restored")],
+                )
+                .await;
+            }
+            Err(e) => {
+                health.subscription = SubscriptionState::Missing;
+                health.problem = Some(format!(
+                    "the Page is not subscribed to igbridge and Facebook refused to subscribe it again ({e})"
+                ));
+            }
+        }
+    }
+
+    /// A usually busy account silent for [`SILENCE`]: noted once per silence (its subscription
+    /// was just checked, and repaired if it had gone).
+    async fn check_silence(
+        &self,
+        conn: &InstagramConnection,
+        health: &mut ConnectionHealth,
+        report: &mut HealthReport,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        let key = Activity::key_for(
+            &conn.organization_id,
+            &conn.ig_account_id,
+            Direction::Inbound,
+        );
+        let Some(activity) = self.repo.get::<Activity>(&key).await? else {
+            return Ok(());
+        };
+        let silent = now - activity.last_at >= SILENCE && activity.was_daily(BUSY_DAYS);
+        let noted = health
+            .silence_noted_at
+            .is_some_and(|t| t > activity.last_at);
+        if silent && !noted {
+            health.silence_noted_at = Some(now);
+            report.silent += 1;
+            tracing::warn!(
+                organization_id = %conn.organization_id,
+                hours = (now - activity.last_at).num_hours(),
+                subscription = ?health.subscription,
+                "a usually busy Instagram account has received nothing for 48 hours"
+            );
+        }
+        Ok(())
+    }
+
+    /// Marks a connection broken and tells the admin (event; the status page reads it; the next
+    /// chat gets one notice).
+    async fn mark_broken(
+        &self,
+        conn: &mut InstagramConnection,
+        problem: &str,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        conn.status = ConnectionStatus::Broken;
+        conn.updated_at = now;
+        self.repo.put(conn, Condition::Always).await?;
+        tracing::error!(organization_id = %conn.organization_id, %problem, "connection broken");
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
+                .org(&conn.organization_id)
+                .account(&conn.ig_account_id)
+                .detail(problem)],
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Marks a connection working again, tells the admin and asks for the replay of its jobs.
+    async fn mark_repaired(
+        &self,
+        conn: &mut InstagramConnection,
+        what: &str,
+        replay: bool,
+    ) -> Result<(), StoreError> {
+        let now = self.clock.now();
+        conn.status = ConnectionStatus::Connected;
+        conn.updated_at = now;
+        self.repo.put(conn, Condition::Always).await?;
+        repaired(
+            &self.repo,
+            self.events.as_ref(),
+            &conn.organization_id,
+            Some(&conn.ig_account_id),
+            what,
+            replay,
+            now,
+        )
+        .await
+    }
+
+    /// Carries out every replay asked for (where no event triggers them: `igbridge serve`).
+    pub async fn replay_all_requested(&self, deadline: Instant) -> Result<u64, StoreError> {
+        let entries: Vec<InstallationEntry> =
+            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
+        let mut replayed = 0;
+        for e in entries {
+            if let Some(r) = self.replay_requested(&e.organization_id, deadline).await? {
+                replayed += r.replayed;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Replays `org`'s parked jobs if a replay was asked for (by a repair or the status page).
+    pub async fn replay_requested(
+        &self,
+        org: &str,
+        deadline: Instant,
+    ) -> Result<Option<ReplayReport>, StoreError> {
+        let Some(backlog) = self.repo.get::<super::Backlog>(&keys::backlog(org)).await? else {
+            return Ok(None);
+        };
+        if backlog.replay_requested_at.is_none() {
+            return Ok(None);
+        }
+        let which = if backlog.replay_all {
+            Which::All
+        } else {
+            Which::Blocked
+        };
+        let now = self.clock.now();
+        replay(
+            &self.queues,
+            &self.repo,
+            &self.metrics,
+            now,
+            org,
+            which,
+            deadline,
+        )
+        .await
+        .map(Some)
+        .map_err(|e| StoreError::Backend {
+            message: format!("replay: {e}"),
+            transient: true,
+        })
+    }
+}
+
+/// Why a token Meta described cannot be used, if it cannot.
+pub fn token_problem(info: &TokenInfo) -> Option<String> {
+    if !info.is_valid {
+        let why = info
+            .error
+            .as_ref()
+            .and_then(|e| e.message.clone())
+            .unwrap_or_else(|| "Facebook no longer accepts the Page token".into());
+        return Some(why);
+    }
+    let missing: Vec<&str> = REQUIRED_PERMISSIONS
+        .iter()
+        .filter(|p| !info.scopes.iter().any(|s| s == *p))
+        .copied()
+        .collect();
+    (!missing.is_empty()).then(|| {
+        format!(
+            "the Page token lacks the permission {}; reconnect and allow it",
+            missing.join(" and ")
+        )
+    })
+}
+
+/// Records a repair: the lifecycle event, and (`replay`) a request to replay the organization's
+/// jobs parked waiting for it, which the event's rule (or the next run) carries out.
+pub async fn repaired(
+    repo: &Repo,
+    events: &dyn EventPublisher,
+    org: &str,
+    ig: Option<&str>,
+    what: &str,
+    replay: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if replay {
+        update_backlog(repo, org, |b| {
+            b.replay_requested_at.get_or_insert(now);
+            true
+        })
+        .await?;
+    }
+    let mut event = LifecycleEvent::new(LifecycleKind::Repaired, now)
+        .org(org)
+        .detail(what);
+    if let Some(ig) = ig {
+        event = event.account(ig);
+    }
+    tracing::info!(organization_id = %org, what, "repaired");
+    publish_logged(events, &[event]).await;
+    Ok(())
+}

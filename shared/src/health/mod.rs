@@ -1,0 +1,220 @@
+//! Connection health: what the workers observe (metrics, each organization's backlog of parked
+//! and delayed jobs, when each connection last carried a message), the scheduled health check
+//! that repairs what it can, the automatic replay of jobs parked waiting for a repair, and the
+//! events and notices that tell the admin.
+
+pub mod check;
+pub mod records;
+pub mod replay;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+
+use crate::clock::Clock;
+use crate::domain::Direction;
+use crate::jobs::Blocked;
+use crate::metrics::Metrics;
+use crate::store::{Repo, StoreError};
+pub use records::{Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState};
+
+/// How often a worker writes a connection's activity or an organization's delay at most: the
+/// status page shows them to the hour, and a write per message would double the table's writes.
+pub const WRITE_EVERY: chrono::Duration = chrono::Duration::hours(1);
+
+/// Applies `change` to an organization's backlog, creating it if needed; concurrent writers
+/// (workers, the health check, the status page) are serialised by its version.
+pub async fn update_backlog(
+    repo: &Repo,
+    org: &str,
+    mut change: impl FnMut(&mut Backlog) -> bool,
+) -> Result<Backlog, StoreError> {
+    for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
+        let key = crate::store::keys::backlog(org);
+        let mut backlog = match repo.get::<Backlog>(&key).await? {
+            Some(b) => b,
+            None => {
+                let mut fresh = Backlog::new(org);
+                if !change(&mut fresh) {
+                    return Ok(fresh);
+                }
+                match repo.create(&mut fresh).await {
+                    Ok(()) => return Ok(fresh),
+                    Err(StoreError::ConditionFailed) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+        };
+        match repo.update(&mut backlog, &mut change).await {
+            Ok(_) => return Ok(backlog),
+            Err(StoreError::ConditionFailed) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(StoreError::Backend {
+        message: "backlog kept changing".into(),
+        transient: true,
+    })
+}
+
+/// What a process remembers of its own writes, so it writes activity and delays at most once
+/// an hour (shared by every observer the process builds).
+#[derive(Default)]
+pub struct Written {
+    /// When each (organization, account, direction)'s activity was last written.
+    active: Mutex<HashMap<(String, String, Direction), DateTime<Utc>>>,
+    /// When each organization's delay was last written.
+    delayed: Mutex<HashMap<String, DateTime<Utc>>>,
+}
+
+/// What the workers tell about the jobs they run: metrics for the operator, and for the status
+/// page each organization's backlog and each connection's last message. Its own failures are
+/// logged, never the job's.
+#[derive(Clone)]
+pub struct Observer {
+    /// The function's metric writer.
+    pub metrics: Metrics,
+    repo: Repo,
+    clock: Arc<dyn Clock>,
+    written: Arc<Written>,
+}
+
+impl Observer {
+    /// An observer writing to `repo` and `metrics`, remembering its writes in `written`.
+    pub fn new(repo: Repo, clock: Arc<dyn Clock>, metrics: Metrics, written: Arc<Written>) -> Self {
+        Self {
+            metrics,
+            repo,
+            clock,
+            written,
+        }
+    }
+
+    /// Now, on the observer's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// A job of `org` was parked.
+    pub async fn parked(&self, org: &str, blocked: Option<Blocked>, reason: &str) {
+        let now = self.clock.now();
+        let out = update_backlog(&self.repo, org, |b| {
+            b.parked += 1;
+            b.parked_blocked += u64::from(blocked.is_some());
+            b.last_parked_at = Some(now);
+            b.last_reason = Some(reason.to_string());
+            true
+        })
+        .await;
+        if let Err(e) = out {
+            tracing::warn!(error = %e, "could not count a parked job for the status page");
+        }
+    }
+
+    /// A job of `org` was put back for later (written at most once an hour per process).
+    pub async fn delayed(&self, org: &str, reason: &str) {
+        let now = self.clock.now();
+        if !due(&self.written.delayed, org.to_string(), now) {
+            return;
+        }
+        let out = update_backlog(&self.repo, org, |b| {
+            b.delayed_at = Some(now);
+            b.delayed_reason = Some(reason.to_string());
+            true
+        })
+        .await;
+        if let Err(e) = out {
+            tracing::warn!(error = %e, "could not note a delay for the status page");
+        }
+    }
+
+    /// A message went through `ig`'s connection (written at most once an hour per process).
+    pub async fn active(&self, org: &str, ig: &str, direction: Direction) {
+        let now = self.clock.now();
+        if !due(
+            &self.written.active,
+            (org.to_string(), ig.to_string(), direction),
+            now,
+        ) {
+            return;
+        }
+        let key = Activity::key_for(org, ig, direction);
+        let out = async {
+            let mut a = self.repo.get::<Activity>(&key).await?.unwrap_or(Activity {
+                organization_id: org.to_string(),
+                ig_account_id: ig.to_string(),
+                direction,
+                last_at: now,
+                days: vec![],
+                expires_at: None,
+            });
+            a.note(now);
+            self.repo.put(&a, crate::store::Condition::Always).await
+        };
+        if let Err(e) = out.await {
+            tracing::warn!(error = %e, "could not note a connection's activity");
+        }
+    }
+}
+
+/// Whether `key` was last written over [`WRITE_EVERY`] ago (or never) by this process; marks it
+/// written now if so.
+fn due<K: std::hash::Hash + Eq>(
+    memo: &Mutex<HashMap<K, DateTime<Utc>>>,
+    key: K,
+    now: DateTime<Utc>,
+) -> bool {
+    let mut memo = memo.lock().expect("observer memo");
+    match memo.get(&key) {
+        Some(at) if now - *at < WRITE_EVERY && *at <= now => false,
+        _ => {
+            memo.insert(key, now);
+            true
+        }
+    }
+}
+
+/// The path of the status page (`GET`: sign in through LiveChat; the page's buttons post to it).
+pub fn status_url(public_base_url: &str) -> String {
+    format!("{public_base_url}{}", crate::routes::STATUS)
+}
+
+/// The one notice a chat gets when its Instagram connection is broken.
+pub fn broken_notice_text(public_base_url: &str) -> String {
+    format!(
+        "igbridge: the Instagram connection of this account is broken (Facebook no longer accepts its Page token), so replies cannot reach Instagram. They are kept and sent once an admin reconnects it on the status page: {}",
+        status_url(public_base_url)
+    )
+}
+
+/// Claims the one notice of a connection's broken spell: true for the first caller only.
+pub async fn claim_broken_notice(
+    repo: &Repo,
+    conn: &crate::domain::InstagramConnection,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let notice = records::BrokenNotice {
+        organization_id: conn.organization_id.clone(),
+        ig_account_id: conn.ig_account_id.clone(),
+        since: conn.updated_at.timestamp(),
+        expires_at: now.timestamp() + crate::domain::MESSAGE_LINK_TTL_SECS,
+    };
+    match repo.put(&notice, crate::store::Condition::IfAbsent).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Gives the notice back (posting it failed), so the next chat tries again.
+pub async fn release_broken_notice(repo: &Repo, conn: &crate::domain::InstagramConnection) {
+    let key = crate::store::keys::broken_notice(
+        &conn.organization_id,
+        &conn.ig_account_id,
+        conn.updated_at.timestamp(),
+    );
+    if let Err(e) = repo.remove(&key, crate::store::Condition::Always).await {
+        tracing::warn!(error = %e, "could not release the broken-connection notice");
+    }
+}
