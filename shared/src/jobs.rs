@@ -146,6 +146,17 @@ pub struct Envelope {
     /// Set on dead-letter copies; removed by redrive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// When a repair's replay put it back: its retries and its delivery latency count from
+    /// then (a job parked for two days is not "held too long" on its first attempt after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<DateTime<Utc>>,
+}
+
+impl Envelope {
+    /// When the job's current run of attempts started: its replay, or its receipt.
+    pub fn attempts_since(&self) -> DateTime<Utc> {
+        self.replayed_at.unwrap_or(self.received_at)
+    }
 }
 
 /// Why a queue body is not a job this build can run.
@@ -167,6 +178,7 @@ impl Envelope {
             received_at,
             job,
             parked: None,
+            replayed_at: None,
         }
     }
 
@@ -241,6 +253,9 @@ pub struct SealedEnvelope {
     /// Set on dead-letter copies (log-safe, so outside the seal); removed by redrive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// When a replay put it back ([`Envelope::replayed_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replayed_at: Option<DateTime<Utc>>,
 }
 
 /// What a queue body holds.
@@ -264,6 +279,7 @@ impl Envelope {
             job,
         );
         sealed.parked = self.parked.clone();
+        sealed.replayed_at = self.replayed_at;
         sealed
     }
 }
@@ -300,6 +316,7 @@ impl SealedEnvelope {
             dedup: key.queue_id(dedup),
             sealed: key.seal(org, job_json),
             parked: None,
+            replayed_at: None,
         }
     }
 }
@@ -315,6 +332,7 @@ impl SealedEnvelope {
             received_at: self.received_at,
             job: serde_json::from_str(&job).map_err(|e| EnvelopeError::Malformed(e.to_string()))?,
             parked: self.parked.clone(),
+            replayed_at: self.replayed_at,
         })
     }
 
@@ -352,6 +370,14 @@ impl Wire {
         match self {
             Wire::Plain(e) => e.parked.as_ref(),
             Wire::Sealed(e) => e.parked.as_ref(),
+        }
+    }
+
+    /// Marks it replayed at `at`.
+    pub fn set_replayed_at(&mut self, at: DateTime<Utc>) {
+        match self {
+            Wire::Plain(e) => e.replayed_at = Some(at),
+            Wire::Sealed(e) => e.replayed_at = Some(at),
         }
     }
 

@@ -139,7 +139,7 @@ async fn run_body(
     now: DateTime<Utc>,
 ) -> Outcome {
     let run = |env: Envelope| async move {
-        let attempt = Attempt::of(receive_count, env.received_at, now);
+        let attempt = Attempt::of(receive_count, env.attempts_since(), now);
         match handler.handle(&env, attempt).await {
             Outcome::Retry { reason, .. } if attempt.last => Outcome::Park(format!(
                 "gave up after {} attempts over {} min; last failure: {reason}",
@@ -237,6 +237,8 @@ struct Head {
     organization_id: Option<String>,
     #[serde(default)]
     received_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    replayed_at: Option<DateTime<Utc>>,
 }
 
 impl Head {
@@ -260,7 +262,9 @@ async fn observe(
     match outcome {
         Outcome::Done => {
             sample.count(Metric::MessagesBridged);
-            if let Some(at) = head.received_at {
+            // A replayed job's latency counts from its replay: its wait for the repair is the
+            // backlog's (the status page), not the pipeline's.
+            if let Some(at) = head.replayed_at.or(head.received_at) {
                 let ms = (observer.now() - at).num_milliseconds().max(0);
                 sample.add(Metric::DeliveryLatency, ms as f64);
             }
@@ -317,7 +321,8 @@ async fn run_group(
             continue;
         }
         let outcome = run_body(handler, &job.body, job.receive_count, now).await;
-        observe(handler, &job, &outcome, &mut sample).await;
+        let seen = outcome.clone();
+        let kept = failed.len();
         match outcome {
             Outcome::Done => {}
             Outcome::Skipped(why) => {
@@ -331,14 +336,14 @@ async fn run_group(
                 if let Err(e) = queue.retry_later(&job.receipt, delay).await {
                     tracing::warn!(error = %e, "could not set the retry delay; the queue's timeout applies");
                 }
-                failed.push(job.message_id);
+                failed.push(job.message_id.clone());
                 blocked = true;
             }
             Outcome::Park(reason) => {
                 tracing::error!(message_id = %job.message_id, %reason, "job parked in the dead-letter queue");
                 let parked = park_message(handler.source(), &job, &reason, now);
                 if !park(dead_letter, parked).await {
-                    failed.push(job.message_id);
+                    failed.push(job.message_id.clone());
                     blocked = true;
                 }
             }
@@ -347,10 +352,16 @@ async fn run_group(
                 let mut parked = park_message(handler.source(), &job, cause.reason(), now);
                 set_blocked(&mut parked, cause);
                 if !park(dead_letter, parked).await {
-                    failed.push(job.message_id);
+                    failed.push(job.message_id.clone());
                     blocked = true;
                 }
             }
+        }
+        // Told once it is settled: a park that failed is retried, not counted twice.
+        let parked_failed =
+            matches!(seen, Outcome::Park(_) | Outcome::Blocked(_)) && failed.len() > kept;
+        if !parked_failed {
+            observe(handler, &job, &seen, &mut sample).await;
         }
     }
     (failed, sample)
@@ -552,6 +563,27 @@ mod tests {
         let again = queue.receive(10, Duration::ZERO).await.unwrap();
         assert_eq!(again.len(), 3);
         assert!(again.iter().all(|m| m.receive_count == 2));
+    }
+
+    #[test]
+    fn a_replayed_job_gets_its_retries_afresh() {
+        let now = Utc::now();
+        let mut env = Envelope::new(
+            Job::InstagramEvent(InstagramEventJob {
+                ig_account_id: "17841400000000001".into(),
+                igsid: "A".into(),
+                event_id: "m1".into(),
+                field: "messaging".into(),
+                entry_time: None,
+                item: serde_json::json!({}),
+            }),
+            now - chrono::Duration::days(2),
+        );
+        // Parked two days waiting for a repair: its first attempt after the replay is not its
+        // last (the 6-hour retry window counts from the replay).
+        assert!(Attempt::of(1, env.attempts_since(), now).last);
+        env.replayed_at = Some(now - chrono::Duration::minutes(1));
+        assert!(!Attempt::of(1, env.attempts_since(), now).last);
     }
 
     #[test]

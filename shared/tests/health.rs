@@ -362,6 +362,7 @@ async fn a_broken_token_is_found_shown_and_reconnecting_replays_exactly_its_jobs
     h.work_outbound().await;
     assert_eq!(h.graph.sent().len(), 3);
     let lines = h.services.metrics.lines().join("\n");
+    println!("EMF lines written:\n{lines}");
     for name in [
         "\"Parked\":",
         "\"MessagesBridged\":",
@@ -401,6 +402,10 @@ async fn the_status_page_is_for_admins_of_an_installed_organization_and_its_sess
     let late = post_status(&h, &tab, &session, "disconnect", IG).await;
     assert_eq!(late.status, StatusCode::UNAUTHORIZED);
     // A fresh sign-in disconnects: unsubscribed, token wiped, purge scheduled.
+    run(&h).await;
+    h.deliver(&webhook(vec![text("mid.before.disconnect", "hi")]))
+        .await;
+    h.work().await;
     let page = sign_in(&h, &tab, ADMIN, "administrator").await;
     let done = post_status(&h, &tab, &hidden(&page.body, "state"), "disconnect", IG).await;
     assert_eq!(done.status, StatusCode::OK);
@@ -410,6 +415,38 @@ async fn the_status_page_is_for_admins_of_an_installed_organization_and_its_sess
     assert!(conn.page_token.is_none());
     assert_eq!(h.graph.subscription(PAGE), None);
     h.assert_nothing_refused();
+    // The account's purge takes its health records too (its check, its activity).
+    let account_records = |keys: Vec<shared::store::Key>| -> Vec<String> {
+        keys.into_iter()
+            .filter(|k| keys::is_account_health(k, ORG, IG))
+            .map(|k| k.sk)
+            .collect()
+    };
+    let before = h
+        .services
+        .repo
+        .store()
+        .query_organization(ORG, Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        account_records(before).len(),
+        2,
+        "health and inbound activity"
+    );
+    let lifecycle = h.services.lifecycle();
+    let week = h.clock.now() + chrono::Duration::days(7);
+    lifecycle.sweep(week, false).await.unwrap();
+    let after = h
+        .services
+        .repo
+        .store()
+        .query_organization(ORG, Default::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(account_records(after), Vec::<String>::new());
 }
 
 #[tokio::test]

@@ -27,7 +27,7 @@ use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, pu
 use crate::livechat::LivechatClient;
 use crate::metrics::{Metric, Metrics, Sample};
 use crate::relay::customer::{Customers, Fail};
-use crate::store::{Condition, Repo, StoreError, keys};
+use crate::store::{Condition, Record, Repo, StoreError, keys};
 
 /// The Page token permissions the bridge cannot work without.
 pub const REQUIRED_PERMISSIONS: &[&str] = &["instagram_manage_messages", "pages_messaging"];
@@ -385,6 +385,11 @@ impl HealthCheck {
             return;
         }
         let now = self.clock.now();
+        // Subscribe only a Page still connected: an admin may have disconnected it meanwhile.
+        let fresh = self.repo.get::<InstagramConnection>(&conn.key()).await;
+        if !matches!(&fresh, Ok(Some(c)) if c.status != ConnectionStatus::Disconnected) {
+            return;
+        }
         match self
             .graph
             .subscribe_page(&conn.page_id, token, SUBSCRIBED_FIELDS)
@@ -456,9 +461,9 @@ impl HealthCheck {
         problem: &str,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        conn.status = ConnectionStatus::Broken;
-        conn.updated_at = now;
-        self.repo.put(conn, Condition::Always).await?;
+        if !transition(&self.repo, conn, ConnectionStatus::Broken, now).await? {
+            return Ok(());
+        }
         tracing::error!(organization_id = %conn.organization_id, %problem, "connection broken");
         publish_logged(
             self.events.as_ref(),
@@ -479,9 +484,9 @@ impl HealthCheck {
         replay: bool,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        conn.status = ConnectionStatus::Connected;
-        conn.updated_at = now;
-        self.repo.put(conn, Condition::Always).await?;
+        if !transition(&self.repo, conn, ConnectionStatus::Connected, now).await? {
+            return Ok(());
+        }
         repaired(
             &self.repo,
             self.events.as_ref(),
@@ -524,22 +529,44 @@ impl HealthCheck {
         } else {
             Which::Blocked
         };
+        let Some(holder) =
+            super::replay::take_lease(&self.repo, self.clock.as_ref(), deadline).await?
+        else {
+            tracing::info!(organization_id = %org, "another replay holds the dead-letter queues; this one waits for the next run");
+            return Ok(None);
+        };
         let now = self.clock.now();
-        replay(
-            &self.queues,
-            &self.repo,
-            &self.metrics,
-            now,
-            org,
-            which,
-            deadline,
-        )
-        .await
-        .map(Some)
-        .map_err(|e| StoreError::Backend {
+        let (queues, repo, metrics) = (&self.queues, &self.repo, &self.metrics);
+        let done = replay(queues, repo, metrics, now, org, which, deadline).await;
+        super::replay::release_lease(&self.repo, self.clock.as_ref(), &holder).await;
+        done.map(Some).map_err(|e| StoreError::Backend {
             message: format!("replay: {e}"),
             transient: true,
         })
+    }
+}
+
+/// Moves a connection to `to`, only if nobody wrote it since it was read: a disconnect
+/// (deauthorize, the status page) or a reconnect that landed meanwhile changed its token, which
+/// a write of the copy read before must not undo. False when it had changed.
+pub async fn transition(
+    repo: &Repo,
+    conn: &mut InstagramConnection,
+    to: ConnectionStatus,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    // Every writer of a connection sets `updated_at`: unchanged since read means nobody wrote.
+    let was = serde_json::to_value(conn.updated_at).expect("a time serializes");
+    conn.status = to;
+    conn.updated_at = now;
+    let unchanged = Condition::IfEquals {
+        attribute: "updated_at".into(),
+        value: was,
+    };
+    match repo.put(&*conn, unchanged).await {
+        Ok(()) => Ok(true),
+        Err(StoreError::ConditionFailed) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 
@@ -593,4 +620,50 @@ pub async fn repaired(
     tracing::info!(organization_id = %org, what, "repaired");
     publish_logged(events, &[event]).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    #[tokio::test]
+    async fn a_stale_copy_never_undoes_a_disconnect() {
+        let repo = Repo::new(Arc::new(MemoryStore::new()));
+        let t0 = Utc::now();
+        let mut conn = InstagramConnection {
+            organization_id: "o".into(),
+            ig_account_id: "i".into(),
+            ig_username: None,
+            page_id: "p".into(),
+            page_name: None,
+            page_token: None,
+            facebook_user_id: "u".into(),
+            status: ConnectionStatus::Connected,
+            connected_at: t0,
+            updated_at: t0,
+            expires_at: None,
+        };
+        repo.put(&conn, Condition::Always).await.unwrap();
+        let mut stale = conn.clone();
+        // Disconnected meanwhile (token wiped, marked for purge).
+        conn.status = ConnectionStatus::Disconnected;
+        conn.updated_at = t0 + chrono::Duration::seconds(1);
+        conn.expires_at = Some(1);
+        repo.put(&conn, Condition::Always).await.unwrap();
+        let later = t0 + chrono::Duration::seconds(2);
+        let moved = transition(&repo, &mut stale, ConnectionStatus::Broken, later).await;
+        assert!(!moved.unwrap());
+        let stored: InstagramConnection = repo.get(&conn.key()).await.unwrap().unwrap();
+        assert_eq!(stored, conn);
+        // A fresh copy moves.
+        let mut fresh = stored;
+        assert!(
+            transition(&repo, &mut fresh, ConnectionStatus::Broken, later)
+                .await
+                .unwrap()
+        );
+    }
 }

@@ -292,3 +292,23 @@ mod tests {
         );
     }
 }
+
+/// One replay at a time reads the dead-letter queues: a replay holds every message that is not
+/// its organization's until it is done, so a second one at the same time would find them
+/// missing and wrongly call its own replay complete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayLease {
+    /// Who holds it (a random id per replay).
+    pub holder: String,
+    /// Until when (longer than the health function's timeout).
+    pub until: DateTime<Utc>,
+    /// TTL (always set).
+    pub expires_at: i64,
+}
+
+impl Record for ReplayLease {
+    const KIND: &'static str = "replay_lease";
+    fn key(&self) -> Key {
+        keys::replay_lease()
+    }
+}

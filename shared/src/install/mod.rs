@@ -278,16 +278,26 @@ impl Install {
         Ok((set, org))
     }
 
+    /// Stores the installation with the tokens of `set`. `revive`: an uninstalled installation
+    /// may be installed again (the install flow); the status page's sign-in passes false, so an
+    /// uninstall that landed since it looked is never undone.
     async fn save_installation(
         &self,
         set: &crate::livechat::TokenSet,
         org: &str,
+        revive: bool,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
         let existing = self
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?;
+        let uninstalled = existing
+            .as_ref()
+            .is_none_or(|i| i.status == InstallationStatus::Uninstalled);
+        if uninstalled && !revive {
+            return Err(StoreError::ConditionFailed);
+        }
         // A reinstall within the 7 days deletes nothing here (this internet-facing function has
         // no delete rights): the new records carry no expiry, and the due purge removes only
         // what the uninstall marked (`Lifecycle::sweep`).
@@ -400,7 +410,17 @@ impl Install {
                     .repo
                     .get::<Installation>(&Installation::key_for(&r.organization_id))
                     .await?;
-                if holder.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
+                // Its holder's connection may have been disconnected (the status page): the
+                // route waits for the purge, but the account is free.
+                let held = self
+                    .repo
+                    .get::<InstagramConnection>(&InstagramConnection::key_for(
+                        &r.organization_id,
+                        ig_account_id,
+                    ))
+                    .await?
+                    .is_some_and(|c| c.status != ConnectionStatus::Disconnected);
+                if held && holder.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
                     return Ok(false);
                 }
                 Condition::IfEquals {
@@ -581,7 +601,10 @@ async fn livechat_callback(
         Ok(v) => v,
         Err(page) => return page,
     };
-    if let Err(e) = app.save_installation(&set, &org.organization_id).await {
+    if let Err(e) = app
+        .save_installation(&set, &org.organization_id, true)
+        .await
+    {
         return StepError::from(e).into_response();
     }
     publish_logged(

@@ -145,14 +145,18 @@ pub async fn signed_in(
 /// installed. The sign-in's tokens become the installation's when they are the installer's own
 /// (or when the installation needs re-authorization: this is it); others are revoked at once.
 async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organization, Response> {
-    let agents = app.livechat.agents(&set.access_token).await.map_err(|e| {
-        tracing::warn!(error = %e, "status sign-in: list_agents refused");
-        refused(
-            StatusCode::FORBIDDEN,
-            "Not allowed",
-            "LiveChat did not let igbridge check your role. Only an owner or administrator of the organization can see this page.",
-        )
-    })?;
+    let agents = match app.livechat.agents(&set.access_token).await {
+        Ok(agents) => agents,
+        Err(e) => {
+            tracing::warn!(error = %e, "status sign-in: list_agents refused");
+            revoke(app, set).await;
+            return Err(refused(
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                "LiveChat did not let igbridge check your role. Only an owner or administrator of the organization can see this page.",
+            ));
+        }
+    };
     let me = agents
         .iter()
         .find(|a| a.account_id.is_some() && a.account_id == set.account_id);
@@ -190,16 +194,36 @@ async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organiz
 <p><a class=\"button\" href=\"/install\">Install igbridge</a></p>",
         ));
     };
-    let adopt = inst.status == InstallationStatus::ReauthRequired
-        || set.account_id.as_deref() == Some(inst.account_id.as_str());
-    if adopt {
-        app.save_installation(set, &org.organization_id)
-            .await
-            .map_err(|e| StepError::Store(e).into_response())?;
-    } else {
+    let granted: Vec<&str> = set
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let complete = super::REQUIRED_SCOPES.iter().all(|s| granted.contains(s));
+    let adopt = complete
+        && (inst.status == InstallationStatus::ReauthRequired
+            || set.account_id.as_deref() == Some(inst.account_id.as_str()));
+    if !adopt {
         revoke(app, set).await;
+        return Ok(org);
     }
-    Ok(org)
+    match app
+        .save_installation(set, &org.organization_id, false)
+        .await
+    {
+        Ok(()) => Ok(org),
+        Err(StoreError::ConditionFailed) => {
+            revoke(app, set).await;
+            Err(refused(
+                StatusCode::CONFLICT,
+                "Changed meanwhile",
+                "The installation changed while you signed in (it may have been uninstalled). Please sign in again.",
+            ))
+        }
+        Err(e) => Err(StepError::Store(e).into_response()),
+    }
 }
 
 /// Revokes a sign-in's tokens that the installation does not keep (best effort): LiveChat keeps
@@ -232,6 +256,22 @@ pub async fn act(
     let Some(org) = session.organization.clone() else {
         return StepError::BadState.into_response();
     };
+    // Uninstalled during the session: nothing may be done for it any more.
+    let installed = app
+        .repo
+        .get::<Installation>(&Installation::key_for(&org.organization_id))
+        .await;
+    match installed {
+        Ok(Some(i)) if i.status != InstallationStatus::Uninstalled => {}
+        Ok(_) => {
+            return refused(
+                StatusCode::NOT_FOUND,
+                "igbridge is not installed",
+                "igbridge is no longer installed in this LiveChat organization.",
+            );
+        }
+        Err(e) => return StepError::Store(e).into_response(),
+    }
     let ig = field(&form, "ig");
     let done = match field(&form, "action") {
         "replay" => replay(&app, &org.organization_id).await,

@@ -419,6 +419,7 @@ impl Lifecycle {
                 if own.iter().any(|p| key.pk.starts_with(p.as_str()))
                     || key == InstagramConnection::key_for(org, ig)
                     || key == AccountRoute::key_for(ig)
+                    || keys::is_account_health(&key, org, ig)
                 {
                     out.push(key);
                 } else if key.pk.starts_with(&keys::chat_routes_of(org))

@@ -5,8 +5,9 @@
 
 use crate::domain::*;
 use crate::health::records::{
-    Activity, Backlog, BrokenNotice, ConnectionHealth, InstallationEntry,
+    Activity, Backlog, BrokenNotice, ConnectionHealth, InstallationEntry, ReplayLease,
 };
+use crate::health::replay::REPLAY_LEASE_TTL_SECS;
 use crate::store::Record;
 
 /// How records of one kind are removed.
@@ -51,6 +52,8 @@ pub const RECORD_KINDS: &[(&str, Retention)] = &[
     // The confirmation code and status; the Facebook user id is wiped when it completes, and
     // the status stays readable 90 days (Meta's status URL).
     (DeletionRequest::KIND, Retention::Bookkeeping),
+    // The replay lease: a random holder id and a time, nothing of any tenant.
+    (ReplayLease::KIND, Retention::Expires(REPLAY_LEASE_TTL_SECS)),
     // Deleted by the sweeper once its purge has run (at most 6 days after it was written).
     (PurgeEntry::KIND, Retention::Bookkeeping),
 ];

@@ -813,9 +813,14 @@ impl Outbound {
         }
         if e.is_token_invalid() {
             let now = self.clock.now();
-            conv.conn.status = ConnectionStatus::Broken;
-            conv.conn.updated_at = now;
-            self.repo.put(&conv.conn, Condition::Always).await?;
+            let to = ConnectionStatus::Broken;
+            if !crate::health::check::transition(&self.repo, &mut conv.conn, to, now).await? {
+                // Disconnected (or marked) meanwhile: the fresh record decides on the retry.
+                return Ok(Outcome::Retry {
+                    reason: "the connection changed while sending".into(),
+                    after: None,
+                });
+            }
             tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
             publish_logged(
                 self.events.as_ref(),

@@ -167,6 +167,21 @@ pub fn broken_notice(org: &str, ig: &str, since: i64) -> Key {
     Key::new(organization(org), format!("NOTICE#{ig}#{since}"))
 }
 
+/// Whether `key` is one of the health records of account `ig` in `org`'s root partition (its
+/// health, activity and notices), which an account's purge deletes with the rest of it.
+pub fn is_account_health(key: &Key, org: &str, ig: &str) -> bool {
+    key.pk == organization(org)
+        && (key.sk == format!("IGHEALTH#{ig}")
+            || key.sk.starts_with(&format!("IGACTIVITY#{ig}#"))
+            || key.sk.starts_with(&format!("NOTICE#{ig}#")))
+}
+
+/// The replay lease: one replay at a time reads the dead-letter queues (a replay holds the
+/// messages that are not its organization's, which another replay would then not see).
+pub fn replay_lease() -> Key {
+    Key::new("REPLAY", "LEASE")
+}
+
 /// The partition listing every installation, which the health check walks.
 pub const INSTALLATIONS: &str = "INSTALLATIONS";
 
