@@ -86,7 +86,12 @@ impl Services {
             let dlq = Arc::new(MemoryQueue::new(
                 format!("{name}-dlq"),
                 clock.clone(),
-                MemoryQueueSettings::default(),
+                MemoryQueueSettings {
+                    visibility_timeout: std::time::Duration::from_secs(
+                        crate::provision::DLQ_VISIBILITY_TIMEOUT_SECS as u64,
+                    ),
+                    ..MemoryQueueSettings::default()
+                },
             ));
             let queue = Arc::new(MemoryQueue::new(
                 name,

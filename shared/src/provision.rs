@@ -9,6 +9,10 @@ pub const VISIBILITY_TIMEOUT_SECS: i32 = 180;
 pub const MAX_RECEIVE_COUNT: u32 = 100;
 /// How long a work queue keeps a message (4 days).
 pub const RETENTION_SECS: i32 = 4 * 24 * 3600;
+/// Visibility timeout of the dead-letter queues: longer than the health function's 300 s, so the
+/// messages a replay holds (other organizations') stay held until it releases them and it reads
+/// every message once (`crate::health::replay`).
+pub const DLQ_VISIBILITY_TIMEOUT_SECS: i32 = 600;
 /// How long a dead-letter queue keeps a message: 6 days. SQS counts a dead-letter copy's age
 /// from its original enqueue, so no queued copy outlives the 7-day promise even where crypto-
 /// shredding cannot reach (bodies no tenant can be named for).
@@ -142,6 +146,10 @@ mod create {
             .attributes(
                 QueueAttributeName::MessageRetentionPeriod,
                 DLQ_RETENTION_SECS.to_string(),
+            )
+            .attributes(
+                QueueAttributeName::VisibilityTimeout,
+                DLQ_VISIBILITY_TIMEOUT_SECS.to_string(),
             )
             .send()
             .await

@@ -278,6 +278,15 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             false,
         ),
         (
+            Repo::to_item(&shared::health::records::ReplayLease {
+                holder: "0123456789abcdef".into(),
+                until: now,
+                expires_at: exp,
+            })
+            .unwrap(),
+            true,
+        ),
+        (
             Repo::to_item(&OrganizationKey {
                 organization_id: org.into(),
                 key: t("PLAINTEXT-DATAKEY", "k"),

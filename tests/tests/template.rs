@@ -240,6 +240,19 @@ fn queues_and_table_match_what_the_code_expects() {
         let d = &res[dlq]["Properties"];
         assert_eq!(d["FifoQueue"].as_bool(), Some(true));
         assert_eq!(
+            num(&d["VisibilityTimeout"]),
+            i64::from(shared::provision::DLQ_VISIBILITY_TIMEOUT_SECS)
+        );
+        let health = names
+            .iter()
+            .find(|(_, n)| *n == "connection-health")
+            .map(|(id, _)| &res[id]["Properties"])
+            .unwrap();
+        assert!(
+            num(&health["Timeout"]) < i64::from(shared::provision::DLQ_VISIBILITY_TIMEOUT_SECS),
+            "a replay's hold outlasts the health function"
+        );
+        assert_eq!(
             num(&d["MessageRetentionPeriod"]),
             i64::from(DLQ_RETENTION_SECS)
         );

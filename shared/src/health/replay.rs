@@ -51,8 +51,10 @@ pub struct QueuePair {
     pub dead_letter: Arc<dyn Queue>,
 }
 
-/// How long a replay holds the lease at most: beyond the health function's 300 s timeout.
-pub const REPLAY_LEASE: chrono::Duration = chrono::Duration::minutes(6);
+/// How long a replay holds the lease at most: beyond the health function's 300 s timeout and
+/// the dead-letter queues' 600 s visibility, so a replay that died holding messages keeps the
+/// next one waiting until they are visible again.
+pub const REPLAY_LEASE: chrono::Duration = chrono::Duration::minutes(11);
 /// The lease record's TTL.
 pub const REPLAY_LEASE_TTL_SECS: i64 = 24 * 3600;
 /// How often a replay waiting for the lease looks again.
