@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 use serde::Serialize;
 
 use super::records::{
@@ -157,11 +157,7 @@ impl HealthInput {
 
 impl HealthCheck {
     fn app_token(&self) -> SecretString {
-        SecretString::from(format!(
-            "{}|{}",
-            self.meta_app_id,
-            self.meta_app_secret.expose_secret()
-        ))
+        crate::instagram::graph::app_token(&self.meta_app_id, &self.meta_app_secret)
     }
 
     fn customers(&self) -> Customers {
@@ -351,10 +347,8 @@ impl HealthCheck {
 
     fn page_token(&self, conn: &InstagramConnection) -> Option<SecretString> {
         let sealed = conn.page_token.as_ref()?;
-        let field = format!("instagram.page_token:{}", conn.ig_account_id);
-        self.cipher
-            .open(sealed, &token_context(&conn.organization_id, &field))
-            .ok()
+        let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
+        self.cipher.open(sealed, &context).ok()
     }
 
     /// Subscribes the Page again when this app is missing from it, or missing a field.

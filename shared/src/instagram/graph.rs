@@ -338,6 +338,12 @@ fn shape<T: serde::de::DeserializeOwned>(v: Value, what: &str) -> Result<T, Grap
     serde_json::from_value(v).map_err(|e| GraphError::Shape(format!("{what}: {e}")))
 }
 
+/// The app token (`{app-id}|{app-secret}`), for the calls Meta takes only from the app itself
+/// (`debug_token`, revoking a person's grant).
+pub fn app_token(app_id: &str, app_secret: &SecretString) -> SecretString {
+    SecretString::from(format!("{app_id}|{}", app_secret.expose_secret()))
+}
+
 /// `appsecret_proof` for a token: hex HMAC-SHA256 of the token, keyed by the app secret.
 pub fn appsecret_proof(app_secret: &SecretString, token: &SecretString) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(app_secret.expose_secret().as_bytes())

@@ -466,13 +466,10 @@ impl Install {
             ig_username: choice.ig_username.clone(),
             page_id: choice.page_id.clone(),
             page_name: Some(choice.page_name.clone()),
-            page_token: Some(self.cipher.seal(
-                &token,
-                &token_context(
-                    org,
-                    &format!("instagram.page_token:{}", choice.ig_account_id),
-                ),
-            )),
+            page_token: Some(
+                self.cipher
+                    .seal(&token, &page_token_context(org, &choice.ig_account_id)),
+            ),
             facebook_user_id: facebook_user_id.to_string(),
             status: ConnectionStatus::Connected,
             connected_at: now,

@@ -80,12 +80,7 @@ pub struct UninstallReport {
 
 impl Lifecycle {
     fn app_token(&self) -> SecretString {
-        use secrecy::ExposeSecret;
-        SecretString::from(format!(
-            "{}|{}",
-            self.meta_app_id,
-            self.meta_app_secret.expose_secret()
-        ))
+        crate::instagram::graph::app_token(&self.meta_app_id, &self.meta_app_secret)
     }
 
     /// Stops routing an Instagram account to `org` at once: its webhooks are then acknowledged,
@@ -326,8 +321,7 @@ impl Lifecycle {
             return Ok(false);
         }
         if let Some(sealed) = &conn.page_token {
-            let field = format!("instagram.page_token:{ig}");
-            if let Ok(token) = self.cipher.open(sealed, &token_context(org, &field)) {
+            if let Ok(token) = self.cipher.open(sealed, &page_token_context(org, ig)) {
                 if let Err(e) = self.graph.unsubscribe_page(&conn.page_id, &token).await {
                     tracing::warn!(error = %e, "could not unsubscribe the Page; its webhooks are skipped");
                 }

@@ -272,7 +272,7 @@ impl Lifecycle {
                 continue;
             }
             let ig = conn.ig_account_id.clone();
-            let ctx = token_context(org, &format!("instagram.page_token:{ig}"));
+            let ctx = page_token_context(org, &ig);
             if let Some(token) = conn
                 .page_token
                 .take()

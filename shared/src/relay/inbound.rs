@@ -445,8 +445,7 @@ impl Inbound {
         igsid: &str,
     ) -> Option<crate::instagram::graph::Profile> {
         let sealed = conn.page_token.as_ref()?;
-        let field = format!("instagram.page_token:{}", conn.ig_account_id);
-        let context = token_context(&conn.organization_id, &field);
+        let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
         let token = self.cipher.open(sealed, &context).ok()?;
         match self.graph.profile(igsid, &token).await {
             Ok(p) => Some(p),

@@ -297,10 +297,7 @@ impl Outbound {
             .ok_or_else(|| Fail::Park("the Instagram connection has no Page token".into()))?;
         Ok(self.cipher.open(
             token,
-            &token_context(
-                &conv.inst.organization_id,
-                &format!("instagram.page_token:{}", conv.conn.ig_account_id),
-            ),
+            &page_token_context(&conv.inst.organization_id, &conv.conn.ig_account_id),
         )?)
     }
 
