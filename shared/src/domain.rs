@@ -12,6 +12,8 @@ use crate::store::{Key, Record, Versioned, keys};
 pub const MESSAGE_LINK_TTL_SECS: i64 = 30 * 24 * 3600;
 /// How long an idempotency record outlives its event (Meta retries for up to 36 h).
 pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
+// A claim remembers an unsend for as long as the unsent message's job can wait parked.
+const _: () = assert!(IDEMPOTENCY_TTL_SECS >= crate::provision::DLQ_RETENTION_SECS as i64);
 /// How long an OAuth state is valid.
 pub const OAUTH_STATE_TTL_SECS: i64 = 15 * 60;
 /// How long after uninstall everything of an organization is gone at the latest.
@@ -383,6 +385,10 @@ pub struct IdempotencyRecord {
     /// Whether the agent was told the event is delayed (told once).
     #[serde(default)]
     pub delay_told: bool,
+    /// The customer unsent the message before the bridge delivered it (its job parked, or not
+    /// run yet): a delivery that comes later — a replay — must not post it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unsent: bool,
     /// TTL (always set).
     pub expires_at: i64,
     /// Version for conditional writes.

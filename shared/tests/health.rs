@@ -287,31 +287,7 @@ async fn a_broken_token_is_found_shown_and_reconnecting_replays_exactly_its_jobs
 
     // Reconnect: Facebook Login gives the Page its new token; the jobs of ORG alone go, in order.
     let session = hidden(&page.body, "state");
-    let go = post_status(&h, &tab, &session, "reconnect", IG).await;
-    let dialog = link(&go.body);
-    let state = query(&dialog)["state"].clone();
-    h.graph.add_user("fbuser", "FBCODE-RECONNECT", vec![]);
-    let confirm = post_form(
-        &h,
-        "/oauth/facebook/callback",
-        &[
-            ("code", "FBCODE-RECONNECT"),
-            ("state", &state),
-            ("browser", &tab.secret),
-        ],
-    )
-    .await;
-    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
-    let done = post_form(
-        &h,
-        "/oauth/facebook/select",
-        &[
-            ("state", &hidden(&confirm.body, "state")),
-            ("browser", &tab.secret),
-            ("page_id", PAGE),
-        ],
-    )
-    .await;
+    let done = reconnect(&h, &tab, &session).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(
         connection(&h, ORG, IG).await.status,
@@ -474,7 +450,226 @@ async fn a_busy_account_gone_silent_is_noticed_once() {
     assert_eq!(run(&h).await.silent, 0, "once per silence");
 }
 
+/// A Page token lacking `pages_messaging` (no Instagram messaging call needs it) was called
+/// broken and replies stopped; now only an invalid token or one lacking
+/// `instagram_manage_messages` breaks a connection — and not even that when Instagram accepted
+/// a reply in the last day. Other missing permissions show as a warning.
+#[tokio::test]
+async fn a_token_that_lacks_a_permission_replies_do_not_need_never_breaks_the_connection() {
+    let (h, events) = harness().await;
+    h.graph.decline(PAGE, &["pages_messaging"]);
+    let report = run(&h).await;
+    assert_eq!(report.broken, 0, "{report:?}");
+    assert_eq!(
+        connection(&h, ORG, IG).await.status,
+        ConnectionStatus::Connected
+    );
+    let health = health_of(&h, ORG, IG).await;
+    assert_eq!(health.token, TokenState::Limited);
+    assert!(
+        health
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("pages_messaging"),
+        "{health:?}"
+    );
+    assert!(!kinds(&events).contains(&LifecycleKind::ConnectionBroken));
+    h.post_livechat(&text_event("EV-STILL", "still answered"))
+        .await;
+    h.work_outbound().await;
+    assert_eq!(h.graph.sent().len(), 1, "replies go out");
+
+    // Lacking the permission replies need, with a reply accepted within the day: still working.
+    h.graph.decline(PAGE, &["instagram_manage_messages"]);
+    assert_eq!(run(&h).await.broken, 0);
+    let health = health_of(&h, ORG, IG).await;
+    assert!(
+        health
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("accepted a reply"),
+        "{health:?}"
+    );
+    // A day later with no reply since: broken, told once.
+    h.clock.advance(chrono::Duration::hours(25));
+    assert_eq!(run(&h).await.broken, 1);
+    assert_eq!(
+        connection(&h, ORG, IG).await.status,
+        ConnectionStatus::Broken
+    );
+    assert!(kinds(&events).contains(&LifecycleKind::ConnectionBroken));
+}
+
+/// The Replay button cannot be used to run up executions: twenty presses at once (several tabs,
+/// a script) are accepted once and publish one event; a run started by an event never waits
+/// for the replay lease (it leaves the request to the holder); a minute's cooldown follows.
+#[tokio::test]
+async fn a_burst_of_replay_requests_is_accepted_once_and_starts_one_run() {
+    let (h, events) = harness().await;
+    let replays = |events: &MemoryPublisher| {
+        kinds(events)
+            .into_iter()
+            .filter(|k| *k == LifecycleKind::ReplayRequested)
+            .count()
+    };
+    let tab = Tab::new();
+    let page = sign_in(&h, &tab, ADMIN, "administrator").await;
+    let session = hidden(&page.body, "state");
+    // Nothing parked: nothing to replay, no event.
+    let answer = post_status(&h, &tab, &session, "replay", "").await;
+    assert!(answer.body.contains("nothing to replay"), "{}", answer.body);
+    assert_eq!(replays(&events), 0);
+
+    // A reply Meta refuses for good is parked for a human.
+    h.graph.fail_next(
+        "POST",
+        "messages",
+        testkit::fixture("meta/error_100_param_value"),
+        1,
+    );
+    h.post_livechat(&text_event("EV-REFUSED", "refused once"))
+        .await;
+    h.work_outbound().await;
+    assert_eq!(backlog(&h, ORG).await.parked, 1);
+
+    let presses = (0..20).map(|_| post_status(&h, &tab, &session, "replay", ""));
+    let answers = futures_util::future::join_all(presses).await;
+    let accepted = answers
+        .iter()
+        .filter(|a| a.body.contains("Replay requested"))
+        .count();
+    let pending = answers
+        .iter()
+        .filter(|a| a.body.contains("A replay is already pending"))
+        .count();
+    assert_eq!((accepted, pending), (1, 19));
+    assert_eq!(replays(&events), 1, "one event, one run");
+    assert!(
+        !answers[0].body.contains("Replay parked messages"),
+        "no button while a replay is pending"
+    );
+
+    // The run the event starts finds the lease held (by the hourly run, say): it does not wait,
+    // and leaves the request to the holder, which serves it before it lets go.
+    let health = h.services.health();
+    let holder = shared::health::replay::take_lease(&h.services.repo, &h.clock)
+        .await
+        .unwrap()
+        .unwrap();
+    let input = shared::health::check::HealthInput::Replay(ORG.into());
+    let deferred = health.handle(&input, soon()).await.unwrap();
+    assert_eq!((deferred.replayed, deferred.replays_left), (0, 1));
+    shared::health::replay::release_lease(&h.services.repo, &h.clock, &holder).await;
+    let served = health.serve_replays(None, soon()).await.unwrap();
+    assert_eq!((served.replayed, served.replays_left), (1, 0));
+    assert!(backlog(&h, ORG).await.replay_requested_at.is_none());
+    h.work_outbound().await;
+    let sent = h.graph.sent();
+    assert_eq!(sent.len(), 1, "the replayed reply went");
+
+    // Parked again at once: the next request within a minute of the last is refused.
+    h.graph.fail_next(
+        "POST",
+        "messages",
+        testkit::fixture("meta/error_100_param_value"),
+        1,
+    );
+    h.post_livechat(&text_event("EV-REFUSED-2", "refused again"))
+        .await;
+    h.work_outbound().await;
+    let soon_after = post_status(&h, &tab, &session, "replay", "").await;
+    assert!(
+        soon_after.body.contains("less than a minute ago"),
+        "{}",
+        soon_after.body
+    );
+    assert_eq!(replays(&events), 1);
+    h.clock.advance(chrono::Duration::seconds(61));
+    let later = post_status(&h, &tab, &session, "replay", "").await;
+    assert!(later.body.contains("Replay requested"), "{}", later.body);
+    assert_eq!(replays(&events), 2);
+}
+
+/// The status page runs in oauth-install, the internet-facing function: every table call it
+/// makes — sign-in, replay, reconnect through Facebook Login, disconnect — is one the function's
+/// role allows (its LeadingKeys list the partitions it may touch; an organization's contacts,
+/// chats, links and claims are denied).
+#[tokio::test]
+async fn the_status_page_touches_only_what_the_install_role_allows() {
+    let store = Arc::new(testkit::store::RecordingStore::new(Arc::new(
+        shared::store::MemoryStore::new(),
+    )));
+    let mut h = Harness::with_store(store.clone()).await;
+    h.services.events = Arc::new(MemoryPublisher::default());
+    h.seed_contact(ORG, IG, IGSID, CHAT, Some(chrono::Duration::hours(1)))
+        .await;
+    h.graph.fail_next(
+        "POST",
+        "messages",
+        testkit::fixture("meta/error_100_param_value"),
+        1,
+    );
+    h.post_livechat(&text_event("EV-PARKED", "parked")).await;
+    h.work_outbound().await;
+    assert_eq!(backlog(&h, ORG).await.parked, 1);
+
+    store.record(true);
+    let tab = Tab::new();
+    let page = sign_in(&h, &tab, ADMIN, "administrator").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let session = hidden(&page.body, "state");
+    let replay = post_status(&h, &tab, &session, "replay", "").await;
+    assert!(replay.body.contains("Replay requested"), "{}", replay.body);
+    let done = reconnect(&h, &tab, &session).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    let page = sign_in(&h, &tab, ADMIN, "administrator").await;
+    let gone = post_status(&h, &tab, &hidden(&page.body, "state"), "disconnect", IG).await;
+    assert!(gone.body.contains("was disconnected"), "{}", gone.body);
+    let seen = store.take();
+    assert!(seen.iter().any(|(a, _)| a == "dynamodb:ConditionCheckItem"));
+    testkit::lambda::template::assert_role_allows("OAuthInstallRole", &seen);
+
+    // And connection-health's: its hourly run, and the replays it carries out.
+    h.graph.drop_subscription(PAGE);
+    let report = run(&h).await;
+    assert_eq!(report.replayed, 1, "{report:?}");
+    let seen = store.take();
+    assert!(seen.iter().any(|(a, _)| a == "dynamodb:BatchGetItem"));
+    testkit::lambda::template::assert_role_allows("ConnectionHealthRole", &seen);
+}
+
 // ---------------------------------------------------------------- a browser tab, as HTTP
+
+/// The status page's Reconnect, then Facebook Login and the confirmation of the Page: the page
+/// the confirmation answers.
+async fn reconnect(h: &Harness, tab: &Tab, session: &str) -> Answer {
+    let go = post_status(h, tab, session, "reconnect", IG).await;
+    let state = query(&link(&go.body))["state"].clone();
+    h.graph.add_user("fbuser", "FBCODE-RECONNECT", vec![]);
+    let confirm = post_form(
+        h,
+        "/oauth/facebook/callback",
+        &[
+            ("code", "FBCODE-RECONNECT"),
+            ("state", &state),
+            ("browser", &tab.secret),
+        ],
+    )
+    .await;
+    assert_eq!(confirm.status, StatusCode::OK, "{}", confirm.body);
+    post_form(
+        h,
+        "/oauth/facebook/select",
+        &[
+            ("state", &hidden(&confirm.body, "state")),
+            ("browser", &tab.secret),
+            ("page_id", PAGE),
+        ],
+    )
+    .await
+}
 
 struct Answer {
     status: StatusCode,

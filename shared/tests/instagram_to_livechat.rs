@@ -1052,3 +1052,38 @@ async fn a_refused_client_secret_is_retried_without_flagging_the_tenant_and_the_
     assert!(h.work().await.is_empty());
     assert_eq!(h.livechat.chats()[0].events().len(), 2);
 }
+
+/// A message LiveChat refused (parked for a human) and then unsent by the customer is never
+/// posted: the unsend finds nothing to delete and is remembered on the message's claim, so the
+/// replay that later moves the parked job skips it. Privacy policy: "unsend honoured".
+#[tokio::test]
+async fn a_parked_message_the_customer_unsent_is_not_posted_by_its_replay() {
+    let h = Harness::new().await;
+    h.deliver(&webhook(vec![text("M1", "first")])).await;
+    assert!(h.work().await.is_empty());
+    h.livechat
+        .fail_next("send_event", fixture("livechat/authorization"), 1);
+    h.deliver(&webhook(vec![text("M2", "regretted")])).await;
+    assert!(h.work().await.is_empty(), "parked, not failed");
+    let unsend = inbound("message", json!({"mid": "M2", "is_deleted": true}));
+    h.deliver(&webhook(vec![unsend])).await;
+    assert!(h.work().await.is_empty());
+    // The admin replays what is parked, once LiveChat accepts again.
+    let asked = shared::health::ask_replay(&h.services.repo, ORG, h.clock.now()).await;
+    assert_eq!(asked.unwrap(), shared::health::ReplayAsked::Accepted);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let replayed = h.services.health().serve_replays(None, deadline).await;
+    assert_eq!(replayed.unwrap().replayed, 1, "the parked job moved back");
+    assert!(h.work().await.is_empty());
+    let shown: Vec<String> = h.livechat.chats()[0]
+        .events()
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        !shown.iter().any(|e| e.contains("regretted")),
+        "the unsent message was posted: {shown:#?}"
+    );
+    assert!(shown.iter().any(|e| e.contains("first")));
+    assert!(h.dlq().await.is_empty(), "skipped, not parked again");
+}

@@ -704,6 +704,149 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
     );
 }
 
+/// The install flow runs in oauth-install, the internet-facing function: every table call it
+/// makes — a first install, an install again (its replaced tokens revoked), a confirmation after
+/// the uninstall (refused, what it obtained given back) — is one the function's role allows.
+#[tokio::test]
+async fn the_install_flow_touches_only_what_the_install_role_allows() {
+    let store = Arc::new(testkit::store::RecordingStore::new(Arc::new(
+        shared::store::MemoryStore::new(),
+    )));
+    let h = Harness::with_store(store.clone()).await;
+    fakes(
+        &h,
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
+    // Another person of the organization manages another Page.
+    let other = page(
+        "100000000000010",
+        "Other",
+        Some(("17841400000000010", "other")),
+    );
+    h.graph
+        .add_user("fbuser-other", "FBCODE-OTHER", vec![other]);
+    store.record(true);
+    // A: as far as the confirmation, with the other person's Page.
+    let tab_a = Tab::new();
+    let fb = query(&through_livechat(&h, &tab_a).await);
+    let shown_a = redirected(
+        &h,
+        &tab_a,
+        "/oauth/facebook/callback",
+        "FBCODE-OTHER",
+        &fb["state"],
+    )
+    .await;
+    // B: installs again (the tokens A's step stored are replaced) and connects.
+    let tab_b = Tab::new();
+    let fb = query(&through_livechat(&h, &tab_b).await);
+    let shown = facebook_back(&h, &tab_b, &fb["state"]).await;
+    let res = confirm(&h, &tab_b, &shown, "100000000000009").await;
+    assert_eq!(res.status, StatusCode::OK, "{}", res.body);
+    store.record(false);
+    h.services
+        .lifecycle()
+        .uninstall(NEW_ORG, None)
+        .await
+        .unwrap();
+    // A confirms after the uninstall: refused, what it obtained given back.
+    store.record(true);
+    let refused = confirm(&h, &tab_a, &shown_a, "100000000000010").await;
+    assert_eq!(refused.status, StatusCode::CONFLICT, "{}", refused.body);
+    assert!(
+        h.graph
+            .revoked_users()
+            .contains(&"fbuser-other".to_string())
+    );
+    store.record(false);
+    let seen = store.seen();
+    assert!(seen.iter().any(|(a, _)| a == "dynamodb:ConditionCheckItem"));
+    testkit::lambda::template::assert_role_allows("OAuthInstallRole", &seen);
+}
+
+/// The installation's LiveChat tokens, opened.
+async fn livechat_tokens(h: &Harness, org: &str) -> (String, String) {
+    let inst = h.installation(org).await;
+    let open = |sealed: &Option<shared::cipher::EncryptedToken>, field: &str| {
+        let token = h
+            .services
+            .config
+            .cipher
+            .open(sealed.as_ref().unwrap(), &token_context(org, field))
+            .unwrap();
+        secrecy::ExposeSecret::expose_secret(&token).to_string()
+    };
+    (
+        open(&inst.access_token, "livechat.access_token"),
+        open(&inst.refresh_token, "livechat.refresh_token"),
+    )
+}
+
+/// Installing again replaces the installation's LiveChat tokens with the new ones: the replaced
+/// pair is revoked at once (the uninstall revokes only the current one, so a replaced one would
+/// stay usable), the new pair stays live.
+#[tokio::test]
+async fn livechat_tokens_a_new_install_replaces_are_revoked() {
+    let h = Harness::new().await;
+    fakes(&h, vec![]);
+    through_livechat(&h, &Tab::new()).await;
+    let (access, refresh) = livechat_tokens(&h, NEW_ORG).await;
+    assert!(h.livechat.token_live(&access) && h.livechat.token_live(&refresh));
+    through_livechat(&h, &Tab::new()).await;
+    let (new_access, new_refresh) = livechat_tokens(&h, NEW_ORG).await;
+    assert_ne!(new_refresh, refresh);
+    assert!(
+        !h.livechat.token_live(&access),
+        "the replaced access token revoked"
+    );
+    assert!(
+        !h.livechat.token_live(&refresh),
+        "the replaced refresh token revoked"
+    );
+    assert!(h.livechat.token_live(&new_access) && h.livechat.token_live(&new_refresh));
+    h.assert_nothing_refused();
+}
+
+/// A confirmation that lands after the uninstall (the tab left open on the confirmation page,
+/// LiveChat's uninstall in between) connects nothing: no connection, token, route or link is
+/// stored, and what the flow obtained from Facebook is given back — the Page unsubscribed, the
+/// person's grant revoked — since the purge would never unsubscribe a Page it does not know.
+#[tokio::test]
+async fn a_confirmation_after_the_uninstall_connects_nothing_and_gives_back_what_it_obtained() {
+    let h = Harness::new().await;
+    fakes(
+        &h,
+        vec![page("100000000000009", "Shop", Some((IG_NEW, "shop_new")))],
+    );
+    let tab = Tab::new();
+    let fb = query(&through_livechat(&h, &tab).await);
+    let shown = facebook_back(&h, &tab, &fb["state"]).await;
+    assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
+    h.services
+        .lifecycle()
+        .uninstall(NEW_ORG, None)
+        .await
+        .unwrap();
+    let res = confirm(&h, &tab, &shown, "100000000000009").await;
+    assert_eq!(res.status, StatusCode::CONFLICT, "{}", res.body);
+    assert!(res.body.contains("uninstalled"), "{}", res.body);
+    assert!(nothing_connected(&h, IG_NEW).await);
+    assert_eq!(
+        h.graph.subscription("100000000000009"),
+        None,
+        "unsubscribed again"
+    );
+    assert!(
+        h.graph.revoked_users().contains(&FB_USER.to_string()),
+        "the grant given back: {:?}",
+        h.graph.revoked_users()
+    );
+    assert_eq!(
+        h.installation(NEW_ORG).await.status,
+        InstallationStatus::Uninstalled
+    );
+}
+
 #[tokio::test]
 async fn two_organizations_confirming_the_same_account_at_once_cannot_both_connect_it() {
     let h = Harness::new().await;

@@ -811,6 +811,181 @@ async fn an_uninstall_dated_before_the_current_installation_leaves_it_alone() {
     assert_eq!(inst.status, InstallationStatus::Uninstalled);
 }
 
+/// A store that writes `between` once, right after the first batch read: what a reinstall
+/// writes between the uninstall's marking reading a page and writing it back.
+struct Between {
+    inner: Arc<shared::store::MemoryStore>,
+    between: std::sync::Mutex<Option<Vec<Item>>>,
+}
+
+#[async_trait::async_trait]
+impl Store for Between {
+    async fn put(&self, i: Item, c: Condition) -> Result<(), shared::store::StoreError> {
+        self.inner.put(i, c).await
+    }
+    async fn get(&self, k: &shared::store::Key) -> Result<Option<Item>, shared::store::StoreError> {
+        self.inner.get(k).await
+    }
+    async fn delete(
+        &self,
+        k: &shared::store::Key,
+        c: Condition,
+    ) -> Result<Option<Item>, shared::store::StoreError> {
+        self.inner.delete(k, c).await
+    }
+    async fn query(
+        &self,
+        pk: &str,
+        r: &shared::store::SkRange,
+        p: PageRequest,
+    ) -> Result<shared::store::Page<Item>, shared::store::StoreError> {
+        self.inner.query(pk, r, p).await
+    }
+    async fn query_organization(
+        &self,
+        o: &str,
+        p: PageRequest,
+    ) -> Result<shared::store::Page<shared::store::Key>, shared::store::StoreError> {
+        self.inner.query_organization(o, p).await
+    }
+    async fn set_expiry(
+        &self,
+        k: &shared::store::Key,
+        e: i64,
+    ) -> Result<bool, shared::store::StoreError> {
+        self.inner.set_expiry(k, e).await
+    }
+    async fn delete_many(&self, k: &[shared::store::Key]) -> Result<(), shared::store::StoreError> {
+        self.inner.delete_many(k).await
+    }
+    async fn get_many(
+        &self,
+        k: &[shared::store::Key],
+    ) -> Result<Vec<Item>, shared::store::StoreError> {
+        let read = self.inner.get_many(k).await;
+        let writes = self.between.lock().unwrap().take();
+        for item in writes.into_iter().flatten() {
+            self.inner.put(item, Condition::Always).await.unwrap();
+        }
+        read
+    }
+    async fn put_many(&self, i: Vec<Item>) -> Result<(), shared::store::StoreError> {
+        self.inner.put_many(i).await
+    }
+    async fn transact(
+        &self,
+        w: Vec<shared::store::TransactWrite>,
+    ) -> Result<(), shared::store::StoreError> {
+        self.inner.transact(w).await
+    }
+}
+
+/// The uninstall's marking reads a page of the organization's items and writes them back with
+/// their expiry; a reinstall landing in between (its installation, its connection with a new
+/// Page token, a contact its worker gave a new customer token) used to be overwritten by the
+/// stale copies: the contact lost its token and was purged with the old installation's
+/// leftovers. Marked items are now written only if unchanged
+/// and while the installation is still the uninstalled one.
+#[tokio::test]
+async fn marking_never_overwrites_what_a_reinstall_wrote_meanwhile() {
+    let store = Arc::new(Between {
+        inner: Arc::new(shared::store::MemoryStore::new()),
+        between: std::sync::Mutex::new(None),
+    });
+    let h = Harness::with_store(store.clone()).await;
+    h.deliver(&webhook(vec![text("MID_TEXT_0001", "hello")]))
+        .await;
+    assert!(h.work().await.is_empty());
+    let repo = &h.services.repo;
+    let mut reinstalled = h.installation(ORG).await;
+    let mut reconnected: InstagramConnection = repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut contact: Contact = repo
+        .get(&Contact::key_for(ORG, IG, IGSID))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(contact.customer_token.is_some());
+    h.clock.advance(chrono::Duration::seconds(30));
+    reinstalled.version = 100;
+    reinstalled.updated_at = h.clock.now();
+    reconnected.updated_at = h.clock.now();
+    reconnected.connected_at = h.clock.now();
+    // The reinstalled installation's worker renews the customer's token on the contact.
+    contact.version += 5;
+    contact.updated_at = h.clock.now();
+    *store.between.lock().unwrap() = Some(vec![
+        shared::store::Repo::to_item(&reinstalled).unwrap(),
+        shared::store::Repo::to_item(&reconnected).unwrap(),
+        shared::store::Repo::to_item(&contact).unwrap(),
+    ]);
+    let report = h
+        .services
+        .lifecycle()
+        .uninstall_until(
+            ORG,
+            None,
+            std::time::Instant::now() + Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    assert!(report.uninstalled);
+    assert!(
+        store.between.lock().unwrap().is_none(),
+        "the reinstall landed"
+    );
+    let conn: InstagramConnection = repo
+        .get(&InstagramConnection::key_for(ORG, IG))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(conn.page_token.is_some(), "the reinstall's token kept");
+    assert_eq!(conn.expires_at, None, "not marked for the purge");
+    assert_eq!(conn.status, ConnectionStatus::Connected);
+    let contact: Contact = repo
+        .get(&Contact::key_for(ORG, IG, IGSID))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        contact.customer_token.is_some(),
+        "the reinstall's customer token kept"
+    );
+    assert_eq!(
+        contact.expires_at, None,
+        "the contact not marked for the purge"
+    );
+    let inst = h.installation(ORG).await;
+    assert_eq!(inst.status, InstallationStatus::Active);
+    assert_eq!(inst.expires_at, None);
+}
+
+/// LiveChat dates app webhooks to the second: an uninstall in the second its installation was
+/// made (install and uninstall a moment apart) is this installation's, not an earlier one's.
+#[tokio::test]
+async fn an_uninstall_dated_in_the_second_of_the_install_applies() {
+    let h = Harness::new().await;
+    h.install(ORG_B, IG_B, "dal:AGENT-B", "PAGE-TOKEN-B").await;
+    // Installed 700 ms into a second (the install flow stamps it with the clock).
+    let mut inst = h.installation(ORG_B).await;
+    inst.installed_at = h.clock.now() + chrono::Duration::milliseconds(700);
+    h.services.repo.put(&inst, Condition::Always).await.unwrap();
+    let installed_at = h.installation(ORG_B).await.installed_at;
+    assert_ne!(installed_at.timestamp_subsec_millis(), 0, "{installed_at}");
+    let mut same_second = uninstalled(ORG_B);
+    same_second["date"] = json!(installed_at.format("%Y-%m-%dT%H:%M:%S+00:00").to_string());
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), same_second).await,
+        StatusCode::OK
+    );
+    let inst = h.installation(ORG_B).await;
+    assert_eq!(inst.status, InstallationStatus::Uninstalled);
+    assert!(!h.livechat.token_live("dal:AGENT-B"), "its token revoked");
+}
+
 #[tokio::test]
 async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_left() {
     let h = Harness::new().await;
@@ -1156,6 +1331,7 @@ async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
                     completed_at: Some(h.clock.now()),
                     parts_done: 1,
                     delay_told: false,
+                    unsent: false,
                     version: 0,
                     expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
                 },
@@ -1262,6 +1438,7 @@ async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
                 completed_at: Some(h.clock.now()),
                 parts_done: 1,
                 delay_told: false,
+                unsent: false,
                 version: 0,
                 expires_at: h.clock.now().timestamp() + 30 * 24 * 3600,
             })

@@ -12,6 +12,7 @@ use shared::cipher::TokenCipher;
 use shared::domain::*;
 use shared::store::{
     Condition, DynamoStore, Item, Key, MemoryStore, PageRequest, Repo, SkRange, Store, StoreError,
+    TransactWrite,
 };
 
 fn item(pk: &str, sk: &str, extra: Value) -> Item {
@@ -482,6 +483,137 @@ async fn tokens_are_never_stored_in_plaintext(store: Arc<dyn Store>) {
     assert_eq!(sealed, 3);
 }
 
+/// A transaction writes all or nothing: a check on another item (the fence) or one write's own
+/// condition failing writes none of it; `IfOneOf` admits any of its values; DynamoDB's limits
+/// (no two writes on one item, at most 100) are refused alike.
+async fn transactions_write_all_or_nothing(store: Arc<dyn Store>) {
+    store
+        .put(
+            item(
+                "T#FENCE",
+                "F",
+                json!({"status": "uninstalled", "version": 3}),
+            ),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    store
+        .put(
+            item("T#A", "1", json!({"v": "old", "version": 1})),
+            Condition::Always,
+        )
+        .await
+        .unwrap();
+    let fence = |status: &str| TransactWrite::Check {
+        key: Key::new("T#FENCE", "F"),
+        condition: Condition::IfEquals {
+            attribute: "status".into(),
+            value: json!(status),
+        },
+    };
+    let write = |pk: &str, v: &str, condition: Condition| TransactWrite::Put {
+        item: item(pk, "1", json!({"v": v, "version": 2})),
+        condition,
+    };
+    let value = |pk: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .get(&Key::new(pk, "1"))
+                .await
+                .unwrap()
+                .and_then(|i| i.str("v").map(str::to_string))
+        }
+    };
+    // The fence fails: nothing is written.
+    let err = store
+        .transact(vec![
+            fence("active"),
+            write("T#A", "new", Condition::IfVersion(1)),
+            write("T#B", "new", Condition::IfAbsent),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed), "{err:?}");
+    assert_eq!(value("T#A").await.as_deref(), Some("old"));
+    assert_eq!(value("T#B").await, None);
+    // One write's own condition fails: nothing either.
+    let err = store
+        .transact(vec![
+            fence("uninstalled"),
+            write("T#A", "new", Condition::IfVersion(7)),
+            write("T#B", "new", Condition::IfAbsent),
+        ])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed), "{err:?}");
+    assert_eq!(value("T#B").await, None);
+    // Everything holds: everything is written; IfOneOf takes any listed value.
+    let one_of = TransactWrite::Check {
+        key: Key::new("T#FENCE", "F"),
+        condition: Condition::IfOneOf {
+            attribute: "status".into(),
+            values: vec![json!("active"), json!("uninstalled")],
+        },
+    };
+    store
+        .transact(vec![
+            one_of,
+            write("T#A", "new", Condition::IfVersion(1)),
+            write("T#B", "new", Condition::IfAbsent),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(value("T#A").await.as_deref(), Some("new"));
+    assert_eq!(value("T#B").await.as_deref(), Some("new"));
+    let not_listed = TransactWrite::Check {
+        key: Key::new("T#FENCE", "F"),
+        condition: Condition::IfOneOf {
+            attribute: "status".into(),
+            values: vec![json!("active")],
+        },
+    };
+    let err = store
+        .transact(vec![not_listed, write("T#C", "x", Condition::Always)])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::ConditionFailed), "{err:?}");
+    // DynamoDB's limits.
+    let twice = vec![
+        write("T#D", "x", Condition::Always),
+        write("T#D", "y", Condition::Always),
+    ];
+    assert!(matches!(
+        store.transact(twice).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let many: Vec<TransactWrite> = (0..101)
+        .map(|i| TransactWrite::Put {
+            item: item(&format!("T#MANY{i}"), "1", json!({})),
+            condition: Condition::Always,
+        })
+        .collect();
+    assert!(matches!(
+        store.transact(many).await,
+        Err(StoreError::Invalid(_))
+    ));
+    let hundred: Vec<TransactWrite> = (0..100)
+        .map(|i| TransactWrite::Put {
+            item: item(&format!("T#MANY{i}"), "1", json!({})),
+            condition: Condition::IfAbsent,
+        })
+        .collect();
+    store.transact(hundred).await.unwrap();
+    assert!(
+        store
+            .get(&Key::new("T#MANY99", "1"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
 macro_rules! contract {
     ($adapter:ident) => {
         mod $adapter {
@@ -529,6 +661,10 @@ macro_rules! contract {
             #[tokio::test]
             async fn batch_reads_and_puts_cover_more_than_one_batch() {
                 super::batch_reads_and_puts_cover_more_than_one_batch(super::$adapter().await).await
+            }
+            #[tokio::test]
+            async fn transactions_write_all_or_nothing() {
+                super::transactions_write_all_or_nothing(super::$adapter().await).await
             }
             #[tokio::test]
             async fn tokens_are_never_stored_in_plaintext() {

@@ -148,3 +148,85 @@ pub async fn install(base: &str, f: &AppFakes) {
             .contains("Instagram is connected")
     );
 }
+
+/// A signed-in status page, as a browser tab holds it.
+pub struct StatusTab {
+    /// The tab's secret (the page's script keeps it in `sessionStorage`).
+    pub secret: String,
+    /// The session the page's buttons post.
+    pub session: String,
+    /// The page.
+    pub html: String,
+}
+
+/// Signs in to the status page at `base` as the installer (an owner of [`ORG`]), the way the
+/// page's script and LiveChat's redirect do.
+pub async fn status_sign_in(base: &str, f: &AppFakes, code: &str) -> StatusTab {
+    f.livechat
+        .add_member(ORG, "acc", "owner@example.com", "owner");
+    f.livechat.add_code(
+        code,
+        ORG,
+        "acc",
+        "customers:own,chats--all:rw,agents--all:ro",
+    );
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let secret = format!("status-tab-{code}");
+    let binding = shared::install::state::binding_of(&secret);
+    let start = http
+        .get(format!("{base}/status?b={binding}"))
+        .send()
+        .await
+        .unwrap();
+    let location = start.headers()["location"].to_str().unwrap().to_string();
+    let state = reqwest::Url::parse(&location)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .to_string();
+    let html = http
+        .post(format!("{base}/oauth/livechat/callback"))
+        .form(&[("code", code), ("state", &state), ("browser", &secret)])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let session = html
+        .split("name=\"state\" value=\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("a signed-in status page: {html}"))
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    StatusTab {
+        secret,
+        session,
+        html,
+    }
+}
+
+/// A button of the status page (`action`, for account `ig`); the page that answers.
+pub async fn status_post(base: &str, tab: &StatusTab, action: &str, ig: &str) -> String {
+    reqwest::Client::new()
+        .post(format!("{base}/status"))
+        .form(&[
+            ("state", tab.session.as_str()),
+            ("browser", &tab.secret),
+            ("action", action),
+            ("ig", ig),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}

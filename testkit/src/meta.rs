@@ -169,6 +169,9 @@ struct State {
     /// Page tokens Meta invalidated (a password change): refused with 190/460.
     invalidated: HashMap<String, String>,
     subscriptions: HashMap<String, Vec<String>>,
+    /// Permissions the person declined in the Login dialog, by Page: `debug_token` leaves them
+    /// out of the Page token's scopes.
+    declined: HashMap<String, Vec<String>>,
     profiles: HashMap<String, Value>,
     sent: Vec<Sent>,
     calls: Vec<Call>,
@@ -412,6 +415,17 @@ impl FakeMeta {
             s.invalidated.insert(old, page_id.to_string());
             fresh
         })
+    }
+
+    /// The person who connected the Page declined `permissions` in the Login dialog (Meta lets
+    /// each permission be unticked): its token's `debug_token` scopes lack them.
+    pub fn decline(&self, page_id: &str, permissions: &[&str]) {
+        self.with(|s| {
+            s.declined
+                .entry(page_id.to_string())
+                .or_default()
+                .extend(permissions.iter().map(|p| p.to_string()))
+        });
     }
 
     /// Users whose grant to the app was revoked.
@@ -738,13 +752,27 @@ impl State {
         } else {
             return Ok(fixture("meta/debug_token_cannot_parse").body);
         };
-        Ok(fixture(name)
+        let mut body = fixture(name)
             .with(&[
                 ("app_id", &self.app_id),
                 ("page_id", &page),
                 ("user_id", &owner(&page)),
             ])
-            .body)
+            .body;
+        let declined = self.declined.get(&page).cloned().unwrap_or_default();
+        let kept = |v: &Value| {
+            let scope = v
+                .as_str()
+                .or_else(|| v["scope"].as_str())
+                .unwrap_or_default();
+            !declined.iter().any(|d| d == scope)
+        };
+        for field in ["scopes", "granular_scopes"] {
+            if let Some(list) = body["data"][field].as_array_mut() {
+                list.retain(kept);
+            }
+        }
+        Ok(body)
     }
 
     fn revoke(&mut self, user: &str, kind: Token) -> Answer {

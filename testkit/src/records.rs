@@ -127,6 +127,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 completed_at: None,
                 parts_done: 0,
                 delay_told: false,
+                unsent: false,
                 version: 0,
                 expires_at: exp,
             })

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use shared::store::{
-    Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError,
+    Condition, Item, Key, MemoryStore, Page, PageRequest, SkRange, Store, StoreError, TransactWrite,
 };
 
 /// What a call does, as the fault hook sees it.
@@ -28,6 +28,8 @@ pub enum Op {
     GetMany(usize),
     /// A batch put of this many items.
     PutMany(usize),
+    /// A transaction of this many writes and checks.
+    Transact(usize),
 }
 
 impl Op {
@@ -202,5 +204,111 @@ impl Store for FaultyStore {
     }
     async fn put_many(&self, i: Vec<Item>) -> Result<(), StoreError> {
         self.run(Op::PutMany(i.len()), self.inner.put_many(i)).await
+    }
+    async fn transact(&self, w: Vec<TransactWrite>) -> Result<(), StoreError> {
+        self.run(Op::Transact(w.len()), self.inner.transact(w))
+            .await
+    }
+}
+
+/// A store that notes every table call as IAM sees it — the action and the partition key its
+/// `dynamodb:LeadingKeys` condition compares — while recording is on: to check that a
+/// function's calls are all ones its role allows (`lambda::template::table_call_allowed`).
+pub struct RecordingStore {
+    inner: Arc<dyn Store>,
+    on: std::sync::atomic::AtomicBool,
+    seen: Mutex<std::collections::BTreeSet<(String, String)>>,
+}
+
+impl RecordingStore {
+    /// Records the calls to `inner` (off until [`RecordingStore::record`]).
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Self {
+            inner,
+            on: false.into(),
+            seen: Mutex::default(),
+        }
+    }
+
+    /// Turns recording on or off.
+    pub fn record(&self, on: bool) {
+        self.on.store(on, Ordering::SeqCst);
+    }
+
+    /// Every (action, partition) recorded.
+    pub fn seen(&self) -> Vec<(String, String)> {
+        self.seen
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Every (action, partition) recorded, forgotten afterwards.
+    pub fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.seen.lock().expect("seen lock"))
+            .into_iter()
+            .collect()
+    }
+
+    fn note<'a>(&self, action: &str, pks: impl IntoIterator<Item = &'a str>) {
+        if self.on.load(Ordering::SeqCst) {
+            let mut seen = self.seen.lock().expect("seen lock");
+            for pk in pks {
+                seen.insert((format!("dynamodb:{action}"), pk.to_string()));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for RecordingStore {
+    async fn put(&self, item: Item, c: Condition) -> Result<(), StoreError> {
+        self.note("PutItem", [item.key().pk.as_str()]);
+        self.inner.put(item, c).await
+    }
+    async fn get(&self, k: &Key) -> Result<Option<Item>, StoreError> {
+        self.note("GetItem", [k.pk.as_str()]);
+        self.inner.get(k).await
+    }
+    async fn delete(&self, k: &Key, c: Condition) -> Result<Option<Item>, StoreError> {
+        self.note("DeleteItem", [k.pk.as_str()]);
+        self.inner.delete(k, c).await
+    }
+    async fn query(&self, pk: &str, r: &SkRange, p: PageRequest) -> Result<Page<Item>, StoreError> {
+        self.note("Query", [pk]);
+        self.inner.query(pk, r, p).await
+    }
+    async fn query_organization(&self, o: &str, p: PageRequest) -> Result<Page<Key>, StoreError> {
+        self.note("Query(index)", [o]);
+        self.inner.query_organization(o, p).await
+    }
+    async fn set_expiry(&self, k: &Key, e: i64) -> Result<bool, StoreError> {
+        self.note("UpdateItem", [k.pk.as_str()]);
+        self.inner.set_expiry(k, e).await
+    }
+    async fn delete_many(&self, k: &[Key]) -> Result<(), StoreError> {
+        self.note("BatchWriteItem", k.iter().map(|k| k.pk.as_str()));
+        self.inner.delete_many(k).await
+    }
+    async fn get_many(&self, k: &[Key]) -> Result<Vec<Item>, StoreError> {
+        self.note("BatchGetItem", k.iter().map(|k| k.pk.as_str()));
+        self.inner.get_many(k).await
+    }
+    async fn put_many(&self, i: Vec<Item>) -> Result<(), StoreError> {
+        let keys: Vec<Key> = i.iter().map(Item::key).collect();
+        self.note("BatchWriteItem", keys.iter().map(|k| k.pk.as_str()));
+        self.inner.put_many(i).await
+    }
+    async fn transact(&self, w: Vec<TransactWrite>) -> Result<(), StoreError> {
+        for write in &w {
+            let action = match write {
+                TransactWrite::Put { .. } => "PutItem",
+                TransactWrite::Check { .. } => "ConditionCheckItem",
+            };
+            self.note(action, [write.key().pk.as_str()]);
+        }
+        self.inner.transact(w).await
     }
 }

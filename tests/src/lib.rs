@@ -48,6 +48,8 @@ pub struct Options {
     /// Where the function binaries are (default: [`binaries`]; the cold-start bench gives
     /// [`release_binaries`]).
     pub binaries: Option<PathBuf>,
+    /// The template's `LogLevel` (default: `IGBRIDGE_SYSTEM_LOG_LEVEL`, else INFO).
+    pub log_level: Option<String>,
 }
 
 impl Default for Options {
@@ -57,6 +59,7 @@ impl Default for Options {
             timeouts: BTreeMap::new(),
             unfilled: Vec::new(),
             binaries: None,
+            log_level: None,
         }
     }
 }
@@ -158,8 +161,10 @@ impl System {
                     // The template's LogLevel parameter (IGBRIDGE_SYSTEM_LOG_LEVEL=DEBUG to debug).
                     (
                         "LogLevel".into(),
-                        std::env::var("IGBRIDGE_SYSTEM_LOG_LEVEL")
-                            .unwrap_or_else(|_| "INFO".into()),
+                        options.log_level.clone().unwrap_or_else(|| {
+                            std::env::var("IGBRIDGE_SYSTEM_LOG_LEVEL")
+                                .unwrap_or_else(|_| "INFO".into())
+                        }),
                     ),
                 ]),
                 api_endpoint: api.url().to_string(),
@@ -323,6 +328,56 @@ impl System {
             ));
         }
         out
+    }
+
+    /// Starts copying every lifecycle event the functions publish to the stack's bus into a
+    /// queue of the test's (a rule with an SQS target, which moto delivers): what the bus's
+    /// rules would start, counted.
+    pub async fn tap_events(&self) -> EventTap {
+        let events = aws_sdk_eventbridge::Client::new(&self.stack.sdk);
+        let sqs = aws_sdk_sqs::Client::new(&self.stack.sdk);
+        let bus = self.stack.reference("LifecycleBus").to_string();
+        let url = sqs
+            .create_queue()
+            .queue_name(testkit::moto::unique("tap"))
+            .send()
+            .await
+            .expect("create-queue")
+            .queue_url
+            .expect("a queue url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("get-queue-attributes")
+            .attributes
+            .expect("attributes")[&aws_sdk_sqs::types::QueueAttributeName::QueueArn]
+            .clone();
+        let rule = testkit::moto::unique("tap");
+        events
+            .put_rule()
+            .name(&rule)
+            .event_bus_name(&bus)
+            .event_pattern(json!({"source": ["igbridge"]}).to_string())
+            .send()
+            .await
+            .expect("put-rule");
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("tap")
+            .arn(arn)
+            .build()
+            .expect("a target");
+        events
+            .put_targets()
+            .rule(&rule)
+            .event_bus_name(&bus)
+            .targets(target)
+            .send()
+            .await
+            .expect("put-targets");
+        EventTap { sqs, url }
     }
 
     /// Waits (up to `limit`) until both work queues are empty with nothing in flight.
@@ -520,4 +575,44 @@ fn platform_env(f: &AppFakes) -> Vec<(String, String)> {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect()
+}
+
+/// The lifecycle events the functions published since [`System::tap_events`].
+pub struct EventTap {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl EventTap {
+    /// The events published so far and not read yet, in EventBridge's envelope.
+    pub async fn take(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let got = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive-message");
+            let messages = got.messages.unwrap_or_default();
+            if messages.is_empty() {
+                return out;
+            }
+            for m in messages {
+                out.push(serde_json::from_str(m.body().unwrap_or("null")).expect("an event"));
+                if let Some(receipt) = m.receipt_handle() {
+                    let _ = self
+                        .sqs
+                        .delete_message()
+                        .queue_url(&self.url)
+                        .receipt_handle(receipt)
+                        .send()
+                        .await;
+                }
+            }
+        }
+    }
 }

@@ -280,6 +280,59 @@ async fn health_repairs_a_vanished_subscription(s: &System) {
     assert_eq!(answers[0].1["complete"], true, "{answers:?}");
 }
 
+/// The status page's Replay pressed ten times at once, through the HTTP API and the real
+/// oauth-install binary: one request is accepted and one event published, so the bus's rule
+/// starts one run of connection-health, which sends the parked reply.
+async fn a_burst_of_replays_starts_one_run(s: &System) {
+    let tap = s.tap_events().await;
+    s.fakes.graph.fail_next(
+        "POST",
+        "messages",
+        testkit::fixture("meta/error_100_param_value"),
+        1,
+    );
+    let chat = s.fakes.livechat.chats()[0].clone();
+    let thread = chat.threads.last().unwrap().id.clone();
+    let reply = agent_event_in(
+        &chat.id,
+        &thread,
+        "EV_SYS_REFUSED",
+        json!({"type": "message", "text": "refused once", "created_at": Utc::now().format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()}),
+    );
+    assert_eq!(s.post_livechat(&reply).await.status(), 200);
+    s.settle(Duration::from_secs(60)).await;
+    assert_eq!(s.depth("ToInstagramDlq").await, 1, "parked");
+    let tab = testkit::journey::status_sign_in(s.api.url(), &s.fakes, "dal:STATUS-CODE").await;
+    assert!(tab.html.contains("1 message"), "{}", tab.html);
+    let presses = (0..10).map(|_| testkit::journey::status_post(s.api.url(), &tab, "replay", ""));
+    let pages = futures_util::future::join_all(presses).await;
+    let accepted = pages
+        .iter()
+        .filter(|p| p.contains("Replay requested"))
+        .count();
+    assert_eq!(accepted, 1, "accepted once");
+    let published: Vec<Value> = tap
+        .take()
+        .await
+        .into_iter()
+        .filter(|e| e["detail-type"] == "igbridge.replay_requested")
+        .collect();
+    assert_eq!(published.len(), 1, "one event, so one run: {published:#?}");
+    let runs = s
+        .deliver_event("igbridge.replay_requested", published[0]["detail"].clone())
+        .await;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].1["replayed"], 1, "{runs:?}");
+    let graph = &s.fakes.graph;
+    wait_until(s, "the replayed reply on Instagram", || {
+        graph
+            .sent()
+            .iter()
+            .any(|m| m.body["message"]["text"] == "refused once")
+    })
+    .await;
+}
+
 async fn uninstall(s: &System) {
     let token = s.app_webhook_token().await;
     let mut body: Value = serde_json::from_str(
@@ -329,16 +382,31 @@ async fn nothing_left_of_the_tenant(s: &System) {
     );
 }
 
-fn nothing_private_in_logs(s: &System) {
+/// At the most verbose level the template allows (TRACE), no log line carries a secret, a
+/// token, an OAuth code or message text: not ours, and not the dependencies' (lambda_runtime
+/// traces each raw event, the SDK and hyper their requests).
+async fn nothing_private_in_logs(s: &System) {
     let logs = s.logs();
     assert!(!logs.is_empty(), "the functions log");
+    let app_token = s.app_webhook_token().await;
     for secret in [
         FIRST,
         REPLY,
         "hello?",
         META_APP_SECRET,
         system::LIVECHAT_CLIENT_SECRET,
+        system::LIVECHAT_WEBHOOK_SECRET,
+        app_token.as_str(),
+        // The OAuth codes of both platforms, and every token the fakes issue.
+        "dal:CODE",
+        "dal:STATUS-CODE",
+        "FBCODE",
+        "dal:ACCESS-",
+        "REFRESH-",
+        "dal:CUSTOMER-TOKEN",
         "PAGE-TOKEN-",
+        "EAAS-",
+        "EAAL-",
     ] {
         let hits: Vec<&String> = logs.iter().filter(|l| l.contains(secret)).collect();
         assert!(hits.is_empty(), "{secret:?} logged: {hits:#?}");
@@ -347,7 +415,11 @@ fn nothing_private_in_logs(s: &System) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn install_every_message_kind_both_ways_uninstall_and_nothing_left_after_seven_days() {
-    let s = System::start(Options::default()).await;
+    let s = System::start(Options {
+        log_level: Some("TRACE".into()),
+        ..Options::default()
+    })
+    .await;
     front_answers_only_the_templates_routes(&s).await;
     install(s.api.url(), &s.fakes).await;
     assert!(s.fakes.graph.subscription(PAGE).is_some());
@@ -358,6 +430,7 @@ async fn install_every_message_kind_both_ways_uninstall_and_nothing_left_after_s
     agent_replies(&s, shown).await;
     health_repairs_a_vanished_subscription(&s).await;
     s.fakes.assert_nothing_refused();
+    a_burst_of_replays_starts_one_run(&s).await;
     let items = s.table_items().await.join("\n");
     for text in [FIRST, REPLY, "hello?"] {
         assert!(!items.contains(text), "message text stored in the table");
@@ -365,7 +438,7 @@ async fn install_every_message_kind_both_ways_uninstall_and_nothing_left_after_s
 
     uninstall(&s).await;
     nothing_left_of_the_tenant(&s).await;
-    nothing_private_in_logs(&s);
+    nothing_private_in_logs(&s).await;
     // Reported, never asserted: .ci/run prints the file.
     let table = s.cold_starts();
     println!("cold starts (dev profile, this machine):\n{table}");

@@ -603,17 +603,75 @@ fn webhook_functions_read_only_their_partitions() {
     }
 }
 
-/// IAM's StringLike: `*` matches any run of characters.
-fn glob(pattern: &str, value: &str) -> bool {
-    match pattern.split_once('*') {
-        None => pattern == value,
-        Some((head, rest)) => {
-            value.starts_with(head)
-                && (0..=value.len() - head.len()).any(|i| {
-                    value.is_char_boundary(head.len() + i) && glob(rest, &value[head.len() + i..])
-                })
+use testkit::lambda::template::glob;
+
+/// The internet-facing install function (the install flow and the status page) may touch only
+/// the partitions its records live in — checked here against the code's key functions, and in
+/// shared/tests/{install,health}.rs against every call the flows make — and never an
+/// organization's contacts, chats, message or event links, claims or pending sends.
+#[test]
+fn the_install_function_reaches_only_its_partitions() {
+    use shared::domain::*;
+    use shared::store::keys;
+    use testkit::lambda::template::{table_call_allowed, table_statements};
+    let statements = table_statements(&template(), "OAuthInstallRole");
+    let (org, ig) = ("00000000-0000-4000-8000-00000000a001", "17841400000000001");
+    let reached = [
+        Installation::key_for(org).pk,
+        InstagramConnection::key_for(org, ig).pk,
+        keys::backlog(org).pk,
+        keys::connection_health(org, ig).pk,
+        AccountRoute::key_for(ig).pk,
+        FacebookUserLink::key_for("fbuser", org, ig).pk,
+        keys::oauth_state("nonce").pk,
+        keys::installation_entry(org).pk,
+        keys::data_key(org).pk,
+        keys::purge_entry(1, "fbuser", "x").pk,
+        keys::pending_revocation(org, "livechat").pk,
+    ];
+    for pk in &reached {
+        for action in ["dynamodb:GetItem", "dynamodb:PutItem"] {
+            assert!(table_call_allowed(&statements, action, pk), "{action} {pk}");
         }
     }
+    let never = [
+        Contact::key_for(org, ig, "IGSID").pk,
+        ChatRoute::key_for(org, "CHAT").pk,
+        keys::message_link(org, ig, "mid").pk,
+        keys::event_link(org, "CHAT", "EV").pk,
+        keys::idempotency(org, "instagram", "mid").pk,
+        keys::pending_sends(org, ig, "IGSID"),
+        keys::replay_lease().pk,
+    ];
+    for pk in &never {
+        for action in ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"] {
+            assert!(
+                !table_call_allowed(&statements, action, pk),
+                "{action} {pk}"
+            );
+        }
+    }
+    for action in [
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:UpdateItem",
+    ] {
+        assert!(
+            !table_call_allowed(&statements, action, &reached[0]),
+            "{action}"
+        );
+    }
+}
+
+/// connection-health runs at most twice at once: replay events (an admin's button, repairs)
+/// can never take the account's concurrency from the webhooks and workers.
+#[test]
+fn the_health_function_has_a_reserved_concurrency_of_at_most_two() {
+    let t = template();
+    let res = resources(&t);
+    let reserved =
+        num(&res["ConnectionHealthFunction"]["Properties"]["ReservedConcurrentExecutions"]);
+    assert!((1..=2).contains(&reserved), "{reserved}");
 }
 
 #[test]
@@ -669,6 +727,15 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
     for (id, role) in of_type(&t, "AWS::IAM::Role") {
         for policy in role["Properties"]["Policies"].as_sequence().unwrap() {
             for st in policy["PolicyDocument"]["Statement"].as_sequence().unwrap() {
+                if st["Effect"].as_str() == Some("Deny") {
+                    // A Deny only narrows an Allow's LeadingKeys (oauth-install's).
+                    assert!(
+                        !st["Condition"]["ForAnyValue:StringLike"]["dynamodb:LeadingKeys"]
+                            .is_null(),
+                        "{id}: a Deny narrows LeadingKeys"
+                    );
+                    continue;
+                }
                 assert_eq!(st["Effect"].as_str(), Some("Allow"));
                 for action in strings(&st["Action"]) {
                     let action = action.as_str().unwrap().to_string();
@@ -747,7 +814,12 @@ fn policies_grant_no_wildcards_and_workers_only_their_queues() {
         .collect();
     assert_eq!(
         install_dynamo,
-        BTreeSet::from(["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:Query"])
+        BTreeSet::from([
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "dynamodb:ConditionCheckItem"
+        ])
     );
     // The health check replays: it reads both dead-letter queues and sends to both work queues,
     // and consumes neither work queue.

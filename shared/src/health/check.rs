@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::records::{
     Activity, ConnectionHealth, InstallationEntry, SubscriptionState, TokenState,
 };
-use super::replay::{QueuePair, ReplayReport, Which, replay};
+use super::replay::{QueuePair, ReplayReport, release_lease, replay, take_lease};
 use super::update_backlog;
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
@@ -29,8 +29,39 @@ use crate::metrics::{Metric, Metrics, Sample};
 use crate::relay::customer::{Customers, Fail};
 use crate::store::{Condition, Record, Repo, StoreError, keys};
 
-/// The Page token permissions the bridge cannot work without.
-pub const REQUIRED_PERMISSIONS: &[&str] = &["instagram_manage_messages", "pages_messaging"];
+/// The Page token permission without which replies cannot reach Instagram: the one Meta's Send
+/// API for Instagram requires ("The instagram_manage_messages permission", Messenger Platform >
+/// Instagram > Send a message > Requirements), which every Instagram messaging call and webhook
+/// field lists too. Only its absence — or an invalid token — breaks a connection (replies wait).
+/// `pages_messaging` is not one: no Instagram messaging call lists it (README "Connection health and the status page").
+pub const REQUIRED_PERMISSIONS: &[&str] = &["instagram_manage_messages"];
+/// Permissions whose absence degrades a connection without stopping replies: what fails without
+/// each, shown on the status page (README "Connection health and the status page" has the sources).
+pub const WANTED_PERMISSIONS: &[(&str, &str)] = &[
+    (
+        "instagram_basic",
+        "Meta requires it beside instagram_manage_messages for Instagram messaging",
+    ),
+    (
+        "pages_manage_metadata",
+        "new messages stop arriving if Facebook drops the Page's webhook subscription, which igbridge could not restore",
+    ),
+    (
+        "pages_messaging",
+        "Facebook may refuse to restore the Page's webhook subscription",
+    ),
+    (
+        "pages_show_list",
+        "the subscription cannot be checked and the Page cannot be listed to reconnect it",
+    ),
+    (
+        "pages_read_engagement",
+        "customers' Instagram names and pictures cannot be read",
+    ),
+];
+/// A reply Meta accepted within this long is proof the connection works, whatever
+/// `debug_token` says of its permissions.
+pub const PROOF_OF_SENDING: chrono::Duration = chrono::Duration::hours(24);
 /// The agent token is refreshed when it expires within this (the check runs hourly; the token
 /// lasts 8 hours).
 pub const REFRESH_AHEAD: chrono::Duration = chrono::Duration::hours(2);
@@ -64,6 +95,8 @@ pub struct HealthReport {
     pub silent: u64,
     /// Jobs replayed.
     pub replayed: u64,
+    /// Replay requests left to the run holding the replay lease (or to the next hourly run).
+    pub replays_left: u64,
     /// Checks that could not be made (Meta or LiveChat down); tried again next run.
     pub unchecked: u64,
     /// False when the run ran out of time before the last installation.
@@ -81,6 +114,7 @@ impl HealthReport {
         self.reauthorization_needed += other.reauthorization_needed;
         self.silent += other.silent;
         self.replayed += other.replayed;
+        self.replays_left += other.replays_left;
         self.unchecked += other.unchecked;
     }
 
@@ -178,14 +212,7 @@ impl HealthCheck {
     ) -> Result<HealthReport, StoreError> {
         match input {
             HealthInput::Run => self.run(deadline).await,
-            HealthInput::Replay(org) => {
-                let replayed = self.replay_requested(org, deadline).await?;
-                Ok(HealthReport {
-                    replayed: replayed.as_ref().map_or(0, |r| r.replayed),
-                    complete: replayed.is_none_or(|r| r.complete),
-                    ..HealthReport::default()
-                })
-            }
+            HealthInput::Replay(org) => self.serve_replays(Some(org), deadline).await,
         }
     }
 
@@ -220,12 +247,25 @@ impl HealthCheck {
                 }
             }
         }
+        // The replays the checks' repairs (or the admins) asked for, one after the other.
+        match self.serve_replays(None, deadline).await {
+            Ok(r) => {
+                report.replayed += r.replayed;
+                report.replays_left += r.replays_left;
+                report.complete &= r.complete;
+            }
+            Err(e) => {
+                report.complete = false;
+                tracing::warn!(error = %e, "the pending replays could not be carried out; the next run retries");
+            }
+        }
         self.metrics.write(&report.sample(), self.clock.now());
         tracing::info!(?report, "health check done");
         Ok(report)
     }
 
-    /// Checks one installation and its connections, then replays what its repairs asked for.
+    /// Checks one installation and its connections (the replays their repairs ask for follow
+    /// the checks: [`HealthCheck::serve_replays`]).
     pub async fn check_installation(
         &self,
         org: &str,
@@ -253,12 +293,13 @@ impl HealthCheck {
             .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)
             .await?;
         for conn in conns {
+            if Instant::now() >= deadline {
+                report.complete = false;
+                break;
+            }
             if conn.status != ConnectionStatus::Disconnected {
                 self.check_connection(conn, &mut report).await?;
             }
-        }
-        if let Some(r) = self.replay_requested(org, deadline).await? {
-            report.replayed += r.replayed;
         }
         Ok(report)
     }
@@ -313,23 +354,28 @@ impl HealthCheck {
                 return self.repo.put(&health, Condition::Always).await;
             }
         };
-        if let Some(problem) = token_problem(&info) {
-            health.token = TokenState::Invalid;
-            health.subscription = SubscriptionState::Unknown;
-            health.problem = Some(problem.clone());
-            if conn.status != ConnectionStatus::Broken {
-                self.mark_broken(&mut conn, &problem).await?;
-                report.broken += 1;
+        let limited = match self.judge_token(&conn, &info).await? {
+            TokenVerdict::Broken(problem) => {
+                health.token = TokenState::Invalid;
+                health.subscription = SubscriptionState::Unknown;
+                health.problem = Some(problem.clone());
+                if conn.status != ConnectionStatus::Broken {
+                    self.mark_broken(&mut conn, &problem).await?;
+                    report.broken += 1;
+                }
+                return self.repo.put(&health, Condition::Always).await;
             }
-            return self.repo.put(&health, Condition::Always).await;
-        }
-        health.problem = None;
+            TokenVerdict::Limited(warning) => Some(warning),
+            TokenVerdict::Works => None,
+        };
+        health.problem = limited.clone();
         health.token_expires_at = info
             .expires_at
             .filter(|at| *at > 0)
             .and_then(|at| DateTime::from_timestamp(at, 0));
         health.token = match health.token_expires_at {
             Some(at) if at - now < EXPIRY_WARNING => TokenState::Expiring,
+            _ if limited.is_some() => TokenState::Limited,
             _ => TokenState::Valid,
         };
         if conn.status == ConnectionStatus::Broken {
@@ -343,6 +389,39 @@ impl HealthCheck {
             .await;
         self.check_silence(&conn, &mut health, report).await?;
         self.repo.put(&health, Condition::Always).await
+    }
+
+    /// [`token_verdict`], except that a reply Instagram accepted lately outweighs a permission
+    /// `debug_token` does not list: a send Meta accepts is proof the connection works.
+    async fn judge_token(
+        &self,
+        conn: &InstagramConnection,
+        info: &TokenInfo,
+    ) -> Result<TokenVerdict, StoreError> {
+        Ok(match token_verdict(info) {
+            TokenVerdict::Broken(problem) if info.is_valid && self.sent_lately(conn).await? => {
+                TokenVerdict::Limited(format!(
+                    "{problem}; yet Instagram accepted a reply in the last 24 hours, so igbridge keeps sending"
+                ))
+            }
+            other => other,
+        })
+    }
+
+    /// Whether Instagram accepted a reply of this connection within [`PROOF_OF_SENDING`] (the
+    /// workers note each connection's outbound activity).
+    async fn sent_lately(&self, conn: &InstagramConnection) -> Result<bool, StoreError> {
+        let key = Activity::key_for(
+            &conn.organization_id,
+            &conn.ig_account_id,
+            Direction::Outbound,
+        );
+        let now = self.clock.now();
+        Ok(self
+            .repo
+            .get::<Activity>(&key)
+            .await?
+            .is_some_and(|a| now - a.last_at < PROOF_OF_SENDING))
     }
 
     fn page_token(&self, conn: &InstagramConnection) -> Option<SecretString> {
@@ -493,50 +572,131 @@ impl HealthCheck {
         .await
     }
 
-    /// Carries out every replay asked for (where no event triggers them: `igbridge serve`).
+    /// Carries out every replay asked for (where no event triggers them: `igbridge serve`);
+    /// how many jobs moved.
     pub async fn replay_all_requested(&self, deadline: Instant) -> Result<u64, StoreError> {
-        let entries: Vec<InstallationEntry> =
-            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
-        let mut replayed = 0;
-        for e in entries {
-            if let Some(r) = self.replay_requested(&e.organization_id, deadline).await? {
-                replayed += r.replayed;
-            }
-        }
-        Ok(replayed)
+        Ok(self.serve_replays(None, deadline).await?.replayed)
     }
 
-    /// Replays `org`'s parked jobs if a replay was asked for (by a repair or the status page).
+    /// Carries out the pending replay requests — `first` (the organization an event named)
+    /// before the others — if this run can take the replay lease; otherwise leaves them to its
+    /// holder, which looks for requests once more after letting go, or to the next hourly run.
+    /// Never waits for the lease: a burst of events ends as a burst of short runs.
+    pub async fn serve_replays(
+        &self,
+        first: Option<&str>,
+        deadline: Instant,
+    ) -> Result<HealthReport, StoreError> {
+        let mut report = HealthReport {
+            complete: true,
+            ..HealthReport::default()
+        };
+        let mut served = std::collections::HashSet::new();
+        let mut first = first.map(str::to_string);
+        loop {
+            let Some(holder) = take_lease(&self.repo, self.clock.as_ref()).await? else {
+                report.replays_left = self.pending_replays().await?.len() as u64;
+                tracing::info!(
+                    pending = report.replays_left,
+                    "another run holds the replay lease; it carries out the pending replays"
+                );
+                return Ok(report);
+            };
+            let done = self
+                .replay_pending(first.take(), deadline, &mut served, &mut report)
+                .await;
+            release_lease(&self.repo, self.clock.as_ref(), &holder).await;
+            done?;
+            // A request accepted while the lease was held, whose own run found it taken.
+            let pending = self.pending_replays().await?;
+            if Instant::now() >= deadline || pending.iter().all(|org| served.contains(org)) {
+                return Ok(report);
+            }
+        }
+    }
+
+    /// While holding the lease: replays every pending request not served yet in this run.
+    async fn replay_pending(
+        &self,
+        first: Option<String>,
+        deadline: Instant,
+        served: &mut std::collections::HashSet<String>,
+        report: &mut HealthReport,
+    ) -> Result<(), StoreError> {
+        let mut orgs = self.pending_replays().await?;
+        if let Some(first) = first.filter(|f| orgs.contains(f)) {
+            orgs.retain(|o| *o != first);
+            orgs.insert(0, first);
+        }
+        for org in orgs {
+            if served.contains(&org) {
+                continue;
+            }
+            if Instant::now() >= deadline {
+                report.complete = false;
+                break;
+            }
+            let r = self.replay_org(&org, deadline).await?;
+            served.insert(org);
+            report.replayed += r.replayed;
+            report.complete &= r.complete;
+        }
+        Ok(())
+    }
+
+    /// The organizations with a replay request pending: one query of the installation list and
+    /// batch reads of their backlogs.
+    pub async fn pending_replays(&self) -> Result<Vec<String>, StoreError> {
+        let entries: Vec<InstallationEntry> =
+            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
+        let keys: Vec<_> = entries
+            .iter()
+            .map(|e| keys::backlog(&e.organization_id))
+            .collect();
+        let mut pending = Vec::new();
+        for item in self.repo.store().get_many(&keys).await? {
+            let b: super::Backlog = Repo::from_item(item)?;
+            if b.replay_requested_at.is_some() {
+                pending.push(b.organization_id);
+            }
+        }
+        pending.sort();
+        Ok(pending)
+    }
+
+    /// Replays `org`'s parked jobs if a replay was asked for (by a repair or the status page),
+    /// taking the lease for it (never waiting); `None` when nothing was asked for or another
+    /// replay holds the lease.
     pub async fn replay_requested(
         &self,
         org: &str,
         deadline: Instant,
     ) -> Result<Option<ReplayReport>, StoreError> {
-        let Some(backlog) = self.repo.get::<super::Backlog>(&keys::backlog(org)).await? else {
+        let Some(holder) = take_lease(&self.repo, self.clock.as_ref()).await? else {
             return Ok(None);
         };
-        if backlog.replay_requested_at.is_none() {
-            return Ok(None);
-        }
-        let which = if backlog.replay_all {
-            Which::All
-        } else {
-            Which::Blocked
+        let pending = self.repo.get::<super::Backlog>(&keys::backlog(org)).await;
+        let done = match pending {
+            Ok(Some(b)) if b.replay_requested_at.is_some() => {
+                self.replay_org(org, deadline).await.map(Some)
+            }
+            Ok(_) => Ok(None),
+            Err(e) => Err(e),
         };
-        let Some(holder) =
-            super::replay::take_lease(&self.repo, self.clock.as_ref(), deadline).await?
-        else {
-            tracing::info!(organization_id = %org, "another replay holds the dead-letter queues; this one waits for the next run");
-            return Ok(None);
-        };
+        release_lease(&self.repo, self.clock.as_ref(), &holder).await;
+        done
+    }
+
+    /// Replays `org`'s parked jobs (the caller holds the lease).
+    async fn replay_org(&self, org: &str, deadline: Instant) -> Result<ReplayReport, StoreError> {
         let now = self.clock.now();
         let (queues, repo, metrics) = (&self.queues, &self.repo, &self.metrics);
-        let done = replay(queues, repo, metrics, now, org, which, deadline).await;
-        super::replay::release_lease(&self.repo, self.clock.as_ref(), &holder).await;
-        done.map(Some).map_err(|e| StoreError::Backend {
-            message: format!("replay: {e}"),
-            transient: true,
-        })
+        replay(queues, repo, metrics, now, org, deadline)
+            .await
+            .map_err(|e| StoreError::Backend {
+                message: format!("replay: {e}"),
+                transient: true,
+            })
     }
 }
 
@@ -564,27 +724,52 @@ pub async fn transition(
     }
 }
 
-/// Why a token Meta described cannot be used, if it cannot.
-pub fn token_problem(info: &TokenInfo) -> Option<String> {
+/// What `debug_token` says of a Page token, for the bridge's own calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenVerdict {
+    /// Valid, with every permission the bridge's calls use.
+    Works,
+    /// Valid, but lacking permissions some calls need (not the replies): a warning, in words.
+    Limited(String),
+    /// Invalid, or lacking a permission replies need: the connection is broken.
+    Broken(String),
+}
+
+/// Judges a token Meta described: broken only when invalid or lacking a
+/// [`REQUIRED_PERMISSIONS`] one; lacking a [`WANTED_PERMISSIONS`] one is a warning.
+pub fn token_verdict(info: &TokenInfo) -> TokenVerdict {
     if !info.is_valid {
         let why = info
             .error
             .as_ref()
             .and_then(|e| e.message.clone())
             .unwrap_or_else(|| "Facebook no longer accepts the Page token".into());
-        return Some(why);
+        return TokenVerdict::Broken(why);
     }
+    let lacks = |p: &str| !info.scopes.iter().any(|s| s == p);
     let missing: Vec<&str> = REQUIRED_PERMISSIONS
         .iter()
-        .filter(|p| !info.scopes.iter().any(|s| s == *p))
         .copied()
+        .filter(|p| lacks(p))
         .collect();
-    (!missing.is_empty()).then(|| {
-        format!(
-            "the Page token lacks the permission {}; reconnect and allow it",
+    if !missing.is_empty() {
+        return TokenVerdict::Broken(format!(
+            "the Page token lacks the permission {}, without which Instagram refuses replies; reconnect and allow it",
             missing.join(" and ")
-        )
-    })
+        ));
+    }
+    let wanted: Vec<String> = WANTED_PERMISSIONS
+        .iter()
+        .filter(|(p, _)| lacks(p))
+        .map(|(p, what)| format!("{p} ({what})"))
+        .collect();
+    if wanted.is_empty() {
+        return TokenVerdict::Works;
+    }
+    TokenVerdict::Limited(format!(
+        "the Page token lacks {}; replies still go out. Reconnect and allow every permission to fix it",
+        wanted.join("; ")
+    ))
 }
 
 /// Records a repair: the lifecycle event, and (`replay`) a request to replay the organization's
@@ -599,8 +784,10 @@ pub async fn repaired(
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     if replay {
+        // Moved to now even when one is pending: a replay already running started before this
+        // repair, and leaves the request for the next one.
         update_backlog(repo, org, |b| {
-            b.replay_requested_at.get_or_insert(now);
+            b.replay_requested_at = Some(b.replay_requested_at.map_or(now, |at| at.max(now)));
             true
         })
         .await?;

@@ -68,6 +68,55 @@ pub struct Written {
     delayed: Mutex<HashMap<String, DateTime<Utc>>>,
 }
 
+/// How long after an admin's accepted replay request the status page accepts another.
+pub const REPLAY_COOLDOWN: chrono::Duration = chrono::Duration::minutes(1);
+
+/// What became of an admin's replay request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayAsked {
+    /// Recorded: the caller publishes the one event that starts the replay.
+    Accepted,
+    /// Nothing of the organization is parked.
+    NothingParked,
+    /// A replay asked for at this time has not run yet.
+    AlreadyPending(DateTime<Utc>),
+    /// The last request was accepted less than [`REPLAY_COOLDOWN`] ago; another is accepted
+    /// from this time.
+    TooSoon(DateTime<Utc>),
+}
+
+/// Records an admin's request to replay `org`'s parked jobs, only when something is parked, no
+/// request is pending and the last one is over [`REPLAY_COOLDOWN`] old: one conditional
+/// (versioned) write, so a button pressed many times, or by many tabs at once, is accepted once.
+/// Each accepted request starts one run of the health function; nothing else may (README
+/// "Security").
+pub async fn ask_replay(
+    repo: &Repo,
+    org: &str,
+    now: DateTime<Utc>,
+) -> Result<ReplayAsked, StoreError> {
+    let mut answer = ReplayAsked::NothingParked;
+    update_backlog(repo, org, |b| {
+        answer = if b.parked == 0 {
+            ReplayAsked::NothingParked
+        } else if let Some(at) = b.replay_requested_at {
+            ReplayAsked::AlreadyPending(at)
+        } else if let Some(at) = b.replay_asked_at.filter(|at| now < *at + REPLAY_COOLDOWN) {
+            ReplayAsked::TooSoon(at + REPLAY_COOLDOWN)
+        } else {
+            ReplayAsked::Accepted
+        };
+        if answer != ReplayAsked::Accepted {
+            return false;
+        }
+        b.replay_requested_at = Some(now);
+        b.replay_asked_at = Some(now);
+        true
+    })
+    .await?;
+    Ok(answer)
+}
+
 /// What the workers tell about the jobs they run: metrics for the operator, and for the status
 /// page each organization's backlog and each connection's last message. Its own failures are
 /// logged, never the job's.

@@ -34,9 +34,10 @@ pub struct Backlog {
     /// A replay asked for and not yet done (a repair or the status page's button).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replay_requested_at: Option<DateTime<Utc>>,
-    /// Whether the requested replay takes every parked job, not only those waiting for a repair.
-    #[serde(default)]
-    pub replay_all: bool,
+    /// When the status page last accepted an admin's replay request (its cooldown counts from
+    /// here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_asked_at: Option<DateTime<Utc>>,
     /// When the last replay finished.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replayed_at: Option<DateTime<Utc>>,
@@ -88,6 +89,8 @@ pub enum TokenState {
     Valid,
     /// Valid, but Meta says it expires soon.
     Expiring,
+    /// Valid and replies go out, but it lacks a permission some of the bridge's calls use.
+    Limited,
     /// Refused by Meta, or missing a permission: the connection is broken.
     Invalid,
     /// Meta could not be asked (its error was transient); the previous state stands.

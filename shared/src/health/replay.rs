@@ -1,6 +1,13 @@
 //! Replays an organization's parked jobs: from each dead-letter queue back to its work queue, in
 //! the order they were parked, each once, leaving every other organization's jobs where they are.
 //!
+//! A replay takes *every* job the organization had in the dead-letter queue when it started, not
+//! only those waiting for a repair: SQS FIFO delivers nothing of a message group behind a message
+//! held in flight, so a job left behind (parked for another reason) would hide the rest of its
+//! conversation from the replay — which would then call itself complete and leave the jobs that
+//! waited for the repair parked until the retention ends. Moving the whole group keeps its order;
+//! a job that fails again is simply parked again, after the replay started, and stays.
+//!
 //! SQS has no "receive the messages of one tenant", so the replay reads the dead-letter queue and
 //! holds what is not the organization's in flight until it is done (so it does not read them again
 //! and their groups stay in order), then makes them visible again at once. Sealed jobs move as
@@ -20,23 +27,17 @@ use crate::metrics::{Metric, Metrics};
 use crate::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage, queue_id};
 use crate::store::Repo;
 
-/// Which parked jobs of the organization go back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Which {
-    /// Those parked waiting for a repair (a repair's automatic replay).
-    Blocked,
-    /// Every parked job (the status page's button, after the admin fixed the cause).
-    All,
-}
-
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReplayReport {
     /// Jobs moved back to their work queue.
     pub replayed: u64,
+    /// Of those, jobs the workers had parked (the backlog counts them).
+    pub parked: u64,
     /// Of those, jobs that were waiting for a repair.
     pub blocked: u64,
-    /// Other jobs looked at and left parked (other organizations', or not chosen).
+    /// Other jobs looked at and left parked (other organizations', unparsed, or parked after
+    /// the replay started).
     pub left: u64,
     /// False when time ran out first: the rest waits for the next run.
     pub complete: bool,
@@ -57,47 +58,38 @@ pub struct QueuePair {
 pub const REPLAY_LEASE: chrono::Duration = chrono::Duration::minutes(11);
 /// The lease record's TTL.
 pub const REPLAY_LEASE_TTL_SECS: i64 = 24 * 3600;
-/// How often a replay waiting for the lease looks again.
-const LEASE_POLL: Duration = Duration::from_millis(500);
 
-/// Takes the replay lease, waiting for it until `deadline`; the holder id, or `None` when
-/// another replay kept it all along.
+/// Takes the replay lease if nobody holds it: the holder id, or `None` when another replay
+/// holds it. Never waits: a run that finds it held leaves its request to the holder (which looks
+/// for requests once more after letting go) or to the next hourly run, so a burst of requests
+/// cannot pile up executions that wait (README "Security").
 pub async fn take_lease(
     repo: &Repo,
     clock: &dyn crate::clock::Clock,
-    deadline: Instant,
 ) -> Result<Option<String>, crate::store::StoreError> {
     use crate::store::{Condition, StoreError};
     let holder = hex::encode(rand::random::<[u8; 16]>());
-    loop {
-        let now = clock.now();
-        let current = repo
-            .get::<super::records::ReplayLease>(&crate::store::keys::replay_lease())
-            .await?;
-        let condition = match &current {
-            Some(l) if l.until > now => None,
-            Some(l) => Some(Condition::IfEquals {
-                attribute: "holder".into(),
-                value: serde_json::json!(l.holder),
-            }),
-            None => Some(Condition::IfAbsent),
-        };
-        if let Some(condition) = condition {
-            let lease = super::records::ReplayLease {
-                holder: holder.clone(),
-                until: now + REPLAY_LEASE,
-                expires_at: now.timestamp() + REPLAY_LEASE_TTL_SECS,
-            };
-            match repo.put(&lease, condition).await {
-                Ok(()) => return Ok(Some(holder)),
-                Err(StoreError::ConditionFailed) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if Instant::now() + LEASE_POLL >= deadline {
-            return Ok(None);
-        }
-        tokio::time::sleep(LEASE_POLL).await;
+    let now = clock.now();
+    let current = repo
+        .get::<super::records::ReplayLease>(&crate::store::keys::replay_lease())
+        .await?;
+    let condition = match &current {
+        Some(l) if l.until > now => return Ok(None),
+        Some(l) => Condition::IfEquals {
+            attribute: "holder".into(),
+            value: serde_json::json!(l.holder),
+        },
+        None => Condition::IfAbsent,
+    };
+    let lease = super::records::ReplayLease {
+        holder: holder.clone(),
+        until: now + REPLAY_LEASE,
+        expires_at: now.timestamp() + REPLAY_LEASE_TTL_SECS,
+    };
+    match repo.put(&lease, condition).await {
+        Ok(()) => Ok(Some(holder)),
+        Err(StoreError::ConditionFailed) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -133,34 +125,38 @@ fn owner(wire: &Wire) -> Option<&str> {
     }
 }
 
-/// The work-queue message replaying a parked one, or `None` when it stays parked. Only jobs
-/// parked before the replay started are taken: a job that fails again at once is parked again
-/// (a new message) and waits for the next replay instead of going round within this one.
-fn replay_of(
-    m: &ReceivedMessage,
-    org: &str,
-    which: Which,
-    started: DateTime<Utc>,
-) -> Option<(OutgoingMessage, bool)> {
+/// What replaying one dead-letter message takes.
+struct Move {
+    message: OutgoingMessage,
+    /// A worker parked it (the backlog counts it); otherwise SQS dead-lettered it.
+    parked: bool,
+    /// It was waiting for a repair.
+    blocked: bool,
+}
+
+/// The work-queue message replaying a dead-letter one of `org`, or `None` when it stays: another
+/// organization's, an unparsed body, or a job parked after the replay started (it failed again
+/// during this replay, and waits for the next one instead of going round within this one).
+fn replay_of(m: &ReceivedMessage, org: &str, started: DateTime<Utc>) -> Option<Move> {
     let mut wire = Wire::decode(&m.body).ok()?;
     if wire.is_unparsed() || owner(&wire) != Some(org) {
         return None;
     }
-    let parked = wire.parked()?;
-    if parked.at > started {
-        return None;
-    }
-    let blocked = parked.blocked.is_some();
-    if which == Which::Blocked && !blocked {
+    let parked = wire.parked().cloned();
+    if parked.as_ref().is_some_and(|p| p.at > started) {
         return None;
     }
     wire.set_parked(None);
     wire.set_replayed_at(started);
-    let mut msg = wire.to_message();
+    let mut message = wire.to_message();
     // A fresh deduplication id (SQS would drop a quick replay as a duplicate of the original),
     // the same for every replay of this parked copy.
-    msg.dedup_id = queue_id(&format!("{}:replay:{}", msg.dedup_id, m.message_id));
-    Some((msg, blocked))
+    message.dedup_id = queue_id(&format!("{}:replay:{}", message.dedup_id, m.message_id));
+    Some(Move {
+        message,
+        parked: parked.is_some(),
+        blocked: parked.is_some_and(|p| p.blocked.is_some()),
+    })
 }
 
 /// Replays `org`'s parked jobs of one queue pair until done or `deadline`. What moved is in
@@ -168,24 +164,22 @@ fn replay_of(
 pub async fn replay_queue(
     pair: &QueuePair,
     org: &str,
-    which: Which,
     started: DateTime<Utc>,
     deadline: Instant,
 ) -> (ReplayReport, Option<QueueError>) {
     let mut report = ReplayReport::default();
     let mut held = Vec::new();
     let mut seen = HashSet::new();
-    let result = scan(
+    let mut scan = Scan {
         pair,
         org,
-        which,
         started,
         deadline,
-        &mut report,
-        &mut held,
-        &mut seen,
-    )
-    .await;
+        report: &mut report,
+        held: &mut held,
+        seen: &mut seen,
+    };
+    let result = scan.run().await;
     report.left = seen.len() as u64;
     for receipt in held {
         if let Err(e) = pair.dead_letter.retry_later(&receipt, Duration::ZERO).await {
@@ -201,53 +195,67 @@ pub async fn replay_queue(
     }
 }
 
-/// Reads the dead-letter queue to its end, moving the organization's jobs and holding the rest.
-/// True when it saw every message; false when time ran out, or when a held message came round
-/// again (its hold outlasted by a long scan: the rest is left for the next replay).
-#[allow(clippy::too_many_arguments)]
-async fn scan(
-    pair: &QueuePair,
-    org: &str,
-    which: Which,
+/// One pass over a dead-letter queue.
+struct Scan<'a> {
+    pair: &'a QueuePair,
+    org: &'a str,
     started: DateTime<Utc>,
     deadline: Instant,
-    report: &mut ReplayReport,
-    held: &mut Vec<String>,
-    seen: &mut HashSet<String>,
-) -> Result<bool, QueueError> {
-    loop {
-        if Instant::now() >= deadline {
-            return Ok(false);
-        }
-        let batch = pair.dead_letter.receive(10, WAIT).await?;
-        if batch.is_empty() {
-            return Ok(true);
-        }
-        let mut moving = Vec::new();
-        let mut wrapped = false;
-        for m in batch {
-            match replay_of(&m, org, which, started) {
-                Some((msg, blocked)) => moving.push((m.receipt, msg, blocked)),
-                None => {
-                    wrapped |= !seen.insert(m.message_id);
-                    held.push(m.receipt);
+    report: &'a mut ReplayReport,
+    /// Receipts of the messages held in flight until the replay ends.
+    held: &'a mut Vec<String>,
+    /// Ids of the messages held.
+    seen: &'a mut HashSet<String>,
+}
+
+impl Scan<'_> {
+    /// Reads the dead-letter queue to its end, moving the organization's jobs and holding the
+    /// rest. True when it saw every message; false when time ran out, or when a held message
+    /// came round again (its hold outlasted by a long scan: the rest is left for the next
+    /// replay).
+    async fn run(&mut self) -> Result<bool, QueueError> {
+        loop {
+            if Instant::now() >= self.deadline {
+                return Ok(false);
+            }
+            let batch = self.pair.dead_letter.receive(10, WAIT).await?;
+            if batch.is_empty() {
+                return Ok(true);
+            }
+            let mut moving = Vec::new();
+            let mut wrapped = false;
+            for m in batch {
+                match replay_of(&m, self.org, self.started) {
+                    Some(mv) => moving.push((m.receipt, mv)),
+                    None => {
+                        wrapped |= !self.seen.insert(m.message_id);
+                        self.held.push(m.receipt);
+                    }
                 }
             }
-        }
-        if !moving.is_empty() {
-            let msgs: Vec<OutgoingMessage> = moving.iter().map(|(_, m, _)| m.clone()).collect();
-            pair.work.send(&msgs).await?;
-            for (receipt, _, blocked) in moving {
-                // Sent: counted even if the delete fails (the copy left behind is replayed
-                // again later under the same deduplication id, and takes effect once).
-                report.replayed += 1;
-                report.blocked += u64::from(blocked);
-                pair.dead_letter.delete(&receipt).await?;
+            self.move_back(moving).await?;
+            if wrapped {
+                return Ok(false);
             }
         }
-        if wrapped {
-            return Ok(false);
+    }
+
+    /// Sends the moved jobs to the work queue, then deletes them from the dead-letter queue.
+    async fn move_back(&mut self, moving: Vec<(String, Move)>) -> Result<(), QueueError> {
+        if moving.is_empty() {
+            return Ok(());
         }
+        let msgs: Vec<OutgoingMessage> = moving.iter().map(|(_, m)| m.message.clone()).collect();
+        self.pair.work.send(&msgs).await?;
+        for (receipt, mv) in moving {
+            // Sent: counted even if the delete fails (the copy left behind is replayed again
+            // later under the same deduplication id, and takes effect once).
+            self.report.replayed += 1;
+            self.report.parked += u64::from(mv.parked);
+            self.report.blocked += u64::from(mv.blocked);
+            self.pair.dead_letter.delete(&receipt).await?;
+        }
+        Ok(())
     }
 }
 
@@ -259,7 +267,6 @@ pub async fn replay(
     metrics: &Metrics,
     now: chrono::DateTime<chrono::Utc>,
     org: &str,
-    which: Which,
     deadline: Instant,
 ) -> Result<ReplayReport, Box<dyn std::error::Error + Send + Sync>> {
     let mut total = ReplayReport {
@@ -268,8 +275,9 @@ pub async fn replay(
     };
     let mut failed = None;
     for pair in pairs {
-        let (r, error) = replay_queue(pair, org, which, now, deadline).await;
+        let (r, error) = replay_queue(pair, org, now, deadline).await;
         total.replayed += r.replayed;
+        total.parked += r.parked;
         total.blocked += r.blocked;
         total.left += r.left;
         total.complete &= r.complete && error.is_none();
@@ -280,15 +288,15 @@ pub async fn replay(
     }
     // Settled whatever happened: what moved is no longer parked.
     super::update_backlog(repo, org, |b| {
-        b.parked = b.parked.saturating_sub(total.replayed);
+        b.parked = b.parked.saturating_sub(total.parked);
         b.parked_blocked = b.parked_blocked.saturating_sub(total.blocked);
         if total.replayed > 0 {
             b.replayed_at = Some(now);
             b.replayed = total.replayed;
         }
-        if total.complete {
+        // A request made after this replay started is still to do.
+        if total.complete && b.replay_requested_at.is_some_and(|at| at <= now) {
             b.replay_requested_at = None;
-            b.replay_all = false;
         }
         true
     })
@@ -306,7 +314,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::clock::{Clock, ManualClock};
+    use crate::clock::ManualClock;
     use crate::jobs::{Blocked, Envelope, LivechatEventJob, Parked};
     use crate::queue::{MemoryQueue, MemoryQueueSettings};
     use crate::store::MemoryStore;
@@ -346,13 +354,22 @@ mod tests {
             .collect()
     }
 
+    fn pair(clock: &Arc<ManualClock>) -> (Arc<MemoryQueue>, Arc<MemoryQueue>, QueuePair) {
+        let settings = MemoryQueueSettings::default;
+        let dlq = Arc::new(MemoryQueue::new("dlq", clock.clone(), settings()));
+        let work = Arc::new(MemoryQueue::new("work", clock.clone(), settings()));
+        let pair = QueuePair {
+            work: work.clone(),
+            dead_letter: dlq.clone(),
+        };
+        (dlq, work, pair)
+    }
+
     #[tokio::test]
     async fn only_this_organizations_jobs_parked_before_the_replay_move_in_order() {
         let t0 = Utc::now();
         let clock = Arc::new(ManualClock::new(t0));
-        let settings = MemoryQueueSettings::default;
-        let dlq = Arc::new(MemoryQueue::new("dlq", clock.clone(), settings()));
-        let work = Arc::new(MemoryQueue::new("work", clock.clone(), settings()));
+        let (dlq, work, pair) = pair(&clock);
         let later = t0 + chrono::Duration::seconds(10);
         dlq.send(&[
             parked_job("X", "a", t0, true),
@@ -363,49 +380,90 @@ mod tests {
         ])
         .await
         .unwrap();
-        let pair = QueuePair {
-            work: work.clone(),
-            dead_letter: dlq.clone(),
-        };
         let soon = Instant::now() + Duration::from_secs(30);
         let started = t0 + chrono::Duration::seconds(5);
-        // Waiting for a repair, parked before the replay started, of X: a and e, in order; c
-        // was parked after it started (it failed again during it), d for another reason.
-        let (r, err) = replay_queue(&pair, "X", Which::Blocked, started, soon).await;
+        // X's jobs parked before the replay started, in order, whatever they were parked for: a,
+        // d and e; c was parked after it started (it failed again during it), b is Y's.
+        let (r, err) = replay_queue(&pair, "X", started, soon).await;
         assert!(err.is_none());
-        assert_eq!((r.replayed, r.blocked, r.left, r.complete), (2, 2, 3, true));
+        assert_eq!(
+            (r.replayed, r.parked, r.blocked, r.left, r.complete),
+            (3, 3, 2, 2, true)
+        );
         let moved = work.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!(ids(&moved), [("a".into(), true), ("e".into(), true)]);
-        for m in &moved {
-            work.delete(&m.receipt).await.unwrap(); // done, as a worker would
-        }
+        assert_eq!(
+            ids(&moved),
+            [("a".into(), true), ("d".into(), true), ("e".into(), true)]
+        );
         // Everything else is visible again at once, untouched.
         let kept = dlq.receive(10, Duration::ZERO).await.unwrap();
-        assert_eq!(kept.len(), 3);
-        for m in &kept {
-            dlq.retry_later(&m.receipt, Duration::ZERO).await.unwrap();
-        }
-        // The status page's "replay all", later: every remaining job of X, none of Y's.
-        clock.advance(chrono::Duration::seconds(30));
-        let (r, _) = replay_queue(&pair, "X", Which::All, clock.now(), soon).await;
-        assert_eq!((r.replayed, r.left), (2, 1));
+        let kept: Vec<String> = ids(&kept).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(kept, ["b", "c"]);
+    }
+
+    /// SQS FIFO hides a group behind a message held in flight: a job of the organization that
+    /// the replay left parked hid the blocked one behind it (in the next receive), and the
+    /// replay called itself complete with the blocked job still parked.
+    #[tokio::test]
+    async fn a_job_parked_for_another_reason_does_not_hide_its_conversations_blocked_ones() {
+        let t0 = Utc::now();
+        let clock = Arc::new(ManualClock::new(t0));
+        let (dlq, work, pair) = pair(&clock);
+        let mut parked: Vec<OutgoingMessage> = (0..9)
+            .map(|i| parked_job("Y", &format!("y{i}"), t0, true))
+            .collect();
+        // The tenth message of the first receive: X's conversation, parked for another reason;
+        // its blocked job comes in the next receive.
+        parked.push(parked_job("X", "refused", t0, false));
+        parked.push(parked_job("X", "waiting", t0, true));
+        dlq.send(&parked).await.unwrap();
+        let soon = Instant::now() + Duration::from_secs(30);
+        let started = t0 + chrono::Duration::seconds(5);
+        let (r, err) = replay_queue(&pair, "X", started, soon).await;
+        assert!(err.is_none());
         let moved = work.receive(10, Duration::ZERO).await.unwrap();
-        let names: Vec<String> = ids(&moved).into_iter().map(|(id, _)| id).collect();
-        assert_eq!(names, ["c", "d"]);
+        let moved: Vec<String> = ids(&moved).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(
+            moved,
+            ["refused", "waiting"],
+            "the whole conversation, in order"
+        );
+        assert_eq!((r.replayed, r.blocked, r.complete), (2, 1, true));
+    }
+
+    /// A job SQS dead-lettered itself (after `maxReceiveCount` receives: a worker that kept
+    /// crashing on it) carries no park mark; it is the organization's, and moves too.
+    #[tokio::test]
+    async fn a_job_sqs_dead_lettered_moves_with_the_rest() {
+        let t0 = Utc::now();
+        let clock = Arc::new(ManualClock::new(t0));
+        let (dlq, work, pair) = pair(&clock);
+        let mut unmarked = parked_job("X", "crashed", t0, false);
+        let mut wire = Wire::decode(&unmarked.body).unwrap();
+        wire.set_parked(None);
+        unmarked.body = wire.to_message().body;
+        dlq.send(&[unmarked, parked_job("X", "waiting", t0, true)])
+            .await
+            .unwrap();
+        let soon = Instant::now() + Duration::from_secs(30);
+        let (r, _) = replay_queue(&pair, "X", t0 + chrono::Duration::seconds(1), soon).await;
+        assert_eq!((r.replayed, r.parked, r.blocked), (2, 1, 1));
+        let moved = work.receive(10, Duration::ZERO).await.unwrap();
+        let moved: Vec<String> = ids(&moved).into_iter().map(|(id, _)| id).collect();
+        assert_eq!(moved, ["crashed", "waiting"]);
     }
 
     #[tokio::test]
-    async fn one_replay_at_a_time() {
+    async fn one_replay_at_a_time_and_nobody_waits_for_the_lease() {
         let clock = ManualClock::new(Utc::now());
         let repo = Repo::new(Arc::new(MemoryStore::new()));
-        let soon = || Instant::now() + Duration::from_millis(700);
-        let first = take_lease(&repo, &clock, soon()).await.unwrap().unwrap();
-        assert_eq!(take_lease(&repo, &clock, soon()).await.unwrap(), None);
+        let first = take_lease(&repo, &clock).await.unwrap().unwrap();
+        assert_eq!(take_lease(&repo, &clock).await.unwrap(), None);
         release_lease(&repo, &clock, &first).await;
-        let second = take_lease(&repo, &clock, soon()).await.unwrap();
+        let second = take_lease(&repo, &clock).await.unwrap();
         assert!(second.is_some_and(|h| h != first));
         // A holder that died lets go when its lease lapses.
         clock.advance(REPLAY_LEASE + chrono::Duration::seconds(1));
-        assert!(take_lease(&repo, &clock, soon()).await.unwrap().is_some());
+        assert!(take_lease(&repo, &clock).await.unwrap().is_some());
     }
 }

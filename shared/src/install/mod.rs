@@ -33,7 +33,15 @@ use state::{FlowSealer, FlowState, OfferedPage, is_binding};
 /// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
 /// organization's agents to name its owner on the confirmation page.
 pub const REQUIRED_SCOPES: &[&str] = &["customers:own", "agents--all:ro"];
-/// Facebook Login permissions for the Messenger API for Instagram.
+/// Facebook Login permissions for the Messenger API for Instagram: each is one a call the
+/// bridge makes needs (Meta's docs, cited in README "Connection health and the status page") —
+/// `instagram_basic` (the Page's Instagram account on `/me/accounts`; Meta requires it beside
+/// the next one), `instagram_manage_messages` (sending, marking seen, the messaging webhooks),
+/// `pages_manage_metadata` and `pages_messaging` (subscribing the Page to the `messages`
+/// webhook fields), `pages_show_list` (listing the Pages, reading their subscription),
+/// `pages_read_engagement` (the customer's profile), `business_management` (Pages a business
+/// portfolio owns, which `/me/accounts` leaves out otherwise). Only the absence of
+/// `instagram_manage_messages` breaks a connection (`health::check::REQUIRED_PERMISSIONS`).
 pub const FACEBOOK_SCOPES: &str = "instagram_basic,instagram_manage_messages,pages_manage_metadata,pages_show_list,pages_read_engagement,pages_messaging,business_management";
 /// Page webhook fields the bridge subscribes the Page to. These are the *Page* names
 /// (`POST /{page-id}/subscribed_apps` refuses the Instagram product's `messaging_seen` and
@@ -305,7 +313,55 @@ impl Install {
             .as_ref()
             .filter(|i| i.status != InstallationStatus::Uninstalled)
             .map_or(now, |i| i.installed_at);
-        let mut inst = Installation {
+        let mut inst = self.installation_of(set, org, installed_at);
+        // Conditional on the version read: an uninstall (or another install) that lands in
+        // between makes this fail, and the admin's retry starts from what is stored then.
+        let was_refused = existing
+            .as_ref()
+            .is_some_and(|i| i.status == InstallationStatus::ReauthRequired);
+        match &existing {
+            Some(old) => {
+                inst.version = old.version;
+                self.repo.save(&mut inst).await?;
+            }
+            None => self.repo.create(&mut inst).await?,
+        }
+        if let Some(replaced) = existing.filter(|i| i.status != InstallationStatus::Uninstalled) {
+            self.revoke_replaced(&replaced, set).await?;
+        }
+        // Listed for the health check (purged with the organization).
+        let entry = crate::health::records::InstallationEntry {
+            organization_id: org.to_string(),
+            expires_at: None,
+        };
+        self.repo.put(&entry, Condition::Always).await?;
+        if was_refused {
+            crate::health::check::repaired(
+                &self.repo,
+                self.events.as_ref(),
+                org,
+                None,
+                "LiveChat re-authorized",
+                true,
+                now,
+            )
+            .await?;
+        }
+        // A fresh data key for its queued jobs (an uninstall left a destroyed one).
+        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
+            .renew(org)
+            .await
+    }
+
+    /// The installation a LiveChat grant makes: its tokens sealed, active from now.
+    fn installation_of(
+        &self,
+        set: &crate::livechat::TokenSet,
+        org: &str,
+        installed_at: chrono::DateTime<chrono::Utc>,
+    ) -> Installation {
+        let now = self.clock.now();
+        Installation {
             organization_id: org.to_string(),
             account_id: set.account_id.clone().unwrap_or_default(),
             access_token: Some(self.cipher.seal(
@@ -333,41 +389,65 @@ impl Install {
             purge_due_at: None,
             revoke_token: None,
             refresh_lease_until: None,
+        }
+    }
+
+    /// Revokes the LiveChat tokens a save replaced (a reinstall, or an admin's status sign-in
+    /// adopted as the installation's), so none stays usable after the uninstall revokes only the
+    /// current ones. Only when the refresh token changed: server-side refresh tokens do not
+    /// rotate, and revoking an access token revokes its refresh token with it, so touching an
+    /// unchanged pair would cut the installation off. Best effort now; what LiveChat refuses is
+    /// left to the sweeper as a pending revocation.
+    async fn revoke_replaced(
+        &self,
+        old: &Installation,
+        set: &crate::livechat::TokenSet,
+    ) -> Result<(), StoreError> {
+        let org = &old.organization_id;
+        let open = |sealed: &Option<crate::cipher::EncryptedToken>, field: &str| {
+            sealed
+                .as_ref()
+                .and_then(|t| self.cipher.open(t, &token_context(org, field)).ok())
         };
-        // Conditional on the version read: an uninstall (or another install) that lands in
-        // between makes this fail, and the admin's retry starts from what is stored then.
-        let was_refused = existing
-            .as_ref()
-            .is_some_and(|i| i.status == InstallationStatus::ReauthRequired);
-        match existing {
-            Some(old) => {
-                inst.version = old.version;
-                self.repo.save(&mut inst).await?;
+        let old_refresh = open(&old.refresh_token, "livechat.refresh_token");
+        let unchanged = match (&old_refresh, &set.refresh_token) {
+            (Some(o), Some(n)) => o.expose_secret() == n.expose_secret(),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if unchanged {
+            return Ok(());
+        }
+        let old_access = open(&old.access_token, "livechat.access_token")
+            .filter(|t| t.expose_secret() != set.access_token.expose_secret());
+        let now = self.clock.now();
+        // The access token first: LiveChat revokes its refresh token with it. Only when it is
+        // unknown (expired) is the refresh token revoked by itself.
+        for token in [old_access, old_refresh].into_iter().flatten() {
+            match self.livechat.revoke_known(&token).await {
+                // Revoked, and its pair with it.
+                Ok(true) => return Ok(()),
+                // Unknown (it expired): the refresh token next.
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(organization_id = %org, error = %e, "a replaced LiveChat token could not be revoked now; the sweeper retries");
+                    let pending = PendingRevocation {
+                        organization_id: org.clone(),
+                        id: format!("livechat-replaced:{}", nonce()),
+                        revocation: Revocation::Livechat {
+                            token: self
+                                .cipher
+                                .seal(&token, &token_context(org, "livechat.revoke")),
+                        },
+                        attempts: 1,
+                        expires_at: now.timestamp()
+                            + crate::lifecycle::RETENTION_AFTER_UNINSTALL_SECS,
+                    };
+                    self.repo.put(&pending, Condition::Always).await?;
+                }
             }
-            None => self.repo.create(&mut inst).await?,
         }
-        // Listed for the health check (purged with the organization).
-        let entry = crate::health::records::InstallationEntry {
-            organization_id: org.to_string(),
-            expires_at: None,
-        };
-        self.repo.put(&entry, Condition::Always).await?;
-        if was_refused {
-            crate::health::check::repaired(
-                &self.repo,
-                self.events.as_ref(),
-                org,
-                None,
-                "LiveChat re-authorized",
-                true,
-                now,
-            )
-            .await?;
-        }
-        // A fresh data key for its queued jobs (an uninstall left a destroyed one).
-        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
-            .renew(org)
-            .await
+        Ok(())
     }
 
     /// Spends the flow: a confirmation is carried out once.
@@ -386,57 +466,51 @@ impl Install {
         }
     }
 
-    /// Claims the Instagram account's route for `org`. The write is conditional, so two
+    /// The condition under which `org` may write the Instagram account's route, or `None` when
+    /// another live installation holds the account. The write is conditional, so two
     /// organizations connecting the same account at once cannot both win: it succeeds only if
     /// there is no route, the route is already `org`'s, or its installation is gone.
-    async fn claim_route(&self, org: &str, ig_account_id: &str) -> Result<bool, StoreError> {
-        let route = AccountRoute {
-            ig_account_id: ig_account_id.to_string(),
-            organization_id: org.to_string(),
-            expires_at: None,
-        };
+    async fn route_condition(
+        &self,
+        org: &str,
+        ig_account_id: &str,
+    ) -> Result<Option<Condition>, StoreError> {
         let current = self
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(ig_account_id))
             .await?;
-        let condition = match current {
-            None => Condition::IfAbsent,
-            Some(r) if r.organization_id == org => Condition::IfEquals {
-                attribute: "organization_id".into(),
-                value: serde_json::json!(org),
-            },
-            Some(r) => {
-                let holder = self
-                    .repo
-                    .get::<Installation>(&Installation::key_for(&r.organization_id))
-                    .await?;
-                // Its holder's connection may have been disconnected (the status page): the
-                // route waits for the purge, but the account is free.
-                let held = self
-                    .repo
-                    .get::<InstagramConnection>(&InstagramConnection::key_for(
-                        &r.organization_id,
-                        ig_account_id,
-                    ))
-                    .await?
-                    .is_some_and(|c| c.status != ConnectionStatus::Disconnected);
-                if held && holder.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
-                    return Ok(false);
-                }
-                Condition::IfEquals {
-                    attribute: "organization_id".into(),
-                    value: serde_json::json!(r.organization_id),
-                }
-            }
+        let holder_org = match current {
+            None => return Ok(Some(Condition::IfAbsent)),
+            Some(r) => r.organization_id,
         };
-        match self.repo.put(&route, condition).await {
-            Ok(()) => Ok(true),
-            Err(StoreError::ConditionFailed) => Ok(false),
-            Err(e) => Err(e),
+        if holder_org != org {
+            let holder = self
+                .repo
+                .get::<Installation>(&Installation::key_for(&holder_org))
+                .await?;
+            // Its holder's connection may have been disconnected (the status page): the route
+            // waits for the purge, but the account is free.
+            let held = self
+                .repo
+                .get::<InstagramConnection>(&InstagramConnection::key_for(
+                    &holder_org,
+                    ig_account_id,
+                ))
+                .await?
+                .is_some_and(|c| c.status != ConnectionStatus::Disconnected);
+            if held && holder.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
+                return Ok(None);
+            }
         }
+        Ok(Some(Condition::IfEquals {
+            attribute: "organization_id".into(),
+            value: serde_json::json!(holder_org),
+        }))
     }
 
-    /// Connects a Page: subscribe its webhooks, claim the route, store the connection.
+    /// Connects a Page: subscribe its webhooks, then claim the route and store the connection
+    /// and its link in one transaction fenced on the installation being installed — a
+    /// confirmation (or a status-page reconnect) landing after the uninstall stores nothing.
     async fn connect(
         &self,
         org: &str,
@@ -457,38 +531,25 @@ impl Install {
                 "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again. Nothing was connected.",
             ));
         }
-        if !self.claim_route(org, &choice.ig_account_id).await? {
+        let Some(route_condition) = self.route_condition(org, &choice.ig_account_id).await? else {
             return Ok(pages::already_connected(choice.ig_username.as_deref()));
-        }
-        let conn = InstagramConnection {
-            organization_id: org.to_string(),
-            ig_account_id: choice.ig_account_id.clone(),
-            ig_username: choice.ig_username.clone(),
-            page_id: choice.page_id.clone(),
-            page_name: Some(choice.page_name.clone()),
-            page_token: Some(
-                self.cipher
-                    .seal(&token, &page_token_context(org, &choice.ig_account_id)),
-            ),
-            facebook_user_id: facebook_user_id.to_string(),
-            status: ConnectionStatus::Connected,
-            connected_at: now,
-            updated_at: now,
-            expires_at: None,
         };
-        let link = FacebookUserLink {
-            facebook_user_id: facebook_user_id.to_string(),
-            organization_id: org.to_string(),
-            ig_account_id: choice.ig_account_id.clone(),
-            expires_at: None,
-        };
+        let conn = self.connection_of(org, facebook_user_id, choice, &token, now);
         let before = self
             .repo
             .get::<InstagramConnection>(&conn.key())
             .await?
             .map(|c| c.status);
-        self.repo.put(&conn, Condition::Always).await?;
-        self.repo.put(&link, Condition::Always).await?;
+        let stored = self
+            .store_connection(org, &conn, route_condition, facebook_user_id)
+            .await;
+        match stored {
+            Ok(()) => {}
+            Err(StoreError::ConditionFailed) => {
+                return self.refused(org, facebook_user_id, choice, &token).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.reset_health(org, &choice.ig_account_id, before)
             .await?;
         publish_logged(
@@ -501,6 +562,105 @@ impl Install {
         Ok(pages::success(
             choice.ig_username.as_deref(),
             &choice.page_name,
+        ))
+    }
+
+    /// The connection a confirmed choice makes, its Page token sealed.
+    fn connection_of(
+        &self,
+        org: &str,
+        facebook_user_id: &str,
+        choice: &OfferedPage,
+        token: &SecretString,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> InstagramConnection {
+        InstagramConnection {
+            organization_id: org.to_string(),
+            ig_account_id: choice.ig_account_id.clone(),
+            ig_username: choice.ig_username.clone(),
+            page_id: choice.page_id.clone(),
+            page_name: Some(choice.page_name.clone()),
+            page_token: Some(
+                self.cipher
+                    .seal(token, &page_token_context(org, &choice.ig_account_id)),
+            ),
+            facebook_user_id: facebook_user_id.to_string(),
+            status: ConnectionStatus::Connected,
+            connected_at: now,
+            updated_at: now,
+            expires_at: None,
+        }
+    }
+
+    /// The route, the connection and the Facebook user's link, all or nothing, only while the
+    /// installation is installed (`ConditionFailed` otherwise, or when the route was taken).
+    async fn store_connection(
+        &self,
+        org: &str,
+        conn: &InstagramConnection,
+        route_condition: Condition,
+        facebook_user_id: &str,
+    ) -> Result<(), StoreError> {
+        let route = AccountRoute {
+            ig_account_id: conn.ig_account_id.clone(),
+            organization_id: org.to_string(),
+            expires_at: None,
+        };
+        let link = FacebookUserLink {
+            facebook_user_id: facebook_user_id.to_string(),
+            organization_id: org.to_string(),
+            ig_account_id: conn.ig_account_id.clone(),
+            expires_at: None,
+        };
+        let installed = Condition::IfOneOf {
+            attribute: "status".into(),
+            values: vec![
+                serde_json::json!(InstallationStatus::Active),
+                serde_json::json!(InstallationStatus::ReauthRequired),
+            ],
+        };
+        let put = |item, condition| crate::store::TransactWrite::Put { item, condition };
+        let writes = vec![
+            crate::store::TransactWrite::Check {
+                key: Installation::key_for(org),
+                condition: installed,
+            },
+            put(Repo::to_item(&route)?, route_condition),
+            put(Repo::to_item(conn)?, Condition::Always),
+            put(Repo::to_item(&link)?, Condition::Always),
+        ];
+        self.repo.store().transact(writes).await
+    }
+
+    /// A connect the store refused: another organization took the account meanwhile, or the
+    /// installation was uninstalled — then what the flow obtained is given back (the Page's
+    /// subscription, the person's grant), since no purge will ever know of it.
+    async fn refused(
+        &self,
+        org: &str,
+        facebook_user_id: &str,
+        choice: &OfferedPage,
+        token: &SecretString,
+    ) -> Result<Response, StepError> {
+        let inst = self
+            .repo
+            .get::<Installation>(&Installation::key_for(org))
+            .await?;
+        if inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
+            return Ok(pages::already_connected(choice.ig_username.as_deref()));
+        }
+        tracing::warn!(organization_id = %org, "a connection confirmed after the uninstall: nothing stored, the Page and the grant given back");
+        let page = crate::lifecycle::ObtainedPage {
+            page_id: &choice.page_id,
+            ig_account_id: &choice.ig_account_id,
+            token,
+            facebook_user_id,
+        };
+        self.lifecycle.give_back(org, page).await?;
+        Ok(pages::error(
+            StatusCode::CONFLICT,
+            "igbridge was uninstalled",
+            "igbridge was uninstalled from this LiveChat organization while you confirmed, so nothing was connected and Facebook's access was given back. Install igbridge again to connect the account.",
         ))
     }
 }

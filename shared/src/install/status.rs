@@ -285,23 +285,32 @@ pub async fn act(
     }
 }
 
+/// The Replay button: accepted once (nothing parked, a request pending, or one accepted under a
+/// minute ago is answered in words instead), and only an accepted request publishes the event
+/// that starts a replay.
 async fn replay(app: &Install, org: &str) -> Result<Option<String>, StoreError> {
+    use crate::health::ReplayAsked;
     let now = app.clock.now();
-    crate::health::update_backlog(&app.repo, org, |b| {
-        b.replay_requested_at = Some(now);
-        b.replay_all = true;
-        true
-    })
-    .await?;
-    publish_logged(
-        app.events.as_ref(),
-        &[LifecycleEvent::new(LifecycleKind::ReplayRequested, now).org(org)],
-    )
-    .await;
-    Ok(Some(
-        "Replay requested: the parked messages are being sent again, in order. Reload in a minute to see the count go down."
-            .into(),
-    ))
+    let answer = match crate::health::ask_replay(&app.repo, org, now).await? {
+        ReplayAsked::Accepted => {
+            publish_logged(
+                app.events.as_ref(),
+                &[LifecycleEvent::new(LifecycleKind::ReplayRequested, now).org(org)],
+            )
+            .await;
+            "Replay requested: the parked messages are being sent again, in order. Reload in a minute to see the count go down.".to_string()
+        }
+        ReplayAsked::NothingParked => "No message is parked, so there is nothing to replay.".into(),
+        ReplayAsked::AlreadyPending(at) => format!(
+            "A replay is already pending (requested {}); it runs within the hour at the latest. Reload later to see the count go down.",
+            when(Some(at))
+        ),
+        ReplayAsked::TooSoon(from) => format!(
+            "A replay was requested less than a minute ago. You can ask again from {}.",
+            from.format("%H:%M:%S UTC")
+        ),
+    };
+    Ok(Some(answer))
 }
 
 fn reconnect(app: &Install, session: &FlowState) -> Response {
@@ -480,12 +489,12 @@ fn backlog_card(b: &Backlog, token: &str) -> String {
     }
     if let Some(at) = b.replay_requested_at {
         out.push_str(&format!(
-            "<dt>Replay</dt><dd>requested {}, in progress</dd>",
+            "<dt>Replay</dt><dd>already pending (requested {}): it runs within the hour at the latest</dd>",
             when(Some(at))
         ));
     }
     out.push_str("</dl>");
-    if b.parked > 0 {
+    if b.parked > 0 && b.replay_requested_at.is_none() {
         out.push_str(&button(token, "replay", "", "Replay parked messages"));
     }
     out.push_str("</div>");
@@ -502,6 +511,9 @@ fn token_text(h: Option<&ConnectionHealth>) -> String {
             "<span class=\"bad\">⚠ expires {}</span>: reconnect before then",
             when(h.token_expires_at)
         ),
+        TokenState::Limited => {
+            "<span class=\"bad\">⚠ missing a permission</span>: replies go out (see the problem below)".into()
+        }
         TokenState::Invalid => "<span class=\"bad\">✖ refused by Facebook</span>".into(),
         TokenState::Unknown => {
             "unknown (Facebook did not answer; checked again within the hour)".into()

@@ -32,7 +32,23 @@ pub const TABLE_ACTIONS: &[&str] = &[
     "dynamodb:Query",
     "dynamodb:BatchGetItem",
     "dynamodb:BatchWriteItem",
+    // The marking's transactions: each fenced on the installation (a check, no write).
+    "dynamodb:ConditionCheckItem",
 ];
+
+/// What a connect obtained from Facebook for a Page: given back when the connect is refused
+/// ([`Lifecycle::give_back`]).
+#[derive(Clone, Copy)]
+pub struct ObtainedPage<'a> {
+    /// The Page subscribed.
+    pub page_id: &'a str,
+    /// Its Instagram account.
+    pub ig_account_id: &'a str,
+    /// Its Page token.
+    pub token: &'a SecretString,
+    /// Who granted it.
+    pub facebook_user_id: &'a str,
+}
 
 /// TTL set on every item of an uninstalled organization (the policy's promise).
 pub const RETENTION_AFTER_UNINSTALL_SECS: i64 = PURGE_AFTER_SECS;
@@ -168,6 +184,48 @@ impl Lifecycle {
             }
         }
         Ok(false)
+    }
+
+    /// Gives back what a refused connect obtained (it stored nothing, so no purge knows of it):
+    /// the Page's webhook subscription, unless a live installation holds the Page, then the
+    /// person's grant, unless a live connection uses it — in that order (the grant's revocation
+    /// kills the Page token the unsubscribe needs). What fails now is left to the sweeper as a
+    /// pending revocation, purged with the organization.
+    pub async fn give_back(&self, org: &str, page: ObtainedPage<'_>) -> Result<(), StoreError> {
+        let mark = self.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
+        let context = token_context(org, &format!("instagram.revoke:{}", page.page_id));
+        let unsubscribe = Revocation::PageSubscription {
+            page_id: page.page_id.to_string(),
+            ig_account_id: Some(page.ig_account_id.to_string()),
+            token: self.cipher.seal(page.token, &context),
+        };
+        let grant = Revocation::FacebookGrant {
+            facebook_user_id: page.facebook_user_id.to_string(),
+        };
+        let page_done = self.revoke(org, &unsubscribe).await;
+        let grant_done = page_done && self.revoke(org, &grant).await;
+        let left = [
+            (format!("page:{}", page.page_id), unsubscribe, page_done),
+            (
+                format!("fbuser:{}", page.facebook_user_id),
+                grant,
+                grant_done,
+            ),
+        ];
+        for (id, revocation, done) in left {
+            if done {
+                continue;
+            }
+            let pending = PendingRevocation {
+                organization_id: org.to_string(),
+                id,
+                revocation,
+                attempts: 1,
+                expires_at: mark,
+            };
+            self.repo.put(&pending, Condition::Always).await?;
+        }
+        Ok(())
     }
 
     /// Runs one revocation; `Ok(false)` means "retry later".

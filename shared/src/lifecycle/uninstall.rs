@@ -59,7 +59,12 @@ impl Lifecycle {
                 return Ok(report);
             };
             if inst.status != InstallationStatus::Uninstalled {
-                if sent_at.is_some_and(|at| at < inst.installed_at) {
+                // LiveChat dates app webhooks to the second: an uninstall in the second of the
+                // installation's creation is this installation's, not an earlier one's.
+                let earlier = |at: chrono::DateTime<chrono::Utc>| {
+                    at.timestamp() < inst.installed_at.timestamp()
+                };
+                if sent_at.is_some_and(earlier) {
                     tracing::warn!(organization_id = %org, "uninstall of an earlier installation ignored");
                     return Ok(report);
                 }
@@ -375,7 +380,20 @@ impl Lifecycle {
             };
             let got = self.repo.store().query_organization(org, page).await?;
             let n = got.items.len();
-            self.mark_page(&got.items, mark).await?;
+            match self
+                .mark_page(org, &got.items, mark, entry.due_at, deadline)
+                .await?
+            {
+                Marked::Page => {}
+                // The next run reads this page again (what is marked already is skipped).
+                Marked::OutOfTime => return Ok(()),
+                // Reinstalled while this page was marked: the rest is the new installation's.
+                Marked::Reinstalled => {
+                    entry.marked = true;
+                    entry.mark_cursor = None;
+                    return self.save_progress(entry).await;
+                }
+            }
             report.items += n;
             entry.mark_cursor = got.next.map(|c| c.0);
             entry.marked = entry.mark_cursor.is_none();
@@ -396,40 +414,136 @@ impl Lifecycle {
         }
     }
 
-    /// Marks one page of keys: a batch read, then a batch write of the items not yet marked
-    /// (so a replay writes nothing twice). Contacts also lose their cached customer token and
-    /// move on a version, so a worker holding the old one cannot write the token back.
-    async fn mark_page(&self, keys: &[Key], mark: i64) -> Result<(), StoreError> {
-        let items = self.repo.store().get_many(keys).await?;
-        let mut changed = Vec::new();
-        for item in items {
-            let kind = item.str(KIND_ATTR);
-            // The installation carries its mark since `begin`; the data key is a tombstone.
-            if kind == Some(Installation::KIND) || kind == Some(OrganizationKey::KIND) {
-                continue;
+    /// Marks one page of keys: a batch read, then the items not yet marked written back with
+    /// the mark (contacts also lose their cached customer token and move on a version, so a
+    /// worker holding the old one cannot write the token back). Each write is conditional on the
+    /// item being unchanged since it was read, and each transaction of them on the installation
+    /// still being this uninstall's (`purge_due_at`): a reinstall, or any write to an item, that
+    /// lands between the read and the write is never overwritten by the stale copy. A chunk
+    /// refused that way is read again (a few times); `Ok(false)` when the installation changed
+    /// (reinstalled: marking stops).
+    async fn mark_page(
+        &self,
+        org: &str,
+        keys: &[Key],
+        mark: i64,
+        due: i64,
+        deadline: Instant,
+    ) -> Result<Marked, StoreError> {
+        let fence = crate::store::TransactWrite::Check {
+            key: Installation::key_for(org),
+            condition: Condition::IfEquals {
+                attribute: "purge_due_at".into(),
+                value: due.into(),
+            },
+        };
+        for chunk in keys.chunks(crate::store::TRANSACT_MAX - 1) {
+            if Instant::now() >= deadline {
+                return Ok(Marked::OutOfTime);
             }
-            let contact = kind == Some(Contact::KIND);
-            let token = contact && item.get("customer_token").is_some();
-            // Already marked, or expiring sooner on its own.
-            if item.expires_at().is_some_and(|e| e <= mark) && !token {
-                continue;
+            if !self.mark_chunk(org, chunk, mark, &fence).await? {
+                return Ok(Marked::Reinstalled);
             }
-            let mut attrs = item.into_attributes();
-            attrs.insert(crate::store::EXPIRES_AT.into(), mark.into());
-            if contact {
-                attrs.remove("customer_token");
-                attrs.remove("customer_token_expires_at");
-                let v = attrs
-                    .get(crate::store::VERSION)
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(0);
-                attrs.insert(crate::store::VERSION.into(), (v + 1).into());
-            }
-            changed.push(crate::store::Item::new(attrs)?);
         }
-        if !changed.is_empty() {
-            self.repo.store().put_many(changed).await?;
-        }
-        Ok(())
+        Ok(Marked::Page)
     }
+
+    /// One transaction's worth of [`Lifecycle::mark_page`], retried when an item changed.
+    async fn mark_chunk(
+        &self,
+        org: &str,
+        keys: &[Key],
+        mark: i64,
+        fence: &crate::store::TransactWrite,
+    ) -> Result<bool, StoreError> {
+        for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
+            let items = self.repo.store().get_many(keys).await?;
+            let mut writes = vec![fence.clone()];
+            for item in items {
+                if let Some(write) = marked_copy(item, mark)? {
+                    writes.push(write);
+                }
+            }
+            if writes.len() == 1 {
+                return Ok(true);
+            }
+            match self.repo.store().transact(writes).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::ConditionFailed) if self.reinstalled(org).await? => {
+                    return Ok(false);
+                }
+                // An item changed since the read (a worker still finishing a job): read again.
+                Err(StoreError::ConditionFailed) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Backend {
+            message: "items kept changing while marked for purge".into(),
+            transient: true,
+        })
+    }
+}
+
+/// How far marking a page got.
+enum Marked {
+    /// Every item of the page.
+    Page,
+    /// Time ran out part-way.
+    OutOfTime,
+    /// The installation changed (reinstalled): marking stops.
+    Reinstalled,
+}
+
+/// The write that marks `item` with the uninstall's expiry, conditional on the item being
+/// unchanged since it was read; `None` when it needs no mark.
+fn marked_copy(
+    item: crate::store::Item,
+    mark: i64,
+) -> Result<Option<crate::store::TransactWrite>, StoreError> {
+    let kind = item.str(KIND_ATTR);
+    // The installation carries its mark since `begin` (and fences the write); the data key is
+    // a tombstone.
+    if kind == Some(Installation::KIND) || kind == Some(OrganizationKey::KIND) {
+        return Ok(None);
+    }
+    let contact = kind == Some(Contact::KIND);
+    let token = contact && item.get("customer_token").is_some();
+    // Already marked, or expiring sooner on its own.
+    if item.expires_at().is_some_and(|e| e <= mark) && !token {
+        return Ok(None);
+    }
+    let unchanged = unchanged_since_read(&item);
+    let mut attrs = item.into_attributes();
+    attrs.insert(crate::store::EXPIRES_AT.into(), mark.into());
+    if contact {
+        attrs.remove("customer_token");
+        attrs.remove("customer_token_expires_at");
+        let v = attrs
+            .get(crate::store::VERSION)
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        attrs.insert(crate::store::VERSION.into(), (v + 1).into());
+    }
+    Ok(Some(crate::store::TransactWrite::Put {
+        item: crate::store::Item::new(attrs)?,
+        condition: unchanged,
+    }))
+}
+
+/// The condition that an item is as it was read: its version for versioned records, its
+/// `updated_at` for records that keep one, else its expiry as read; and in every case that it
+/// still exists (a stale copy never brings back what was deleted meanwhile).
+fn unchanged_since_read(item: &crate::store::Item) -> Condition {
+    if let Some(v) = item.get(crate::store::VERSION).and_then(|v| v.as_u64()) {
+        return Condition::IfVersion(v);
+    }
+    for attribute in ["updated_at", crate::store::EXPIRES_AT] {
+        if let Some(value) = item.get(attribute) {
+            return Condition::IfEquals {
+                attribute: attribute.into(),
+                value: value.clone(),
+            };
+        }
+    }
+    Condition::IfPresent
 }

@@ -37,6 +37,8 @@ pub(crate) enum Claimed {
     Recover(IdempotencyRecord),
     /// Completed before.
     Done,
+    /// Unsent by the customer before it was delivered: never to be delivered.
+    Unsent,
 }
 
 /// Claims over the table.
@@ -47,15 +49,10 @@ pub(crate) struct Claims {
 }
 
 impl Claims {
-    /// Claims `event_id` of `scope` for `org`.
-    pub async fn claim(
-        &self,
-        org: &str,
-        scope: Scope,
-        event_id: &str,
-    ) -> Result<Claimed, StoreError> {
+    /// A fresh claim of `event_id`, in progress from now.
+    fn record(&self, org: &str, scope: Scope, event_id: &str) -> IdempotencyRecord {
         let now = self.clock.now();
-        let mut record = IdempotencyRecord {
+        IdempotencyRecord {
             organization_id: org.to_string(),
             scope: scope.as_str().to_string(),
             event_id: event_id.to_string(),
@@ -64,9 +61,20 @@ impl Claims {
             completed_at: None,
             parts_done: 0,
             delay_told: false,
+            unsent: false,
             expires_at: now.timestamp() + IDEMPOTENCY_TTL_SECS,
             version: 0,
-        };
+        }
+    }
+
+    /// Claims `event_id` of `scope` for `org`.
+    pub async fn claim(
+        &self,
+        org: &str,
+        scope: Scope,
+        event_id: &str,
+    ) -> Result<Claimed, StoreError> {
+        let mut record = self.record(org, scope, event_id);
         match self.repo.create(&mut record).await {
             Ok(()) => return Ok(Claimed::Fresh(record)),
             Err(StoreError::ConditionFailed) => {}
@@ -74,6 +82,7 @@ impl Claims {
         }
         let key = IdempotencyRecord::key_for(org, scope.as_str(), event_id);
         match self.repo.get::<IdempotencyRecord>(&key).await? {
+            Some(r) if r.state == IdempotencyState::Done && r.unsent => Ok(Claimed::Unsent),
             Some(r) if r.state == IdempotencyState::Done => Ok(Claimed::Done),
             Some(r) => Ok(Claimed::Recover(r)),
             // Expired between the two calls: let the retry claim it afresh.
@@ -85,6 +94,35 @@ impl Claims {
     /// the claim meanwhile.
     pub async fn progress(&self, record: &mut IdempotencyRecord) -> Result<(), StoreError> {
         self.repo.save(record).await
+    }
+
+    /// Remembers that the customer unsent `event_id` before the bridge delivered it: its claim
+    /// is written done-and-unsent, so any later delivery (a replay of its parked job) is
+    /// skipped; a claim an attempt left in progress is marked unsent, and its recovery takes
+    /// back what it posted. The claim outlives the dead-letter retention.
+    pub async fn unsent(&self, org: &str, scope: Scope, event_id: &str) -> Result<(), StoreError> {
+        let mut record = IdempotencyRecord {
+            state: IdempotencyState::Done,
+            completed_at: Some(self.clock.now()),
+            unsent: true,
+            ..self.record(org, scope, event_id)
+        };
+        match self.repo.create(&mut record).await {
+            Err(StoreError::ConditionFailed) => {}
+            other => return other,
+        }
+        let key = IdempotencyRecord::key_for(org, scope.as_str(), event_id);
+        let Some(mut claimed) = self.repo.get::<IdempotencyRecord>(&key).await? else {
+            return Ok(());
+        };
+        let marked = self
+            .repo
+            .update(&mut claimed, |r| !std::mem::replace(&mut r.unsent, true))
+            .await;
+        match marked {
+            Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Marks the event done.
@@ -101,7 +139,7 @@ impl Claimed {
         match self {
             Claimed::Fresh(r) => Some((r, false)),
             Claimed::Recover(r) => Some((r, true)),
-            Claimed::Done => None,
+            Claimed::Done | Claimed::Unsent => None,
         }
     }
 }
@@ -145,5 +183,28 @@ mod tests {
             claims.claim("o", Scope::Livechat, "e").await.unwrap(),
             Claimed::Done
         ));
+    }
+
+    #[tokio::test]
+    async fn an_unsend_before_the_delivery_is_remembered_by_the_claim() {
+        let claims = Claims {
+            repo: Repo::new(Arc::new(MemoryStore::new())),
+            clock: Arc::new(ManualClock::new(chrono::Utc::now())),
+        };
+        // Not claimed yet: the delivery that comes later finds it unsent.
+        claims.unsent("o", Scope::Instagram, "m1").await.unwrap();
+        assert!(matches!(
+            claims.claim("o", Scope::Instagram, "m1").await.unwrap(),
+            Claimed::Unsent
+        ));
+        // Claimed by an attempt that stopped part-way: its recovery sees the unsend.
+        let Claimed::Fresh(_) = claims.claim("o", Scope::Instagram, "m2").await.unwrap() else {
+            panic!("fresh")
+        };
+        claims.unsent("o", Scope::Instagram, "m2").await.unwrap();
+        let Claimed::Recover(r) = claims.claim("o", Scope::Instagram, "m2").await.unwrap() else {
+            panic!("an unfinished claim is recovered")
+        };
+        assert!(r.unsent);
     }
 }

@@ -52,6 +52,15 @@ fn custom_id(key: &str, index: usize) -> String {
     }
 }
 
+/// What the claim says of this attempt at an event.
+#[derive(Debug, Clone, Copy)]
+struct Attempted {
+    /// An earlier attempt stopped part-way: look in LiveChat before posting again.
+    recovering: bool,
+    /// The customer unsent the message meanwhile: take back what was posted.
+    unsent: bool,
+}
+
 /// Event ids paired with the thread they were posted to.
 fn in_thread(thread: &str, event_ids: Vec<String>) -> Vec<(String, String)> {
     event_ids
@@ -109,11 +118,20 @@ impl Inbound {
         };
         let idem_id = format!("{}:{}", job.ig_account_id, job.event_id);
         let claimed = claims.claim(&org, Scope::Instagram, &idem_id).await?;
+        if matches!(claimed, super::claim::Claimed::Unsent) {
+            return Ok(Outcome::Skipped(
+                "unsent by the customer before it was delivered",
+            ));
+        }
         let Some((claim, recovering)) = claimed.into_record() else {
             return Ok(Outcome::Skipped("already delivered"));
         };
+        let attempt = Attempted {
+            recovering,
+            unsent: claim.unsent,
+        };
         let outcome = self
-            .act(inst.clone(), &conn, job, &event, at, recovering)
+            .act(inst.clone(), &conn, job, &event, at, attempt)
             .await?;
         claims.finish(claim).await?;
         if outcome == Outcome::Done {
@@ -221,6 +239,36 @@ impl Inbound {
         )
     }
 
+    /// An unsend: the link of the message it takes back, or `Err` with the outcome when there is
+    /// none — the message was not delivered (its job parked, or the message never came), so
+    /// the unsend is remembered on the message's claim and a later delivery (a replay) skips it.
+    async fn unsent_link(
+        &self,
+        conn: &InstagramConnection,
+        mid: &str,
+    ) -> Result<Result<MessageLink, Outcome>, Fail> {
+        let (org, ig) = (&conn.organization_id, &conn.ig_account_id);
+        if let Some(link) = self
+            .repo
+            .get::<MessageLink>(&MessageLink::key_for(org, ig, mid))
+            .await?
+        {
+            return Ok(Ok(link));
+        }
+        let claims = Claims {
+            repo: self.repo.clone(),
+            clock: self.clock.clone(),
+        };
+        claims
+            .unsent(org, Scope::Instagram, &format!("{ig}:{mid}"))
+            .await?;
+        tracing::info!(
+            unsend_unknown = 1,
+            "unsend of a message not delivered: remembered, it never will be"
+        );
+        Ok(Err(Outcome::Skipped("unsend of a message not delivered")))
+    }
+
     /// Carries the event into LiveChat as the customer, then keeps the contact current.
     async fn act(
         &self,
@@ -229,9 +277,16 @@ impl Inbound {
         job: &InstagramEventJob,
         event: &InboundEvent,
         at: DateTime<Utc>,
-        recovering: bool,
+        attempt: Attempted,
     ) -> Result<Outcome, Fail> {
         let action = render(event, &Context::default());
+        let unsent = match &action {
+            Action::Delete(mid) => match self.unsent_link(conn, mid).await? {
+                Ok(link) => Some(link),
+                Err(outcome) => return Ok(outcome),
+            },
+            _ => None,
+        };
         let create = matches!(action, Action::Post(_));
         let found = self.session(inst, conn, &job.igsid, create).await?;
         let Some(mut session) = found else {
@@ -241,18 +296,12 @@ impl Inbound {
         let ig = conn.ig_account_id.as_str();
         let outcome = match action {
             Action::MarkSeen => self.mark_seen(&mut session, at).await?,
-            Action::Delete(mid) => {
-                let key = MessageLink::key_for(&session.org(), ig, &mid);
-                match self.repo.get::<MessageLink>(&key).await? {
-                    Some(link) => self.unsend(&mut session, &link).await?,
-                    None => {
-                        tracing::info!(unsend_unknown = 1, "unsend of a message with no link");
-                        Outcome::Skipped("unsend of an unknown message")
-                    }
-                }
-            }
+            Action::Delete(_) => match &unsent {
+                Some(link) => self.unsend(&mut session, link).await?,
+                None => Outcome::Skipped("unsend of an unknown message"),
+            },
             Action::Post(_) => {
-                self.post_event(&mut session, ig, job, event, recovering)
+                self.post_event(&mut session, ig, job, event, attempt)
                     .await?
             }
         };
@@ -289,7 +338,7 @@ impl Inbound {
         ig: &str,
         job: &InstagramEventJob,
         event: &InboundEvent,
-        recovering: bool,
+        attempt: Attempted,
     ) -> Result<Outcome, Fail> {
         let referenced = match event {
             InboundEvent::Message(m) => match &m.reply_to {
@@ -316,7 +365,7 @@ impl Inbound {
             self.set_session_fields(session, referral_fields(r)).await;
         }
         let delivered = self
-            .deliver(session, &job.event_id, parts, recovering)
+            .deliver(session, &job.event_id, parts, attempt.recovering)
             .await?;
         let mid = match event {
             InboundEvent::Message(m) => Some(m.mid.clone()),
@@ -324,8 +373,16 @@ impl Inbound {
             _ => None,
         };
         if let (Some(mid), Some(chat_id)) = (mid, session.contact.chat_id.clone()) {
-            self.link(&session.org(), ig, mid, chat_id, delivered)
+            let link = self
+                .link(&session.org(), ig, mid, chat_id, delivered)
                 .await?;
+            if attempt.unsent {
+                // Unsent while an earlier attempt was part-way: what it posted is taken back.
+                self.unsend(session, &link).await?;
+                return Ok(Outcome::Skipped(
+                    "unsent by the customer while it was delivered",
+                ));
+            }
         }
         Ok(Outcome::Done)
     }
@@ -338,7 +395,7 @@ impl Inbound {
         mid: String,
         chat_id: String,
         delivered: Vec<(String, String)>,
-    ) -> Result<(), Fail> {
+    ) -> Result<MessageLink, Fail> {
         let now = self.clock.now();
         let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
         let (event_threads, event_ids): (Vec<String>, Vec<String>) = delivered.into_iter().unzip();
@@ -365,7 +422,7 @@ impl Inbound {
             expires_at,
         };
         self.repo.put(&link, Condition::Always).await?;
-        Ok(())
+        Ok(link)
     }
 
     /// Deletes every LiveChat event of an unsent message, each in the thread it was posted to.

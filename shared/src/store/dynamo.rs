@@ -5,13 +5,14 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue, WriteRequest,
+    AttributeValue, ConditionCheck, DeleteRequest, KeysAndAttributes, Put, PutRequest, ReturnValue,
+    TransactWriteItem, WriteRequest,
 };
 use serde_json::{Map, Value};
 
 use super::{
     Condition, Cursor, EXPIRES_AT, Item, Key, ORGANIZATION, ORGANIZATION_INDEX, PK, Page,
-    PageRequest, SK, SkRange, Store, StoreError,
+    PageRequest, SK, SkRange, Store, StoreError, TransactWrite,
 };
 use crate::aws::{error_summary, is_transient};
 use crate::retry::RetryPolicy;
@@ -121,14 +122,54 @@ fn condition_expr(condition: &Condition) -> Result<Expr, StoreError> {
         Condition::IfEquals { attribute, value } => {
             e.expression = Some("#c = :c".into());
             e.names.insert("#c".into(), attribute.clone());
-            e.values.insert(
-                ":c".into(),
-                serde_dynamo::to_attribute_value(value)
-                    .map_err(|err| StoreError::Codec(err.to_string()))?,
-            );
+            e.values.insert(":c".into(), attribute_value(value)?);
+        }
+        Condition::IfOneOf { attribute, values } => {
+            let mut operands = Vec::new();
+            for (i, value) in values.iter().enumerate() {
+                operands.push(format!(":c{i}"));
+                e.values.insert(format!(":c{i}"), attribute_value(value)?);
+            }
+            e.expression = Some(format!("#c IN ({})", operands.join(", ")));
+            e.names.insert("#c".into(), attribute.clone());
         }
     }
     Ok(e)
+}
+
+fn attribute_value(value: &Value) -> Result<AttributeValue, StoreError> {
+    serde_dynamo::to_attribute_value(value).map_err(|err| StoreError::Codec(err.to_string()))
+}
+
+/// One write of a TransactWriteItems call.
+fn transact_item(table: &str, write: TransactWrite) -> Result<TransactWriteItem, StoreError> {
+    let invalid = |e: aws_sdk_dynamodb::error::BuildError| StoreError::Invalid(e.to_string());
+    Ok(match write {
+        TransactWrite::Put { item, condition } => {
+            let e = condition_expr(&condition)?;
+            let put = Put::builder()
+                .table_name(table)
+                .set_item(Some(to_attrs(item.attributes())?))
+                .set_condition_expression(e.expression)
+                .set_expression_attribute_names(opt_map(e.names))
+                .set_expression_attribute_values(opt_map(e.values))
+                .build()
+                .map_err(invalid)?;
+            TransactWriteItem::builder().put(put).build()
+        }
+        TransactWrite::Check { key, condition } => {
+            let e = condition_expr(&condition)?;
+            let check = ConditionCheck::builder()
+                .table_name(table)
+                .set_key(Some(key_attrs(&key)))
+                .set_condition_expression(e.expression)
+                .set_expression_attribute_names(opt_map(e.names))
+                .set_expression_attribute_values(opt_map(e.values))
+                .build()
+                .map_err(invalid)?;
+            TransactWriteItem::builder().condition_check(check).build()
+        }
+    })
 }
 
 fn opt_map<K, V>(m: HashMap<K, V>) -> Option<HashMap<K, V>> {
@@ -401,6 +442,44 @@ impl Store for DynamoStore {
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
         self.write_all(requests).await
+    }
+
+    async fn transact(&self, writes: Vec<TransactWrite>) -> Result<(), StoreError> {
+        super::check_transaction(&writes)?;
+        let items = writes
+            .into_iter()
+            .map(|w| transact_item(&self.table, w))
+            .collect::<Result<Vec<_>, _>>()?;
+        let res = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        let Err(err) = res else {
+            return Ok(());
+        };
+        use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+        let cancelled = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(c)) => Some(c),
+            _ => None,
+        };
+        // Cancelled with a reason per write: a condition that did not hold is the caller's to
+        // handle; a conflict with another transaction (or throttling) is worth a retry.
+        match cancelled {
+            Some(c)
+                if c.cancellation_reasons()
+                    .iter()
+                    .any(|r| r.code() == Some("ConditionalCheckFailed")) =>
+            {
+                Err(StoreError::ConditionFailed)
+            }
+            Some(_) => Err(StoreError::Backend {
+                message: error_summary(&err),
+                transient: true,
+            }),
+            None => Err(backend(&err)),
+        }
     }
 }
 

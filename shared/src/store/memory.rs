@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use super::{
     Condition, Cursor, EXPIRES_AT, Item, Key, ORGANIZATION, PK, Page, PageRequest, SK, SkRange,
-    Store, StoreError,
+    Store, StoreError, TransactWrite,
 };
 
 /// A store held in a sorted map; every operation is atomic under one lock.
@@ -44,6 +44,9 @@ fn holds(existing: Option<&Item>, condition: &Condition) -> bool {
         Condition::IfEquals { attribute, value } => {
             existing.and_then(|i| i.get(attribute)) == Some(value)
         }
+        Condition::IfOneOf { attribute, values } => existing
+            .and_then(|i| i.get(attribute))
+            .is_some_and(|v| values.contains(v)),
     }
 }
 
@@ -174,6 +177,24 @@ impl Store for MemoryStore {
         let mut items = self.items.lock().expect("store lock");
         for item in new {
             items.insert(item.key(), item);
+        }
+        Ok(())
+    }
+
+    async fn transact(&self, writes: Vec<TransactWrite>) -> Result<(), StoreError> {
+        super::check_transaction(&writes)?;
+        let mut items = self.items.lock().expect("store lock");
+        let all_hold = writes.iter().all(|w| match w {
+            TransactWrite::Put { item, condition } => holds(items.get(&item.key()), condition),
+            TransactWrite::Check { key, condition } => holds(items.get(key), condition),
+        });
+        if !all_hold {
+            return Err(StoreError::ConditionFailed);
+        }
+        for w in writes {
+            if let TransactWrite::Put { item, .. } = w {
+                items.insert(item.key(), item);
+            }
         }
         Ok(())
     }

@@ -139,7 +139,47 @@ pub enum Condition {
         /// The value it must hold.
         value: Value,
     },
+    /// Only if the existing item's attribute equals one of the values.
+    IfOneOf {
+        /// The attribute compared.
+        attribute: String,
+        /// The values it may hold (at most 100, as DynamoDB's `IN`).
+        values: Vec<Value>,
+    },
 }
+
+/// One write of a transaction ([`Store::transact`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TransactWrite {
+    /// Writes the whole item if the condition holds.
+    Put {
+        /// The item.
+        item: Item,
+        /// Its condition.
+        condition: Condition,
+    },
+    /// Writes nothing; the item at `key` must meet the condition (a fence on another record:
+    /// "only while the installation is still uninstalled").
+    Check {
+        /// The item checked.
+        key: Key,
+        /// What it must meet.
+        condition: Condition,
+    },
+}
+
+impl TransactWrite {
+    /// The key it writes or checks.
+    pub fn key(&self) -> Key {
+        match self {
+            TransactWrite::Put { item, .. } => item.key(),
+            TransactWrite::Check { key, .. } => key.clone(),
+        }
+    }
+}
+
+/// The most writes one transaction takes (DynamoDB's TransactWriteItems).
+pub const TRANSACT_MAX: usize = 100;
 
 /// The sort-key range of a query.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -258,6 +298,28 @@ pub trait Store: Send + Sync {
     async fn get_many(&self, keys: &[Key]) -> Result<Vec<Item>, StoreError>;
     /// Writes many whole items unconditionally (any number; batched by the adapter).
     async fn put_many(&self, items: Vec<Item>) -> Result<(), StoreError>;
+    /// All or nothing: every condition holds and every put is written, or nothing is written and
+    /// the answer is `ConditionFailed`. At most [`TRANSACT_MAX`] writes, no two on one key
+    /// (`Invalid` otherwise). A conflict with another transaction is a transient `Backend`
+    /// error. Costs twice a plain write: for the rare writes that must be fenced.
+    async fn transact(&self, writes: Vec<TransactWrite>) -> Result<(), StoreError>;
+}
+
+/// Refuses a transaction DynamoDB would refuse: empty, too many writes, or two on one key.
+pub(crate) fn check_transaction(writes: &[TransactWrite]) -> Result<(), StoreError> {
+    if writes.is_empty() || writes.len() > TRANSACT_MAX {
+        return Err(StoreError::Invalid(format!(
+            "a transaction takes 1 to {TRANSACT_MAX} writes, not {}",
+            writes.len()
+        )));
+    }
+    let mut keys = std::collections::HashSet::new();
+    if !writes.iter().all(|w| keys.insert(w.key())) {
+        return Err(StoreError::Invalid(
+            "two writes of one transaction on the same item".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// A typed record stored as one item.

@@ -283,3 +283,103 @@ pub fn routes(t: &Value) -> Vec<RouteDef> {
         })
         .collect()
 }
+
+/// IAM's StringLike: `*` matches any run of characters, `?` any one.
+pub fn glob(pattern: &str, value: &str) -> bool {
+    fn go(p: &[char], v: &[char]) -> bool {
+        match (p.first(), v.first()) {
+            (None, None) => true,
+            (Some('*'), _) => go(&p[1..], v) || (!v.is_empty() && go(p, &v[1..])),
+            (Some('?'), Some(_)) => go(&p[1..], &v[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &v[1..]),
+            _ => false,
+        }
+    }
+    let (p, v): (Vec<char>, Vec<char>) = (pattern.chars().collect(), value.chars().collect());
+    go(&p, &v)
+}
+
+/// One statement of a role's policies on the table (`!GetAtt Table.Arn`).
+#[derive(Debug, Clone)]
+pub struct TableStatement {
+    /// Allow or Deny.
+    pub allow: bool,
+    /// Its actions (`dynamodb:GetItem`, …).
+    pub actions: Vec<String>,
+    /// Its `dynamodb:LeadingKeys` patterns, if it has that condition.
+    pub leading_keys: Option<Vec<String>>,
+}
+
+/// The statements of `role` on the table itself.
+pub fn table_statements(t: &Value, role: &str) -> Vec<TableStatement> {
+    let strings = |v: &Value| -> Vec<String> {
+        match v {
+            Value::Sequence(s) => s
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_string))
+                .collect(),
+            other => other.as_str().map(str::to_string).into_iter().collect(),
+        }
+    };
+    let res = resources(t);
+    let mut out = Vec::new();
+    for policy in res[role]["Properties"]["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+    {
+        for st in policy["PolicyDocument"]["Statement"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            let on_table = matches!(
+                intrinsic(&st["Resource"]),
+                Some((tag, inner)) if tag == "GetAtt" && inner.as_str() == Some("Table.Arn")
+            );
+            if !on_table {
+                continue;
+            }
+            let condition = &st["Condition"];
+            let keys = ["ForAllValues:StringLike", "ForAnyValue:StringLike"]
+                .iter()
+                .map(|op| &condition[*op]["dynamodb:LeadingKeys"])
+                .find(|v| !v.is_null())
+                .map(strings);
+            out.push(TableStatement {
+                allow: st["Effect"].as_str() == Some("Allow"),
+                actions: strings(&st["Action"]),
+                leading_keys: keys,
+            });
+        }
+    }
+    out
+}
+
+/// Whether `role` may make the table call `action` on partition `pk`, as IAM decides: some
+/// Allow statement grants it (with its LeadingKeys matching, if it has them) and no Deny does.
+pub fn table_call_allowed(statements: &[TableStatement], action: &str, pk: &str) -> bool {
+    let applies = |s: &TableStatement| {
+        s.actions.iter().any(|a| a == action)
+            && s.leading_keys
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|p| glob(p, pk)))
+    };
+    statements.iter().any(|s| s.allow && applies(s))
+        && !statements.iter().any(|s| !s.allow && applies(s))
+}
+
+/// Asserts that every table call in `seen` (action, partition) is one template.yaml's `role`
+/// allows — the least-privilege policy checked against what the code really does.
+pub fn assert_role_allows(role: &str, seen: &[(String, String)]) {
+    let statements = table_statements(&load(), role);
+    assert!(!statements.is_empty(), "{role} has table statements");
+    let refused: Vec<&(String, String)> = seen
+        .iter()
+        .filter(|(action, pk)| !table_call_allowed(&statements, action, pk))
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{role} would be refused these table calls: {refused:#?}"
+    );
+}
