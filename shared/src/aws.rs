@@ -114,6 +114,9 @@ where
                 || code == "RequestLimitExceeded"
                 || code == "InternalServerError"
                 || code == "ServiceUnavailable"
+                // A write to an item an in-flight transaction holds (the installation fences
+                // the uninstall's marking and every connect): worth a retry.
+                || code == "TransactionConflictException"
         }
         _ => false,
     }

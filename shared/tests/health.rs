@@ -502,6 +502,28 @@ async fn a_token_that_lacks_a_permission_replies_do_not_need_never_breaks_the_co
     assert!(kinds(&events).contains(&LifecycleKind::ConnectionBroken));
 }
 
+/// Only a message Instagram accepted proves the connection works: a read receipt Meta refused
+/// (it also ends as "done" for the worker) is no proof, and writes no outbound activity.
+#[tokio::test]
+async fn a_refused_send_is_no_proof_that_the_connection_works() {
+    let (h, _) = harness().await;
+    h.graph.fail_next(
+        "POST",
+        "messages",
+        testkit::fixture("meta/error_100_param_value"),
+        1,
+    );
+    let seen = json!({"secret_key": "lc-webhook-secret", "action": "events_marked_as_seen", "organization_id": ORG,
+        "payload": {"user_id": "agent1@example.com", "chat_id": CHAT, "seen_up_to": "2026-03-01T12:00:00.000000Z"}, "additional_data": {}});
+    h.post_livechat(&seen).await;
+    assert!(h.work_outbound().await.is_empty());
+    let key = Activity::key_for(ORG, IG, Direction::Outbound);
+    let written: Option<Activity> = h.services.repo.get(&key).await.unwrap();
+    assert!(written.is_none(), "{written:?}");
+    h.graph.decline(PAGE, &["instagram_manage_messages"]);
+    assert_eq!(run(&h).await.broken, 1, "no proof: broken");
+}
+
 /// The Replay button cannot be used to run up executions: twenty presses at once (several tabs,
 /// a script) are accepted once and publish one event; a run started by an event never waits
 /// for the replay lease (it leaves the request to the holder); a minute's cooldown follows.

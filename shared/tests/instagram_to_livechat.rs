@@ -1084,6 +1084,8 @@ async fn a_parked_message_the_customer_unsent_is_not_posted_by_its_replay() {
         !shown.iter().any(|e| e.contains("regretted")),
         "the unsent message was posted: {shown:#?}"
     );
+    let deleted = &h.livechat.chats()[0].deleted;
+    assert!(deleted.is_empty(), "posted, then deleted: {deleted:?}");
     assert!(shown.iter().any(|e| e.contains("first")));
     assert!(h.dlq().await.is_empty(), "skipped, not parked again");
 }

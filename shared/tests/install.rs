@@ -13,6 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use shared::clock::Clock;
 use shared::domain::*;
 use shared::store::Condition;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -783,8 +784,9 @@ async fn livechat_tokens(h: &Harness, org: &str) -> (String, String) {
 }
 
 /// Installing again replaces the installation's LiveChat tokens with the new ones: the replaced
-/// pair is revoked at once (the uninstall revokes only the current one, so a replaced one would
-/// stay usable), the new pair stays live.
+/// pair is queued for revocation in the same write as the new tokens (the uninstall revokes only
+/// the current one, so a replaced one would stay usable), the sweeper revokes it, the new pair
+/// stays live.
 #[tokio::test]
 async fn livechat_tokens_a_new_install_replaces_are_revoked() {
     let h = Harness::new().await;
@@ -795,6 +797,15 @@ async fn livechat_tokens_a_new_install_replaces_are_revoked() {
     through_livechat(&h, &Tab::new()).await;
     let (new_access, new_refresh) = livechat_tokens(&h, NEW_ORG).await;
     assert_ne!(new_refresh, refresh);
+    let queued: Vec<PendingRevocation> = h
+        .services
+        .repo
+        .query_prefix(PendingRevocation::PARTITION, "")
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 1, "queued with the save: {queued:?}");
+    let swept = h.services.lifecycle().sweep(h.clock.now(), false).await;
+    assert_eq!(swept.unwrap().revocations_done, 1);
     assert!(
         !h.livechat.token_live(&access),
         "the replaced access token revoked"

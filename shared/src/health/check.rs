@@ -159,6 +159,10 @@ pub struct HealthCheck {
     pub queues: Vec<QueuePair>,
 }
 
+/// A pending replay request: the organization, and when the replay was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PendingReplay(pub String, pub DateTime<Utc>);
+
 /// What a health run was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HealthInput {
@@ -229,6 +233,10 @@ impl HealthCheck {
             complete: true,
             ..HealthReport::default()
         };
+        // Replays asked for first, in at most half the run (the checks rotate; a request must
+        // not wait behind them), then the checks, then what their repairs asked for.
+        let half = Instant::now() + deadline.saturating_duration_since(Instant::now()) / 2;
+        self.serve_replays_into(half, &mut report).await;
         let mut runs = futures_util::stream::iter(entries)
             .map(|e| async move {
                 if Instant::now() >= deadline {
@@ -247,18 +255,7 @@ impl HealthCheck {
                 }
             }
         }
-        // The replays the checks' repairs (or the admins) asked for, one after the other.
-        match self.serve_replays(None, deadline).await {
-            Ok(r) => {
-                report.replayed += r.replayed;
-                report.replays_left += r.replays_left;
-                report.complete &= r.complete;
-            }
-            Err(e) => {
-                report.complete = false;
-                tracing::warn!(error = %e, "the pending replays could not be carried out; the next run retries");
-            }
-        }
+        self.serve_replays_into(deadline, &mut report).await;
         self.metrics.write(&report.sample(), self.clock.now());
         tracing::info!(?report, "health check done");
         Ok(report)
@@ -572,6 +569,21 @@ impl HealthCheck {
         .await
     }
 
+    /// [`HealthCheck::serve_replays`] for a scheduled run, added to its report.
+    async fn serve_replays_into(&self, deadline: Instant, report: &mut HealthReport) {
+        match self.serve_replays(None, deadline).await {
+            Ok(r) => {
+                report.replayed += r.replayed;
+                report.replays_left = r.replays_left;
+                report.complete &= r.complete;
+            }
+            Err(e) => {
+                report.complete = false;
+                tracing::warn!(error = %e, "the pending replays could not be carried out; the next run retries");
+            }
+        }
+    }
+
     /// Carries out every replay asked for (where no event triggers them: `igbridge serve`);
     /// how many jobs moved.
     pub async fn replay_all_requested(&self, deadline: Instant) -> Result<u64, StoreError> {
@@ -607,9 +619,10 @@ impl HealthCheck {
                 .await;
             release_lease(&self.repo, self.clock.as_ref(), &holder).await;
             done?;
-            // A request accepted while the lease was held, whose own run found it taken.
+            // A request accepted while the lease was held, whose own run found it taken (a new
+            // request of an organization served already counts: it was asked at another time).
             let pending = self.pending_replays().await?;
-            if Instant::now() >= deadline || pending.iter().all(|org| served.contains(org)) {
+            if Instant::now() >= deadline || pending.iter().all(|p| served.contains(p)) {
                 return Ok(report);
             }
         }
@@ -620,33 +633,34 @@ impl HealthCheck {
         &self,
         first: Option<String>,
         deadline: Instant,
-        served: &mut std::collections::HashSet<String>,
+        served: &mut std::collections::HashSet<PendingReplay>,
         report: &mut HealthReport,
     ) -> Result<(), StoreError> {
-        let mut orgs = self.pending_replays().await?;
-        if let Some(first) = first.filter(|f| orgs.contains(f)) {
-            orgs.retain(|o| *o != first);
-            orgs.insert(0, first);
+        let mut pending = self.pending_replays().await?;
+        if let Some(i) = pending.iter().position(|p| Some(&p.0) == first.as_ref()) {
+            let first = pending.remove(i);
+            pending.insert(0, first);
         }
-        for org in orgs {
-            if served.contains(&org) {
+        for request in pending {
+            if served.contains(&request) {
                 continue;
             }
             if Instant::now() >= deadline {
                 report.complete = false;
                 break;
             }
-            let r = self.replay_org(&org, deadline).await?;
-            served.insert(org);
+            let r = self.replay_org(&request.0, deadline).await?;
+            served.insert(request);
             report.replayed += r.replayed;
             report.complete &= r.complete;
         }
+        report.replays_left = 0;
         Ok(())
     }
 
-    /// The organizations with a replay request pending: one query of the installation list and
-    /// batch reads of their backlogs.
-    pub async fn pending_replays(&self) -> Result<Vec<String>, StoreError> {
+    /// The replay requests pending, each an organization and when it was asked (one query of
+    /// the installation list and batch reads of their backlogs).
+    pub async fn pending_replays(&self) -> Result<Vec<PendingReplay>, StoreError> {
         let entries: Vec<InstallationEntry> =
             self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
         let keys: Vec<_> = entries
@@ -656,8 +670,8 @@ impl HealthCheck {
         let mut pending = Vec::new();
         for item in self.repo.store().get_many(&keys).await? {
             let b: super::Backlog = Repo::from_item(item)?;
-            if b.replay_requested_at.is_some() {
-                pending.push(b.organization_id);
+            if let Some(at) = b.replay_requested_at {
+                pending.push(PendingReplay(b.organization_id, at));
             }
         }
         pending.sort();

@@ -97,7 +97,7 @@ pub async fn ask_replay(
 ) -> Result<ReplayAsked, StoreError> {
     let mut answer = ReplayAsked::NothingParked;
     update_backlog(repo, org, |b| {
-        answer = if b.parked == 0 {
+        answer = if b.parked_at(now).0 == 0 {
             ReplayAsked::NothingParked
         } else if let Some(at) = b.replay_requested_at {
             ReplayAsked::AlreadyPending(at)

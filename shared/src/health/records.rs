@@ -60,6 +60,16 @@ impl Backlog {
             ..Self::default()
         }
     }
+
+    /// The jobs still parked at `now`: none once the last park is older than the dead-letter
+    /// queues keep a message (the count only goes down by replays, so expired ones linger).
+    pub fn parked_at(&self, now: DateTime<Utc>) -> (u64, u64) {
+        let retention = chrono::Duration::seconds(crate::provision::DLQ_RETENTION_SECS.into());
+        match self.last_parked_at {
+            Some(at) if now - at >= retention => (0, 0),
+            _ => (self.parked, self.parked_blocked),
+        }
+    }
 }
 
 impl Versioned for Backlog {
@@ -260,6 +270,21 @@ impl Record for InstallationEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parked count only goes down by replays: past the dead-letter retention after the
+    /// last park, nothing of it is left (and the Replay button is not offered for it).
+    #[test]
+    fn parked_jobs_are_gone_once_the_dead_letter_retention_has_passed() {
+        let at = chrono::Utc::now();
+        let b = Backlog {
+            parked: 3,
+            parked_blocked: 1,
+            last_parked_at: Some(at),
+            ..Backlog::new("o")
+        };
+        assert_eq!(b.parked_at(at + chrono::Duration::days(5)), (3, 1));
+        assert_eq!(b.parked_at(at + chrono::Duration::days(6)), (0, 0));
+    }
 
     #[test]
     fn activity_keeps_a_week_of_days_and_knows_a_daily_account() {

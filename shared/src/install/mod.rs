@@ -320,14 +320,19 @@ impl Install {
             .as_ref()
             .is_some_and(|i| i.status == InstallationStatus::ReauthRequired);
         match &existing {
+            // The tokens it replaces are queued for revocation in the same write, so no crash
+            // can leave them live and forgotten.
             Some(old) => {
                 inst.version = old.version;
-                self.repo.save(&mut inst).await?;
+                match self.replaced_tokens(old, set) {
+                    Some(pending) => {
+                        let queued = vec![Repo::to_item(&pending)?];
+                        self.repo.save_with(&mut inst, queued).await?
+                    }
+                    None => self.repo.save(&mut inst).await?,
+                }
             }
             None => self.repo.create(&mut inst).await?,
-        }
-        if let Some(replaced) = existing.filter(|i| i.status != InstallationStatus::Uninstalled) {
-            self.revoke_replaced(&replaced, set).await?;
         }
         // Listed for the health check (purged with the organization).
         let entry = crate::health::records::InstallationEntry {
@@ -392,62 +397,43 @@ impl Install {
         }
     }
 
-    /// Revokes the LiveChat tokens a save replaced (a reinstall, or an admin's status sign-in
-    /// adopted as the installation's), so none stays usable after the uninstall revokes only the
-    /// current ones. Only when the refresh token changed: server-side refresh tokens do not
-    /// rotate, and revoking an access token revokes its refresh token with it, so touching an
-    /// unchanged pair would cut the installation off. Best effort now; what LiveChat refuses is
-    /// left to the sweeper as a pending revocation.
-    async fn revoke_replaced(
+    /// The revocation of the LiveChat tokens a save replaces (a reinstall, or an admin's status
+    /// sign-in adopted as the installation's), so none stays usable after the uninstall revokes
+    /// only the current ones: the old refresh token, which LiveChat revokes with its access
+    /// tokens ("Access tokens that come in pairs with a refresh token are revoked in pairs",
+    /// platform.text.com Global Accounts API). Only when the refresh token changed: server-side
+    /// refresh tokens do not rotate, and revoking an unchanged one would cut the installation
+    /// off. The sweeper carries it out within the hour (this function cannot delete the record).
+    fn replaced_tokens(
         &self,
         old: &Installation,
         set: &crate::livechat::TokenSet,
-    ) -> Result<(), StoreError> {
+    ) -> Option<PendingRevocation> {
+        if old.status == InstallationStatus::Uninstalled {
+            return None; // its tokens were queued by the uninstall
+        }
         let org = &old.organization_id;
-        let open = |sealed: &Option<crate::cipher::EncryptedToken>, field: &str| {
-            sealed
-                .as_ref()
-                .and_then(|t| self.cipher.open(t, &token_context(org, field)).ok())
-        };
-        let old_refresh = open(&old.refresh_token, "livechat.refresh_token");
-        let unchanged = match (&old_refresh, &set.refresh_token) {
-            (Some(o), Some(n)) => o.expose_secret() == n.expose_secret(),
-            (None, _) => true,
-            (Some(_), None) => false,
-        };
+        let context = token_context(org, "livechat.refresh_token");
+        let sealed = old.refresh_token.as_ref()?;
+        let old_refresh = self.cipher.open(sealed, &context).ok()?;
+        let unchanged = set
+            .refresh_token
+            .as_ref()
+            .is_some_and(|new| new.expose_secret() == old_refresh.expose_secret());
         if unchanged {
-            return Ok(());
+            return None;
         }
-        let old_access = open(&old.access_token, "livechat.access_token")
-            .filter(|t| t.expose_secret() != set.access_token.expose_secret());
-        let now = self.clock.now();
-        // The access token first: LiveChat revokes its refresh token with it. Only when it is
-        // unknown (expired) is the refresh token revoked by itself.
-        for token in [old_access, old_refresh].into_iter().flatten() {
-            match self.livechat.revoke_known(&token).await {
-                // Revoked, and its pair with it.
-                Ok(true) => return Ok(()),
-                // Unknown (it expired): the refresh token next.
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(organization_id = %org, error = %e, "a replaced LiveChat token could not be revoked now; the sweeper retries");
-                    let pending = PendingRevocation {
-                        organization_id: org.clone(),
-                        id: format!("livechat-replaced:{}", nonce()),
-                        revocation: Revocation::Livechat {
-                            token: self
-                                .cipher
-                                .seal(&token, &token_context(org, "livechat.revoke")),
-                        },
-                        attempts: 1,
-                        expires_at: now.timestamp()
-                            + crate::lifecycle::RETENTION_AFTER_UNINSTALL_SECS,
-                    };
-                    self.repo.put(&pending, Condition::Always).await?;
-                }
-            }
-        }
-        Ok(())
+        let token = self
+            .cipher
+            .seal(&old_refresh, &token_context(org, "livechat.revoke"));
+        Some(PendingRevocation {
+            organization_id: org.clone(),
+            id: format!("livechat-replaced:{}", nonce()),
+            revocation: Revocation::Livechat { token },
+            attempts: 0,
+            expires_at: self.clock.now().timestamp()
+                + crate::lifecycle::RETENTION_AFTER_UNINSTALL_SECS,
+        })
     }
 
     /// Spends the flow: a confirmation is carried out once.

@@ -396,7 +396,7 @@ async fn render(app: &Install, session: &FlowState, message: Option<&str>) -> Re
         ));
     }
     body.push_str(&installation_card(org, inst.as_ref()));
-    body.push_str(&backlog_card(&backlog, &token));
+    body.push_str(&backlog_card(&backlog, &token, app.clock.now()));
     if views
         .iter()
         .all(|v| v.conn.status == ConnectionStatus::Disconnected)
@@ -454,15 +454,16 @@ otherwise <a href=\"/install\">install igbridge again</a>.".to_string(),
     )
 }
 
-fn backlog_card(b: &Backlog, token: &str) -> String {
+fn backlog_card(b: &Backlog, token: &str, now: DateTime<Utc>) -> String {
+    let (parked, parked_blocked) = b.parked_at(now);
     let mut out = format!(
         "<div class=\"card\"><h2>Messages</h2><dl><dt>Parked</dt><dd>{}</dd>",
-        if b.parked == 0 {
+        if parked == 0 {
             "<span class=\"ok\">✔ none parked</span>".to_string()
         } else {
             format!(
                 "<span class=\"bad\">{} message(s)</span>, {} of them waiting for a repair (sent automatically once repaired)",
-                b.parked, b.parked_blocked
+                parked, parked_blocked
             )
         }
     );
@@ -494,7 +495,7 @@ fn backlog_card(b: &Backlog, token: &str) -> String {
         ));
     }
     out.push_str("</dl>");
-    if b.parked > 0 && b.replay_requested_at.is_none() {
+    if parked > 0 && b.replay_requested_at.is_none() {
         out.push_str(&button(token, "replay", "", "Replay parked messages"));
     }
     out.push_str("</div>");

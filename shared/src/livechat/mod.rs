@@ -340,12 +340,6 @@ impl LivechatClient {
 
     /// Revokes a token (`DELETE /v2/token`); an unknown token counts as revoked.
     pub async fn revoke(&self, token: &SecretString) -> Result<(), LivechatError> {
-        self.revoke_known(token).await.map(|_| ())
-    }
-
-    /// Revokes a token; false when LiveChat did not know it (404: expired, or revoked with its
-    /// pair — revoking either token of a pair revokes both).
-    pub async fn revoke_known(&self, token: &SecretString) -> Result<bool, LivechatError> {
         let res = self
             .http
             .delete(format!("{}/v2/token", self.accounts_base))
@@ -354,8 +348,8 @@ impl LivechatClient {
             .await
             .map_err(transport)?;
         match parse(res).await {
-            Ok(_) => Ok(true),
-            Err(LivechatError::Api { status: 404, .. }) => Ok(false),
+            Ok(_) => Ok(()),
+            Err(LivechatError::Api { status: 404, .. }) => Ok(()),
             Err(e) => Err(e),
         }
     }

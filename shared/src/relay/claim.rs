@@ -115,9 +115,14 @@ impl Claims {
         let Some(mut claimed) = self.repo.get::<IdempotencyRecord>(&key).await? else {
             return Ok(());
         };
+        // Kept as long as the job can wait parked from now on.
+        let until = self.clock.now().timestamp() + IDEMPOTENCY_TTL_SECS;
         let marked = self
             .repo
-            .update(&mut claimed, |r| !std::mem::replace(&mut r.unsent, true))
+            .update(&mut claimed, |r| {
+                r.expires_at = r.expires_at.max(until);
+                !std::mem::replace(&mut r.unsent, true)
+            })
             .await;
         match marked {
             Ok(_) | Err(StoreError::ConditionFailed) => Ok(()),

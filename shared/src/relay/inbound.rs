@@ -57,7 +57,7 @@ fn custom_id(key: &str, index: usize) -> String {
 struct Attempted {
     /// An earlier attempt stopped part-way: look in LiveChat before posting again.
     recovering: bool,
-    /// The customer unsent the message meanwhile: take back what was posted.
+    /// The customer unsent the message meanwhile: post nothing, take back what was posted.
     unsent: bool,
 }
 
@@ -356,6 +356,9 @@ impl Inbound {
         let Action::Post(parts) = render(event, &Context { quote }) else {
             unreachable!("the same event renders the same action")
         };
+        if attempt.unsent {
+            return self.take_back(session, &job.event_id, parts).await;
+        }
         let referral = match event {
             InboundEvent::Message(m) => m.referral.as_ref(),
             InboundEvent::Referral(r) => Some(r),
@@ -373,16 +376,8 @@ impl Inbound {
             _ => None,
         };
         if let (Some(mid), Some(chat_id)) = (mid, session.contact.chat_id.clone()) {
-            let link = self
-                .link(&session.org(), ig, mid, chat_id, delivered)
+            self.link(&session.org(), ig, mid, chat_id, delivered)
                 .await?;
-            if attempt.unsent {
-                // Unsent while an earlier attempt was part-way: what it posted is taken back.
-                self.unsend(session, &link).await?;
-                return Ok(Outcome::Skipped(
-                    "unsent by the customer while it was delivered",
-                ));
-            }
         }
         Ok(Outcome::Done)
     }
@@ -395,7 +390,7 @@ impl Inbound {
         mid: String,
         chat_id: String,
         delivered: Vec<(String, String)>,
-    ) -> Result<MessageLink, Fail> {
+    ) -> Result<(), Fail> {
         let now = self.clock.now();
         let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
         let (event_threads, event_ids): (Vec<String>, Vec<String>) = delivered.into_iter().unzip();
@@ -422,7 +417,7 @@ impl Inbound {
             expires_at,
         };
         self.repo.put(&link, Condition::Always).await?;
-        Ok(link)
+        Ok(())
     }
 
     /// Deletes every LiveChat event of an unsent message, each in the thread it was posted to.
@@ -433,18 +428,9 @@ impl Inbound {
         session: &mut CustomerSession,
         link: &MessageLink,
     ) -> Result<Outcome, Fail> {
-        let mut missing = 0;
-        for (thread_id, event_id) in link.events() {
-            let body =
-                json!({"chat_id": link.chat_id, "thread_id": thread_id, "event_id": event_id});
-            match session.action("delete_event", body).await {
-                Ok(_) => {}
-                Err(Fail::Livechat(LivechatError::Api { kind, .. })) if kind == "not_found" => {
-                    missing += 1;
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        let events = link.events();
+        let events = events.iter().map(|(t, e)| (t.as_str(), e.as_str()));
+        let missing = self.delete_events(session, &link.chat_id, events).await?;
         if missing > 0 {
             tracing::warn!(
                 unsend_not_found = missing,
@@ -455,6 +441,50 @@ impl Inbound {
             ));
         }
         Ok(Outcome::Done)
+    }
+
+    /// The customer unsent the message while an earlier attempt at it was part-way (its claim
+    /// was left in progress, the job parked): nothing more is posted, and what that attempt
+    /// posted (found in the chat by its custom ids) is deleted.
+    async fn take_back(
+        &self,
+        session: &mut CustomerSession,
+        key: &str,
+        parts: Vec<Part>,
+    ) -> Result<Outcome, Fail> {
+        let already = self.existing(session).await?;
+        let posted: Vec<(String, String)> = Self::events_for(key, parts, &already)
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+        if let Some(chat_id) = session.contact.chat_id.clone() {
+            let posted = posted.iter().map(|(t, e)| (t.as_str(), e.as_str()));
+            self.delete_events(session, &chat_id, posted).await?;
+        }
+        Ok(Outcome::Skipped(
+            "unsent by the customer before it was delivered",
+        ))
+    }
+
+    /// Deletes events of a chat, each in its thread; how many LiveChat no longer had.
+    async fn delete_events<'a>(
+        &self,
+        session: &mut CustomerSession,
+        chat_id: &str,
+        events: impl Iterator<Item = (&'a str, &'a str)>,
+    ) -> Result<usize, Fail> {
+        let mut missing = 0;
+        for (thread_id, event_id) in events {
+            let body = json!({"chat_id": chat_id, "thread_id": thread_id, "event_id": event_id});
+            match session.action("delete_event", body).await {
+                Ok(_) => {}
+                Err(Fail::Livechat(LivechatError::Api { kind, .. })) if kind == "not_found" => {
+                    missing += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(missing)
     }
 
     fn customers(&self) -> Customers {

@@ -235,12 +235,7 @@ impl Outbound {
         let Some(mut conv) = self.conversation(job).await? else {
             return Ok(Outcome::Skipped("chat not bridged for this organization"));
         };
-        let outcome = self.act(&mut conv, job, attempt).await?;
-        if outcome == Outcome::Done && job.action != "chat_deactivated" {
-            let (org, ig) = (&conv.inst.organization_id, &conv.route.ig_account_id);
-            self.observer.active(org, ig, Direction::Outbound).await;
-        }
-        Ok(outcome)
+        self.act(&mut conv, job, attempt).await
     }
 
     async fn act(
@@ -553,6 +548,10 @@ impl Outbound {
         }
         claim.parts_done = sent.index as u32 + 1;
         self.claims().progress(claim).await?;
+        // A message Instagram accepted: the status page's "last message out", and the health
+        // check's proof that the connection works.
+        let (org, ig) = (&conv.inst.organization_id, &conv.route.ig_account_id);
+        self.observer.active(org, ig, Direction::Outbound).await;
         let pending = self.pending_key(conv, sent.part);
         self.repo.remove(&pending, Condition::Always).await?;
         Ok(())

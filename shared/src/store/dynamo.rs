@@ -450,10 +450,14 @@ impl Store for DynamoStore {
             .into_iter()
             .map(|w| transact_item(&self.table, w))
             .collect::<Result<Vec<_>, _>>()?;
+        // Idempotent for 10 minutes: the SDK's own retry of a transaction that committed but
+        // whose answer was lost is not refused by the conditions it already met.
+        let token = hex::encode(rand::random::<[u8; 16]>());
         let res = self
             .client
             .transact_write_items()
             .set_transact_items(Some(items))
+            .client_request_token(token)
             .send()
             .await;
         let Err(err) = res else {

@@ -412,6 +412,32 @@ impl Repo {
         out
     }
 
+    /// [`Repo::save`] together with `others` (items written whole, unconditionally), all or
+    /// nothing.
+    pub async fn save_with<R: Versioned>(
+        &self,
+        record: &mut R,
+        others: Vec<Item>,
+    ) -> Result<(), StoreError> {
+        let read = record.version();
+        record.set_version(read + 1);
+        let mut writes = vec![TransactWrite::Put {
+            item: Self::to_item(record)?,
+            condition: Condition::IfVersion(read),
+        }];
+        for item in others {
+            writes.push(TransactWrite::Put {
+                item,
+                condition: Condition::Always,
+            });
+        }
+        let out = self.store.transact(writes).await;
+        if out.is_err() {
+            record.set_version(read);
+        }
+        out
+    }
+
     /// Applies `change` and saves; after losing a race, re-reads the record into `current` and
     /// applies `change` again, so concurrent changes to other fields are kept. `change` returns
     /// false to write nothing (e.g. the fresh record no longer wants it): the result is then
