@@ -8,17 +8,17 @@ together (a consumer crashed or timed out), SQS returns them again in their orde
 later message of the group. moto 5.x counts a message as holding its group until a receive
 takes it out of its in-flight set, which it does one message at a time while it iterates; so the
 group stays locked until the last of them, which is returned *first*, followed by newer messages
-(found by tests/tests/faults.rs: a worker killed mid-batch). Here a receive may return a visible
+(found by tests/tests/end_to_end/faults.rs: a worker killed mid-batch). Here a receive may return a visible
 message only when no earlier message of its group is still in flight (invisible), which is
 SQS's rule, long polling included; moto's own group lock is not consulted for FIFO queues.
 Source for SQS's behaviour: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/FIFO-queues-understanding-logic.html
 
 The second: moto 5.x backs up a DynamoDB transaction by deep-copying every table it touches, once
 per write of the transaction (100 copies of the whole table for a 100-write transaction), so a
-transaction on a table of 50,000 items took minutes (found by shared/tests/purge_at_scale.rs: the
+transaction on a table of 50,000 items took minutes (found by shared/tests/suite/purge_at_scale.rs: the
 uninstall marks items in transactions fenced on the installation). Here only the items the
 transaction writes are backed up, and put back if it is cancelled; what a transaction does and
-answers is unchanged (shared/tests/store_contract.rs checks all-or-nothing on moto).
+answers is unchanged (shared/tests/suite/store_contract.rs checks all-or-nothing on moto).
 """
 
 import sys

@@ -2,8 +2,8 @@
 //! it can turn into a request. lambda_http 1.3 panics instead of failing on an event whose URI it
 //! cannot build (a raw query or path `http::Uri` refuses, an unparseable host or scheme) or whose
 //! base64 body does not decode; with the release profile's `panic = "abort"` (smaller binaries,
-//! README "Performance") that would end the execution environment. Such a request gets 400 here
-//! and the environment lives on. shared/tests/fuzz.rs checks the two stay in step: every event
+//! docs/performance.md) that would end the execution environment. Such a request gets 400 here
+//! and the environment lives on. shared/tests/suite/fuzz.rs checks the two stay in step: every event
 //! lambda_http panics on is one this refuses.
 
 use std::convert::Infallible;

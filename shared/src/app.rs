@@ -7,13 +7,13 @@ use aws_config::SdkConfig;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::{AwsResources, Config, ConfigError};
+#[cfg(feature = "eventbridge")]
+use crate::events::EventBridgePublisher;
+use crate::events::{EventPublisher, MemoryPublisher};
 use crate::function::Resource;
 use crate::ingest::{InstagramIngest, LivechatIngest};
 use crate::instagram::graph::GraphClient;
 use crate::lifecycle::Lifecycle;
-#[cfg(feature = "eventbridge")]
-use crate::lifecycle::events::EventBridgePublisher;
-use crate::lifecycle::events::{EventPublisher, MemoryPublisher};
 use crate::lifecycle::routes::UninstallState;
 use crate::livechat::LivechatClient;
 #[cfg(feature = "sqs")]
@@ -357,7 +357,7 @@ fn aws_queues(sdk: &SdkConfig, res: &AwsResources) -> Result<[Arc<dyn Queue>; 4]
 /// The lifecycle event publisher: EventBridge when `res` names the bus, else unwired.
 fn aws_events(sdk: &SdkConfig, res: &AwsResources) -> Result<Arc<dyn EventPublisher>, ConfigError> {
     let Some(bus) = &res.event_bus_name else {
-        return Ok(Arc::new(crate::lifecycle::events::Unwired));
+        return Ok(Arc::new(crate::events::Unwired));
     };
     #[cfg(feature = "eventbridge")]
     return Ok(Arc::new(EventBridgePublisher::new(

@@ -1,7 +1,7 @@
 //! Configuration, loaded once per cold start from the environment and, in Lambda, from the
 //! Secrets Manager secrets named by `APP_SECRET_IDS` (comma-separated; each a JSON object whose
 //! keys are the same names). Each function is given only the settings and secrets it uses
-//! ([`crate::function::Function::needs`]; template.yaml follows it and tests/tests/template.rs
+//! ([`crate::function::Function::needs`]; template.yaml follows it and tests/tests/end_to_end/template.rs
 //! checks).
 //!
 //! A value in the secret wins over the same name in the environment: the secret is the source of

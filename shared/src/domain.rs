@@ -12,8 +12,6 @@ use crate::store::{Key, Record, Versioned, keys};
 pub const MESSAGE_LINK_TTL_SECS: i64 = 30 * 24 * 3600;
 /// How long an idempotency record outlives its event (Meta retries for up to 36 h).
 pub const IDEMPOTENCY_TTL_SECS: i64 = 7 * 24 * 3600;
-// A claim remembers an unsend for as long as the unsent message's job can wait parked.
-const _: () = assert!(IDEMPOTENCY_TTL_SECS >= crate::provision::DLQ_RETENTION_SECS as i64);
 /// How long an OAuth state is valid.
 pub const OAUTH_STATE_TTL_SECS: i64 = 15 * 60;
 /// How long after uninstall everything of an organization is gone at the latest.

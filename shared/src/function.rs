@@ -2,7 +2,7 @@
 //! these settings (a setting a function does not use may be absent), `app::lambda` builds only
 //! these clients, template.yaml gives each function exactly this environment, these secrets and
 //! these resources in its role, and each function crate enables the matching `shared` features.
-//! tests/tests/template.rs keeps all of them in step.
+//! tests/tests/end_to_end/template.rs keeps all of them in step.
 
 /// A setting read from the environment or, for secrets, from the function's Secrets Manager
 /// secrets.

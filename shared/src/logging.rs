@@ -31,7 +31,7 @@ const OWN_TARGETS: &[&str] = &[
 /// carry — lambda_runtime the raw event ("raw JSON event received from Lambda": webhook
 /// `secret_key`s, the app webhook's `?token=`, message text, OAuth codes), the SDK's
 /// orchestrator and hyper/h2/reqwest/rustls the requests they send. None of that may reach a
-/// log (README "Security"), so `LogLevel=TRACE` raises only this workspace's own logging.
+/// log (docs/security.md), so `LogLevel=TRACE` raises only this workspace's own logging.
 pub const DEPENDENCY_CAP: LevelFilter = LevelFilter::INFO;
 
 /// The level (Lambda's `TRACE`…`FATAL`) or, locally, `RUST_LOG`'s `target=level` directives,

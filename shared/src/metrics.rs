@@ -5,7 +5,7 @@
 //!
 //! Workers aggregate a batch into one [`Sample`] and write it once, so the log volume is one line
 //! per batch, not one per message. `template.yaml`'s dashboard and alarms name these metrics;
-//! `tests/tests/template.rs` checks that every name they use is in [`Metric::ALL`].
+//! `tests/tests/end_to_end/template.rs` checks that every name they use is in [`Metric::ALL`].
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -3,10 +3,9 @@
 
 /// Visibility timeout of the work queues: six times the workers' 30 s timeout, as AWS advises.
 pub const VISIBILITY_TIMEOUT_SECS: i32 = 180;
-/// Receives before the queue itself moves a message to the dead-letter queue: enough for the
-/// workers' 6-hour retry window (`crate::worker::RETRY_FOR`) at the shortest redelivery delays;
-/// the worker parks a job explicitly, with its reason, on the last of them.
-pub const MAX_RECEIVE_COUNT: u32 = 100;
+/// Receives before the queue itself moves a message to the dead-letter queue (the template's
+/// `maxReceiveCount`): the retry policy's [`crate::retry::MAX_RECEIVES`].
+pub const MAX_RECEIVE_COUNT: u32 = crate::retry::MAX_RECEIVES;
 /// How long a work queue keeps a message (4 days).
 pub const RETENTION_SECS: i32 = 4 * 24 * 3600;
 /// Visibility timeout of the dead-letter queues: longer than the health function's 300 s, so the

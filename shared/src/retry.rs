@@ -5,6 +5,18 @@ use std::time::Duration;
 
 use rand::Rng;
 
+/// How many times the queue delivers a job before moving it to the dead-letter queue on its own
+/// (the template's `maxReceiveCount`; a test keeps the two in step). The worker parks a job
+/// itself on its last delivery, with the reason, so the queue never has to.
+pub const MAX_RECEIVES: u32 = 100;
+
+/// How long a job that keeps failing transiently is retried before it is parked: throttles by
+/// Meta (`#613`, `#80002`, …) and LiveChat's 429 can last hours.
+pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(6);
+
+/// The longest delay a retry may ask for (SQS caps a visibility timeout at 12 hours).
+pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
+
 /// How often and how patiently to retry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
@@ -26,9 +38,9 @@ impl RetryPolicy {
 
     /// Redelivery of a queued job after a transient failure (SQS visibility timeout): 10 s
     /// doubling to 15 min, for as long as the worker's retry window (6 h) lasts —
-    /// `crate::worker::MAX_RECEIVES` deliveries are enough for it even at the shortest delays.
+    /// `MAX_RECEIVES` deliveries are enough for it even at the shortest delays.
     pub const REDELIVERY: RetryPolicy = RetryPolicy {
-        retries: crate::worker::MAX_RECEIVES as usize - 1,
+        retries: MAX_RECEIVES as usize - 1,
         base: Duration::from_secs(10),
         max: Duration::from_secs(15 * 60),
     };
@@ -70,7 +82,7 @@ mod tests {
     fn the_deliveries_cover_the_retry_window_even_at_the_shortest_delays() {
         let p = RetryPolicy::REDELIVERY;
         // The shortest delay of each retry is half its capped exponential.
-        let shortest: Duration = (1..crate::worker::MAX_RECEIVES)
+        let shortest: Duration = (1..MAX_RECEIVES)
             .map(|a| {
                 let exp = p
                     .base
@@ -78,7 +90,7 @@ mod tests {
                 exp.min(p.max) / 2
             })
             .sum();
-        let window = crate::worker::RETRY_FOR.to_std().unwrap();
+        let window = RETRY_FOR.to_std().unwrap();
         assert!(shortest > window, "{shortest:?} < {window:?}");
     }
 }

@@ -1,5 +1,5 @@
-//! The public HTTP routes, the external contract of DESIGN.md: the routers serve these paths, and
-//! template.yaml declares the same set (tests/tests/template.rs keeps them in step).
+//! The public HTTP routes, the app's external contract (ARCHITECTURE.md): the routers serve
+//! these paths, and template.yaml declares the same set (tests/tests/end_to_end/template.rs keeps them in step).
 
 /// `GET /install`: start an install (the page creates the tab's flow secret); `GET /install?b=`
 /// with the secret's hash: on to LiveChat's authorization with a state bound to the tab.

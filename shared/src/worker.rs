@@ -15,8 +15,9 @@ use futures_util::future::join_all;
 use crate::datakey::DataKeys;
 use crate::jobs::{Blocked, Envelope, Job, Parked, Source, UnparsedJob, Wire};
 use crate::metrics::{Metric, Sample};
+use crate::outcome::{Attempt, Outcome};
 use crate::queue::{OutgoingMessage, Queue, ReceivedMessage};
-use crate::retry::RetryPolicy;
+use crate::retry::{MAX_RETRY_DELAY, RetryPolicy};
 
 /// One queued job as the worker sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,70 +42,6 @@ impl From<ReceivedMessage> for QueuedJob {
             group_id: m.group_id,
             body: m.body,
             receive_count: m.receive_count,
-        }
-    }
-}
-
-/// What became of one job.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Its effect happened.
-    Done,
-    /// Nothing to do (duplicate, own echo, unknown account); the reason is logged.
-    Skipped(&'static str),
-    /// A transient failure: retry after the delay (or the policy's, if none).
-    Retry {
-        /// Log-safe reason.
-        reason: String,
-        /// Explicit delay, e.g. a short wait for an echo race.
-        after: Option<Duration>,
-    },
-    /// A permanent failure: park in the dead-letter queue with the reason, for a human.
-    Park(String),
-    /// Cannot go through until the installation is repaired: parked, and replayed by the repair.
-    Blocked(Blocked),
-}
-
-/// How many times the queue delivers a job before moving it to the dead-letter queue on its own
-/// (the template's `maxReceiveCount`; a test keeps the two in step). The worker parks a job
-/// itself on its last delivery, with the reason, so the queue never has to.
-pub const MAX_RECEIVES: u32 = crate::provision::MAX_RECEIVE_COUNT;
-
-/// How long a job that keeps failing transiently is retried before it is parked: throttles by
-/// Meta (`#613`, `#80002`, …) and LiveChat's 429 can last hours.
-pub const RETRY_FOR: chrono::Duration = chrono::Duration::hours(6);
-
-/// The longest delay a retry may ask for (SQS caps a visibility timeout at 12 hours).
-pub const MAX_RETRY_DELAY: Duration = Duration::from_secs(12 * 3600);
-
-/// Which delivery of a job this is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Attempt {
-    /// Receives so far, this one included.
-    pub number: u32,
-    /// How long since the platform handed the event over (the envelope's `received_at`).
-    pub held_for: chrono::Duration,
-    /// No retry follows: a transient failure now parks the job.
-    pub last: bool,
-}
-
-impl Attempt {
-    /// The attempt for a job received `number` times, first handed over at `received_at`.
-    pub fn of(number: u32, received_at: DateTime<Utc>, now: DateTime<Utc>) -> Self {
-        let held_for = (now - received_at).max(chrono::Duration::zero());
-        Self {
-            number,
-            held_for,
-            last: number >= MAX_RECEIVES || held_for >= RETRY_FOR,
-        }
-    }
-
-    /// A first delivery, just received (tests and direct calls).
-    pub fn first() -> Self {
-        Self {
-            number: 1,
-            held_for: chrono::Duration::zero(),
-            last: false,
         }
     }
 }

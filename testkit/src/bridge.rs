@@ -137,8 +137,10 @@ impl Harness {
         };
         self.graph
             .add_user(fbuser, &format!("code-{org}"), vec![fb_page]);
-        self.graph
-            .subscribe(&format!("PAGE-{ig}"), shared::install::SUBSCRIBED_FIELDS);
+        self.graph.subscribe(
+            &format!("PAGE-{ig}"),
+            shared::instagram::graph::SUBSCRIBED_FIELDS,
+        );
         let cfg = &self.services.config;
         let repo = &self.services.repo;
         repo.put(

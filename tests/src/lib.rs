@@ -516,7 +516,7 @@ impl System {
     }
 }
 
-/// The value the operator puts in each secret (README "Deploy"), by logical id.
+/// The value the operator puts in each secret (docs/operations.md "Deploy"), by logical id.
 pub fn secret_values(key: &str) -> BTreeMap<&'static str, Value> {
     BTreeMap::from([
         ("MetaAppSecret", json!({"META_APP_SECRET": META_APP_SECRET})),

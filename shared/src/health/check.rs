@@ -20,23 +20,24 @@ use super::replay::{QueuePair, ReplayReport, release_lease, replay, take_lease};
 use super::update_backlog;
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
+use crate::customer::Customers;
 use crate::domain::*;
+use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+use crate::instagram::graph::SUBSCRIBED_FIELDS;
 use crate::instagram::graph::{GraphClient, TokenInfo};
-use crate::install::SUBSCRIBED_FIELDS;
-use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
 use crate::metrics::{Metric, Metrics, Sample};
-use crate::relay::customer::{Customers, Fail};
+use crate::outcome::Fail;
 use crate::store::{Condition, Record, Repo, StoreError, keys};
 
 /// The Page token permission without which replies cannot reach Instagram: the one Meta's Send
 /// API for Instagram requires ("The instagram_manage_messages permission", Messenger Platform >
 /// Instagram > Send a message > Requirements), which every Instagram messaging call and webhook
 /// field lists too. Only its absence — or an invalid token — breaks a connection (replies wait).
-/// `pages_messaging` is not one: no Instagram messaging call lists it (README "Connection health and the status page").
+/// `pages_messaging` is not one: no Instagram messaging call lists it (docs/health.md).
 pub const REQUIRED_PERMISSIONS: &[&str] = &["instagram_manage_messages"];
 /// Permissions whose absence degrades a connection without stopping replies: what fails without
-/// each, shown on the status page (README "Connection health and the status page" has the sources).
+/// each, shown on the status page (docs/health.md has the sources).
 pub const WANTED_PERMISSIONS: &[(&str, &str)] = &[
     (
         "instagram_basic",

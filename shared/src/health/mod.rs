@@ -88,8 +88,7 @@ pub enum ReplayAsked {
 /// Records an admin's request to replay `org`'s parked jobs, only when something is parked, no
 /// request is pending and the last one is over [`REPLAY_COOLDOWN`] old: one conditional
 /// (versioned) write, so a button pressed many times, or by many tabs at once, is accepted once.
-/// Each accepted request starts one run of the health function; nothing else may (README
-/// "Security").
+/// Each accepted request starts one run of the health function; nothing else may (docs/security.md).
 pub async fn ask_replay(
     repo: &Repo,
     org: &str,

@@ -62,7 +62,7 @@ pub const REPLAY_LEASE_TTL_SECS: i64 = 24 * 3600;
 /// Takes the replay lease if nobody holds it: the holder id, or `None` when another replay
 /// holds it. Never waits: a run that finds it held leaves its request to the holder (which looks
 /// for requests once more after letting go) or to the next hourly run, so a burst of requests
-/// cannot pile up executions that wait (README "Security").
+/// cannot pile up executions that wait (docs/security.md).
 pub async fn take_lease(
     repo: &Repo,
     clock: &dyn crate::clock::Clock,

@@ -23,40 +23,12 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
-use crate::instagram::graph::{GraphClient, PageAccount};
-use crate::lifecycle::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
-use crate::livechat::{LivechatClient, Organization};
+use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+use crate::instagram::graph::{FACEBOOK_SCOPES, GraphClient, PageAccount, SUBSCRIBED_FIELDS};
+use crate::livechat::{LivechatClient, Organization, REQUIRED_SCOPES};
 use crate::routes;
 use crate::store::{Condition, Record, Repo, StoreError};
 use state::{FlowSealer, FlowState, OfferedPage, is_binding};
-
-/// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
-/// organization's agents to name its owner on the confirmation page.
-pub const REQUIRED_SCOPES: &[&str] = &["customers:own", "agents--all:ro"];
-/// Facebook Login permissions for the Messenger API for Instagram: each is one a call the
-/// bridge makes needs (Meta's docs, cited in README "Connection health and the status page") —
-/// `instagram_basic` (the Page's Instagram account on `/me/accounts`; Meta requires it beside
-/// the next one), `instagram_manage_messages` (sending, marking seen, the messaging webhooks),
-/// `pages_manage_metadata` and `pages_messaging` (subscribing the Page to the `messages`
-/// webhook fields), `pages_show_list` (listing the Pages, reading their subscription),
-/// `pages_read_engagement` (the customer's profile), `business_management` (Pages a business
-/// portfolio owns, which `/me/accounts` leaves out otherwise). Only the absence of
-/// `instagram_manage_messages` breaks a connection (`health::check::REQUIRED_PERMISSIONS`).
-pub const FACEBOOK_SCOPES: &str = "instagram_basic,instagram_manage_messages,pages_manage_metadata,pages_show_list,pages_read_engagement,pages_messaging,business_management";
-/// Page webhook fields the bridge subscribes the Page to. These are the *Page* names
-/// (`POST /{page-id}/subscribed_apps` refuses the Instagram product's `messaging_seen` and
-/// `messaging_referral` with `(#100) Param subscribed_fields[…] must be one of {…}`):
-/// messages (and their echoes, shown to agents as staff messages), postbacks, reactions, reads,
-/// referrals, and `standby` for conversations another app controls.
-pub const SUBSCRIBED_FIELDS: &[&str] = &[
-    "messages",
-    "message_echoes",
-    "messaging_postbacks",
-    "message_reactions",
-    "message_reads",
-    "messaging_referrals",
-    "standby",
-];
 
 /// The install flow.
 pub struct Install {

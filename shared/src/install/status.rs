@@ -17,9 +17,9 @@ use chrono::{DateTime, Utc};
 use super::state::{FlowState, is_binding};
 use super::{Install, StepError, field, nonce, pages};
 use crate::domain::*;
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::health::{Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState};
 use crate::html::{esc, page};
-use crate::lifecycle::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::Organization;
 use crate::routes;
 use crate::store::{StoreError, keys};
@@ -201,7 +201,9 @@ async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organiz
         .split(',')
         .map(str::trim)
         .collect();
-    let complete = super::REQUIRED_SCOPES.iter().all(|s| granted.contains(s));
+    let complete = crate::livechat::REQUIRED_SCOPES
+        .iter()
+        .all(|s| granted.contains(s));
     let adopt = complete
         && (inst.status == InstallationStatus::ReauthRequired
             || set.account_id.as_deref() == Some(inst.account_id.as_str()));

@@ -2,7 +2,6 @@
 //! wiped at uninstall, every item of the organization gets a TTL and a purge entry, and the
 //! sweeper hard-deletes what is due whatever DynamoDB's TTL lag.
 
-pub mod events;
 pub mod retention;
 pub mod routes;
 pub mod signed_request;
@@ -18,10 +17,10 @@ use crate::cipher::TokenCipher;
 
 use crate::clock::Clock;
 use crate::domain::*;
+use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 use crate::instagram::graph::GraphClient;
 use crate::livechat::LivechatClient;
 use crate::store::{Condition, Key, PageRequest, Repo, StoreError, keys};
-use events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
 
 /// The table calls the lifecycle makes (uninstall, deauthorize, data deletion, the sweeper):
 /// the uninstall and deletion-sweeper roles grant exactly these (the template test checks).
@@ -413,7 +412,7 @@ impl Lifecycle {
 
     /// Posts "the Instagram account was disconnected" into each chat of the account; nothing more.
     async fn tell_chats(&self, org: &str, ig: &str) {
-        let customers = crate::relay::customer::Customers {
+        let customers = crate::customer::Customers {
             repo: self.repo.clone(),
             cipher: self.cipher.clone(),
             livechat: self.livechat.clone(),

@@ -1,5 +1,5 @@
-//! How each kind of record leaves the table: the one list the purge, its tests and the README's
-//! retention table follow. A record kind that is not listed here fails the coverage test
+//! How each kind of record leaves the table: the one list the purge, its tests and the retention
+//! table of docs/privacy.md follow. A record kind that is not listed here fails the coverage test
 //! (`store_contract::every_record_kind_has_a_retention`), so a new kind cannot be forgotten by
 //! the purge.
 

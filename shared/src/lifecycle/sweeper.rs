@@ -6,9 +6,9 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use super::{DELETION_STATUS_TTL_SECS, Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS};
 use crate::domain::*;
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 
 /// Keys per round when purging an organization (a DynamoDB page of the keys-only index holds

@@ -12,9 +12,9 @@
 
 use std::time::{Duration, Instant};
 
-use super::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, UninstallReport};
 use crate::domain::*;
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError, keys};
 
 /// How long the uninstall webhook works before answering: LiveChat expects an answer within

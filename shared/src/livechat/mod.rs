@@ -11,6 +11,10 @@ use serde_json::{Value, json};
 use crate::config::RotatingSecret;
 use crate::http::{is_retryable_error, is_retryable_status};
 
+/// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
+/// organization's agents to name its owner on the confirmation page.
+pub const REQUIRED_SCOPES: &[&str] = &["customers:own", "agents--all:ro"];
+
 /// The Customer Chat API version.
 pub const API_VERSION: &str = "3.6";
 

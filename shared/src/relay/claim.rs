@@ -9,6 +9,9 @@ use crate::clock::Clock;
 use crate::domain::{IDEMPOTENCY_TTL_SECS, IdempotencyRecord, IdempotencyState};
 use crate::store::{Repo, StoreError};
 
+// A claim remembers an unsend for as long as the unsent message's job can wait parked.
+const _: () = assert!(IDEMPOTENCY_TTL_SECS >= crate::provision::DLQ_RETENTION_SECS as i64);
+
 /// Which platform's event ids a claim is for (ids are unique only within one stream).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Scope {

@@ -9,18 +9,20 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
 use super::claim::{Claims, Scope};
-use super::customer::{CustomerSession, Customers, Fail, notice_event};
 use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{Action, Context, Part, media_event, referral_fields, render, split_text};
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
+use crate::customer::{CustomerSession, Customers, notice_event};
 use crate::domain::*;
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
 use crate::instagram::graph::{GraphClient, GraphError};
 use crate::jobs::{Envelope, InstagramEventJob, Job, Source};
 use crate::livechat::{LivechatClient, LivechatError};
+use crate::outcome::Fail;
+use crate::outcome::{Attempt, Outcome};
 use crate::store::{Condition, Repo};
-use crate::worker::{Attempt, JobHandler, Outcome};
+use crate::worker::JobHandler;
 
 /// The instagram-to-livechat worker.
 pub struct Inbound {
@@ -37,7 +39,7 @@ pub struct Inbound {
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
     /// Lifecycle events (a refused grant).
-    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
+    pub events: Arc<dyn crate::events::EventPublisher>,
     /// Metrics, backlog and activity.
     pub observer: crate::health::Observer,
     /// The status page's base URL (the broken-connection notice links it).

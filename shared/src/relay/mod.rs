@@ -1,7 +1,6 @@
 //! The workers that carry messages between the platforms.
 
 pub(crate) mod claim;
-pub(crate) mod customer;
 pub(crate) mod echo;
 pub mod inbound;
 pub mod outbound;

@@ -10,22 +10,24 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 
 use super::claim::{Claims, Scope};
-use super::customer::{Customers, Fail};
 use super::echo::Echoes;
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
+use crate::customer::Customers;
 use crate::domain::*;
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::instagram::graph::{GraphClient, GraphError};
 use crate::instagram::send::{
     Author, MAX_TEXT_BYTES, Window, attachment_type, message_body, split_text, window,
 };
 use crate::jobs::Blocked;
 use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
-use crate::lifecycle::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::livechat::LivechatClient;
+use crate::outcome::Fail;
+use crate::outcome::{Attempt, Outcome};
 use crate::retry::RetryPolicy;
 use crate::store::{Condition, Repo};
-use crate::worker::{Attempt, JobHandler, Outcome};
+use crate::worker::JobHandler;
 
 /// Pending-send records outlive any send by far; the sweeper removes leftovers.
 const PENDING_TTL_SECS: i64 = 24 * 3600;
@@ -82,7 +84,7 @@ pub struct Outbound {
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
     /// Lifecycle events (a refused Page token or grant).
-    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
+    pub events: Arc<dyn crate::events::EventPublisher>,
     /// Metrics, backlog and activity.
     pub observer: crate::health::Observer,
 }

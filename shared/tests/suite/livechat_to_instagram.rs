@@ -12,7 +12,8 @@ use chrono::Duration as Span;
 use serde_json::{Value, json};
 use shared::clock::Clock;
 use shared::domain::*;
-use shared::worker::{JobHandler, Outcome};
+use shared::outcome::Outcome;
+use shared::worker::JobHandler;
 use testkit::fixture;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, ResponseTemplate};
@@ -244,7 +245,7 @@ async fn send_api_errors_become_actions() {
         assert_eq!(h.services.to_instagram_dlq.depth().await.unwrap(), 0);
     }
     // 190: connection broken, agent told once with the status page's link (reconnect there),
-    // message parked waiting for the repair, which replays it (shared/tests/health.rs).
+    // message parked waiting for the repair, which replays it (shared/tests/suite/health.rs).
     let h = send_error("meta/error_190_session_invalidated").await;
     assert!(h.work_outbound().await.is_empty());
     let conn: InstagramConnection = h
@@ -326,7 +327,7 @@ async fn an_echo_racing_the_send_response_is_known_by_its_content_and_skipped() 
     let early_echo = async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         inbound
-            .handle(&echo_job, shared::worker::Attempt::first())
+            .handle(&echo_job, shared::outcome::Attempt::first())
             .await
     };
     let (failed, early) = tokio::join!(send, early_echo);
@@ -335,7 +336,7 @@ async fn an_echo_racing_the_send_response_is_known_by_its_content_and_skipped() 
     assert_eq!(early, Outcome::Skipped("echo of a message this app sent"));
     assert_eq!(
         inbound
-            .handle(&echo_job, shared::worker::Attempt::first())
+            .handle(&echo_job, shared::outcome::Attempt::first())
             .await,
         Outcome::Skipped("echo of a message this app sent")
     );

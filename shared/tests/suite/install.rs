@@ -354,7 +354,7 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
     assert_eq!(
         h.graph.subscription("100000000000009"),
         Some(
-            shared::install::SUBSCRIBED_FIELDS
+            shared::instagram::graph::SUBSCRIBED_FIELDS
                 .iter()
                 .map(|f| f.to_string())
                 .collect()

@@ -1,5 +1,6 @@
-//! Privacy: logs never carry message text, tokens or secrets. Alone in its test binary so no
-//! other test's thread interferes with the captured subscriber.
+//! Privacy: logs never carry message text, tokens or secrets. The capturing subscriber is the
+//! test thread's default (the test's current-thread runtime runs the whole bridge on it), so the
+//! other tests of the binary, on their own threads, neither reach nor disturb it.
 
 use testkit::bridge;
 

@@ -51,7 +51,7 @@ fn template_routes_are_the_routes_the_code_declares() {
         })
         .collect();
     assert_eq!(declared, code);
-    // DESIGN.md's eleven routes, both OAuth callbacks also take the tab's post-back (the
+    // The eleven public routes, both OAuth callbacks also take the tab's post-back (the
     // install is bound to the tab that started it: issue 13), and the status page (GET, POST,
     // and the frame LiveChat's app settings show).
     assert_eq!(ROUTES.len(), 16);
@@ -607,7 +607,7 @@ use testkit::lambda::template::glob;
 
 /// The internet-facing install function (the install flow and the status page) may touch only
 /// the partitions its records live in — checked here against the code's key functions, and in
-/// shared/tests/{install,health}.rs against every call the flows make — and never an
+/// shared/tests/suite/{install,health}.rs against every call the flows make — and never an
 /// organization's contacts, chats, message or event links, claims or pending sends.
 #[test]
 fn the_install_function_reaches_only_its_partitions() {

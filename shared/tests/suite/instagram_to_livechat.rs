@@ -18,9 +18,10 @@ use shared::config::RotatingSecret;
 use shared::domain::*;
 use shared::instagram::webhook::sign;
 use shared::jobs::{Envelope, Job};
+use shared::outcome::Outcome;
 use shared::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage};
 use shared::store::Condition;
-use shared::worker::{Outcome, QueuedJob, process_batch};
+use shared::worker::{QueuedJob, process_batch};
 use testkit::fixture;
 use testkit::store::{FaultAt, FaultyStore, Op};
 use tower::ServiceExt;
@@ -501,7 +502,7 @@ async fn own_echoes_are_skipped_staff_echoes_shown_and_racing_echoes_wait() {
     let outcome = shared::worker::JobHandler::handle(
         &h.services.inbound(),
         &env,
-        shared::worker::Attempt::first(),
+        shared::outcome::Attempt::first(),
     )
     .await;
     assert!(
@@ -611,7 +612,7 @@ async fn an_expired_agent_token_is_refreshed_and_a_refused_refresh_parks_the_job
     assert!(h.work().await.is_empty(), "parked, not failed");
     let parked = h.dlq().await;
     assert_eq!(parked.len(), 1);
-    // Parked waiting for the repair: a re-authorization replays it (shared/tests/health.rs).
+    // Parked waiting for the repair: a re-authorization replays it (shared/tests/suite/health.rs).
     let why = parked[0].parked.as_ref().unwrap();
     assert_eq!(
         why.blocked,
@@ -958,7 +959,7 @@ async fn an_unsend_livechat_no_longer_has_is_counted_not_taken_as_done() {
     let outcome = shared::worker::JobHandler::handle(
         &h.services.inbound(),
         &envelope,
-        shared::worker::Attempt::first(),
+        shared::outcome::Attempt::first(),
     )
     .await;
     assert_eq!(
@@ -1028,7 +1029,7 @@ async fn a_refused_client_secret_is_retried_without_flagging_the_tenant_and_the_
         "the tenant did nothing wrong"
     );
 
-    // Deployed as the README says: the new value current, the old one previous.
+    // Deployed as docs/operations.md says: the new value current, the old one previous.
     h.services.config.livechat_client_secret = RotatingSecret::new(
         "lc-client-secret-2".to_string().into(),
         Some(CLIENT_SECRET.to_string().into()),

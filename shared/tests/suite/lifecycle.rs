@@ -16,7 +16,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::clock::Clock;
 use shared::domain::*;
-use shared::lifecycle::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
+use shared::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
 use shared::lifecycle::signed_request::sign as sign_request;
 use shared::store::{Condition, DynamoStore, Item, PageRequest, Store};
 use tower::ServiceExt;
@@ -1287,7 +1287,7 @@ async fn deferred_revocations_spare_the_same_organizations_reinstall() {
     h.clock.advance(chrono::Duration::minutes(30));
     h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
     h.graph
-        .subscribe(&page_id, shared::install::SUBSCRIBED_FIELDS);
+        .subscribe(&page_id, shared::instagram::graph::SUBSCRIBED_FIELDS);
     h.clock.advance(chrono::Duration::hours(1));
     h.services
         .lifecycle()

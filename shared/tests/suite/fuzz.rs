@@ -3,13 +3,13 @@
 //! events into the functions' routers, Meta webhook bodies (signed, so they get past the
 //! signature), `signed_request`, LiveChat chat and app webhooks, OAuth callback queries and
 //! forms, and job envelopes from the queue into the workers. Every input must be answered (no
-//! panic, no 500) with a status the README documents for that route, and an unauthenticated one
+//! panic, no 500) with a status docs/security.md documents for that route, and an unauthenticated one
 //! must change nothing (queues and dead-letter queues as they were).
 //!
 //! CI runs a short pass (`IGBRIDGE_FUZZ_INPUTS`, default 2,000 per parser). The long run:
 //!
 //! ```sh
-//! IGBRIDGE_FUZZ_INPUTS=1000000 cargo test -p igbridge-shared --test fuzz -- --nocapture
+//! IGBRIDGE_FUZZ_INPUTS=1000000 cargo test -p igbridge-shared --test suite fuzz:: -- --nocapture
 //! ```
 //!
 //! `IGBRIDGE_FUZZ_SEED` picks another deterministic sequence; a failure prints the seed, the

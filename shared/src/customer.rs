@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::cipher::{CipherError, TokenCipher};
+use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
 use crate::livechat::{CustomerToken, LivechatClient, LivechatError};
+use crate::outcome::Fail;
 use crate::store::{Repo, StoreError};
-use crate::worker::Outcome;
 
 /// Tokens this close to expiry are renewed before use.
 const TOKEN_MARGIN_SECS: i64 = 300;
@@ -26,61 +26,6 @@ const LEASE_SECS: i64 = 30;
 const LEASE_WAIT: Duration = Duration::from_secs(12);
 /// How often a waiting worker looks for the refreshed token.
 const LEASE_POLL: Duration = Duration::from_millis(100);
-
-/// Why a job did not complete.
-#[derive(Debug)]
-pub(crate) enum Fail {
-    /// Try again later.
-    Retry(String),
-    /// Park for a human.
-    Park(String),
-    /// Park until the installation is repaired; the repair replays it.
-    Blocked(crate::jobs::Blocked),
-    /// Kept typed so callers can react to specific LiveChat errors.
-    Livechat(LivechatError),
-}
-
-impl From<StoreError> for Fail {
-    fn from(e: StoreError) -> Self {
-        // A lost race (a conditional write another worker beat) is retried from a fresh read.
-        if e.is_transient() || matches!(e, StoreError::ConditionFailed) {
-            Fail::Retry(e.to_string())
-        } else {
-            Fail::Park(e.to_string())
-        }
-    }
-}
-
-impl From<LivechatError> for Fail {
-    fn from(e: LivechatError) -> Self {
-        Fail::Livechat(e)
-    }
-}
-
-impl From<CipherError> for Fail {
-    fn from(e: CipherError) -> Self {
-        Fail::Park(e.to_string())
-    }
-}
-
-impl Fail {
-    /// The queue outcome.
-    pub(crate) fn outcome(self) -> Outcome {
-        match self {
-            Fail::Retry(reason) => Outcome::Retry {
-                reason,
-                after: None,
-            },
-            Fail::Park(reason) => Outcome::Park(reason),
-            Fail::Blocked(cause) => Outcome::Blocked(cause),
-            Fail::Livechat(e) if e.is_transient() => Outcome::Retry {
-                reason: e.to_string(),
-                after: None,
-            },
-            Fail::Livechat(e) => Outcome::Park(e.to_string()),
-        }
-    }
-}
 
 /// One Instagram customer acting in LiveChat. It owns what acting takes — the installation
 /// (whose agent token grants customer tokens, refreshed when due), the contact and a valid
@@ -103,7 +48,7 @@ pub(crate) struct Customers {
     pub livechat: LivechatClient,
     pub clock: Arc<dyn Clock>,
     /// Tells ops (and the health check's replay) that a grant was refused.
-    pub events: Arc<dyn crate::lifecycle::events::EventPublisher>,
+    pub events: Arc<dyn crate::events::EventPublisher>,
 }
 
 fn customer_token_context(c: &Contact) -> String {
@@ -208,7 +153,7 @@ impl Customers {
                 })
                 .await?;
                 tracing::error!(organization_id = %org, "LiveChat refused the refresh token; installation marked for re-authorization");
-                use crate::lifecycle::events::{LifecycleEvent, LifecycleKind, publish_logged};
+                use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
                 publish_logged(
                     self.events.as_ref(),
                     &[
