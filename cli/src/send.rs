@@ -73,18 +73,17 @@ fn kind_of(v: &Value) -> Option<Kind> {
     }
 }
 
-/// Posts the event; prints the response.
-pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let mut settings = crate::settings::load();
-    crate::settings::fill_local_defaults(&mut settings, "127.0.0.1:3000")?;
-    let config = Config::from_settings(&settings)?;
-    let raw =
-        std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
-    let mut body: Value = serde_json::from_str(&raw)
-        .map_err(|e| format!("{}: not JSON ({e})", args.file.display()))?;
+/// The request that posts the event as its platform would: signed, stamped and authenticated
+/// with the configured secrets.
+fn signed_request(
+    kind: Kind,
+    args: &Args,
+    config: &Config,
+    raw: &str,
+    mut body: Value,
+) -> Result<reqwest::RequestBuilder, Box<dyn std::error::Error>> {
     let http = shared::http::client();
-    let kind = kind_of(&body).ok_or("cannot tell what kind of event the file holds")?;
-    let request = match kind {
+    Ok(match kind {
         Kind::Meta => {
             let bytes = if args.keep_timestamps {
                 raw.trim().as_bytes().to_vec()
@@ -123,7 +122,20 @@ pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             );
             http.post(&args.to).form(&[("signed_request", signed)])
         }
-    };
+    })
+}
+
+/// Posts the event; prints the response.
+pub async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mut settings = crate::settings::load();
+    crate::settings::fill_local_defaults(&mut settings, "127.0.0.1:3000")?;
+    let config = Config::from_settings(&settings)?;
+    let raw =
+        std::fs::read_to_string(&args.file).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let body: Value = serde_json::from_str(&raw)
+        .map_err(|e| format!("{}: not JSON ({e})", args.file.display()))?;
+    let kind = kind_of(&body).ok_or("cannot tell what kind of event the file holds")?;
+    let request = signed_request(kind, &args, &config, &raw, body)?;
     let res = request
         .send()
         .await

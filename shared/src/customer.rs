@@ -2,17 +2,17 @@
 //! due, the installation flagged when refresh is refused), the customer grant, the customer
 //! token cache, and one retry on a refused token. Both workers use it.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
-use serde_json::{Value, json};
 
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
 use crate::domain::*;
-use crate::livechat::{CustomerToken, LivechatClient, LivechatError};
+use crate::livechat::chat_api::{Action, SendEvent};
+use crate::livechat::event::Event;
+use crate::livechat::{CustomerToken, LivechatClient};
 use crate::outcome::Fail;
 use crate::store::{Repo, StoreError};
 
@@ -374,30 +374,18 @@ impl CustomerSession {
         Ok(())
     }
 
-    /// Runs a customer call, renewing the customer token once if LiveChat refuses it.
-    pub async fn call<T, F, Fut>(&mut self, call: F) -> Result<T, Fail>
-    where
-        F: Fn(LivechatClient, SecretString) -> Fut,
-        Fut: Future<Output = Result<T, LivechatError>>,
-    {
+    /// Sends a Customer Chat API action as this customer, renewing the customer token once if
+    /// LiveChat refuses it.
+    pub async fn act<A: Action>(&mut self, request: &A) -> Result<A::Response, Fail> {
         let livechat = self.customers.livechat.clone();
-        match call(livechat.clone(), self.token.clone()).await {
+        let org = self.org();
+        match livechat.customer(&org, &self.token, request).await {
             Err(e) if e.is_auth() => {
                 self.regrant().await?;
-                Ok(call(livechat, self.token.clone()).await?)
+                Ok(livechat.customer(&org, &self.token, request).await?)
             }
             other => Ok(other?),
         }
-    }
-
-    /// Calls a Customer Chat API action with a JSON body as this customer.
-    pub async fn action(&mut self, action: &str, body: Value) -> Result<Value, Fail> {
-        let org = self.org();
-        self.call(|lc, tok| {
-            let (body, org, action) = (body.clone(), org.clone(), action.to_string());
-            async move { lc.customer_action(&org, &tok, &action, &body).await }
-        })
-        .await
     }
 
     /// Posts a notice from the bridge into the customer's chat (not attributed to the customer).
@@ -405,27 +393,18 @@ impl CustomerSession {
         let Some(chat_id) = self.contact.chat_id.clone() else {
             return Ok(());
         };
-        let event = notice_event(text, custom_id);
-        let org = self.org();
-        let sent = self
-            .call(|lc, tok| {
-                let (org, chat_id, event) = (org.clone(), chat_id.clone(), event.clone());
-                async move { lc.send_event(&org, &tok, &chat_id, &event).await }
-            })
-            .await;
-        match sent {
+        let mut request = SendEvent {
+            chat_id,
+            event: Event::notice(text, custom_id),
+            attach_to_last_thread: false,
+        };
+        match self.act(&request).await {
             Ok(_) => Ok(()),
             Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
-                let body =
-                    json!({"chat_id": chat_id, "event": event, "attach_to_last_thread": true});
-                self.action("send_event", body).await.map(|_| ())
+                request.attach_to_last_thread = true;
+                self.act(&request).await.map(|_| ())
             }
             Err(e) => Err(e),
         }
     }
-}
-
-/// A bridge notice as a LiveChat event.
-pub(crate) fn notice_event(text: &str, custom_id: &str) -> Value {
-    json!({"type": "system_message", "system_message_type": "igbridge.notice", "text": text, "custom_id": custom_id})
 }

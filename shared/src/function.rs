@@ -136,84 +136,15 @@ impl Function {
     /// are sealed under the organization's data key, which it wraps); the token key is held
     /// only where tokens or jobs are sealed or opened.
     pub fn needs(self) -> Needs {
-        use Resource::*;
-        const TOKEN: SettingName = "TOKEN_ENCRYPTION_KEY";
         match self {
-            Function::OauthInstall => Needs {
-                secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
-                settings: &["PUBLIC_BASE_URL", "META_APP_ID", "LIVECHAT_CLIENT_ID"],
-                optional: &[
-                    "GRAPH_API_VERSION",
-                    "GRAPH_API_BASE_URL",
-                    "LIVECHAT_API_BASE_URL",
-                    "LIVECHAT_ACCOUNTS_BASE_URL",
-                    "FACEBOOK_DIALOG_BASE_URL",
-                ],
-                resources: &[Table, EventBus],
-            },
-            Function::InstagramWebhook => Needs {
-                secrets: &["META_APP_SECRET", "META_VERIFY_TOKEN", TOKEN],
-                settings: &[],
-                optional: &[],
-                resources: &[Table, ToLivechatQueue, ToLivechatDlq],
-            },
-            Function::LivechatWebhook => Needs {
-                secrets: &["LIVECHAT_WEBHOOK_SECRET", TOKEN],
-                settings: &[],
-                optional: &[],
-                resources: &[Table, ToInstagramQueue, ToInstagramDlq],
-            },
-            // App webhook token, signed_request, revocations (LiveChat's take the token itself),
-            // and the notices a deauthorize posts into the chats (which may refresh the agent
-            // token); the deletion answer links the status page.
-            Function::Uninstall => Needs {
-                secrets: &[
-                    "META_APP_SECRET",
-                    "LIVECHAT_APP_WEBHOOK_TOKEN",
-                    "LIVECHAT_CLIENT_SECRET",
-                    TOKEN,
-                ],
-                settings: &["PUBLIC_BASE_URL", "META_APP_ID", "LIVECHAT_CLIENT_ID"],
-                optional: PLATFORMS,
-                resources: &[Table, EventBus],
-            },
-            // appsecret_proof, customer tokens and agent-token refresh, tokens; the status
-            // page's link in the broken-connection notice; the events of a refused grant.
-            Function::InstagramToLivechat => Needs {
-                secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
-                settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
-                optional: PLATFORMS,
-                resources: &[Table, ToLivechatQueue, ToLivechatDlq, EventBus],
-            },
-            // As inbound, and the event of a refused Page token.
-            Function::LivechatToInstagram => Needs {
-                secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
-                settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
-                optional: PLATFORMS,
-                resources: &[Table, ToInstagramQueue, ToInstagramDlq, EventBus],
-            },
-            // debug_token with the app token, subscribed_apps with Page tokens, the LiveChat
-            // refresh; replays move parked jobs from both dead-letter queues to their queues.
-            Function::ConnectionHealth => Needs {
-                secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
-                settings: &["META_APP_ID", "LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
-                optional: PLATFORMS,
-                resources: &[
-                    Table,
-                    ToLivechatQueue,
-                    ToLivechatDlq,
-                    ToInstagramQueue,
-                    ToInstagramDlq,
-                    EventBus,
-                ],
-            },
-            // Deferred revocations: the app token for Facebook grants, sealed tokens.
-            Function::DeletionSweeper => Needs {
-                secrets: &["META_APP_SECRET", TOKEN],
-                settings: &["META_APP_ID", "LIVECHAT_CLIENT_ID"],
-                optional: PLATFORMS,
-                resources: &[Table, EventBus],
-            },
+            Function::OauthInstall => needs_of::OAUTH_INSTALL,
+            Function::InstagramWebhook => needs_of::INSTAGRAM_WEBHOOK,
+            Function::LivechatWebhook => needs_of::LIVECHAT_WEBHOOK,
+            Function::Uninstall => needs_of::UNINSTALL,
+            Function::InstagramToLivechat => needs_of::INSTAGRAM_TO_LIVECHAT,
+            Function::LivechatToInstagram => needs_of::LIVECHAT_TO_INSTAGRAM,
+            Function::ConnectionHealth => needs_of::CONNECTION_HEALTH,
+            Function::DeletionSweeper => needs_of::DELETION_SWEEPER,
         }
     }
 
@@ -232,6 +163,97 @@ impl Function {
     pub fn uses(self, resource: Resource) -> bool {
         self.needs().resources.contains(&resource)
     }
+}
+
+/// Each function's needs, one constant per function (`Function::needs`).
+mod needs_of {
+    use super::*;
+    use Resource::*;
+
+    const TOKEN: SettingName = "TOKEN_ENCRYPTION_KEY";
+
+    pub(super) const OAUTH_INSTALL: Needs = Needs {
+        secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
+        settings: &["PUBLIC_BASE_URL", "META_APP_ID", "LIVECHAT_CLIENT_ID"],
+        optional: &[
+            "GRAPH_API_VERSION",
+            "GRAPH_API_BASE_URL",
+            "LIVECHAT_API_BASE_URL",
+            "LIVECHAT_ACCOUNTS_BASE_URL",
+            "FACEBOOK_DIALOG_BASE_URL",
+        ],
+        resources: &[Table, EventBus],
+    };
+
+    pub(super) const INSTAGRAM_WEBHOOK: Needs = Needs {
+        secrets: &["META_APP_SECRET", "META_VERIFY_TOKEN", TOKEN],
+        settings: &[],
+        optional: &[],
+        resources: &[Table, ToLivechatQueue, ToLivechatDlq],
+    };
+
+    pub(super) const LIVECHAT_WEBHOOK: Needs = Needs {
+        secrets: &["LIVECHAT_WEBHOOK_SECRET", TOKEN],
+        settings: &[],
+        optional: &[],
+        resources: &[Table, ToInstagramQueue, ToInstagramDlq],
+    };
+
+    /// App webhook token, signed_request, revocations (LiveChat's take the token itself),
+    /// and the notices a deauthorize posts into the chats (which may refresh the agent
+    /// token); the deletion answer links the status page.
+    pub(super) const UNINSTALL: Needs = Needs {
+        secrets: &[
+            "META_APP_SECRET",
+            "LIVECHAT_APP_WEBHOOK_TOKEN",
+            "LIVECHAT_CLIENT_SECRET",
+            TOKEN,
+        ],
+        settings: &["PUBLIC_BASE_URL", "META_APP_ID", "LIVECHAT_CLIENT_ID"],
+        optional: PLATFORMS,
+        resources: &[Table, EventBus],
+    };
+
+    /// appsecret_proof, customer tokens and agent-token refresh, tokens; the status
+    /// page's link in the broken-connection notice; the events of a refused grant.
+    pub(super) const INSTAGRAM_TO_LIVECHAT: Needs = Needs {
+        secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
+        settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
+        optional: PLATFORMS,
+        resources: &[Table, ToLivechatQueue, ToLivechatDlq, EventBus],
+    };
+
+    /// As inbound, and the event of a refused Page token.
+    pub(super) const LIVECHAT_TO_INSTAGRAM: Needs = Needs {
+        secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
+        settings: &["LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
+        optional: PLATFORMS,
+        resources: &[Table, ToInstagramQueue, ToInstagramDlq, EventBus],
+    };
+
+    /// debug_token with the app token, subscribed_apps with Page tokens, the LiveChat
+    /// refresh; replays move parked jobs from both dead-letter queues to their queues.
+    pub(super) const CONNECTION_HEALTH: Needs = Needs {
+        secrets: &["META_APP_SECRET", "LIVECHAT_CLIENT_SECRET", TOKEN],
+        settings: &["META_APP_ID", "LIVECHAT_CLIENT_ID", "PUBLIC_BASE_URL"],
+        optional: PLATFORMS,
+        resources: &[
+            Table,
+            ToLivechatQueue,
+            ToLivechatDlq,
+            ToInstagramQueue,
+            ToInstagramDlq,
+            EventBus,
+        ],
+    };
+
+    /// Deferred revocations: the app token for Facebook grants, sealed tokens.
+    pub(super) const DELETION_SWEEPER: Needs = Needs {
+        secrets: &["META_APP_SECRET", TOKEN],
+        settings: &["META_APP_ID", "LIVECHAT_CLIENT_ID"],
+        optional: PLATFORMS,
+        resources: &[Table, EventBus],
+    };
 }
 
 #[cfg(test)]

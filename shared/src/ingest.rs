@@ -10,6 +10,7 @@ use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::get;
+use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::clock::Clock;
@@ -17,7 +18,7 @@ use crate::datakey::{DataKey, DataKeys};
 use crate::domain::{AccountRoute, ChatRoute};
 use crate::instagram::webhook;
 use crate::jobs::{Envelope, Job, SealedEnvelope, Source, unparsed_jobs};
-use crate::queue::Queue;
+use crate::queue::{OutgoingMessage, Queue};
 use crate::store::Repo;
 
 /// Webhook bodies accepted up to this size (Lambda's own limit is 6 MB; Meta has sent > 300 KB).
@@ -126,34 +127,73 @@ pub async fn ingest_instagram(
     body: &[u8],
 ) -> Result<IngestReport, String> {
     let now = state.clock.now();
+    let dead_letter = state.dead_letter.as_ref();
     let jobs = match webhook::split(body) {
         Ok(jobs) => jobs,
         Err(e) => {
-            let parked = unparsed_jobs(Source::Instagram, &e.to_string(), body, now);
-            let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
-            state
-                .dead_letter
-                .send(&messages)
-                .await
-                .map_err(|e| e.to_string())?;
+            let (source, reason) = (Source::Instagram, e.to_string());
+            let parked = park_unparsed(dead_letter, source, &reason, body, now, None).await?;
             return Ok(IngestReport {
-                parked: messages.len(),
+                parked,
                 ..IngestReport::default()
             });
         }
     };
     let routed = routes(state, &jobs).await?;
-    let mut report = IngestReport::default();
-    let mut messages = Vec::with_capacity(jobs.len());
-    let mut oversized = Vec::new();
-    for job in &jobs {
+    let sealed = seal_all(&jobs, &routed, now);
+    state
+        .queue
+        .send(&sealed.messages)
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut report = IngestReport {
+        queued: sealed.messages.len(),
+        unrouted: sealed.unrouted,
+        parked: 0,
+    };
+    // An item too large for the queue is kept whole (and sealed) in the dead-letter queue.
+    for (org, key, body) in sealed.oversized {
+        let reason = "item too large for the queue";
+        let seal = Some((org, key));
+        report.parked += park_unparsed(
+            dead_letter,
+            Source::Instagram,
+            reason,
+            body.as_bytes(),
+            now,
+            seal,
+        )
+        .await?;
+    }
+    Ok(report)
+}
+
+/// A body's jobs sealed for the queue, those too large for it, and how many had no route.
+struct Sealed<'a> {
+    messages: Vec<OutgoingMessage>,
+    oversized: Vec<(&'a str, &'a DataKey, String)>,
+    unrouted: usize,
+}
+
+/// Seals each routed job under its organization's data key.
+fn seal_all<'a>(
+    jobs: &[webhook::SplitItem<'_>],
+    routed: &'a HashMap<String, (String, DataKey)>,
+    now: DateTime<Utc>,
+) -> Sealed<'a> {
+    let mut sealed = Sealed {
+        messages: Vec::with_capacity(jobs.len()),
+        oversized: Vec::new(),
+        unrouted: 0,
+    };
+    for job in jobs {
         let Some((org, key)) = routed.get(job.ig_account_id.as_ref()) else {
-            report.unrouted += 1;
+            sealed.unrouted += 1;
             continue;
         };
         let ids = (job.group(), job.dedup_id());
-        let sealed = SealedEnvelope::seal_job(org, key, now, (&ids.0, &ids.1), job.job_json());
-        let msg = sealed.to_message();
+        let envelope = SealedEnvelope::seal_job(org, key, now, (&ids.0, &ids.1), job.job_json());
+        let msg = envelope.to_message();
         if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
             // Kept whole: the envelope, or (an item too deep to own) the job as written.
             let body = match job.to_job() {
@@ -161,37 +201,37 @@ pub async fn ingest_instagram(
                     .expect("an envelope always serializes"),
                 Err(_) => job.job_json(),
             };
-            oversized.push((org, key, body));
+            sealed.oversized.push((org, key, body));
         } else {
-            messages.push(msg);
+            sealed.messages.push(msg);
         }
     }
-    state
-        .queue
+    sealed
+}
+
+/// Parks a body the bridge cannot queue in the dead-letter queue, whole, with the reason
+/// (sealed when its organization is known): how many messages that took.
+async fn park_unparsed(
+    dead_letter: &dyn Queue,
+    source: Source,
+    reason: &str,
+    body: &[u8],
+    now: DateTime<Utc>,
+    seal: Option<(&str, &DataKey)>,
+) -> Result<usize, String> {
+    let parked = unparsed_jobs(source, reason, body, now);
+    let messages: Vec<_> = parked
+        .iter()
+        .map(|e| match seal {
+            Some((org, key)) => e.seal(org, key).to_message(),
+            None => e.to_message(),
+        })
+        .collect();
+    dead_letter
         .send(&messages)
         .await
         .map_err(|e| e.to_string())?;
-    report.queued = messages.len();
-    // An item too large for the queue is kept whole (and sealed) in the dead-letter queue.
-    for (org, key, body) in oversized {
-        let parked = unparsed_jobs(
-            Source::Instagram,
-            "item too large for the queue",
-            body.as_bytes(),
-            now,
-        );
-        let messages: Vec<_> = parked
-            .iter()
-            .map(|e| e.seal(org, key).to_message())
-            .collect();
-        state
-            .dead_letter
-            .send(&messages)
-            .await
-            .map_err(|e| e.to_string())?;
-        report.parked += messages.len();
-    }
-    Ok(report)
+    Ok(messages.len())
 }
 
 /// The organization and data key of each account in a body that has a route; the rest are
@@ -285,52 +325,62 @@ pub async fn ingest_livechat(
             if let Some(o) = clean.as_object_mut() {
                 o.remove("secret_key");
             }
-            let parked =
-                unparsed_jobs(Source::Livechat, &reason, clean.to_string().as_bytes(), now);
-            let messages: Vec<_> = parked.iter().map(Envelope::to_message).collect();
-            state
-                .dead_letter
-                .send(&messages)
-                .await
-                .map_err(|e| e.to_string())?;
+            let body = clean.to_string();
+            let dead_letter = state.dead_letter.as_ref();
+            park_unparsed(
+                dead_letter,
+                Source::Livechat,
+                &reason,
+                body.as_bytes(),
+                now,
+                None,
+            )
+            .await?;
             Ok("parked")
         }
         Ok(Decision::Ignore(why)) => Ok(why),
-        Ok(Decision::Enqueue(job)) => {
-            // Only chats the bridge created enter the queue: the text of every other chat of
-            // the license is acknowledged and never stored.
-            let Some(chat) = job.chat_id.as_deref() else {
-                return Ok("not bridged: no chat");
-            };
-            let route = state
-                .repo
-                .get::<ChatRoute>(&ChatRoute::key_for(&job.organization_id, chat))
-                .await
-                .map_err(|e| e.to_string())?;
-            if route.is_none() {
-                return Ok("not bridged");
-            }
-            let org = job.organization_id.clone();
-            let Some(key) = state.keys.to_seal(&org).await.map_err(|e| e.to_string())? else {
-                return Ok("uninstalled");
-            };
-            let envelope = Envelope::new(Job::LivechatEvent(job), now);
-            let msg = envelope.seal(&org, &key).to_message();
-            if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
-                // Too large for a queue message: refusing would make LiveChat retry it forever.
-                // Parked with its ids only (no text), for a human to look up in LiveChat.
-                let parked = too_large(envelope, msg.body.len(), now);
-                state
-                    .dead_letter
-                    .send(&[parked.seal(&org, &key).to_message()])
-                    .await
-                    .map_err(|e| e.to_string())?;
-                return Ok("parked: too large to queue");
-            }
-            state.queue.send(&[msg]).await.map_err(|e| e.to_string())?;
-            Ok("queued")
-        }
+        Ok(Decision::Enqueue(job)) => enqueue_livechat(state, job, now).await,
     }
+}
+
+/// Queues a LiveChat job of a chat the bridge created, sealed; what became of it.
+async fn enqueue_livechat(
+    state: &LivechatIngest,
+    job: crate::jobs::LivechatEventJob,
+    now: DateTime<Utc>,
+) -> Result<&'static str, String> {
+    // Only chats the bridge created enter the queue: the text of every other chat of
+    // the license is acknowledged and never stored.
+    let Some(chat) = job.chat_id.as_deref() else {
+        return Ok("not bridged: no chat");
+    };
+    let route = state
+        .repo
+        .get::<ChatRoute>(&ChatRoute::key_for(&job.organization_id, chat))
+        .await
+        .map_err(|e| e.to_string())?;
+    if route.is_none() {
+        return Ok("not bridged");
+    }
+    let org = job.organization_id.clone();
+    let Some(key) = state.keys.to_seal(&org).await.map_err(|e| e.to_string())? else {
+        return Ok("uninstalled");
+    };
+    let envelope = Envelope::new(Job::LivechatEvent(job), now);
+    let msg = envelope.seal(&org, &key).to_message();
+    if msg.body.len() > crate::queue::MAX_BATCH_BYTES {
+        // Too large for a queue message: refusing would make LiveChat retry it forever.
+        // Parked with its ids only (no text), for a human to look up in LiveChat.
+        let parked = too_large(envelope, msg.body.len(), now);
+        state
+            .dead_letter
+            .send(&[parked.seal(&org, &key).to_message()])
+            .await
+            .map_err(|e| e.to_string())?;
+        return Ok("parked: too large to queue");
+    }
+    state.queue.send(&[msg]).await.map_err(|e| e.to_string())?;
+    Ok("queued")
 }
 
 /// The dead-letter copy of a LiveChat job too large to queue: its ids, never its content.

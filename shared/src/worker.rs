@@ -258,50 +258,58 @@ async fn run_group(
             continue;
         }
         let outcome = run_body(handler, &job.body, job.receive_count, now).await;
-        let seen = outcome.clone();
-        let kept = failed.len();
-        match outcome {
-            Outcome::Done => {}
-            Outcome::Skipped(why) => {
-                tracing::info!(message_id = %job.message_id, skipped = why, "job skipped")
-            }
-            Outcome::Retry { reason, after } => {
-                let delay = after
-                    .unwrap_or_else(|| RetryPolicy::REDELIVERY.delay(job.receive_count))
-                    .min(MAX_RETRY_DELAY);
-                tracing::warn!(message_id = %job.message_id, %reason, delay_s = delay.as_secs(), "job will be retried");
-                if let Err(e) = queue.retry_later(&job.receipt, delay).await {
-                    tracing::warn!(error = %e, "could not set the retry delay; the queue's timeout applies");
-                }
-                failed.push(job.message_id.clone());
-                blocked = true;
-            }
-            Outcome::Park(reason) => {
-                tracing::error!(message_id = %job.message_id, %reason, "job parked in the dead-letter queue");
-                let parked = park_message(handler.source(), &job, &reason, now);
-                if !park(dead_letter, parked).await {
-                    failed.push(job.message_id.clone());
-                    blocked = true;
-                }
-            }
-            Outcome::Blocked(cause) => {
-                tracing::warn!(message_id = %job.message_id, reason = cause.reason(), "job parked until its installation is repaired");
-                let mut parked = park_message(handler.source(), &job, cause.reason(), now);
-                set_blocked(&mut parked, cause);
-                if !park(dead_letter, parked).await {
-                    failed.push(job.message_id.clone());
-                    blocked = true;
-                }
-            }
+        let held = settle(handler, queue, dead_letter, &job, outcome.clone(), now).await;
+        if held {
+            failed.push(job.message_id.clone());
+            blocked = true;
         }
         // Told once it is settled: a park that failed is retried, not counted twice.
-        let parked_failed =
-            matches!(seen, Outcome::Park(_) | Outcome::Blocked(_)) && failed.len() > kept;
+        let parked_failed = held && matches!(outcome, Outcome::Park(_) | Outcome::Blocked(_));
         if !parked_failed {
-            observe(handler, &job, &seen, &mut sample).await;
+            observe(handler, &job, &outcome, &mut sample).await;
         }
     }
     (failed, sample)
+}
+
+/// Acts on a job's outcome (a retry delay, a park in the dead-letter queue): whether the job
+/// failed, holding back the rest of its group.
+async fn settle(
+    handler: &dyn JobHandler,
+    queue: &dyn Queue,
+    dead_letter: &dyn Queue,
+    job: &QueuedJob,
+    outcome: Outcome,
+    now: DateTime<Utc>,
+) -> bool {
+    match outcome {
+        Outcome::Done => false,
+        Outcome::Skipped(why) => {
+            tracing::info!(message_id = %job.message_id, skipped = why, "job skipped");
+            false
+        }
+        Outcome::Retry { reason, after } => {
+            let delay = after
+                .unwrap_or_else(|| RetryPolicy::REDELIVERY.delay(job.receive_count))
+                .min(MAX_RETRY_DELAY);
+            tracing::warn!(message_id = %job.message_id, %reason, delay_s = delay.as_secs(), "job will be retried");
+            if let Err(e) = queue.retry_later(&job.receipt, delay).await {
+                tracing::warn!(error = %e, "could not set the retry delay; the queue's timeout applies");
+            }
+            true
+        }
+        Outcome::Park(reason) => {
+            tracing::error!(message_id = %job.message_id, %reason, "job parked in the dead-letter queue");
+            let parked = park_message(handler.source(), job, &reason, now);
+            !park(dead_letter, parked).await
+        }
+        Outcome::Blocked(cause) => {
+            tracing::warn!(message_id = %job.message_id, reason = cause.reason(), "job parked until its installation is repaired");
+            let mut parked = park_message(handler.source(), job, cause.reason(), now);
+            set_blocked(&mut parked, cause);
+            !park(dead_letter, parked).await
+        }
+    }
 }
 
 async fn park(dead_letter: &dyn Queue, message: OutgoingMessage) -> bool {

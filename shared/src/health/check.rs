@@ -328,16 +328,7 @@ impl HealthCheck {
         report: &mut HealthReport,
     ) -> Result<(), StoreError> {
         let now = self.clock.now();
-        let key = keys::connection_health(&conn.organization_id, &conn.ig_account_id);
-        let mut health = self
-            .repo
-            .get::<ConnectionHealth>(&key)
-            .await?
-            .unwrap_or_else(|| ConnectionHealth {
-                organization_id: conn.organization_id.clone(),
-                ig_account_id: conn.ig_account_id.clone(),
-                ..ConnectionHealth::default()
-            });
+        let mut health = self.health_of(&conn).await?;
         health.checked_at = Some(now);
         let Some(token) = self.page_token(&conn) else {
             return Ok(());
@@ -366,16 +357,7 @@ impl HealthCheck {
             TokenVerdict::Limited(warning) => Some(warning),
             TokenVerdict::Works => None,
         };
-        health.problem = limited.clone();
-        health.token_expires_at = info
-            .expires_at
-            .filter(|at| *at > 0)
-            .and_then(|at| DateTime::from_timestamp(at, 0));
-        health.token = match health.token_expires_at {
-            Some(at) if at - now < EXPIRY_WARNING => TokenState::Expiring,
-            _ if limited.is_some() => TokenState::Limited,
-            _ => TokenState::Valid,
-        };
+        record_working_token(&mut health, &info, limited, now);
         if conn.status == ConnectionStatus::Broken {
             self.mark_repaired(&mut conn, "Facebook accepts the Page token again", true)
                 .await?;
@@ -387,6 +369,17 @@ impl HealthCheck {
             .await;
         self.check_silence(&conn, &mut health, report).await?;
         self.repo.put(&health, Condition::Always).await
+    }
+
+    /// What the last run found of a connection (a fresh record for a new connection).
+    async fn health_of(&self, conn: &InstagramConnection) -> Result<ConnectionHealth, StoreError> {
+        let key = keys::connection_health(&conn.organization_id, &conn.ig_account_id);
+        let found = self.repo.get::<ConnectionHealth>(&key).await?;
+        Ok(found.unwrap_or_else(|| ConnectionHealth {
+            organization_id: conn.organization_id.clone(),
+            ig_account_id: conn.ig_account_id.clone(),
+            ..ConnectionHealth::default()
+        }))
     }
 
     /// [`token_verdict`], except that a reply Instagram accepted lately outweighs a permission
@@ -816,6 +809,26 @@ pub async fn repaired(
     tracing::info!(organization_id = %org, what, "repaired");
     publish_logged(events, &[event]).await;
     Ok(())
+}
+
+/// Records a Page token that works: its expiry, and whether it expires soon or lacks a
+/// permission replies do not need (`limited`, the warning shown).
+fn record_working_token(
+    health: &mut ConnectionHealth,
+    info: &TokenInfo,
+    limited: Option<String>,
+    now: DateTime<Utc>,
+) {
+    health.token_expires_at = info
+        .expires_at
+        .filter(|at| *at > 0)
+        .and_then(|at| DateTime::from_timestamp(at, 0));
+    health.token = match health.token_expires_at {
+        Some(at) if at - now < EXPIRY_WARNING => TokenState::Expiring,
+        _ if limited.is_some() => TokenState::Limited,
+        _ => TokenState::Valid,
+    };
+    health.problem = limited;
 }
 
 #[cfg(test)]

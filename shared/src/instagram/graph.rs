@@ -614,7 +614,7 @@ impl GraphClient {
         &self,
         page_id: &str,
         page_token: &SecretString,
-        body: &Value,
+        body: &crate::instagram::send::SendRequest,
     ) -> Result<SendResponse, GraphError> {
         let req = self
             .request(
@@ -751,7 +751,11 @@ mod tests {
             SecretString::from("secret".to_string()),
         );
         let token = SecretString::from("PAGE-TOKEN".to_string());
-        let body = serde_json::json!({"recipient": {"id": "1"}, "message": {"text": "hi"}});
+        let body = crate::instagram::send::message_body(
+            "1",
+            crate::instagram::send::OutMessage::text("hi"),
+            crate::instagram::send::Window::Standard,
+        );
         let err = graph.send_message("PAGE", &token, &body).await.unwrap_err();
         assert!(err.may_have_been_accepted(), "{err:?}");
         assert!(err.is_transient());

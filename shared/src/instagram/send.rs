@@ -2,14 +2,15 @@
 //! types, and the messaging-window rules (24 h standard, `HUMAN_AGENT` up to 7 days).
 
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 /// The Send API's limit on text, in UTF-8 bytes.
 pub const MAX_TEXT_BYTES: usize = 1000;
 
 /// Splits text into pieces of at most `max` bytes, at whitespace where possible, otherwise at a
 /// character boundary; order kept, nothing lost but the whitespace at the cut.
-pub fn split_text(text: &str, max: usize) -> Vec<String> {
+pub fn split_for_instagram(text: &str, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text.trim();
     while rest.len() > max {
@@ -146,17 +147,135 @@ pub fn window(
     }
 }
 
-/// A Send API body for `message` to `igsid` under the window (which must allow sending).
-pub fn message_body(igsid: &str, message: Value, window: Window) -> Value {
-    let mut body = json!({"recipient": {"id": igsid}, "message": message});
-    match window {
-        Window::HumanAgent => {
-            body["messaging_type"] = json!("MESSAGE_TAG");
-            body["tag"] = json!("HUMAN_AGENT");
+/// A message the Send API takes (`message` of `POST /{page-id}/messages`,
+/// developers.facebook.com/docs/messenger-platform/instagram/features/send-message).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum OutMessage {
+    /// Text, at most [`MAX_TEXT_BYTES`].
+    Text {
+        /// The text.
+        text: String,
+    },
+    /// A file Instagram fetches from its URL.
+    Attachment {
+        /// What and where.
+        attachment: OutAttachment,
+    },
+}
+
+/// An attachment sent by URL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OutAttachment {
+    /// `image`, `audio`, `video` or `file` ([`attachment_type`]).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Its URL.
+    pub payload: UrlPayload,
+}
+
+/// A URL payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UrlPayload {
+    /// The URL.
+    pub url: String,
+}
+
+impl OutMessage {
+    /// A text message.
+    pub fn text(text: &str) -> Self {
+        OutMessage::Text {
+            text: text.to_string(),
         }
-        _ => body["messaging_type"] = json!("RESPONSE"),
     }
-    body
+
+    /// An attachment of `kind` at `url`.
+    pub fn attachment(kind: &str, url: &str) -> Self {
+        OutMessage::Attachment {
+            attachment: OutAttachment {
+                kind: kind.to_string(),
+                payload: UrlPayload {
+                    url: url.to_string(),
+                },
+            },
+        }
+    }
+
+    /// What it shares with its echo ([`echo_signature`] of the echo).
+    pub fn echo_signature(&self) -> String {
+        match self {
+            OutMessage::Text { text } => format!("text:{text}"),
+            OutMessage::Attachment { attachment } => format!("attachment:{}", attachment.kind),
+        }
+    }
+}
+
+/// A Send API request: a message, or a sender action, to one customer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SendRequest {
+    /// The customer.
+    pub recipient: Recipient,
+    /// What is sent.
+    #[serde(flatten)]
+    pub content: SendContent,
+}
+
+/// The customer a request is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recipient {
+    /// The IGSID.
+    pub id: String,
+}
+
+/// What a Send API request sends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SendContent {
+    /// A message under the window's messaging type.
+    Message {
+        /// The message.
+        message: OutMessage,
+        /// `RESPONSE`, or `MESSAGE_TAG` with a tag.
+        messaging_type: &'static str,
+        /// `HUMAN_AGENT` between 24 hours and 7 days.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tag: Option<&'static str>,
+    },
+    /// A sender action (`mark_seen`).
+    SenderAction {
+        /// The action.
+        sender_action: &'static str,
+    },
+}
+
+/// The Send API request for `message` to `igsid` under the window (which must allow sending).
+pub fn message_body(igsid: &str, message: OutMessage, window: Window) -> SendRequest {
+    let (messaging_type, tag) = match window {
+        Window::HumanAgent => ("MESSAGE_TAG", Some("HUMAN_AGENT")),
+        _ => ("RESPONSE", None),
+    };
+    SendRequest {
+        recipient: Recipient {
+            id: igsid.to_string(),
+        },
+        content: SendContent::Message {
+            message,
+            messaging_type,
+            tag,
+        },
+    }
+}
+
+/// The Send API request that marks the customer's messages seen.
+pub fn mark_seen(igsid: &str) -> SendRequest {
+    SendRequest {
+        recipient: Recipient {
+            id: igsid.to_string(),
+        },
+        content: SendContent::SenderAction {
+            sender_action: "mark_seen",
+        },
+    }
 }
 
 /// What a sent message and its echo have in common, to recognise the echo without keeping the
@@ -177,6 +296,23 @@ pub fn echo_signature(message: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_typed_message_signs_as_its_echo_does() {
+        let echo = json!({"mid": "m", "text": "Hi", "is_echo": true});
+        assert_eq!(
+            Some(OutMessage::text("Hi").echo_signature()),
+            echo_signature(&echo)
+        );
+        let image_echo = json!({"mid": "m", "is_echo": true, "attachments": [{"type": "image", "payload": {"url": "https://cdn/x"}}]});
+        let image = OutMessage::attachment("image", "https://example.com/x.png");
+        assert_eq!(Some(image.echo_signature()), echo_signature(&image_echo));
+        assert_eq!(
+            serde_json::to_value(&image).unwrap(),
+            json!({"attachment": {"type": "image", "payload": {"url": "https://example.com/x.png"}}})
+        );
+    }
 
     #[test]
     fn a_sent_message_and_its_echo_share_a_signature() {
@@ -197,9 +333,9 @@ mod tests {
 
     #[test]
     fn text_is_split_at_words_and_utf8_boundaries() {
-        assert_eq!(split_text("short", MAX_TEXT_BYTES), vec!["short"]);
+        assert_eq!(split_for_instagram("short", MAX_TEXT_BYTES), vec!["short"]);
         let words = "lorem ipsum ".repeat(200);
-        let parts = split_text(&words, MAX_TEXT_BYTES);
+        let parts = split_for_instagram(&words, MAX_TEXT_BYTES);
         assert!(parts.len() >= 3);
         assert!(
             parts
@@ -214,7 +350,7 @@ mod tests {
         );
         assert_eq!(parts.join(" "), words.trim());
         let emoji = "😀".repeat(600); // 2400 bytes, no spaces
-        let parts = split_text(&emoji, MAX_TEXT_BYTES);
+        let parts = split_for_instagram(&emoji, MAX_TEXT_BYTES);
         assert!(parts.iter().all(|p| p.len() <= MAX_TEXT_BYTES));
         assert_eq!(parts.concat(), emoji);
     }
@@ -240,14 +376,18 @@ mod tests {
 
     #[test]
     fn bodies_carry_the_tag_only_for_human_agent() {
-        let b = message_body("IGSID", json!({"text": "hi"}), Window::HumanAgent);
+        let body = |w| serde_json::to_value(message_body("IGSID", OutMessage::text("hi"), w));
         assert_eq!(
-            b,
+            body(Window::HumanAgent).unwrap(),
             json!({"recipient": {"id": "IGSID"}, "message": {"text": "hi"}, "messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT"})
         );
-        let b = message_body("IGSID", json!({"text": "hi"}), Window::Standard);
+        let b = body(Window::Standard).unwrap();
         assert_eq!(b["messaging_type"], "RESPONSE");
         assert!(b.get("tag").is_none());
+        assert_eq!(
+            serde_json::to_value(mark_seen("IGSID")).unwrap(),
+            json!({"recipient": {"id": "IGSID"}, "sender_action": "mark_seen"})
+        );
     }
 
     #[test]

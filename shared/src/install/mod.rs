@@ -286,26 +286,13 @@ impl Install {
             .filter(|i| i.status != InstallationStatus::Uninstalled)
             .map_or(now, |i| i.installed_at);
         let mut inst = self.installation_of(set, org, installed_at);
-        // Conditional on the version read: an uninstall (or another install) that lands in
-        // between makes this fail, and the admin's retry starts from what is stored then.
         let was_refused = existing
             .as_ref()
             .is_some_and(|i| i.status == InstallationStatus::ReauthRequired);
-        match &existing {
-            // The tokens it replaces are queued for revocation in the same write, so no crash
-            // can leave them live and forgotten.
-            Some(old) => {
-                inst.version = old.version;
-                match self.replaced_tokens(old, set) {
-                    Some(pending) => {
-                        let queued = vec![Repo::to_item(&pending)?];
-                        self.repo.save_with(&mut inst, queued).await?
-                    }
-                    None => self.repo.save(&mut inst).await?,
-                }
-            }
-            None => self.repo.create(&mut inst).await?,
-        }
+        // Conditional on the version read: an uninstall (or another install) that lands in
+        // between makes this fail, and the admin's retry starts from what is stored then.
+        self.write_installation(&mut inst, existing.as_ref(), set)
+            .await?;
         // Listed for the health check (purged with the organization).
         let entry = crate::health::records::InstallationEntry {
             organization_id: org.to_string(),
@@ -328,6 +315,28 @@ impl Install {
         crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
             .renew(org)
             .await
+    }
+
+    /// Writes the installation, conditional on the version read (`existing`).
+    async fn write_installation(
+        &self,
+        inst: &mut Installation,
+        existing: Option<&Installation>,
+        set: &crate::livechat::TokenSet,
+    ) -> Result<(), StoreError> {
+        let Some(old) = existing else {
+            return self.repo.create(inst).await;
+        };
+        inst.version = old.version;
+        // The tokens it replaces are queued for revocation in the same write, so no crash can
+        // leave them live and forgotten.
+        match self.replaced_tokens(old, set) {
+            Some(pending) => {
+                let queued = vec![Repo::to_item(&pending)?];
+                self.repo.save_with(inst, queued).await
+            }
+            None => self.repo.save(inst).await,
+        }
     }
 
     /// The installation a LiveChat grant makes: its tokens sealed, active from now.

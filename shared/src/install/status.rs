@@ -145,6 +145,72 @@ pub async fn signed_in(
 /// installed. The sign-in's tokens become the installation's when they are the installer's own
 /// (or when the installation needs re-authorization: this is it); others are revoked at once.
 async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organization, Response> {
+    let org = signed_in_admin(app, set).await?;
+    let inst = app
+        .repo
+        .get::<Installation>(&Installation::key_for(&org.organization_id))
+        .await
+        .map_err(|e| StepError::Store(e).into_response())?;
+    let Some(inst) = inst.filter(|i| i.status != InstallationStatus::Uninstalled) else {
+        revoke(app, set).await;
+        return Err(page(
+            StatusCode::NOT_FOUND,
+            "igbridge is not installed",
+            "<div class=\"card\"><p>igbridge is not installed in this LiveChat organization.</p></div>\
+<p><a class=\"button\" href=\"/install\">Install igbridge</a></p>",
+        ));
+    };
+    keep_or_revoke(app, set, &inst).await?;
+    Ok(org)
+}
+
+/// Keeps the sign-in's tokens as the installation's when they are the installer's own with every
+/// required scope (or the installation needs re-authorization); revokes them otherwise.
+async fn keep_or_revoke(
+    app: &Install,
+    set: &crate::livechat::TokenSet,
+    inst: &Installation,
+) -> Result<(), Response> {
+    let granted: Vec<&str> = set
+        .scope
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let complete = crate::livechat::REQUIRED_SCOPES
+        .iter()
+        .all(|s| granted.contains(s));
+    let adopt = complete
+        && (inst.status == InstallationStatus::ReauthRequired
+            || set.account_id.as_deref() == Some(inst.account_id.as_str()));
+    if !adopt {
+        revoke(app, set).await;
+        return Ok(());
+    }
+    match app
+        .save_installation(set, &inst.organization_id, false)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::ConditionFailed) => {
+            revoke(app, set).await;
+            Err(refused(
+                StatusCode::CONFLICT,
+                "Changed meanwhile",
+                "The installation changed while you signed in (it may have been uninstalled). Please sign in again.",
+            ))
+        }
+        Err(e) => Err(StepError::Store(e).into_response()),
+    }
+}
+
+/// The organization the sign-in is for, when the person is one of its owners or administrators
+/// (else the sign-in's tokens are revoked and the answer says why).
+async fn signed_in_admin(
+    app: &Install,
+    set: &crate::livechat::TokenSet,
+) -> Result<Organization, Response> {
     let agents = match app.livechat.agents(&set.access_token).await {
         Ok(agents) => agents,
         Err(e) => {
@@ -180,52 +246,7 @@ async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organiz
             ));
         }
     };
-    let inst = app
-        .repo
-        .get::<Installation>(&Installation::key_for(&org.organization_id))
-        .await
-        .map_err(|e| StepError::Store(e).into_response())?;
-    let Some(inst) = inst.filter(|i| i.status != InstallationStatus::Uninstalled) else {
-        revoke(app, set).await;
-        return Err(page(
-            StatusCode::NOT_FOUND,
-            "igbridge is not installed",
-            "<div class=\"card\"><p>igbridge is not installed in this LiveChat organization.</p></div>\
-<p><a class=\"button\" href=\"/install\">Install igbridge</a></p>",
-        ));
-    };
-    let granted: Vec<&str> = set
-        .scope
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .collect();
-    let complete = crate::livechat::REQUIRED_SCOPES
-        .iter()
-        .all(|s| granted.contains(s));
-    let adopt = complete
-        && (inst.status == InstallationStatus::ReauthRequired
-            || set.account_id.as_deref() == Some(inst.account_id.as_str()));
-    if !adopt {
-        revoke(app, set).await;
-        return Ok(org);
-    }
-    match app
-        .save_installation(set, &org.organization_id, false)
-        .await
-    {
-        Ok(()) => Ok(org),
-        Err(StoreError::ConditionFailed) => {
-            revoke(app, set).await;
-            Err(refused(
-                StatusCode::CONFLICT,
-                "Changed meanwhile",
-                "The installation changed while you signed in (it may have been uninstalled). Please sign in again.",
-            ))
-        }
-        Err(e) => Err(StepError::Store(e).into_response()),
-    }
+    Ok(org)
 }
 
 /// Revokes a sign-in's tokens that the installation does not keep (best effort): LiveChat keeps

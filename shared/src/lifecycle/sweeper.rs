@@ -184,84 +184,40 @@ impl Lifecycle {
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
         let mut event = LifecycleEvent::new(LifecycleKind::Purged, now);
-        match &entry.subject {
-            PurgeSubject::Organization(org) if self.reinstalled(org).await? => {
-                // Installed again within the 7 days: only what the uninstall marked goes.
-                event = event.org(org);
-                let mark = entry.due_at + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
-                let (deleted, complete) = self
-                    .purge_leftovers(org, mark, now.timestamp(), dry_run)
-                    .await?;
-                report.items_deleted += deleted;
-                event.items = Some(deleted as u64);
-                if !complete {
-                    return Ok(()); // resumes at the next run
-                }
-                report.organizations += 1;
-            }
+        let deleted = match &entry.subject {
             PurgeSubject::Organization(org) => {
                 event = event.org(org);
-                let mut deleted = 0;
-                let mut complete = false;
-                for _ in 0..MAX_ROUNDS {
-                    // Installed again while this run purges: the next run keeps the new records.
-                    if self.reinstalled(org).await? {
-                        break;
-                    }
-                    let page = PageRequest {
-                        limit: Some(ROUND),
-                        cursor: None,
-                    };
-                    let keys = self.repo.store().query_organization(org, page).await?.items;
-                    if keys.is_empty() {
-                        complete = true;
-                        break;
-                    }
-                    deleted += keys.len();
-                    if dry_run {
-                        complete = true;
-                        break;
-                    }
-                    self.repo.store().delete_many(&keys).await?;
-                }
+                let (deleted, complete) = if self.reinstalled(org).await? {
+                    // Installed again within the 7 days: only what the uninstall marked goes.
+                    let mark = entry.due_at + RETENTION_AFTER_UNINSTALL_SECS - PURGE_DUE_SECS;
+                    self.purge_leftovers(org, mark, now.timestamp(), dry_run)
+                        .await?
+                } else {
+                    self.purge_organization(org, dry_run).await?
+                };
                 report.items_deleted += deleted;
-                event.items = Some(deleted as u64);
                 if !complete {
                     return Ok(()); // resumes at the next run
                 }
                 report.organizations += 1;
+                deleted
             }
             PurgeSubject::FacebookUser(user) => {
                 let keys = self.keys_of_request(user, entry).await?;
                 report.items_deleted += keys.len();
-                event.items = Some(keys.len() as u64);
                 if !dry_run {
                     self.repo.store().delete_many(&keys).await?;
                 }
                 report.users += 1;
+                keys.len()
             }
-        }
+        };
         if dry_run {
             return Ok(());
         }
+        event.items = Some(deleted as u64);
         let mut events = vec![event];
-        if let Some(code) = &entry.deletion_code {
-            if let Some(mut request) = self
-                .repo
-                .get::<DeletionRequest>(&DeletionRequest::key_for(code))
-                .await?
-            {
-                request.status = DeletionStatus::Completed;
-                request.facebook_user_id = None;
-                request.completed_at = Some(now);
-                request.expires_at = Some(now.timestamp() + DELETION_STATUS_TTL_SECS);
-                self.repo.put(&request, Condition::Always).await?;
-                report.requests_completed += 1;
-                let mut done = LifecycleEvent::new(LifecycleKind::DeletionCompleted, now);
-                done.confirmation_code = Some(code.clone());
-                events.push(done);
-            }
-        }
+        events.extend(self.complete_request(entry, now, report).await?);
         // The entry goes last, so a run cut short finds it again.
         self.repo
             .store()
@@ -269,6 +225,65 @@ impl Lifecycle {
             .await?;
         publish_logged(self.events.as_ref(), &events).await;
         Ok(())
+    }
+
+    /// Deletes everything of an uninstalled organization, a round at a time: how many items, and
+    /// whether it is all gone (else the next run resumes).
+    async fn purge_organization(
+        &self,
+        org: &str,
+        dry_run: bool,
+    ) -> Result<(usize, bool), StoreError> {
+        let mut deleted = 0;
+        for _ in 0..MAX_ROUNDS {
+            // Installed again while this run purges: the next run keeps the new records.
+            if self.reinstalled(org).await? {
+                return Ok((deleted, false));
+            }
+            let page = PageRequest {
+                limit: Some(ROUND),
+                cursor: None,
+            };
+            let keys = self.repo.store().query_organization(org, page).await?.items;
+            if keys.is_empty() {
+                return Ok((deleted, true));
+            }
+            deleted += keys.len();
+            if dry_run {
+                return Ok((deleted, true));
+            }
+            self.repo.store().delete_many(&keys).await?;
+        }
+        Ok((deleted, false))
+    }
+
+    /// Marks the Meta data-deletion request a purge answers as completed (the status page Meta
+    /// links to says so), dropping the user's id from it.
+    async fn complete_request(
+        &self,
+        entry: &PurgeEntry,
+        now: DateTime<Utc>,
+        report: &mut SweepReport,
+    ) -> Result<Option<LifecycleEvent>, StoreError> {
+        let Some(code) = &entry.deletion_code else {
+            return Ok(None);
+        };
+        let Some(mut request) = self
+            .repo
+            .get::<DeletionRequest>(&DeletionRequest::key_for(code))
+            .await?
+        else {
+            return Ok(None);
+        };
+        request.status = DeletionStatus::Completed;
+        request.facebook_user_id = None;
+        request.completed_at = Some(now);
+        request.expires_at = Some(now.timestamp() + DELETION_STATUS_TTL_SECS);
+        self.repo.put(&request, Condition::Always).await?;
+        report.requests_completed += 1;
+        let mut done = LifecycleEvent::new(LifecycleKind::DeletionCompleted, now);
+        done.confirmation_code = Some(code.clone());
+        Ok(Some(done))
     }
 }
 

@@ -1,6 +1,8 @@
 //! LiveChat: the accounts service (agent and customer tokens) and the Customer Chat Web API
 //! v3.6, through which the bridge acts as each Instagram customer.
 
+pub mod chat_api;
+pub mod event;
 pub mod webhook;
 
 use reqwest::StatusCode;
@@ -197,28 +199,6 @@ pub struct CustomerToken {
     pub expires_in: i64,
 }
 
-/// Result of `start_chat`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct StartedChat {
-    /// The new chat.
-    pub chat_id: String,
-    /// Its thread.
-    pub thread_id: String,
-    /// Ids of the initial events, in order.
-    #[serde(default)]
-    pub event_ids: Vec<String>,
-}
-
-/// Result of `resume_chat`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct ResumedChat {
-    /// The new thread.
-    pub thread_id: String,
-    /// Ids of the initial events.
-    #[serde(default)]
-    pub event_ids: Vec<String>,
-}
-
 /// The LiveChat client for one app (client id/secret), any organization.
 #[derive(Debug, Clone)]
 pub struct LivechatClient {
@@ -387,79 +367,27 @@ impl LivechatClient {
         })
     }
 
-    fn action_url(&self, action: &str) -> String {
-        format!("{}/v{API_VERSION}/customer/action/{action}", self.api_base)
-    }
-
-    /// Calls a Customer Chat API action as the customer.
-    pub async fn customer_action(
+    /// Sends a Customer Chat API action as the customer whose token this is.
+    pub async fn customer<A: chat_api::Action>(
         &self,
         organization_id: &str,
         token: &SecretString,
-        action: &str,
-        body: &Value,
-    ) -> Result<Value, LivechatError> {
+        request: &A,
+    ) -> Result<A::Response, LivechatError> {
         let res = self
             .http
-            .post(self.action_url(action))
+            .post(format!(
+                "{}/v{API_VERSION}/customer/action/{}",
+                self.api_base,
+                A::NAME
+            ))
             .query(&[("organization_id", organization_id)])
             .bearer_auth(token.expose_secret())
-            .json(body)
+            .json(request)
             .send()
             .await
             .map_err(transport)?;
-        parse(res).await
-    }
-
-    /// `start_chat` (continuous) with initial events.
-    pub async fn start_chat(
-        &self,
-        org: &str,
-        token: &SecretString,
-        events: &[Value],
-    ) -> Result<StartedChat, LivechatError> {
-        let body = json!({"chat": {"thread": {"events": events}}, "continuous": true});
-        let v = self
-            .customer_action(org, token, "start_chat", &body)
-            .await?;
-        shape(v)
-    }
-
-    /// `resume_chat` carrying the events as the new thread's first events.
-    pub async fn resume_chat(
-        &self,
-        org: &str,
-        token: &SecretString,
-        chat_id: &str,
-        events: &[Value],
-    ) -> Result<ResumedChat, LivechatError> {
-        let body =
-            json!({"chat": {"id": chat_id, "thread": {"events": events}}, "continuous": true});
-        let v = self
-            .customer_action(org, token, "resume_chat", &body)
-            .await?;
-        shape(v)
-    }
-
-    /// `send_event` into the active thread; returns the event id.
-    pub async fn send_event(
-        &self,
-        org: &str,
-        token: &SecretString,
-        chat_id: &str,
-        event: &Value,
-    ) -> Result<String, LivechatError> {
-        let body = json!({"chat_id": chat_id, "event": event});
-        let v = self
-            .customer_action(org, token, "send_event", &body)
-            .await?;
-        v.get("event_id")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .ok_or_else(|| LivechatError::Transport {
-                message: "send_event answered without event_id".into(),
-                retryable: false,
-            })
+        shape(parse(res).await?)
     }
 }
 

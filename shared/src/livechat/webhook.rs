@@ -11,8 +11,11 @@
 //! (`visibility: agents`), system messages, and the bridge's own events (`custom_id` `ig:…`), so
 //! nothing loops back to Instagram.
 
-use crate::config::RotatingSecret;
+use serde::Deserialize;
 use serde_json::Value;
+
+use super::event::AgentEvent;
+use crate::config::RotatingSecret;
 
 use crate::jobs::LivechatEventJob;
 
@@ -56,24 +59,148 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
         .filter(|s| !s.is_empty())
 }
 
-/// Why an event of a chat is not sent to Instagram, if it is not: the bridge's own events
-/// (`custom_id` `ig:…`), internal notes, system messages.
-fn not_forwarded(event: &Value) -> Option<&'static str> {
-    if str_at(event, "/custom_id").is_some_and(|c| c.starts_with("ig:")) {
-        return Some("the bridge's own event");
-    }
-    if str_at(event, "/visibility") == Some("agents") {
-        return Some("internal note");
-    }
-    match str_at(event, "/type") {
-        Some("system_message") | Some("system") => Some("system message"),
-        _ => None,
-    }
+/// A chat webhook, read once: the action and its payload, typed. Unknown fields are ignored;
+/// actions the bridge does not take are kept by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatWebhook {
+    /// `incoming_event`: an event posted in a chat.
+    IncomingEvent {
+        /// The chat.
+        chat_id: String,
+        /// The thread it was posted in.
+        thread_id: Option<String>,
+        /// The event.
+        event: AgentEvent,
+    },
+    /// `incoming_chat`: an agent started or reopened a thread.
+    IncomingChat {
+        /// The chat.
+        chat_id: String,
+        /// The new thread, with its opening events.
+        thread: WebhookThread,
+    },
+    /// `events_marked_as_seen`: someone read the chat.
+    EventsMarkedAsSeen {
+        /// The chat.
+        chat_id: String,
+        /// Who read it.
+        user_id: String,
+        /// Up to when (as LiveChat wrote it).
+        seen_up_to: String,
+    },
+    /// `chat_deactivated`: the chat's thread closed.
+    ChatDeactivated {
+        /// The chat.
+        chat_id: String,
+        /// The closed thread.
+        thread_id: String,
+    },
+    /// `event_updated`: an agent edited an event.
+    EventUpdated,
+    /// `incoming_rich_message_postback`: a customer clicked a LiveChat button.
+    IncomingRichMessagePostback,
+    /// Any other action.
+    Other(String),
 }
 
-/// Whether an event of a thread is one an agent (or bot) wrote for the customer to see.
-pub fn is_agent_event(event: &Value) -> bool {
-    not_forwarded(event).is_none()
+/// The thread of an `incoming_chat`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct WebhookThread {
+    /// The thread id.
+    pub id: String,
+    /// Whether it is open (LiveChat sends `true` for a new thread).
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// Its opening events.
+    #[serde(default)]
+    pub events: Vec<AgentEvent>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ChatWebhook {
+    /// Reads an authentic body; `Err` says what it lacks (the body is then parked).
+    pub fn parse(body: &Value) -> Result<Self, String> {
+        let action = str_at(body, "/action").ok_or("no action")?;
+        let required = |pointer: &str, what: &str| {
+            str_at(body, pointer)
+                .map(str::to_string)
+                .ok_or_else(|| format!("{action} without {what}"))
+        };
+        let optional = |pointer: &str| str_at(body, pointer).unwrap_or_default().to_string();
+        Ok(match action {
+            "incoming_event" => {
+                let chat_id = required("/payload/chat_id", "chat_id")?;
+                let event = body
+                    .pointer("/payload/event")
+                    .ok_or("incoming_event without event")?;
+                // An event without an id cannot be deduplicated: it is not one LiveChat sends.
+                str_at(event, "/id").ok_or("event without id")?;
+                ChatWebhook::IncomingEvent {
+                    chat_id,
+                    thread_id: str_at(body, "/payload/thread_id").map(str::to_string),
+                    event: AgentEvent::read(event),
+                }
+            }
+            "incoming_chat" => {
+                let chat_id = required("/payload/chat/id", "chat.id")?;
+                required("/payload/chat/thread/id", "thread.id")?;
+                let thread = body.pointer("/payload/chat/thread").cloned();
+                let thread = serde_json::from_value(thread.unwrap_or_default())
+                    .map_err(|e| format!("incoming_chat thread: {e}"))?;
+                ChatWebhook::IncomingChat { chat_id, thread }
+            }
+            "events_marked_as_seen" => ChatWebhook::EventsMarkedAsSeen {
+                chat_id: required("/payload/chat_id", "chat_id")?,
+                user_id: optional("/payload/user_id"),
+                seen_up_to: optional("/payload/seen_up_to"),
+            },
+            "chat_deactivated" => ChatWebhook::ChatDeactivated {
+                chat_id: required("/payload/chat_id", "chat_id")?,
+                thread_id: optional("/payload/thread_id"),
+            },
+            "event_updated" => ChatWebhook::EventUpdated,
+            "incoming_rich_message_postback" => ChatWebhook::IncomingRichMessagePostback,
+            other => ChatWebhook::Other(other.to_string()),
+        })
+    }
+
+    /// The job it makes: its event id names the platform event (a redelivered webhook is the
+    /// same job) and its chat; or why it makes none.
+    fn job_key(&self) -> Result<(String, String), &'static str> {
+        match self {
+            ChatWebhook::IncomingEvent { chat_id, event, .. } => {
+                if let Some(why) = event.not_forwarded() {
+                    return Err(why);
+                }
+                let id = event.id.as_deref().unwrap_or_default();
+                Ok((format!("{chat_id}:{id}"), chat_id.clone()))
+            }
+            ChatWebhook::IncomingChat { chat_id, thread } => Ok((
+                format!("{chat_id}:incoming_chat:{}", thread.id),
+                chat_id.clone(),
+            )),
+            ChatWebhook::EventsMarkedAsSeen {
+                chat_id,
+                user_id,
+                seen_up_to,
+            } => Ok((
+                format!("{chat_id}:seen:{user_id}:{seen_up_to}"),
+                chat_id.clone(),
+            )),
+            ChatWebhook::ChatDeactivated { chat_id, thread_id } => Ok((
+                format!("{chat_id}:deactivated:{thread_id}"),
+                chat_id.clone(),
+            )),
+            ChatWebhook::EventUpdated => Err("Instagram cannot edit a sent message"),
+            ChatWebhook::IncomingRichMessagePostback => {
+                Err("postbacks come from LiveChat customers")
+            }
+            ChatWebhook::Other(_) => Err("action not used by the bridge"),
+        }
+    }
 }
 
 /// Decides on an authentic body; `Err` means it is not a chat webhook we can read.
@@ -81,75 +208,22 @@ pub fn decide(mut body: Value) -> Result<Decision, String> {
     if let Some(obj) = body.as_object_mut() {
         obj.remove("secret_key");
     }
-    let action = str_at(&body, "/action").ok_or("no action")?.to_string();
-    let org = str_at(&body, "/organization_id")
+    let webhook = ChatWebhook::parse(&body)?;
+    let organization_id = str_at(&body, "/organization_id")
         .ok_or("no organization_id")?
         .to_string();
-    let chat_id = str_at(&body, "/payload/chat_id").map(str::to_string);
-    let job = |event_id: String, chat_id: Option<String>, body: Value| {
-        Decision::Enqueue(LivechatEventJob {
-            organization_id: org.clone(),
-            action: action.clone(),
-            event_id,
-            chat_id,
-            webhook: body,
-        })
+    let (event_id, chat_id) = match webhook.job_key() {
+        Ok(key) => key,
+        Err(why) => return Ok(Decision::Ignore(why)),
     };
-    match action.as_str() {
-        "incoming_event" => {
-            let chat_id = chat_id.ok_or("incoming_event without chat_id")?;
-            let event = body
-                .pointer("/payload/event")
-                .ok_or("incoming_event without event")?;
-            let event_id = str_at(event, "/id").ok_or("event without id")?.to_string();
-            match not_forwarded(event) {
-                Some(why) => Ok(Decision::Ignore(why)),
-                None => Ok(job(format!("{chat_id}:{event_id}"), Some(chat_id), body)),
-            }
-        }
-        "incoming_chat" => {
-            // An agent started or reopened a thread: its state, and its opening events.
-            let chat_id =
-                str_at(&body, "/payload/chat/id").ok_or("incoming_chat without chat.id")?;
-            let chat_id = chat_id.to_string();
-            let thread = str_at(&body, "/payload/chat/thread/id")
-                .ok_or("incoming_chat without thread.id")?
-                .to_string();
-            Ok(job(
-                format!("{chat_id}:incoming_chat:{thread}"),
-                Some(chat_id),
-                body,
-            ))
-        }
-        "events_marked_as_seen" => {
-            let chat_id = chat_id.ok_or("events_marked_as_seen without chat_id")?;
-            let seen = str_at(&body, "/payload/seen_up_to")
-                .unwrap_or("")
-                .to_string();
-            let user = str_at(&body, "/payload/user_id").unwrap_or("").to_string();
-            Ok(job(
-                format!("{chat_id}:seen:{user}:{seen}"),
-                Some(chat_id),
-                body,
-            ))
-        }
-        "chat_deactivated" => {
-            let chat_id = chat_id.ok_or("chat_deactivated without chat_id")?;
-            let thread = str_at(&body, "/payload/thread_id")
-                .unwrap_or("")
-                .to_string();
-            Ok(job(
-                format!("{chat_id}:deactivated:{thread}"),
-                Some(chat_id),
-                body,
-            ))
-        }
-        "event_updated" => Ok(Decision::Ignore("Instagram cannot edit a sent message")),
-        "incoming_rich_message_postback" => {
-            Ok(Decision::Ignore("postbacks come from LiveChat customers"))
-        }
-        _ => Ok(Decision::Ignore("action not used by the bridge")),
-    }
+    let action = str_at(&body, "/action").unwrap_or_default().to_string();
+    Ok(Decision::Enqueue(LivechatEventJob {
+        organization_id,
+        action,
+        event_id,
+        chat_id: Some(chat_id),
+        webhook: body,
+    }))
 }
 
 #[cfg(test)]

@@ -46,6 +46,24 @@ struct Stored {
     receipt: Option<String>,
 }
 
+impl Stored {
+    /// Delivers it once more: invisible until `until`, with a new receipt.
+    fn receive(&mut self, until: DateTime<Utc>) -> ReceivedMessage {
+        self.receive_count += 1;
+        self.invisible_until = Some(until);
+        let receipt = format!("{}#{}", self.id, self.receive_count);
+        self.receipt = Some(receipt.clone());
+        ReceivedMessage {
+            message_id: self.id.clone(),
+            receipt,
+            body: self.body.clone(),
+            group_id: self.group.clone(),
+            dedup_id: self.dedup.clone(),
+            receive_count: self.receive_count,
+        }
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     next_id: u64,
@@ -163,34 +181,30 @@ impl MemoryQueue {
                 });
                 continue;
             }
-            m.receive_count += 1;
-            m.invisible_until = Some(now + visibility);
-            let receipt = format!("{}#{}", m.id, m.receive_count);
-            m.receipt = Some(receipt.clone());
-            out.push(ReceivedMessage {
-                message_id: m.id.clone(),
-                receipt,
-                body: m.body.clone(),
-                group_id: m.group.clone(),
-                dedup_id: m.dedup.clone(),
-                receive_count: m.receive_count,
-            });
+            out.push(m.receive(now + visibility));
             i += 1;
         }
         drop(inner);
-        if let Some(dlq) = &self.settings.dead_letter {
-            if !dead.is_empty() {
-                let mut d = dlq.inner.lock().expect("queue lock");
-                for m in &dead {
-                    // A dead letter keeps its ids but must not be deduplicated away.
-                    d.seen.remove(&m.dedup_id);
-                    dlq.enqueue(&mut d, m, now);
-                }
-                drop(d);
-                dlq.arrived.notify_waiters();
-            }
-        }
+        self.move_to_dead_letter(&dead, now);
         out
+    }
+
+    /// What the queue itself moves to its dead-letter queue (`maxReceiveCount` reached).
+    fn move_to_dead_letter(&self, dead: &[OutgoingMessage], now: DateTime<Utc>) {
+        let Some(dlq) = &self.settings.dead_letter else {
+            return;
+        };
+        if dead.is_empty() {
+            return;
+        }
+        let mut d = dlq.inner.lock().expect("queue lock");
+        for m in dead {
+            // A dead letter keeps its ids but must not be deduplicated away.
+            d.seen.remove(&m.dedup_id);
+            dlq.enqueue(&mut d, m, now);
+        }
+        drop(d);
+        dlq.arrived.notify_waiters();
     }
 }
 

@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::datakey::DataKeys;
 use crate::domain::{Direction, MessageLink, PendingSend};
-use crate::instagram::send::echo_signature;
+use crate::instagram::send::{OutMessage, echo_signature};
 use crate::store::{Repo, StoreError};
 
 /// How long after an attempt starts its answer may still record the `mid`: an echo that matches
@@ -67,10 +67,15 @@ impl Echoes<'_> {
         }
     }
 
-    /// The fingerprint a pending send of `message` (a Send API `message`) carries: empty when
-    /// the message has no signature or the organization no data key (it then matches nothing).
-    pub async fn fingerprint(&self, message: &Value) -> Result<String, StoreError> {
-        let Some(signature) = echo_signature(message) else {
+    /// The fingerprint a pending send of `message` carries: empty when the organization has no
+    /// data key (it then matches nothing).
+    pub async fn fingerprint(&self, message: &OutMessage) -> Result<String, StoreError> {
+        self.fingerprint_of(Some(message.echo_signature())).await
+    }
+
+    /// The fingerprint of a signature (empty for none, or without a data key).
+    async fn fingerprint_of(&self, signature: Option<String>) -> Result<String, StoreError> {
+        let Some(signature) = signature else {
             return Ok(String::new());
         };
         let Some(key) = self.keys.to_open(self.org).await? else {
@@ -104,7 +109,7 @@ impl Echoes<'_> {
         // before clearing the send. Only a send started before the record may take it, so a
         // late echo of an earlier message with the same text cannot complete a newer send.
         let recorded_at = link.as_ref().map(|l| l.created_at);
-        let fingerprint = self.fingerprint(message).await?;
+        let fingerprint = self.fingerprint_of(echo_signature(message)).await?;
         pending.sort_by_key(|p| p.started_at);
         for p in pending.iter_mut() {
             let matches = !fingerprint.is_empty() && p.fingerprint == fingerprint;

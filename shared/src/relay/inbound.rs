@@ -6,18 +6,25 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::claim::{Claims, Scope};
 use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
-use super::render::{Action, Context, Part, media_event, referral_fields, render, split_text};
+use super::render::{
+    Action, Context, Part, media_event, referral_fields, render, split_for_livechat,
+};
 use crate::cipher::TokenCipher;
 use crate::clock::Clock;
-use crate::customer::{CustomerSession, Customers, notice_event};
+use crate::customer::{CustomerSession, Customers};
 use crate::domain::*;
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
 use crate::instagram::graph::{GraphClient, GraphError};
 use crate::jobs::{Envelope, InstagramEventJob, Job, Source};
+use crate::livechat::chat_api::{
+    DeleteEvent, GetChat, ListChats, MarkEventsAsSeen, ResumeChat, SendEvent, SessionField,
+    SetCustomerSessionFields, StartChat, UpdateCustomer,
+};
+use crate::livechat::event::Event;
 use crate::livechat::{LivechatClient, LivechatError};
 use crate::outcome::Fail;
 use crate::outcome::{Attempt, Outcome};
@@ -325,9 +332,11 @@ impl Inbound {
         at: DateTime<Utc>,
     ) -> Result<Outcome, Fail> {
         if let Some(chat_id) = session.contact.chat_id.clone() {
-            let seen = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-            let body = json!({"chat_id": chat_id, "seen_up_to": seen});
-            session.action("mark_events_as_seen", body).await?;
+            let seen = MarkEventsAsSeen {
+                chat_id,
+                seen_up_to: at,
+            };
+            session.act(&seen).await?;
         }
         Ok(Outcome::Done)
     }
@@ -477,8 +486,12 @@ impl Inbound {
     ) -> Result<usize, Fail> {
         let mut missing = 0;
         for (thread_id, event_id) in events {
-            let body = json!({"chat_id": chat_id, "thread_id": thread_id, "event_id": event_id});
-            match session.action("delete_event", body).await {
+            let delete = DeleteEvent {
+                chat_id: chat_id.to_string(),
+                thread_id: thread_id.to_string(),
+                event_id: event_id.to_string(),
+            };
+            match session.act(&delete).await {
                 Ok(_) => {}
                 Err(Fail::Livechat(LivechatError::Api { kind, .. })) if kind == "not_found" => {
                     missing += 1;
@@ -556,24 +569,24 @@ impl Inbound {
     async fn sync_profile(&self, conn: &InstagramConnection, session: &mut CustomerSession) {
         let igsid = session.contact.igsid.clone();
         let profile = self.profile(conn, &igsid).await;
-        let mut fields = vec![json!({"instagram_id": igsid})];
-        let mut body = json!({});
-        match &profile {
-            Some(p) => {
-                let handle = p.username.as_ref().map(|u| format!("@{u}"));
-                let name = p.name.clone().or(handle.clone());
-                body["name"] = json!(name.unwrap_or_else(|| "Instagram user".into()));
-                if let Some(pic) = &p.profile_pic {
-                    body["avatar"] = json!(pic);
-                }
-                if let Some(h) = handle {
-                    fields.push(json!({"instagram_username": h}));
-                }
+        let mut update = UpdateCustomer {
+            name: "Instagram user".into(),
+            avatar: None,
+            session_fields: vec![SessionField::new("instagram_id", igsid)],
+        };
+        if let Some(p) = &profile {
+            let handle = p.username.as_ref().map(|u| format!("@{u}"));
+            if let Some(name) = p.name.clone().or(handle.clone()) {
+                update.name = name;
             }
-            None => body["name"] = json!("Instagram user"),
+            update.avatar = p.profile_pic.clone();
+            if let Some(h) = handle {
+                update
+                    .session_fields
+                    .push(SessionField::new("instagram_username", h));
+            }
         }
-        body["session_fields"] = Value::Array(fields);
-        match session.action("update_customer", body).await {
+        match session.act(&update).await {
             Ok(_) if profile.is_some() => {
                 session.contact.profile_synced_at = Some(self.clock.now())
             }
@@ -582,12 +595,14 @@ impl Inbound {
         }
     }
 
-    async fn set_session_fields(&self, session: &mut CustomerSession, fields: Vec<Value>) {
+    async fn set_session_fields(&self, session: &mut CustomerSession, fields: Vec<SessionField>) {
         if fields.is_empty() {
             return;
         }
-        let body = json!({"session_fields": fields});
-        let res = session.action("set_customer_session_fields", body).await;
+        let set = SetCustomerSessionFields {
+            session_fields: fields,
+        };
+        let res = session.act(&set).await;
         if res.is_err() {
             tracing::warn!("could not record the referral on the customer");
         }
@@ -602,13 +617,16 @@ impl Inbound {
             .await
             .ok()??;
         let event_id = link.event_ids.first()?.clone();
-        let body = json!({"chat_id": link.chat_id, "thread_id": link.thread_id});
-        let chat = session.action("get_chat", body).await.ok()?;
-        chat.pointer("/thread/events")?
-            .as_array()?
-            .iter()
-            .find(|e| e.get("id").and_then(Value::as_str) == Some(event_id.as_str()))
-            .and_then(|e| e.get("text").and_then(Value::as_str).map(str::to_string))
+        let get = GetChat {
+            chat_id: link.chat_id,
+            thread_id: link.thread_id,
+        };
+        let chat = session.act(&get).await.ok()?;
+        chat.thread?
+            .events
+            .into_iter()
+            .find(|e| e.id == event_id)?
+            .text
     }
 
     /// Custom ids already in the customer's chat (recovery after a crash), with their event ids.
@@ -617,11 +635,8 @@ impl Inbound {
         session: &mut CustomerSession,
     ) -> Result<HashMap<String, (String, String)>, Fail> {
         if session.contact.chat_id.is_none() {
-            let list = session.action("list_chats", json!({"limit": 1})).await?;
-            let found = list
-                .pointer("/chats_summary/0/id")
-                .and_then(Value::as_str)
-                .map(str::to_string);
+            let list = session.act(&ListChats { limit: 1 }).await?;
+            let found = list.chats_summary.into_iter().next().map(|c| c.id);
             // An earlier attempt started the chat but never learnt it (LiveChat answered after
             // the timeout, or the route write failed): route it now, or agents' replies in it
             // would be dropped as "chat not bridged".
@@ -632,28 +647,16 @@ impl Inbound {
         let Some(chat_id) = session.contact.chat_id.clone() else {
             return Ok(HashMap::new());
         };
-        let body = json!({"chat_id": chat_id});
-        let chat = session.action("get_chat", body).await?;
-        let thread_id = chat
-            .pointer("/thread/id")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        Ok(chat
-            .pointer("/thread/events")
-            .and_then(Value::as_array)
-            .map(|events| {
-                events
-                    .iter()
-                    .filter_map(|e| {
-                        Some((
-                            e.get("custom_id")?.as_str()?.to_string(),
-                            (thread_id.clone(), e.get("id")?.as_str()?.to_string()),
-                        ))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default())
+        let get = GetChat {
+            chat_id,
+            thread_id: None,
+        };
+        let thread = session.act(&get).await?.thread.unwrap_or_default();
+        Ok(thread
+            .events
+            .into_iter()
+            .filter_map(|e| Some((e.custom_id?, (thread.id.clone(), e.id))))
+            .collect())
     }
 
     /// The LiveChat events for the parts, each with its custom id; events an earlier attempt
@@ -662,28 +665,25 @@ impl Inbound {
         key: &str,
         parts: Vec<Part>,
         already: &HashMap<String, (String, String)>,
-    ) -> Vec<Result<Value, (String, String)>> {
+    ) -> Vec<Result<Event, (String, String)>> {
         let mut out = Vec::new();
         let mut index = 0;
         for part in parts {
-            let events: Vec<Value> = match part {
-                Part::Text(t) => split_text(&t)
-                    .into_iter()
-                    .map(|t| json!({"type": "message", "text": t}))
+            let events: Vec<Event> = match part {
+                Part::Text(t) => split_for_livechat(&t)
+                    .iter()
+                    .map(|t| Event::message(t))
                     .collect(),
-                Part::Notice(t) => vec![notice_event(&t, "")],
+                Part::Notice(t) => vec![Event::notice(&t, "")],
                 Part::Media { url, kind, .. } => vec![media_event(&url, &kind)],
             };
-            for mut ev in events {
+            for ev in events {
                 let cid = custom_id(key, index);
                 index += 1;
                 match already.get(&cid) {
                     // Delivered by an earlier attempt that did not get to record it.
                     Some(done) => out.push(Err(done.clone())),
-                    None => {
-                        ev["custom_id"] = json!(cid);
-                        out.push(Ok(ev));
-                    }
+                    None => out.push(Ok(ev.with_custom_id(&cid))),
                 }
             }
         }
@@ -727,16 +727,9 @@ impl Inbound {
     async fn start(
         &self,
         session: &mut CustomerSession,
-        events: &[Value],
+        events: &[Event],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = session.inst.organization_id.clone();
-        let started = session
-            .call(|lc, tok| {
-                let events = events.to_vec();
-                let org = org.clone();
-                async move { lc.start_chat(&org, &tok, &events).await }
-            })
-            .await?;
+        let started = session.act(&StartChat::with(events.to_vec())).await?;
         session.contact.thread_id = Some(started.thread_id.clone());
         session.contact.thread_active = Some(true);
         self.route_chat(session, &started.chat_id).await?;
@@ -772,10 +765,10 @@ impl Inbound {
         &self,
         session: &mut CustomerSession,
         chat_id: &str,
-        events: &[Value],
+        events: &[Event],
     ) -> Result<Vec<(String, String)>, Fail> {
         let mut out = Vec::new();
-        let mut rest: &[Value] = events;
+        let mut rest: &[Event] = events;
         if session.contact.thread_active != Some(false) {
             let sent = self.send_events(session, chat_id, rest).await?;
             rest = &rest[sent.len()..];
@@ -811,20 +804,18 @@ impl Inbound {
         &self,
         session: &mut CustomerSession,
         chat_id: &str,
-        events: &[Value],
+        events: &[Event],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = session.inst.organization_id.clone();
         let mut out = Vec::new();
         for ev in events {
             let thread = session.contact.thread_id.clone().unwrap_or_default();
-            let sent = session
-                .call(|lc, tok| {
-                    let (ev, org, chat_id) = (ev.clone(), org.clone(), chat_id.to_string());
-                    async move { lc.send_event(&org, &tok, &chat_id, &ev).await }
-                })
-                .await;
-            match sent {
-                Ok(id) => out.push((thread, id)),
+            let send = SendEvent {
+                chat_id: chat_id.to_string(),
+                event: ev.clone(),
+                attach_to_last_thread: false,
+            };
+            match session.act(&send).await {
+                Ok(sent) => out.push((thread, sent.event_id)),
                 Err(Fail::Livechat(e)) if e.is_chat_inactive() => {
                     session.contact.thread_active = Some(false);
                     break;
@@ -840,15 +831,10 @@ impl Inbound {
         &self,
         session: &mut CustomerSession,
         chat_id: &str,
-        events: &[Value],
+        events: &[Event],
     ) -> Result<Vec<(String, String)>, Fail> {
-        let org = session.inst.organization_id.clone();
-        let resumed = session
-            .call(|lc, tok| {
-                let (events, org, chat_id) = (events.to_vec(), org.clone(), chat_id.to_string());
-                async move { lc.resume_chat(&org, &tok, &chat_id, &events).await }
-            })
-            .await?;
+        let resume = ResumeChat::with(chat_id, events.to_vec());
+        let resumed = session.act(&resume).await?;
         session.contact.thread_id = Some(resumed.thread_id.clone());
         Ok(in_thread(&resumed.thread_id, resumed.event_ids))
     }
@@ -859,14 +845,15 @@ impl Inbound {
         session: &mut CustomerSession,
         chat_id: &str,
     ) -> Result<bool, Fail> {
-        let chat = session
-            .action("get_chat", json!({"chat_id": chat_id}))
-            .await?;
-        let active = chat.pointer("/thread/active").and_then(Value::as_bool) == Some(true);
-        if let (true, Some(t)) = (active, chat.pointer("/thread/id").and_then(Value::as_str)) {
-            session.contact.thread_id = Some(t.to_string());
-            session.contact.thread_active = Some(true);
-        }
-        Ok(active)
+        let get = GetChat {
+            chat_id: chat_id.to_string(),
+            thread_id: None,
+        };
+        let Some(thread) = session.act(&get).await?.thread.filter(|t| t.active) else {
+            return Ok(false);
+        };
+        session.contact.thread_id = Some(thread.id);
+        session.contact.thread_active = Some(true);
+        Ok(true)
     }
 }

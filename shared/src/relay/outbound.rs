@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
-use serde_json::{Value, json};
 
 use super::claim::{Claims, Scope};
 use super::echo::Echoes;
@@ -18,11 +17,14 @@ use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::instagram::graph::{GraphClient, GraphError};
 use crate::instagram::send::{
-    Author, MAX_TEXT_BYTES, Window, attachment_type, message_body, split_text, window,
+    Author, MAX_TEXT_BYTES, OutMessage, SendRequest, Window, attachment_type, mark_seen,
+    message_body, split_for_instagram, window,
 };
 use crate::jobs::Blocked;
 use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
 use crate::livechat::LivechatClient;
+use crate::livechat::event::{AgentEvent, AgentEventKind};
+use crate::livechat::webhook::{ChatWebhook, WebhookThread};
 use crate::outcome::Fail;
 use crate::outcome::{Attempt, Outcome};
 use crate::retry::RetryPolicy;
@@ -47,7 +49,7 @@ struct Outgoing {
     contact: Contact,
     author: Author,
     event_id: String,
-    messages: Vec<Value>,
+    messages: Vec<OutMessage>,
     note: Option<String>,
 }
 
@@ -132,60 +134,40 @@ fn author_of(author_id: &str) -> Author {
 
 /// The Send API messages for a LiveChat event, in order, and a note for the agent when the event
 /// could not be sent as it is (a file sent as a link); `None` for events not forwarded.
-fn messages_for(event: &Value) -> Option<(Vec<Value>, Option<String>)> {
-    let s = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
-    let texts = |t: &str| -> Vec<Value> {
-        split_text(t, MAX_TEXT_BYTES)
-            .into_iter()
-            .map(|t| json!({"text": t}))
+fn messages_for(event: &AgentEventKind) -> Option<(Vec<OutMessage>, Option<String>)> {
+    let texts = |t: &str| -> Vec<OutMessage> {
+        split_for_instagram(t, MAX_TEXT_BYTES)
+            .iter()
+            .map(|t| OutMessage::text(t))
             .collect()
     };
-    match s("type") {
-        "message" => Some((texts(s("text")), None)),
-        "file" => {
-            let url = s("url");
-            let size = event.get("size").and_then(Value::as_u64);
-            Some(match attachment_type(s("content_type"), size) {
-                Ok(kind) => (
-                    vec![json!({"attachment": {"type": kind, "payload": {"url": url}}})],
-                    None,
-                ),
-                Err(why) => (
-                    texts(&format!("📎 {}\n{url}", s("name"))),
-                    Some(format!(
-                        "Sent to Instagram as a link, not as a file: {why}."
-                    )),
-                ),
-            })
-        }
-        "rich_message" => {
+    match event {
+        AgentEventKind::Message { text } => Some((texts(text), None)),
+        AgentEventKind::File {
+            url,
+            content_type,
+            name,
+            size,
+        } => Some(match attachment_type(content_type, *size) {
+            Ok(kind) => (vec![OutMessage::attachment(kind, url)], None),
+            Err(why) => (
+                texts(&format!("📎 {name}\n{url}")),
+                Some(format!(
+                    "Sent to Instagram as a link, not as a file: {why}."
+                )),
+            ),
+        }),
+        AgentEventKind::RichMessage { elements } => {
             let mut lines = Vec::new();
-            for el in event
-                .get("elements")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for k in ["title", "subtitle"] {
-                    if let Some(t) = el.get(k).and_then(Value::as_str) {
-                        lines.push(t.to_string());
-                    }
-                }
-                for b in el
-                    .get("buttons")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(t) = b.get("text").and_then(Value::as_str) {
-                        lines.push(format!("• {t}"));
-                    }
-                }
+            for el in elements {
+                lines.extend(el.title.iter().chain(&el.subtitle).cloned());
+                let buttons = el.buttons.iter().filter_map(|b| b.text.as_ref());
+                lines.extend(buttons.map(|t| format!("• {t}")));
             }
             let text = lines.join("\n");
             (!text.is_empty()).then(|| (texts(&text), None))
         }
-        _ => None,
+        AgentEventKind::SystemMessage | AgentEventKind::Other => None,
     }
 }
 
@@ -246,44 +228,41 @@ impl Outbound {
         job: &LivechatEventJob,
         attempt: Attempt,
     ) -> Result<Outcome, Fail> {
-        match job.action.as_str() {
-            "incoming_event" => {
-                let event = job
-                    .webhook
-                    .pointer("/payload/event")
-                    .cloned()
-                    .unwrap_or(Value::Null);
-                let thread_id = job
-                    .webhook
-                    .pointer("/payload/thread_id")
-                    .and_then(Value::as_str)
-                    .map(str::to_string);
+        let webhook = match ChatWebhook::parse(&job.webhook) {
+            Ok(webhook) => webhook,
+            Err(why) => return Ok(Outcome::Park(format!("unreadable LiveChat webhook: {why}"))),
+        };
+        match webhook {
+            ChatWebhook::IncomingEvent {
+                thread_id, event, ..
+            } => {
                 self.forward(conv, &event, thread_id, &job.event_id, attempt)
                     .await
             }
-            "incoming_chat" => self.incoming_chat(conv, job, attempt).await,
-            "events_marked_as_seen" => self.mark_seen(conv, job).await,
-            "chat_deactivated" => {
-                let customers = self.customers();
-                let (ig, igsid) = (conv.route.ig_account_id.clone(), conv.route.igsid.clone());
-                if let Some(mut contact) = self
-                    .repo
-                    .get::<Contact>(&Contact::key_for(&conv.inst.organization_id, &ig, &igsid))
-                    .await?
-                {
-                    let now = customers.clock.now();
-                    self.repo
-                        .update(&mut contact, |c| {
-                            c.thread_active = Some(false);
-                            c.updated_at = now;
-                            true
-                        })
-                        .await?;
-                }
-                Ok(Outcome::Done)
+            ChatWebhook::IncomingChat { thread, .. } => {
+                self.incoming_chat(conv, thread, attempt).await
             }
+            ChatWebhook::EventsMarkedAsSeen { user_id, .. } => self.mark_seen(conv, &user_id).await,
+            ChatWebhook::ChatDeactivated { .. } => self.thread_closed(conv).await,
             _ => Ok(Outcome::Skipped("action not forwarded")),
         }
+    }
+
+    /// The chat's thread closed: the next Instagram message resumes the chat directly.
+    async fn thread_closed(&self, conv: &Conversation) -> Result<Outcome, Fail> {
+        let (ig, igsid) = (&conv.route.ig_account_id, &conv.route.igsid);
+        let key = Contact::key_for(&conv.inst.organization_id, ig, igsid);
+        if let Some(mut contact) = self.repo.get::<Contact>(&key).await? {
+            let now = self.clock.now();
+            self.repo
+                .update(&mut contact, |c| {
+                    c.thread_active = Some(false);
+                    c.updated_at = now;
+                    true
+                })
+                .await?;
+        }
+        Ok(Outcome::Done)
     }
 
     fn page_token(&self, conv: &Conversation) -> Result<SecretString, Fail> {
@@ -347,16 +326,7 @@ impl Outbound {
         told
     }
 
-    async fn mark_seen(
-        &self,
-        conv: &mut Conversation,
-        job: &LivechatEventJob,
-    ) -> Result<Outcome, Fail> {
-        let user = job
-            .webhook
-            .pointer("/payload/user_id")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+    async fn mark_seen(&self, conv: &mut Conversation, user: &str) -> Result<Outcome, Fail> {
         let Some(contact) = self.contact(conv).await? else {
             return Ok(Outcome::Skipped("no contact"));
         };
@@ -364,7 +334,7 @@ impl Outbound {
             return Ok(Outcome::Skipped("not an agent's read"));
         }
         let token = self.page_token(conv)?;
-        let body = json!({"recipient": {"id": contact.igsid}, "sender_action": "mark_seen"});
+        let body = mark_seen(&contact.igsid);
         match self
             .graph
             .send_message(&conv.conn.page_id, &token, &body)
@@ -386,47 +356,29 @@ impl Outbound {
     async fn incoming_chat(
         &self,
         conv: &mut Conversation,
-        job: &LivechatEventJob,
+        thread: WebhookThread,
         attempt: Attempt,
     ) -> Result<Outcome, Fail> {
         let chat_id = conv.route.chat_id.clone();
-        let thread = job
-            .webhook
-            .pointer("/payload/chat/thread")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let thread_id = thread.get("id").and_then(Value::as_str).map(str::to_string);
-        if let (Some(mut contact), Some(t)) = (self.contact(conv).await?, thread_id.clone()) {
-            let active = thread
-                .get("active")
-                .and_then(Value::as_bool)
-                .unwrap_or(true);
+        if let Some(mut contact) = self.contact(conv).await? {
             let now = self.clock.now();
             self.repo
                 .update(&mut contact, |c| {
-                    c.thread_id = Some(t.clone());
-                    c.thread_active = Some(active);
+                    c.thread_id = Some(thread.id.clone());
+                    c.thread_active = Some(thread.active);
                     c.updated_at = now;
                     true
                 })
                 .await?;
         }
-        let events = thread
-            .get("events")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for event in events
-            .iter()
-            .filter(|e| crate::livechat::webhook::is_agent_event(e))
-        {
-            let Some(id) = event.get("id").and_then(Value::as_str) else {
+        for event in thread.events.iter().filter(|e| e.not_forwarded().is_none()) {
+            let Some(id) = &event.id else {
                 continue;
             };
             // The same key as this event's own `incoming_event` would get: sent once either way.
             let key = format!("{chat_id}:{id}");
             match self
-                .forward(conv, event, thread_id.clone(), &key, attempt)
+                .forward(conv, event, Some(thread.id.clone()), &key, attempt)
                 .await?
             {
                 Outcome::Done | Outcome::Skipped(_) => {}
@@ -439,53 +391,35 @@ impl Outbound {
     async fn forward(
         &self,
         conv: &mut Conversation,
-        event: &Value,
+        event: &AgentEvent,
         thread_id: Option<String>,
         key: &str,
         attempt: Attempt,
     ) -> Result<Outcome, Fail> {
-        let Outgoing {
-            contact,
-            author,
-            event_id,
-            messages,
-            note,
-        } = match self.outgoing(conv, event).await? {
+        let outgoing = match self.outgoing(conv, event).await? {
             Ok(outgoing) => outgoing,
             Err(skipped) => return Ok(skipped),
         };
-        if conv.conn.status == ConnectionStatus::Broken {
-            // Sending would only be refused again: park it for the repair to replay.
-            self.tell_broken(conv).await;
-            return Ok(Outcome::Blocked(Blocked::ConnectionBroken));
-        }
-        let org = conv.inst.organization_id.clone();
-        let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
-        let Some((mut claim, _)) = claimed.into_record() else {
-            return Ok(Outcome::Skipped("already sent"));
-        };
         let notice_id = format!("ig:notice:{key}");
-        let win = window(contact.last_customer_message_at, self.clock.now(), author);
-        if let Some(text) = self.cannot_send(conv, win) {
-            self.tell(conv, &text, &notice_id).await?;
-            return self.finish(claim).await;
-        }
-        if let Some((why, wait)) = self.paused(conv).await? {
-            return self
-                .held(conv, &mut claim, attempt, &why, wait, &notice_id)
-                .await;
-        }
+        let (mut claim, win) = match self
+            .ready(conv, &outgoing, key, attempt, &notice_id)
+            .await?
+        {
+            Ok(ready) => ready,
+            Err(outcome) => return Ok(outcome),
+        };
         let token = self.page_token(conv)?;
-        for (i, message) in messages.iter().enumerate().skip(claim.parts_done as usize) {
+        let messages = outgoing.messages.iter().enumerate();
+        for (i, message) in messages.skip(claim.parts_done as usize) {
             let part = format!("{key}#{i}");
-            let body = message_body(&contact.igsid, message.clone(), win);
+            let body = message_body(&outgoing.contact.igsid, message.clone(), win);
             match self.send_part(conv, &token, &part, message, &body).await? {
                 Ok(PartSent::Sent(mid)) => {
                     let sent = SentPart {
                         index: i,
                         part: &part,
                         mid,
-                        event_id: &event_id,
+                        event_id: &outgoing.event_id,
                     };
                     self.part_sent(conv, &mut claim, sent, thread_id.clone())
                         .await?;
@@ -499,10 +433,44 @@ impl Outbound {
                 Err(e) => return self.failed(conv, &mut claim, e, &notice_id, attempt).await,
             }
         }
-        if let Some(note) = note {
-            self.tell(conv, &note, &format!("{notice_id}:link")).await?;
+        if let Some(note) = &outgoing.note {
+            self.tell(conv, note, &format!("{notice_id}:link")).await?;
         }
         self.finish(claim).await
+    }
+
+    /// Whether an agent's message may go now — the connection works, the message is claimed,
+    /// the reply window allows it and the account is not paused — with its claim and window;
+    /// else what became of it (told to the agent where they should know).
+    async fn ready(
+        &self,
+        conv: &mut Conversation,
+        outgoing: &Outgoing,
+        key: &str,
+        attempt: Attempt,
+        notice_id: &str,
+    ) -> Result<Result<(IdempotencyRecord, Window), Outcome>, Fail> {
+        if conv.conn.status == ConnectionStatus::Broken {
+            // Sending would only be refused again: park it for the repair to replay.
+            self.tell_broken(conv).await;
+            return Ok(Err(Outcome::Blocked(Blocked::ConnectionBroken)));
+        }
+        let org = conv.inst.organization_id.clone();
+        let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
+        let Some((mut claim, _)) = claimed.into_record() else {
+            return Ok(Err(Outcome::Skipped("already sent")));
+        };
+        let last_message = outgoing.contact.last_customer_message_at;
+        let win = window(last_message, self.clock.now(), outgoing.author);
+        if let Some(text) = self.cannot_send(conv, win) {
+            self.tell(conv, &text, notice_id).await?;
+            return self.finish(claim).await.map(Err);
+        }
+        if let Some((why, wait)) = self.paused(conv).await? {
+            let held = self.held(conv, &mut claim, attempt, &why, wait, notice_id);
+            return held.await.map(Err);
+        }
+        Ok(Ok((claim, win)))
     }
 
     /// What an agent's event becomes on Instagram, or why it is not sent (the customer's own
@@ -510,24 +478,24 @@ impl Outbound {
     async fn outgoing(
         &self,
         conv: &Conversation,
-        event: &Value,
+        event: &AgentEvent,
     ) -> Result<Result<Outgoing, Outcome>, Fail> {
-        let field = |k: &str| event.get(k).and_then(Value::as_str).unwrap_or_default();
+        let author_id = event.author_id.as_deref().unwrap_or_default();
         let Some(contact) = self.contact(conv).await? else {
             return Ok(Err(Outcome::Skipped("no contact for the chat")));
         };
-        if field("author_id") == contact.customer_id {
+        if author_id == contact.customer_id {
             return Ok(Err(Outcome::Skipped("the customer's own event")));
         }
-        let Some((messages, note)) = messages_for(event) else {
+        let Some((messages, note)) = messages_for(&event.kind) else {
             return Ok(Err(Outcome::Skipped(
                 "event type not forwarded to Instagram",
             )));
         };
         Ok(Ok(Outgoing {
             contact,
-            author: author_of(field("author_id")),
-            event_id: field("id").to_string(),
+            author: author_of(author_id),
+            event_id: event.id.clone().unwrap_or_default(),
             messages,
             note,
         }))
@@ -590,8 +558,8 @@ impl Outbound {
         conv: &Conversation,
         token: &SecretString,
         part: &str,
-        message: &Value,
-        body: &Value,
+        message: &OutMessage,
+        body: &SendRequest,
     ) -> Result<Result<PartSent, GraphError>, Fail> {
         if let Some(decided) = self.begin_part(conv, part, message).await? {
             return Ok(Ok(decided));
@@ -626,7 +594,7 @@ impl Outbound {
         &self,
         conv: &Conversation,
         part: &str,
-        message: &Value,
+        message: &OutMessage,
     ) -> Result<Option<PartSent>, Fail> {
         let now = self.clock.now();
         match self
@@ -810,26 +778,7 @@ impl Outbound {
             return self.finish(claim.clone()).await;
         }
         if e.is_token_invalid() {
-            let now = self.clock.now();
-            let to = ConnectionStatus::Broken;
-            if !crate::health::check::transition(&self.repo, &mut conv.conn, to, now).await? {
-                // Disconnected (or marked) meanwhile: the fresh record decides on the retry.
-                return Ok(Outcome::Retry {
-                    reason: "the connection changed while sending".into(),
-                    after: None,
-                });
-            }
-            tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
-            publish_logged(
-                self.events.as_ref(),
-                &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
-                    .org(&conv.inst.organization_id)
-                    .account(&conv.conn.ig_account_id)
-                    .detail("Facebook refused the Page token when sending")],
-            )
-            .await;
-            self.tell_broken(conv).await;
-            return Ok(Outcome::Blocked(Blocked::ConnectionBroken));
+            return self.token_refused(conv).await;
         }
         if e.is_throttled() {
             let why = format!(
@@ -861,6 +810,31 @@ impl Outbound {
             "Send API refused the message: code {code:?}"
         )))
     }
+
+    /// Meta refused the Page token (190): the connection turns broken (once, announced), and
+    /// the message waits for the repair.
+    async fn token_refused(&self, conv: &mut Conversation) -> Result<Outcome, Fail> {
+        let now = self.clock.now();
+        let to = ConnectionStatus::Broken;
+        if !crate::health::check::transition(&self.repo, &mut conv.conn, to, now).await? {
+            // Disconnected (or marked) meanwhile: the fresh record decides on the retry.
+            return Ok(Outcome::Retry {
+                reason: "the connection changed while sending".into(),
+                after: None,
+            });
+        }
+        tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
+        publish_logged(
+            self.events.as_ref(),
+            &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
+                .org(&conv.inst.organization_id)
+                .account(&conv.conn.ig_account_id)
+                .detail("Facebook refused the Page token when sending")],
+        )
+        .await;
+        self.tell_broken(conv).await;
+        Ok(Outcome::Blocked(Blocked::ConnectionBroken))
+    }
 }
 
 /// "Instagram is …" → "instagram is …" reads wrong; only a leading capital that starts a
@@ -886,33 +860,41 @@ fn graph_code(e: &GraphError) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{Value, json};
+
+    /// The messages for an event as LiveChat sends it, as the Send API gets them.
+    fn messages_for(event: Value) -> Option<(Vec<Value>, Option<String>)> {
+        let (messages, note) = super::messages_for(&AgentEvent::read(&event).kind)?;
+        let messages = messages.iter().map(|m| serde_json::to_value(m).unwrap());
+        Some((messages.collect(), note))
+    }
 
     #[test]
     fn events_map_to_send_api_messages() {
         let long = "word ".repeat(500);
-        let (parts, note) = messages_for(&json!({"type": "message", "text": long})).unwrap();
+        let (parts, note) = messages_for(json!({"type": "message", "text": long})).unwrap();
         assert_eq!((parts.len(), note), (3, None));
         assert_eq!(
-            messages_for(&json!({"type": "file", "url": "https://cdn/x.png", "content_type": "image/png", "name": "x.png", "size": 1000})).unwrap(),
+            messages_for(json!({"type": "file", "url": "https://cdn/x.png", "content_type": "image/png", "name": "x.png", "size": 1000})).unwrap(),
             (vec![json!({"attachment": {"type": "image", "payload": {"url": "https://cdn/x.png"}}})], None)
         );
-        let (parts, note) = messages_for(&json!({"type": "file", "url": "https://cdn/x.docx", "content_type": "application/msword", "name": "x.docx"})).unwrap();
+        let (parts, note) = messages_for(json!({"type": "file", "url": "https://cdn/x.docx", "content_type": "application/msword", "name": "x.docx"})).unwrap();
         assert_eq!(
             parts,
             vec![json!({"text": "📎 x.docx\nhttps://cdn/x.docx"})]
         );
         assert!(note.unwrap().contains("does not accept application/msword"));
-        let (parts, note) = messages_for(&json!({"type": "file", "url": "https://cdn/big.png", "content_type": "image/png", "name": "big.png", "size": 9_000_000})).unwrap();
+        let (parts, note) = messages_for(json!({"type": "file", "url": "https://cdn/big.png", "content_type": "image/png", "name": "big.png", "size": 9_000_000})).unwrap();
         assert_eq!(
             parts,
             vec![json!({"text": "📎 big.png\nhttps://cdn/big.png"})]
         );
         assert!(note.unwrap().contains("up to 8 MB"));
         assert_eq!(
-            messages_for(&json!({"type": "rich_message", "elements": [{"title": "Pick", "buttons": [{"text": "Yes"}, {"text": "No"}]}]})).unwrap(),
+            messages_for(json!({"type": "rich_message", "elements": [{"title": "Pick", "buttons": [{"text": "Yes"}, {"text": "No"}]}]})).unwrap(),
             (vec![json!({"text": "Pick\n• Yes\n• No"})], None)
         );
-        assert!(messages_for(&json!({"type": "filled_form"})).is_none());
+        assert!(messages_for(json!({"type": "filled_form"})).is_none());
         assert_eq!(author_of("agent1@example.com"), Author::Human);
         assert_eq!(author_of("5c9871d5372c824cbf22d860a707a578"), Author::Bot);
     }

@@ -1,7 +1,8 @@
 //! How each Instagram event looks in LiveChat: pure functions from an event to the LiveChat
 //! events that show it. Every kind has a visible result; nothing is silently dropped.
 
-use serde_json::{Value, json};
+use crate::livechat::chat_api::SessionField;
+use crate::livechat::event::{Button, Card, Event, Image};
 
 use crate::instagram::event::{Attachment, InboundEvent, Message, Referral, ReplyTo};
 
@@ -43,23 +44,27 @@ pub enum Action {
 /// The LiveChat event that shows customer media from its CDN URL: a card whose image is the
 /// URL for pictures (agents see it inline), a link card for video, audio and files. Nothing is
 /// downloaded; LiveChat's agent app loads the image from Meta's CDN.
-pub fn media_event(url: &str, kind: &str) -> Value {
-    let button = |text: &str| json!({"text": text, "type": "url", "value": url, "postback_id": "open_media"});
-    let element = match kind {
-        "image" => {
-            json!({"title": "Photo", "image": {"url": url, "alternative_text": "Photo sent on Instagram"}, "buttons": [button("Open photo")]})
-        }
-        "video" => {
-            json!({"title": "Video", "subtitle": "Sent on Instagram", "buttons": [button("Play video")]})
-        }
-        "audio" => {
-            json!({"title": "Voice message", "subtitle": "Sent on Instagram", "buttons": [button("Play audio")]})
-        }
-        _ => {
-            json!({"title": "File", "subtitle": "Sent on Instagram", "buttons": [button("Open file")]})
-        }
+pub fn media_event(url: &str, kind: &str) -> Event {
+    let button = |text: &str| vec![Button::url(text, url, "open_media")];
+    let sent = || Some("Sent on Instagram".to_string());
+    let card = |title: &str, subtitle, image, label| Card {
+        title: title.to_string(),
+        subtitle,
+        image,
+        buttons: button(label),
     };
-    json!({"type": "rich_message", "template_id": "cards", "elements": [element]})
+    Event::card(match kind {
+        "image" => {
+            let image = Image {
+                url: url.to_string(),
+                alternative_text: "Photo sent on Instagram".into(),
+            };
+            card("Photo", None, Some(image), "Open photo")
+        }
+        "video" => card("Video", sent(), None, "Play video"),
+        "audio" => card("Voice message", sent(), None, "Play audio"),
+        _ => card("File", sent(), None, "Open file"),
+    })
 }
 
 /// Context a renderer may use: a quote of the message replied or reacted to.
@@ -241,7 +246,7 @@ pub fn render(event: &InboundEvent, ctx: &Context) -> Action {
 }
 
 /// Session fields to set on the customer for attribution.
-pub fn referral_fields(r: &Referral) -> Vec<Value> {
+pub fn referral_fields(r: &Referral) -> Vec<SessionField> {
     let mut out = Vec::new();
     for (k, v) in [
         ("ig_referral_ref", &r.reference),
@@ -252,14 +257,14 @@ pub fn referral_fields(r: &Referral) -> Vec<Value> {
         ("ig_product_id", &r.product_id),
     ] {
         if let Some(v) = v {
-            out.push(json!({ k: v }));
+            out.push(SessionField::new(k, v.as_str()));
         }
     }
     out
 }
 
 /// Splits text over LiveChat's limit at character boundaries, keeping order.
-pub fn split_text(text: &str) -> Vec<String> {
+pub fn split_for_livechat(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
     while rest.len() > MAX_TEXT_BYTES {
@@ -278,6 +283,7 @@ pub fn split_text(text: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::instagram::event::{Reaction, classify};
+    use serde_json::{Value, json};
 
     fn item(kind: &str, body: Value) -> Value {
         json!({"sender":{"id":"IGSID_1001"},"recipient":{"id":"A"},"timestamp":1, kind: body})
@@ -442,11 +448,11 @@ mod tests {
     #[test]
     fn media_is_shown_from_its_cdn_url() {
         let url = "https://lookaside.fbsbx.com/ig_messaging_cdn/?asset_id=1&signature=S";
-        let img = media_event(url, "image");
+        let img = serde_json::to_value(media_event(url, "image")).unwrap();
         assert_eq!(img["type"], "rich_message");
         assert_eq!(img["template_id"], "cards");
         assert_eq!(img["elements"][0]["image"]["url"], url);
-        let video = media_event(url, "video");
+        let video = serde_json::to_value(media_event(url, "video")).unwrap();
         assert!(video["elements"][0].get("image").is_none());
         assert_eq!(video["elements"][0]["buttons"][0]["value"], url);
         assert_eq!(video["elements"][0]["buttons"][0]["type"], "url");
@@ -500,7 +506,7 @@ mod tests {
         let Part::Text(t) = &p[0] else { panic!() };
         assert!(t.contains('…') && t.chars().filter(|c| *c == 'é').count() == QUOTE_CHARS);
         let long = "ü".repeat(MAX_TEXT_BYTES);
-        let pieces = split_text(&long);
+        let pieces = split_for_livechat(&long);
         assert_eq!(pieces.len(), 2);
         assert!(pieces.iter().all(|p| p.len() <= MAX_TEXT_BYTES));
         assert_eq!(pieces.concat(), long);
@@ -514,8 +520,8 @@ mod tests {
             ..Referral::default()
         });
         assert_eq!(
-            f,
-            vec![json!({"ig_referral_ref":"r"}), json!({"ig_ad_id":"A"})]
+            serde_json::to_value(f).unwrap(),
+            json!([{"ig_referral_ref":"r"}, {"ig_ad_id":"A"}])
         );
     }
 }

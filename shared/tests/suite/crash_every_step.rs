@@ -16,7 +16,7 @@ use chrono::Duration as Span;
 use serde_json::{Value, json};
 use shared::clock::Clock;
 use shared::domain::*;
-use shared::instagram::send::{MAX_TEXT_BYTES, split_text};
+use shared::instagram::send::{MAX_TEXT_BYTES, split_for_instagram};
 use shared::queue::Queue;
 use shared::store::Store;
 use shared::worker::{JobHandler, QueuedJob, process_batch};
@@ -248,7 +248,7 @@ async fn check(h: &Harness, path: Path, label: &str) {
                 .collect();
             assert_eq!(
                 texts,
-                split_text(&long_text(), MAX_TEXT_BYTES),
+                split_for_instagram(&long_text(), MAX_TEXT_BYTES),
                 "{label}: each part once, in order"
             );
         }
