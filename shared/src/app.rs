@@ -154,16 +154,23 @@ impl Services {
         })
     }
 
+    /// What the services act with.
+    pub fn deps(&self) -> crate::deps::Deps {
+        crate::deps::Deps {
+            repo: self.repo.clone(),
+            cipher: self.config.cipher.clone(),
+            clock: self.clock.clone(),
+            events: self.events.clone(),
+            graph: self.graph(),
+            livechat: self.livechat(),
+        }
+    }
+
     /// The instagram-to-livechat worker.
     pub fn inbound(&self) -> Inbound {
         Inbound {
-            repo: self.repo.clone(),
-            cipher: self.config.cipher.clone(),
-            livechat: self.livechat(),
-            graph: self.graph(),
-            clock: self.clock.clone(),
+            deps: self.deps(),
             keys: self.data_keys(),
-            events: self.events.clone(),
             observer: self.observer(),
             public_base_url: self.config.public_base_url.clone(),
         }
@@ -203,12 +210,7 @@ impl Services {
     /// The lifecycle service (uninstall, deauthorize, data deletion, sweeps).
     pub fn lifecycle(&self) -> Lifecycle {
         Lifecycle {
-            repo: self.repo.clone(),
-            cipher: self.config.cipher.clone(),
-            livechat: self.livechat(),
-            graph: self.graph(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps(),
             meta_app_id: self.config.meta_app_id.clone(),
             meta_app_secret: self.config.meta_app_secret.clone(),
         }
@@ -228,12 +230,7 @@ impl Services {
     /// The install flow's state.
     pub fn install(&self) -> Arc<crate::install::Install> {
         Arc::new(crate::install::Install {
-            repo: self.repo.clone(),
-            cipher: self.config.cipher.clone(),
-            livechat: self.livechat(),
-            graph: self.graph(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps(),
             sealer: crate::install::state::FlowSealer::new(self.config.cipher.clone()),
             public_base_url: self.config.public_base_url.clone(),
             livechat_client_id: self.config.livechat_client_id.clone(),
@@ -280,12 +277,7 @@ impl Services {
     pub fn health(&self) -> crate::health::check::HealthCheck {
         use crate::health::replay::QueuePair;
         crate::health::check::HealthCheck {
-            repo: self.repo.clone(),
-            cipher: self.config.cipher.clone(),
-            graph: self.graph(),
-            livechat: self.livechat(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps(),
             metrics: self.metrics.clone(),
             meta_app_id: self.config.meta_app_id.clone(),
             meta_app_secret: self.config.meta_app_secret.clone(),
@@ -305,14 +297,9 @@ impl Services {
     /// The livechat-to-instagram worker.
     pub fn outbound(&self) -> Outbound {
         Outbound {
-            repo: self.repo.clone(),
-            cipher: self.config.cipher.clone(),
-            livechat: self.livechat(),
-            graph: self.graph(),
-            clock: self.clock.clone(),
+            deps: self.deps(),
             public_base_url: self.config.public_base_url.clone(),
             keys: self.data_keys(),
-            events: self.events.clone(),
             observer: self.observer(),
         }
     }

@@ -2,19 +2,17 @@
 //! due, the installation flagged when refresh is refused), the customer grant, the customer
 //! token cache, and one retry on a refused token. Both workers use it.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
-use crate::cipher::TokenCipher;
-use crate::clock::Clock;
+use crate::deps::Deps;
 use crate::domain::*;
+use crate::livechat::CustomerToken;
 use crate::livechat::chat_api::{Action, SendEvent};
 use crate::livechat::event::Event;
-use crate::livechat::{CustomerToken, LivechatClient};
 use crate::outcome::Fail;
-use crate::store::{Repo, StoreError};
+use crate::store::StoreError;
 
 /// Tokens this close to expiry are renewed before use.
 const TOKEN_MARGIN_SECS: i64 = 300;
@@ -43,12 +41,8 @@ pub(crate) struct CustomerSession {
 /// The customer-side toolkit.
 #[derive(Clone)]
 pub(crate) struct Customers {
-    pub repo: Repo,
-    pub cipher: TokenCipher,
-    pub livechat: LivechatClient,
-    pub clock: Arc<dyn Clock>,
-    /// Tells ops (and the health check's replay) that a grant was refused.
-    pub events: Arc<dyn crate::events::EventPublisher>,
+    /// The table, cipher, clock, events (a refused grant) and LiveChat.
+    pub deps: Deps,
 }
 
 fn customer_token_context(c: &Contact) -> String {
@@ -77,10 +71,10 @@ impl Customers {
             if inst.status == InstallationStatus::Uninstalled {
                 return Err(Fail::Retry("the installation was uninstalled".into()));
             }
-            let now = self.clock.now();
+            let now = self.deps.clock.now();
             if inst.refresh_lease_until.is_none_or(|t| t <= now) {
                 inst.refresh_lease_until = Some(now + chrono::Duration::seconds(LEASE_SECS));
-                match self.repo.save(inst).await {
+                match self.deps.repo.save(inst).await {
                     Ok(()) => return self.refresh_holding_lease(inst).await,
                     Err(StoreError::ConditionFailed) => {}
                     Err(e) => return Err(e.into()),
@@ -93,6 +87,7 @@ impl Customers {
                 tokio::time::sleep(LEASE_POLL).await;
             }
             *inst = self
+                .deps
                 .repo
                 .get::<Installation>(&Installation::key_for(&inst.organization_id))
                 .await?
@@ -108,9 +103,9 @@ impl Customers {
     ) -> Result<Option<SecretString>, Fail> {
         let fresh = inst
             .access_token_expires_at
-            .is_some_and(|e| (e - self.clock.now()).num_seconds() > TOKEN_MARGIN_SECS);
+            .is_some_and(|e| (e - self.deps.clock.now()).num_seconds() > TOKEN_MARGIN_SECS);
         match &inst.access_token {
-            Some(token) if fresh && Some(token) != refused => Ok(Some(self.cipher.open(
+            Some(token) if fresh && Some(token) != refused => Ok(Some(self.deps.cipher.open(
                 token,
                 &token_context(&inst.organization_id, "livechat.access_token"),
             )?)),
@@ -128,9 +123,10 @@ impl Customers {
             return Err(Fail::Park("installation has no refresh token".into()));
         };
         let refresh = self
+            .deps
             .cipher
             .open(refresh, &token_context(&org, "livechat.refresh_token"))?;
-        match self.livechat.refresh(&refresh).await {
+        match self.deps.livechat.refresh(&refresh).await {
             Ok(set) => self.store_refreshed(inst, set).await,
             Err(e) if e.is_client_refused() => {
                 self.release_lease(inst, |_| {}).await?;
@@ -146,7 +142,7 @@ impl Customers {
                 )))
             }
             Err(e) if e.is_grant_refused() || e.is_auth() => {
-                let now = self.clock.now();
+                let now = self.deps.clock.now();
                 self.release_lease(inst, |i| {
                     i.status = InstallationStatus::ReauthRequired;
                     i.updated_at = now;
@@ -155,7 +151,7 @@ impl Customers {
                 tracing::error!(organization_id = %org, "LiveChat refused the refresh token; installation marked for re-authorization");
                 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
                 publish_logged(
-                    self.events.as_ref(),
+                    self.deps.events.as_ref(),
                     &[
                         LifecycleEvent::new(LifecycleKind::ReauthorizationNeeded, now)
                             .org(&org)
@@ -180,13 +176,14 @@ impl Customers {
         set: crate::livechat::TokenSet,
     ) -> Result<SecretString, Fail> {
         let org = inst.organization_id.clone();
-        let now = self.clock.now();
-        let access = self.cipher.seal(
+        let now = self.deps.clock.now();
+        let access = self.deps.cipher.seal(
             &set.access_token,
             &token_context(&org, "livechat.access_token"),
         );
         let rotated = set.refresh_token.as_ref().map(|rt| {
-            self.cipher
+            self.deps
+                .cipher
                 .seal(rt, &token_context(&org, "livechat.refresh_token"))
         });
         let stored = self
@@ -211,16 +208,17 @@ impl Customers {
     /// Revokes a token that must not be kept; if LiveChat cannot be reached, the sweeper
     /// retries it until it succeeds or the purge.
     async fn revoke_unstored(&self, inst: &Installation, token: &SecretString) -> Result<(), Fail> {
-        if self.livechat.revoke(token).await.is_ok() {
+        if self.deps.livechat.revoke(token).await.is_ok() {
             return Ok(());
         }
         let org = inst.organization_id.clone();
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let pending = PendingRevocation {
             organization_id: org.clone(),
             id: format!("livechat:{}", now.timestamp_millis()),
             revocation: Revocation::Livechat {
                 token: self
+                    .deps
                     .cipher
                     .seal(token, &token_context(&org, "livechat.revoke")),
             },
@@ -229,7 +227,8 @@ impl Customers {
                 .expires_at
                 .unwrap_or(now.timestamp() + crate::domain::PURGE_AFTER_SECS),
         };
-        self.repo
+        self.deps
+            .repo
             .put(&pending, crate::store::Condition::Always)
             .await?;
         Ok(())
@@ -243,6 +242,7 @@ impl Customers {
         change: impl Fn(&mut Installation),
     ) -> Result<bool, Fail> {
         let saved = self
+            .deps
             .repo
             .update(inst, |i| {
                 if i.status == InstallationStatus::Uninstalled {
@@ -267,10 +267,10 @@ impl Customers {
         entity_id: Option<&str>,
     ) -> Result<CustomerToken, Fail> {
         let agent = self.agent_token(inst, false).await?;
-        match self.livechat.customer_token(&agent, entity_id).await {
+        match self.deps.livechat.customer_token(&agent, entity_id).await {
             Err(e) if e.is_auth() => {
                 let agent = self.agent_token(inst, true).await?;
-                Ok(self.livechat.customer_token(&agent, entity_id).await?)
+                Ok(self.deps.livechat.customer_token(&agent, entity_id).await?)
             }
             other => Ok(other?),
         }
@@ -287,17 +287,19 @@ impl Customers {
         create: bool,
     ) -> Result<Option<CustomerSession>, Fail> {
         let key = Contact::key_for(&inst.organization_id, ig, igsid);
-        let Some(contact) = self.repo.get::<Contact>(&key).await? else {
+        let Some(contact) = self.deps.repo.get::<Contact>(&key).await? else {
             return match create {
                 true => self.create(inst, ig, igsid).await.map(Some),
                 false => Ok(None),
             };
         };
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let cached = match (&contact.customer_token, contact.customer_token_expires_at) {
-            (Some(t), Some(exp)) if (exp - now).num_seconds() > TOKEN_MARGIN_SECS => {
-                Some(self.cipher.open(t, &customer_token_context(&contact))?)
-            }
+            (Some(t), Some(exp)) if (exp - now).num_seconds() > TOKEN_MARGIN_SECS => Some(
+                self.deps
+                    .cipher
+                    .open(t, &customer_token_context(&contact))?,
+            ),
             _ => None,
         };
         let stale = cached.is_none();
@@ -321,7 +323,7 @@ impl Customers {
         igsid: &str,
     ) -> Result<CustomerSession, Fail> {
         let granted = self.grant(&mut inst, None).await?;
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let mut contact = Contact {
             organization_id: inst.organization_id.clone(),
             ig_account_id: ig.to_string(),
@@ -339,10 +341,11 @@ impl Customers {
             version: 0,
         };
         contact.customer_token = Some(
-            self.cipher
+            self.deps
+                .cipher
                 .seal(&granted.access_token, &customer_token_context(&contact)),
         );
-        self.repo.create(&mut contact).await?;
+        self.deps.repo.create(&mut contact).await?;
         Ok(CustomerSession {
             customers: self.clone(),
             inst,
@@ -363,21 +366,21 @@ impl CustomerSession {
         let c = &self.customers;
         let entity = self.contact.customer_id.clone();
         let granted = c.grant(&mut self.inst, Some(&entity)).await?;
-        self.contact.customer_token = Some(c.cipher.seal(
+        self.contact.customer_token = Some(c.deps.cipher.seal(
             &granted.access_token,
             &customer_token_context(&self.contact),
         ));
         self.contact.customer_token_expires_at =
-            Some(c.clock.now() + chrono::Duration::seconds(granted.expires_in));
+            Some(c.deps.clock.now() + chrono::Duration::seconds(granted.expires_in));
         self.token = granted.access_token;
-        c.repo.save(&mut self.contact).await?;
+        c.deps.repo.save(&mut self.contact).await?;
         Ok(())
     }
 
     /// Sends a Customer Chat API action as this customer, renewing the customer token once if
     /// LiveChat refuses it.
     pub async fn act<A: Action>(&mut self, request: &A) -> Result<A::Response, Fail> {
-        let livechat = self.customers.livechat.clone();
+        let livechat = self.customers.deps.livechat.clone();
         let org = self.org();
         match livechat.customer(&org, &self.token, request).await {
             Err(e) if e.is_auth() => {

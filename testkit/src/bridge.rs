@@ -210,7 +210,7 @@ impl Harness {
         .unwrap();
         // As the install flow does: listed for the health check, and a live data key.
         repo.put(
-            &shared::health::records::InstallationEntry {
+            &shared::connection::records::InstallationEntry {
                 organization_id: org.into(),
                 expires_at: None,
             },

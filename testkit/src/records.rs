@@ -224,7 +224,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             true,
         ),
         (
-            Repo::to_item(&shared::health::Backlog {
+            Repo::to_item(&shared::connection::records::Backlog {
                 organization_id: org.into(),
                 parked: 2,
                 parked_blocked: 1,
@@ -237,11 +237,11 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             false,
         ),
         (
-            Repo::to_item(&shared::health::ConnectionHealth {
+            Repo::to_item(&shared::connection::records::ConnectionHealth {
                 organization_id: org.into(),
                 ig_account_id: "17841400000000001".into(),
-                token: shared::health::TokenState::Valid,
-                subscription: shared::health::SubscriptionState::Subscribed,
+                token: shared::connection::records::TokenState::Valid,
+                subscription: shared::connection::records::SubscriptionState::Subscribed,
                 checked_at: Some(now),
                 ..Default::default()
             })
@@ -249,7 +249,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             false,
         ),
         (
-            Repo::to_item(&shared::health::Activity {
+            Repo::to_item(&shared::connection::records::Activity {
                 organization_id: org.into(),
                 ig_account_id: "17841400000000001".into(),
                 direction: Direction::Inbound,
@@ -261,7 +261,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             false,
         ),
         (
-            Repo::to_item(&shared::health::records::BrokenNotice {
+            Repo::to_item(&shared::connection::records::BrokenNotice {
                 organization_id: org.into(),
                 ig_account_id: "17841400000000001".into(),
                 since: now.timestamp(),
@@ -271,7 +271,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             true,
         ),
         (
-            Repo::to_item(&shared::health::records::InstallationEntry {
+            Repo::to_item(&shared::connection::records::InstallationEntry {
                 organization_id: org.into(),
                 expires_at: None,
             })
@@ -279,7 +279,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
             false,
         ),
         (
-            Repo::to_item(&shared::health::records::ReplayLease {
+            Repo::to_item(&shared::connection::records::ReplayLease {
                 holder: "0123456789abcdef".into(),
                 until: now,
                 expires_at: exp,

@@ -5,7 +5,6 @@
 //! the admin (lifecycle event, status page, one notice in the next chat); a repair replays the
 //! jobs parked waiting for it.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -13,19 +12,16 @@ use futures_util::StreamExt;
 use secrecy::SecretString;
 use serde::Serialize;
 
-use super::records::{
+use super::replay::{QueuePair, ReplayReport, release_lease, replay, take_lease};
+use crate::connection::records::{
     Activity, ConnectionHealth, InstallationEntry, SubscriptionState, TokenState,
 };
-use super::replay::{QueuePair, ReplayReport, release_lease, replay, take_lease};
-use super::update_backlog;
-use crate::cipher::TokenCipher;
-use crate::clock::Clock;
+use crate::connection::{repaired, transition};
 use crate::customer::Customers;
 use crate::domain::*;
-use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::instagram::graph::SUBSCRIBED_FIELDS;
-use crate::instagram::graph::{GraphClient, TokenInfo};
-use crate::livechat::LivechatClient;
+use crate::instagram::graph::TokenInfo;
 use crate::metrics::{Metric, Metrics, Sample};
 use crate::outcome::Fail;
 use crate::store::{Condition, Record, Repo, StoreError, keys};
@@ -138,18 +134,8 @@ impl HealthReport {
 /// The health check and its replays.
 #[derive(Clone)]
 pub struct HealthCheck {
-    /// Records.
-    pub repo: Repo,
-    /// Token cipher.
-    pub cipher: TokenCipher,
-    /// Graph API.
-    pub graph: GraphClient,
-    /// LiveChat (the refresh).
-    pub livechat: LivechatClient,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Lifecycle events.
-    pub events: Arc<dyn EventPublisher>,
+    /// The table, cipher, clock, events and platform clients.
+    pub deps: crate::deps::Deps,
     /// Metrics.
     pub metrics: Metrics,
     /// Meta app id (the app token asks `debug_token`; the subscription lists it).
@@ -201,11 +187,7 @@ impl HealthCheck {
 
     fn customers(&self) -> Customers {
         Customers {
-            repo: self.repo.clone(),
-            cipher: self.cipher.clone(),
-            livechat: self.livechat.clone(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps.clone(),
         }
     }
 
@@ -225,9 +207,9 @@ impl HealthCheck {
     /// place in the list, so a list too long for one run is still covered over several.
     pub async fn run(&self, deadline: Instant) -> Result<HealthReport, StoreError> {
         let mut entries: Vec<InstallationEntry> =
-            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
+            self.deps.repo.query_prefix(keys::INSTALLATIONS, "").await?;
         if !entries.is_empty() {
-            let start = (self.clock.now().timestamp() / 3600) as usize % entries.len();
+            let start = (self.deps.clock.now().timestamp() / 3600) as usize % entries.len();
             entries.rotate_left(start);
         }
         let mut report = HealthReport {
@@ -257,7 +239,7 @@ impl HealthCheck {
             }
         }
         self.serve_replays_into(deadline, &mut report).await;
-        self.metrics.write(&report.sample(), self.clock.now());
+        self.metrics.write(&report.sample(), self.deps.clock.now());
         tracing::info!(?report, "health check done");
         Ok(report)
     }
@@ -274,6 +256,7 @@ impl HealthCheck {
             ..HealthReport::default()
         };
         let Some(mut inst) = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?
@@ -287,6 +270,7 @@ impl HealthCheck {
             self.check_livechat(&mut inst, &mut report).await;
         }
         let conns: Vec<InstagramConnection> = self
+            .deps
             .repo
             .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)
             .await?;
@@ -304,7 +288,7 @@ impl HealthCheck {
 
     /// Refreshes the agent token when it expires within [`REFRESH_AHEAD`].
     async fn check_livechat(&self, inst: &mut Installation, report: &mut HealthReport) {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let due = inst
             .access_token_expires_at
             .is_none_or(|at| at - now < REFRESH_AHEAD);
@@ -327,20 +311,20 @@ impl HealthCheck {
         mut conn: InstagramConnection,
         report: &mut HealthReport,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let mut health = self.health_of(&conn).await?;
         health.checked_at = Some(now);
         let Some(token) = self.page_token(&conn) else {
             return Ok(());
         };
         report.connections += 1;
-        let info = match self.graph.debug_token(&token, &self.app_token()).await {
+        let info = match self.deps.graph.debug_token(&token, &self.app_token()).await {
             Ok(info) => info,
             Err(e) => {
                 report.unchecked += 1;
                 tracing::warn!(error = %e, organization_id = %conn.organization_id, "debug_token failed; the token's state is unknown until the next run");
                 health.token = TokenState::Unknown;
-                return self.repo.put(&health, Condition::Always).await;
+                return self.deps.repo.put(&health, Condition::Always).await;
             }
         };
         let limited = match self.judge_token(&conn, &info).await? {
@@ -352,7 +336,7 @@ impl HealthCheck {
                     self.mark_broken(&mut conn, &problem).await?;
                     report.broken += 1;
                 }
-                return self.repo.put(&health, Condition::Always).await;
+                return self.deps.repo.put(&health, Condition::Always).await;
             }
             TokenVerdict::Limited(warning) => Some(warning),
             TokenVerdict::Works => None,
@@ -368,13 +352,13 @@ impl HealthCheck {
         self.check_subscription(&conn, &token, &mut health, report)
             .await;
         self.check_silence(&conn, &mut health, report).await?;
-        self.repo.put(&health, Condition::Always).await
+        self.deps.repo.put(&health, Condition::Always).await
     }
 
     /// What the last run found of a connection (a fresh record for a new connection).
     async fn health_of(&self, conn: &InstagramConnection) -> Result<ConnectionHealth, StoreError> {
         let key = keys::connection_health(&conn.organization_id, &conn.ig_account_id);
-        let found = self.repo.get::<ConnectionHealth>(&key).await?;
+        let found = self.deps.repo.get::<ConnectionHealth>(&key).await?;
         Ok(found.unwrap_or_else(|| ConnectionHealth {
             organization_id: conn.organization_id.clone(),
             ig_account_id: conn.ig_account_id.clone(),
@@ -407,8 +391,9 @@ impl HealthCheck {
             &conn.ig_account_id,
             Direction::Outbound,
         );
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         Ok(self
+            .deps
             .repo
             .get::<Activity>(&key)
             .await?
@@ -418,7 +403,7 @@ impl HealthCheck {
     fn page_token(&self, conn: &InstagramConnection) -> Option<SecretString> {
         let sealed = conn.page_token.as_ref()?;
         let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
-        self.cipher.open(sealed, &context).ok()
+        self.deps.cipher.open(sealed, &context).ok()
     }
 
     /// Subscribes the Page again when this app is missing from it, or missing a field.
@@ -429,7 +414,7 @@ impl HealthCheck {
         health: &mut ConnectionHealth,
         report: &mut HealthReport,
     ) {
-        let apps = match self.graph.subscribed_apps(&conn.page_id, token).await {
+        let apps = match self.deps.graph.subscribed_apps(&conn.page_id, token).await {
             Ok(apps) => apps,
             Err(e) => {
                 report.unchecked += 1;
@@ -448,13 +433,14 @@ impl HealthCheck {
             health.subscription = SubscriptionState::Subscribed;
             return;
         }
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         // Subscribe only a Page still connected: an admin may have disconnected it meanwhile.
-        let fresh = self.repo.get::<InstagramConnection>(&conn.key()).await;
+        let fresh = self.deps.repo.get::<InstagramConnection>(&conn.key()).await;
         if !matches!(&fresh, Ok(Some(c)) if c.status != ConnectionStatus::Disconnected) {
             return;
         }
         match self
+            .deps
             .graph
             .subscribe_page(&conn.page_id, token, SUBSCRIBED_FIELDS)
             .await
@@ -466,7 +452,7 @@ impl HealthCheck {
                 report.resubscribed += 1;
                 tracing::warn!(organization_id = %conn.organization_id, "the Page had lost its subscription; subscribed again");
                 publish_logged(
-                    self.events.as_ref(),
+                    self.deps.events.as_ref(),
                     &[LifecycleEvent::new(LifecycleKind::Repaired, now)
                         .org(&conn.organization_id)
                         .account(&conn.ig_account_id)
@@ -491,13 +477,13 @@ impl HealthCheck {
         health: &mut ConnectionHealth,
         report: &mut HealthReport,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let key = Activity::key_for(
             &conn.organization_id,
             &conn.ig_account_id,
             Direction::Inbound,
         );
-        let Some(activity) = self.repo.get::<Activity>(&key).await? else {
+        let Some(activity) = self.deps.repo.get::<Activity>(&key).await? else {
             return Ok(());
         };
         let silent = now - activity.last_at >= SILENCE && activity.was_daily(BUSY_DAYS);
@@ -524,13 +510,13 @@ impl HealthCheck {
         conn: &mut InstagramConnection,
         problem: &str,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        if !transition(&self.repo, conn, ConnectionStatus::Broken, now).await? {
+        let now = self.deps.clock.now();
+        if !transition(&self.deps.repo, conn, ConnectionStatus::Broken, now).await? {
             return Ok(());
         }
         tracing::error!(organization_id = %conn.organization_id, %problem, "connection broken");
         publish_logged(
-            self.events.as_ref(),
+            self.deps.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
                 .org(&conn.organization_id)
                 .account(&conn.ig_account_id)
@@ -547,13 +533,13 @@ impl HealthCheck {
         what: &str,
         replay: bool,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
-        if !transition(&self.repo, conn, ConnectionStatus::Connected, now).await? {
+        let now = self.deps.clock.now();
+        if !transition(&self.deps.repo, conn, ConnectionStatus::Connected, now).await? {
             return Ok(());
         }
         repaired(
-            &self.repo,
-            self.events.as_ref(),
+            &self.deps.repo,
+            self.deps.events.as_ref(),
             &conn.organization_id,
             Some(&conn.ig_account_id),
             what,
@@ -600,7 +586,7 @@ impl HealthCheck {
         let mut served = std::collections::HashSet::new();
         let mut first = first.map(str::to_string);
         loop {
-            let Some(holder) = take_lease(&self.repo, self.clock.as_ref()).await? else {
+            let Some(holder) = take_lease(&self.deps.repo, self.deps.clock.as_ref()).await? else {
                 report.replays_left = self.pending_replays().await?.len() as u64;
                 tracing::info!(
                     pending = report.replays_left,
@@ -611,7 +597,7 @@ impl HealthCheck {
             let done = self
                 .replay_pending(first.take(), deadline, &mut served, &mut report)
                 .await;
-            release_lease(&self.repo, self.clock.as_ref(), &holder).await;
+            release_lease(&self.deps.repo, self.deps.clock.as_ref(), &holder).await;
             done?;
             // A request accepted while the lease was held, whose own run found it taken (a new
             // request of an organization served already counts: it was asked at another time).
@@ -656,13 +642,13 @@ impl HealthCheck {
     /// the installation list and batch reads of their backlogs).
     pub async fn pending_replays(&self) -> Result<Vec<PendingReplay>, StoreError> {
         let entries: Vec<InstallationEntry> =
-            self.repo.query_prefix(keys::INSTALLATIONS, "").await?;
+            self.deps.repo.query_prefix(keys::INSTALLATIONS, "").await?;
         let keys: Vec<_> = entries
             .iter()
             .map(|e| keys::backlog(&e.organization_id))
             .collect();
         let mut pending = Vec::new();
-        for item in self.repo.store().get_many(&keys).await? {
+        for item in self.deps.repo.store().get_many(&keys).await? {
             let b: super::Backlog = Repo::from_item(item)?;
             if let Some(at) = b.replay_requested_at {
                 pending.push(PendingReplay(b.organization_id, at));
@@ -680,10 +666,14 @@ impl HealthCheck {
         org: &str,
         deadline: Instant,
     ) -> Result<Option<ReplayReport>, StoreError> {
-        let Some(holder) = take_lease(&self.repo, self.clock.as_ref()).await? else {
+        let Some(holder) = take_lease(&self.deps.repo, self.deps.clock.as_ref()).await? else {
             return Ok(None);
         };
-        let pending = self.repo.get::<super::Backlog>(&keys::backlog(org)).await;
+        let pending = self
+            .deps
+            .repo
+            .get::<super::Backlog>(&keys::backlog(org))
+            .await;
         let done = match pending {
             Ok(Some(b)) if b.replay_requested_at.is_some() => {
                 self.replay_org(org, deadline).await.map(Some)
@@ -691,44 +681,20 @@ impl HealthCheck {
             Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
-        release_lease(&self.repo, self.clock.as_ref(), &holder).await;
+        release_lease(&self.deps.repo, self.deps.clock.as_ref(), &holder).await;
         done
     }
 
     /// Replays `org`'s parked jobs (the caller holds the lease).
     async fn replay_org(&self, org: &str, deadline: Instant) -> Result<ReplayReport, StoreError> {
-        let now = self.clock.now();
-        let (queues, repo, metrics) = (&self.queues, &self.repo, &self.metrics);
+        let now = self.deps.clock.now();
+        let (queues, repo, metrics) = (&self.queues, &self.deps.repo, &self.metrics);
         replay(queues, repo, metrics, now, org, deadline)
             .await
             .map_err(|e| StoreError::Backend {
                 message: format!("replay: {e}"),
                 transient: true,
             })
-    }
-}
-
-/// Moves a connection to `to`, only if nobody wrote it since it was read: a disconnect
-/// (deauthorize, the status page) or a reconnect that landed meanwhile changed its token, which
-/// a write of the copy read before must not undo. False when it had changed.
-pub async fn transition(
-    repo: &Repo,
-    conn: &mut InstagramConnection,
-    to: ConnectionStatus,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    // Every writer of a connection sets `updated_at`: unchanged since read means nobody wrote.
-    let was = serde_json::to_value(conn.updated_at).expect("a time serializes");
-    conn.status = to;
-    conn.updated_at = now;
-    let unchanged = Condition::IfEquals {
-        attribute: "updated_at".into(),
-        value: was,
-    };
-    match repo.put(&*conn, unchanged).await {
-        Ok(()) => Ok(true),
-        Err(StoreError::ConditionFailed) => Ok(false),
-        Err(e) => Err(e),
     }
 }
 
@@ -778,37 +744,6 @@ pub fn token_verdict(info: &TokenInfo) -> TokenVerdict {
         "the Page token lacks {}; replies still go out. Reconnect and allow every permission to fix it",
         wanted.join("; ")
     ))
-}
-
-/// Records a repair: the lifecycle event, and (`replay`) a request to replay the organization's
-/// jobs parked waiting for it, which the event's rule (or the next run) carries out.
-pub async fn repaired(
-    repo: &Repo,
-    events: &dyn EventPublisher,
-    org: &str,
-    ig: Option<&str>,
-    what: &str,
-    replay: bool,
-    now: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    if replay {
-        // Moved to now even when one is pending: a replay already running started before this
-        // repair, and leaves the request for the next one.
-        update_backlog(repo, org, |b| {
-            b.replay_requested_at = Some(b.replay_requested_at.map_or(now, |at| at.max(now)));
-            true
-        })
-        .await?;
-    }
-    let mut event = LifecycleEvent::new(LifecycleKind::Repaired, now)
-        .org(org)
-        .detail(what);
-    if let Some(ig) = ig {
-        event = event.account(ig);
-    }
-    tracing::info!(organization_id = %org, what, "repaired");
-    publish_logged(events, &[event]).await;
-    Ok(())
 }
 
 /// Records a Page token that works: its expiry, and whether it expires soon or lacks a

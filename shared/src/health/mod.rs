@@ -4,7 +4,6 @@
 //! events and notices that tell the admin.
 
 pub mod check;
-pub mod records;
 pub mod replay;
 
 use std::collections::HashMap;
@@ -13,50 +12,16 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 
 use crate::clock::Clock;
+use crate::connection::records::{Activity, Backlog};
+use crate::connection::update_backlog;
 use crate::domain::Direction;
 use crate::jobs::Blocked;
 use crate::metrics::Metrics;
 use crate::store::{Repo, StoreError};
-pub use records::{Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState};
 
 /// How often a worker writes a connection's activity or an organization's delay at most: the
 /// status page shows them to the hour, and a write per message would double the table's writes.
 pub const WRITE_EVERY: chrono::Duration = chrono::Duration::hours(1);
-
-/// Applies `change` to an organization's backlog, creating it if needed; concurrent writers
-/// (workers, the health check, the status page) are serialised by its version.
-pub async fn update_backlog(
-    repo: &Repo,
-    org: &str,
-    mut change: impl FnMut(&mut Backlog) -> bool,
-) -> Result<Backlog, StoreError> {
-    for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
-        let key = crate::store::keys::backlog(org);
-        let mut backlog = match repo.get::<Backlog>(&key).await? {
-            Some(b) => b,
-            None => {
-                let mut fresh = Backlog::new(org);
-                if !change(&mut fresh) {
-                    return Ok(fresh);
-                }
-                match repo.create(&mut fresh).await {
-                    Ok(()) => return Ok(fresh),
-                    Err(StoreError::ConditionFailed) => continue,
-                    Err(e) => return Err(e),
-                }
-            }
-        };
-        match repo.update(&mut backlog, &mut change).await {
-            Ok(_) => return Ok(backlog),
-            Err(StoreError::ConditionFailed) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(StoreError::Backend {
-        message: "backlog kept changing".into(),
-        transient: true,
-    })
-}
 
 /// What a process remembers of its own writes, so it writes activity and delays at most once
 /// an hour (shared by every observer the process builds).
@@ -220,49 +185,5 @@ fn due<K: std::hash::Hash + Eq>(
             memo.insert(key, now);
             true
         }
-    }
-}
-
-/// The path of the status page (`GET`: sign in through LiveChat; the page's buttons post to it).
-pub fn status_url(public_base_url: &str) -> String {
-    format!("{public_base_url}{}", crate::routes::STATUS)
-}
-
-/// The one notice a chat gets when its Instagram connection is broken.
-pub fn broken_notice_text(public_base_url: &str) -> String {
-    format!(
-        "igbridge: the Instagram connection of this account is broken (Facebook no longer accepts its Page token), so replies cannot reach Instagram. They are kept and sent once an admin reconnects it on the status page: {}",
-        status_url(public_base_url)
-    )
-}
-
-/// Claims the one notice of a connection's broken spell: true for the first caller only.
-pub async fn claim_broken_notice(
-    repo: &Repo,
-    conn: &crate::domain::InstagramConnection,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let notice = records::BrokenNotice {
-        organization_id: conn.organization_id.clone(),
-        ig_account_id: conn.ig_account_id.clone(),
-        since: conn.updated_at.timestamp(),
-        expires_at: now.timestamp() + crate::domain::MESSAGE_LINK_TTL_SECS,
-    };
-    match repo.put(&notice, crate::store::Condition::IfAbsent).await {
-        Ok(()) => Ok(true),
-        Err(StoreError::ConditionFailed) => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// Gives the notice back (posting it failed), so the next chat tries again.
-pub async fn release_broken_notice(repo: &Repo, conn: &crate::domain::InstagramConnection) {
-    let key = crate::store::keys::broken_notice(
-        &conn.organization_id,
-        &conn.ig_account_id,
-        conn.updated_at.timestamp(),
-    );
-    if let Err(e) = repo.remove(&key, crate::store::Condition::Always).await {
-        tracing::warn!(error = %e, "could not release the broken-connection notice");
     }
 }

@@ -71,7 +71,7 @@ pub async fn take_lease(
     let holder = hex::encode(rand::random::<[u8; 16]>());
     let now = clock.now();
     let current = repo
-        .get::<super::records::ReplayLease>(&crate::store::keys::replay_lease())
+        .get::<crate::connection::records::ReplayLease>(&crate::store::keys::replay_lease())
         .await?;
     let condition = match &current {
         Some(l) if l.until > now => return Ok(None),
@@ -81,7 +81,7 @@ pub async fn take_lease(
         },
         None => Condition::IfAbsent,
     };
-    let lease = super::records::ReplayLease {
+    let lease = crate::connection::records::ReplayLease {
         holder: holder.clone(),
         until: now + REPLAY_LEASE,
         expires_at: now.timestamp() + REPLAY_LEASE_TTL_SECS,
@@ -96,7 +96,7 @@ pub async fn take_lease(
 /// Gives the lease back (it also lapses on its own).
 pub async fn release_lease(repo: &Repo, clock: &dyn crate::clock::Clock, holder: &str) {
     let now = clock.now();
-    let lapsed = super::records::ReplayLease {
+    let lapsed = crate::connection::records::ReplayLease {
         holder: holder.to_string(),
         until: now,
         expires_at: now.timestamp() + REPLAY_LEASE_TTL_SECS,
@@ -287,7 +287,7 @@ pub async fn replay(
         }
     }
     // Settled whatever happened: what moved is no longer parked.
-    super::update_backlog(repo, org, |b| {
+    crate::connection::update_backlog(repo, org, |b| {
         b.parked = b.parked.saturating_sub(total.parked);
         b.parked_blocked = b.parked_blocked.saturating_sub(total.blocked);
         if total.replayed > 0 {

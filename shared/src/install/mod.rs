@@ -20,30 +20,18 @@ use axum::routing::{get, post};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::cipher::TokenCipher;
-use crate::clock::Clock;
 use crate::domain::*;
-use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
-use crate::instagram::graph::{FACEBOOK_SCOPES, GraphClient, PageAccount, SUBSCRIBED_FIELDS};
-use crate::livechat::{LivechatClient, Organization, REQUIRED_SCOPES};
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::instagram::graph::{FACEBOOK_SCOPES, PageAccount, SUBSCRIBED_FIELDS};
+use crate::livechat::{Organization, REQUIRED_SCOPES};
 use crate::routes;
 use crate::store::{Condition, Record, Repo, StoreError};
 use state::{FlowSealer, FlowState, OfferedPage, is_binding};
 
 /// The install flow.
 pub struct Install {
-    /// Records.
-    pub repo: Repo,
-    /// Token cipher.
-    pub cipher: TokenCipher,
-    /// LiveChat (code exchange, organization).
-    pub livechat: LivechatClient,
-    /// Graph API.
-    pub graph: GraphClient,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Audit trail.
-    pub events: Arc<dyn EventPublisher>,
+    /// The table, cipher, clock, events and platform clients.
+    pub deps: crate::deps::Deps,
     /// Seals the flow's states.
     pub sealer: FlowSealer,
     /// External base URL.
@@ -161,7 +149,7 @@ impl Install {
         form: &HashMap<String, String>,
         step: OAuthStep,
     ) -> Result<FlowState, StepError> {
-        let now = self.clock.now().timestamp();
+        let now = self.deps.clock.now().timestamp();
         let state = self
             .sealer
             .open(field(form, "state"), step, now)
@@ -211,7 +199,7 @@ impl Install {
         code: &str,
     ) -> Result<(crate::livechat::TokenSet, Organization), Response> {
         let set = self
-            .livechat
+            .deps.livechat
             .exchange_code(code, &self.redirect_uri(routes::LIVECHAT_CALLBACK))
             .await
             .map_err(|e| {
@@ -238,6 +226,7 @@ impl Install {
             ));
         }
         let org = self
+            .deps
             .livechat
             .organization(&set.access_token)
             .await
@@ -267,8 +256,9 @@ impl Install {
         org: &str,
         revive: bool,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let existing = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?;
@@ -294,15 +284,15 @@ impl Install {
         self.write_installation(&mut inst, existing.as_ref(), set)
             .await?;
         // Listed for the health check (purged with the organization).
-        let entry = crate::health::records::InstallationEntry {
+        let entry = crate::connection::records::InstallationEntry {
             organization_id: org.to_string(),
             expires_at: None,
         };
-        self.repo.put(&entry, Condition::Always).await?;
+        self.deps.repo.put(&entry, Condition::Always).await?;
         if was_refused {
-            crate::health::check::repaired(
-                &self.repo,
-                self.events.as_ref(),
+            crate::connection::repaired(
+                &self.deps.repo,
+                self.deps.events.as_ref(),
                 org,
                 None,
                 "LiveChat re-authorized",
@@ -312,9 +302,13 @@ impl Install {
             .await?;
         }
         // A fresh data key for its queued jobs (an uninstall left a destroyed one).
-        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
-            .renew(org)
-            .await
+        crate::datakey::DataKeys::new(
+            self.deps.repo.clone(),
+            self.deps.cipher.clone(),
+            self.deps.clock.clone(),
+        )
+        .renew(org)
+        .await
     }
 
     /// Writes the installation, conditional on the version read (`existing`).
@@ -325,7 +319,7 @@ impl Install {
         set: &crate::livechat::TokenSet,
     ) -> Result<(), StoreError> {
         let Some(old) = existing else {
-            return self.repo.create(inst).await;
+            return self.deps.repo.create(inst).await;
         };
         inst.version = old.version;
         // The tokens it replaces are queued for revocation in the same write, so no crash can
@@ -333,9 +327,9 @@ impl Install {
         match self.replaced_tokens(old, set) {
             Some(pending) => {
                 let queued = vec![Repo::to_item(&pending)?];
-                self.repo.save_with(inst, queued).await
+                self.deps.repo.save_with(inst, queued).await
             }
-            None => self.repo.save(inst).await,
+            None => self.deps.repo.save(inst).await,
         }
     }
 
@@ -346,16 +340,17 @@ impl Install {
         org: &str,
         installed_at: chrono::DateTime<chrono::Utc>,
     ) -> Installation {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         Installation {
             organization_id: org.to_string(),
             account_id: set.account_id.clone().unwrap_or_default(),
-            access_token: Some(self.cipher.seal(
+            access_token: Some(self.deps.cipher.seal(
                 &set.access_token,
                 &token_context(org, "livechat.access_token"),
             )),
             refresh_token: set.refresh_token.as_ref().map(|t| {
-                self.cipher
+                self.deps
+                    .cipher
                     .seal(t, &token_context(org, "livechat.refresh_token"))
             }),
             access_token_expires_at: Some(now + chrono::Duration::seconds(set.expires_in)),
@@ -396,7 +391,7 @@ impl Install {
         let org = &old.organization_id;
         let context = token_context(org, "livechat.refresh_token");
         let sealed = old.refresh_token.as_ref()?;
-        let old_refresh = self.cipher.open(sealed, &context).ok()?;
+        let old_refresh = self.deps.cipher.open(sealed, &context).ok()?;
         let unchanged = set
             .refresh_token
             .as_ref()
@@ -405,6 +400,7 @@ impl Install {
             return None;
         }
         let token = self
+            .deps
             .cipher
             .seal(&old_refresh, &token_context(org, "livechat.revoke"));
         Some(PendingRevocation {
@@ -412,14 +408,14 @@ impl Install {
             id: format!("livechat-replaced:{}", nonce()),
             revocation: Revocation::Livechat { token },
             attempts: 0,
-            expires_at: self.clock.now().timestamp()
+            expires_at: self.deps.clock.now().timestamp()
                 + crate::lifecycle::RETENTION_AFTER_UNINSTALL_SECS,
         })
     }
 
     /// Spends the flow: a confirmation is carried out once.
     async fn spend(&self, state: &FlowState, org: &str) -> Result<(), StepError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let used = OAuthState {
             nonce: state.flow.clone(),
             step: OAuthStep::Confirm,
@@ -427,7 +423,7 @@ impl Install {
             created_at: now,
             expires_at: state.expires_at,
         };
-        match self.repo.put(&used, Condition::IfAbsent).await {
+        match self.deps.repo.put(&used, Condition::IfAbsent).await {
             Err(StoreError::ConditionFailed) => Err(StepError::BadState),
             other => Ok(other?),
         }
@@ -443,6 +439,7 @@ impl Install {
         ig_account_id: &str,
     ) -> Result<Option<Condition>, StoreError> {
         let current = self
+            .deps
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(ig_account_id))
             .await?;
@@ -452,12 +449,14 @@ impl Install {
         };
         if holder_org != org {
             let holder = self
+                .deps
                 .repo
                 .get::<Installation>(&Installation::key_for(&holder_org))
                 .await?;
             // Its holder's connection may have been disconnected (the status page): the route
             // waits for the purge, but the account is free.
             let held = self
+                .deps
                 .repo
                 .get::<InstagramConnection>(&InstagramConnection::key_for(
                     &holder_org,
@@ -484,9 +483,10 @@ impl Install {
         facebook_user_id: &str,
         choice: &OfferedPage,
     ) -> Result<Response, StepError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let token = SecretString::from(choice.page_token.clone());
         if let Err(e) = self
+            .deps
             .graph
             .subscribe_page(&choice.page_id, &token, SUBSCRIBED_FIELDS)
             .await
@@ -503,6 +503,7 @@ impl Install {
         };
         let conn = self.connection_of(org, facebook_user_id, choice, &token, now);
         let before = self
+            .deps
             .repo
             .get::<InstagramConnection>(&conn.key())
             .await?
@@ -520,7 +521,7 @@ impl Install {
         self.reset_health(org, &choice.ig_account_id, before)
             .await?;
         publish_logged(
-            self.events.as_ref(),
+            self.deps.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::InstagramConnected, now)
                 .org(org)
                 .account(&choice.ig_account_id)],
@@ -548,7 +549,8 @@ impl Install {
             page_id: choice.page_id.clone(),
             page_name: Some(choice.page_name.clone()),
             page_token: Some(
-                self.cipher
+                self.deps
+                    .cipher
                     .seal(token, &page_token_context(org, &choice.ig_account_id)),
             ),
             facebook_user_id: facebook_user_id.to_string(),
@@ -596,7 +598,7 @@ impl Install {
             put(Repo::to_item(conn)?, Condition::Always),
             put(Repo::to_item(&link)?, Condition::Always),
         ];
-        self.repo.store().transact(writes).await
+        self.deps.repo.store().transact(writes).await
     }
 
     /// A connect the store refused: another organization took the account meanwhile, or the
@@ -610,6 +612,7 @@ impl Install {
         token: &SecretString,
     ) -> Result<Response, StepError> {
         let inst = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?;
@@ -641,20 +644,20 @@ impl Install {
         ig: &str,
         before: Option<ConnectionStatus>,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let was_broken = before == Some(ConnectionStatus::Broken);
-        let health = crate::health::ConnectionHealth {
+        let health = crate::connection::records::ConnectionHealth {
             organization_id: org.to_string(),
             ig_account_id: ig.to_string(),
             repaired_at: was_broken.then_some(now),
             repair: was_broken.then(|| "reconnected by an admin".to_string()),
             ..Default::default()
         };
-        self.repo.put(&health, Condition::Always).await?;
+        self.deps.repo.put(&health, Condition::Always).await?;
         if was_broken {
-            crate::health::check::repaired(
-                &self.repo,
-                self.events.as_ref(),
+            crate::connection::repaired(
+                &self.deps.repo,
+                self.deps.events.as_ref(),
                 org,
                 Some(ig),
                 "reconnected by an admin",
@@ -681,7 +684,7 @@ async fn start(
         step: OAuthStep::Livechat,
         flow: nonce(),
         binding: binding.clone(),
-        expires_at: app.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
+        expires_at: app.deps.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
         organization: None,
         facebook_user_id: None,
         pages: vec![],
@@ -710,7 +713,7 @@ async fn livechat_callback(
     State(app): State<Arc<Install>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let now = app.clock.now().timestamp();
+    let now = app.deps.clock.now().timestamp();
     if let Some(sign_in) = app
         .sealer
         .open(field(&form, "state"), OAuthStep::StatusSignIn, now)
@@ -732,9 +735,9 @@ async fn livechat_callback(
         return StepError::from(e).into_response();
     }
     publish_logged(
-        app.events.as_ref(),
+        app.deps.events.as_ref(),
         &[
-            LifecycleEvent::new(LifecycleKind::Installed, app.clock.now())
+            LifecycleEvent::new(LifecycleKind::Installed, app.deps.clock.now())
                 .org(&org.organization_id),
         ],
     )
@@ -803,21 +806,25 @@ async fn facebook_pages(
     };
     let redirect = app.redirect_uri(routes::FACEBOOK_CALLBACK);
     let short = app
+        .deps
         .graph
         .exchange_code(&app.meta_app_id, &redirect, code)
         .await
         .map_err(fail("Facebook did not accept the login code"))?;
     let long = app
+        .deps
         .graph
         .long_lived_token(&app.meta_app_id, &short)
         .await
         .map_err(fail("Facebook did not give a long-lived token"))?;
     let me = app
+        .deps
         .graph
         .me(&long)
         .await
         .map_err(fail("Facebook did not name the logged-in user"))?;
     let accounts = app
+        .deps
         .graph
         .pages(&long)
         .await

@@ -16,9 +16,11 @@ use chrono::{DateTime, Utc};
 
 use super::state::{FlowState, is_binding};
 use super::{Install, StepError, field, nonce, pages};
+use crate::connection::records::{
+    Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState,
+};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
-use crate::health::{Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState};
 use crate::html::{esc, page};
 use crate::livechat::Organization;
 use crate::routes;
@@ -40,7 +42,7 @@ pub async fn start(
         step: OAuthStep::StatusSignIn,
         flow: nonce(),
         binding: binding.clone(),
-        expires_at: app.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
+        expires_at: app.deps.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
         organization: None,
         facebook_user_id: None,
         pages: vec![],
@@ -109,6 +111,7 @@ pub async fn signed_in(
         return StepError::OtherBrowser.into_response();
     }
     let set = match app
+        .deps
         .livechat
         .exchange_code(
             field(form, "code"),
@@ -131,7 +134,7 @@ pub async fn signed_in(
             let session = FlowState {
                 step: OAuthStep::Status,
                 flow: nonce(),
-                expires_at: app.clock.now().timestamp() + SESSION_SECS,
+                expires_at: app.deps.clock.now().timestamp() + SESSION_SECS,
                 organization: Some(org),
                 ..state
             };
@@ -147,6 +150,7 @@ pub async fn signed_in(
 async fn admit(app: &Install, set: &crate::livechat::TokenSet) -> Result<Organization, Response> {
     let org = signed_in_admin(app, set).await?;
     let inst = app
+        .deps
         .repo
         .get::<Installation>(&Installation::key_for(&org.organization_id))
         .await
@@ -211,7 +215,7 @@ async fn signed_in_admin(
     app: &Install,
     set: &crate::livechat::TokenSet,
 ) -> Result<Organization, Response> {
-    let agents = match app.livechat.agents(&set.access_token).await {
+    let agents = match app.deps.livechat.agents(&set.access_token).await {
         Ok(agents) => agents,
         Err(e) => {
             tracing::warn!(error = %e, "status sign-in: list_agents refused");
@@ -234,7 +238,7 @@ async fn signed_in_admin(
             "Only an owner or administrator of this LiveChat organization can see igbridge's status page.",
         ));
     }
-    let org = app.livechat.organization(&set.access_token).await;
+    let org = app.deps.livechat.organization(&set.access_token).await;
     let org = match (org, set.organization_id.as_deref()) {
         (Ok(o), Some(id)) if o.organization_id == id => o,
         _ => {
@@ -252,7 +256,7 @@ async fn signed_in_admin(
 /// Revokes a sign-in's tokens that the installation does not keep (best effort): LiveChat keeps
 /// at most 25 per user, and an unused one should not linger.
 async fn revoke(app: &Install, set: &crate::livechat::TokenSet) {
-    if let Err(e) = app.livechat.revoke(&set.access_token).await {
+    if let Err(e) = app.deps.livechat.revoke(&set.access_token).await {
         tracing::warn!(error = %e, "could not revoke a status sign-in's token");
     }
 }
@@ -262,7 +266,7 @@ pub async fn act(
     State(app): State<Arc<Install>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let now = app.clock.now().timestamp();
+    let now = app.deps.clock.now().timestamp();
     let Some(session) = app
         .sealer
         .open(field(&form, "state"), OAuthStep::Status, now)
@@ -281,6 +285,7 @@ pub async fn act(
     };
     // Uninstalled during the session: nothing may be done for it any more.
     let installed = app
+        .deps
         .repo
         .get::<Installation>(&Installation::key_for(&org.organization_id))
         .await;
@@ -313,11 +318,11 @@ pub async fn act(
 /// that starts a replay.
 async fn replay(app: &Install, org: &str) -> Result<Option<String>, StoreError> {
     use crate::health::ReplayAsked;
-    let now = app.clock.now();
-    let answer = match crate::health::ask_replay(&app.repo, org, now).await? {
+    let now = app.deps.clock.now();
+    let answer = match crate::health::ask_replay(&app.deps.repo, org, now).await? {
         ReplayAsked::Accepted => {
             publish_logged(
-                app.events.as_ref(),
+                app.deps.events.as_ref(),
                 &[LifecycleEvent::new(LifecycleKind::ReplayRequested, now).org(org)],
             )
             .await;
@@ -340,7 +345,7 @@ fn reconnect(app: &Install, session: &FlowState) -> Response {
     let next = FlowState {
         step: OAuthStep::Facebook,
         flow: nonce(),
-        expires_at: app.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
+        expires_at: app.deps.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
         ..session.clone()
     };
     pages::go_on(
@@ -371,7 +376,7 @@ async fn gather(
     app: &Install,
     org: &str,
 ) -> Result<(Option<Installation>, Backlog, Vec<ConnectionView>), StoreError> {
-    let repo = &app.repo;
+    let repo = &app.deps.repo;
     let inst = repo
         .get::<Installation>(&Installation::key_for(org))
         .await?;
@@ -419,7 +424,7 @@ async fn render(app: &Install, session: &FlowState, message: Option<&str>) -> Re
         ));
     }
     body.push_str(&installation_card(org, inst.as_ref()));
-    body.push_str(&backlog_card(&backlog, &token, app.clock.now()));
+    body.push_str(&backlog_card(&backlog, &token, app.deps.clock.now()));
     if views
         .iter()
         .all(|v| v.conn.status == ConnectionStatus::Disconnected)

@@ -8,19 +8,12 @@ pub mod signed_request;
 pub mod sweeper;
 pub mod uninstall;
 
-use std::sync::Arc;
-
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::cipher::TokenCipher;
-
-use crate::clock::Clock;
 use crate::domain::*;
-use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
-use crate::instagram::graph::GraphClient;
-use crate::livechat::LivechatClient;
-use crate::store::{Condition, Key, PageRequest, Repo, StoreError, keys};
+use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::store::{Condition, Key, PageRequest, StoreError, keys};
 
 /// The table calls the lifecycle makes (uninstall, deauthorize, data deletion, the sweeper):
 /// the uninstall and deletion-sweeper roles grant exactly these (the template test checks).
@@ -60,18 +53,8 @@ pub const DELETION_STATUS_TTL_SECS: i64 = 90 * 24 * 3600;
 /// The lifecycle service.
 #[derive(Clone)]
 pub struct Lifecycle {
-    /// Records.
-    pub repo: Repo,
-    /// Token cipher.
-    pub cipher: TokenCipher,
-    /// LiveChat client (revocation, notices).
-    pub livechat: LivechatClient,
-    /// Graph client (unsubscribe, revoke).
-    pub graph: GraphClient,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
-    /// Audit trail.
-    pub events: Arc<dyn EventPublisher>,
+    /// The table, cipher, clock, events and platform clients.
+    pub deps: crate::deps::Deps,
     /// Meta app id (app token for revocations).
     pub meta_app_id: String,
     /// Meta app secret (app token for revocations).
@@ -106,6 +89,7 @@ impl Lifecycle {
             value: json!(org),
         };
         match self
+            .deps
             .repo
             .store()
             .delete(&AccountRoute::key_for(ig), only_ours)
@@ -128,6 +112,7 @@ impl Lifecycle {
             return Ok(false);
         };
         let Some(route) = self
+            .deps
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(ig))
             .await?
@@ -137,10 +122,12 @@ impl Lifecycle {
         // The organization itself counts too once it is installed again and has connected the
         // Page anew: a revocation deferred from its uninstall must not cut off its reinstall.
         let inst = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(&route.organization_id))
             .await?;
         let conn = self
+            .deps
             .repo
             .get::<InstagramConnection>(&InstagramConnection::key_for(&route.organization_id, ig))
             .await?;
@@ -157,16 +144,19 @@ impl Lifecycle {
     /// the app, so the grant may only go when nothing live depends on it.
     async fn grant_in_use(&self, facebook_user_id: &str) -> Result<bool, StoreError> {
         let links: Vec<FacebookUserLink> = self
+            .deps
             .repo
             .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
             .await?;
         // Its own organization too, once installed again (the uninstalled one is not live).
         for link in &links {
             let inst = self
+                .deps
                 .repo
                 .get::<Installation>(&Installation::key_for(&link.organization_id))
                 .await?;
             let conn = self
+                .deps
                 .repo
                 .get::<InstagramConnection>(&InstagramConnection::key_for(
                     &link.organization_id,
@@ -191,12 +181,12 @@ impl Lifecycle {
     /// kills the Page token the unsubscribe needs). What fails now is left to the sweeper as a
     /// pending revocation, purged with the organization.
     pub async fn give_back(&self, org: &str, page: ObtainedPage<'_>) -> Result<(), StoreError> {
-        let mark = self.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
+        let mark = self.deps.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
         let context = token_context(org, &format!("instagram.revoke:{}", page.page_id));
         let unsubscribe = Revocation::PageSubscription {
             page_id: page.page_id.to_string(),
             ig_account_id: Some(page.ig_account_id.to_string()),
-            token: self.cipher.seal(page.token, &context),
+            token: self.deps.cipher.seal(page.token, &context),
         };
         let grant = Revocation::FacebookGrant {
             facebook_user_id: page.facebook_user_id.to_string(),
@@ -222,7 +212,7 @@ impl Lifecycle {
                 attempts: 1,
                 expires_at: mark,
             };
-            self.repo.put(&pending, Condition::Always).await?;
+            self.deps.repo.put(&pending, Condition::Always).await?;
         }
         Ok(())
     }
@@ -231,10 +221,16 @@ impl Lifecycle {
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
             Revocation::Livechat { token } => match self
+                .deps
                 .cipher
                 .open(token, &token_context(org, "livechat.revoke"))
             {
-                Ok(t) => self.livechat.revoke(&t).await.map_err(|e| e.to_string()),
+                Ok(t) => self
+                    .deps
+                    .livechat
+                    .revoke(&t)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             },
             Revocation::PageSubscription {
@@ -251,11 +247,12 @@ impl Lifecycle {
                     tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
                     Ok(())
                 }
-                Ok(false) => match self.cipher.open(
+                Ok(false) => match self.deps.cipher.open(
                     token,
                     &token_context(org, &format!("instagram.revoke:{page_id}")),
                 ) {
                     Ok(t) => self
+                        .deps
                         .graph
                         .unsubscribe_page(page_id, &t)
                         .await
@@ -272,6 +269,7 @@ impl Lifecycle {
                         Ok(())
                     }
                     Ok(false) => self
+                        .deps
                         .graph
                         .revoke_grant(facebook_user_id, &self.app_token())
                         .await
@@ -299,13 +297,13 @@ impl Lifecycle {
         let entry = PurgeEntry {
             subject,
             due_at,
-            scheduled_at: self.clock.now(),
+            scheduled_at: self.deps.clock.now(),
             deletion_code,
             marked: true,
             mark_cursor: None,
             accounts,
         };
-        self.repo.put(&entry, Condition::Always).await
+        self.deps.repo.put(&entry, Condition::Always).await
     }
 
     /// Meta deauthorize (or data deletion): disconnect every connection the Facebook user made,
@@ -315,9 +313,10 @@ impl Lifecycle {
         facebook_user_id: &str,
         deletion_code: Option<String>,
     ) -> Result<usize, StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let expires = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
         let links: Vec<FacebookUserLink> = self
+            .deps
             .repo
             .query_prefix(&FacebookUserLink::partition(facebook_user_id), "")
             .await?;
@@ -326,6 +325,7 @@ impl Lifecycle {
         for link in &links {
             let org = &link.organization_id;
             let Some(mut conn) = self
+                .deps
                 .repo
                 .get::<InstagramConnection>(&InstagramConnection::key_for(org, &link.ig_account_id))
                 .await?
@@ -339,7 +339,7 @@ impl Lifecycle {
             conn.status = ConnectionStatus::Disconnected;
             conn.updated_at = now;
             conn.expires_at = Some(expires);
-            self.repo.put(&conn, Condition::Always).await?;
+            self.deps.repo.put(&conn, Condition::Always).await?;
             self.stop_routing(org, &conn.ig_account_id).await?;
             self.tell_chats(org, &conn.ig_account_id).await;
             accounts.push(DisconnectedAccount {
@@ -359,7 +359,7 @@ impl Lifecycle {
             Some(accounts),
         )
         .await?;
-        publish_logged(self.events.as_ref(), &events).await;
+        publish_logged(self.deps.events.as_ref(), &events).await;
         Ok(links.len())
     }
 
@@ -369,17 +369,22 @@ impl Lifecycle {
     /// would. Only gets and puts: the internet-facing function that runs it deletes nothing
     /// itself; the sweeper purges. False when there was nothing connected.
     pub async fn disconnect_account(&self, org: &str, ig: &str) -> Result<bool, StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let key = InstagramConnection::key_for(org, ig);
-        let Some(mut conn) = self.repo.get::<InstagramConnection>(&key).await? else {
+        let Some(mut conn) = self.deps.repo.get::<InstagramConnection>(&key).await? else {
             return Ok(false);
         };
         if conn.status == ConnectionStatus::Disconnected {
             return Ok(false);
         }
         if let Some(sealed) = &conn.page_token {
-            if let Ok(token) = self.cipher.open(sealed, &page_token_context(org, ig)) {
-                if let Err(e) = self.graph.unsubscribe_page(&conn.page_id, &token).await {
+            if let Ok(token) = self.deps.cipher.open(sealed, &page_token_context(org, ig)) {
+                if let Err(e) = self
+                    .deps
+                    .graph
+                    .unsubscribe_page(&conn.page_id, &token)
+                    .await
+                {
                     tracing::warn!(error = %e, "could not unsubscribe the Page; its webhooks are skipped");
                 }
             }
@@ -388,7 +393,7 @@ impl Lifecycle {
         conn.status = ConnectionStatus::Disconnected;
         conn.updated_at = now;
         conn.expires_at = Some(now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS);
-        self.repo.put(&conn, Condition::Always).await?;
+        self.deps.repo.put(&conn, Condition::Always).await?;
         self.schedule(
             PurgeSubject::FacebookUser(conn.facebook_user_id.clone()),
             now.timestamp() + PURGE_DUE_SECS,
@@ -400,7 +405,7 @@ impl Lifecycle {
         )
         .await?;
         publish_logged(
-            self.events.as_ref(),
+            self.deps.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::Disconnected, now)
                 .org(org)
                 .account(ig)
@@ -413,13 +418,10 @@ impl Lifecycle {
     /// Posts "the Instagram account was disconnected" into each chat of the account; nothing more.
     async fn tell_chats(&self, org: &str, ig: &str) {
         let customers = crate::customer::Customers {
-            repo: self.repo.clone(),
-            cipher: self.cipher.clone(),
-            livechat: self.livechat.clone(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps.clone(),
         };
         let Ok(Some(mut inst)) = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await
@@ -432,7 +434,7 @@ impl Lifecycle {
         };
         let prefix = keys::contacts_of(org, ig);
         for key in keys.iter().filter(|k| k.pk.starts_with(&prefix)) {
-            let Ok(Some(contact)) = self.repo.get::<Contact>(key).await else {
+            let Ok(Some(contact)) = self.deps.repo.get::<Contact>(key).await else {
                 continue;
             };
             let found = customers.session(inst.clone(), ig, &contact.igsid, false);
@@ -457,6 +459,7 @@ impl Lifecycle {
         let mut page = PageRequest::default();
         loop {
             let got = self
+                .deps
                 .repo
                 .store()
                 .query_organization(org, page.clone())
@@ -487,7 +490,7 @@ impl Lifecycle {
         // Chat routes name their account; event links belong to those chats.
         for key in &maybe {
             if key.pk.starts_with(&keys::chat_routes_of(org)) {
-                if let Some(route) = self.repo.get::<ChatRoute>(key).await? {
+                if let Some(route) = self.deps.repo.get::<ChatRoute>(key).await? {
                     if route.ig_account_id == ig {
                         chats.push(route.chat_id.clone());
                         out.push(key.clone());
@@ -508,7 +511,7 @@ impl Lifecycle {
 
     /// Meta data deletion: schedules the user's data for deletion and returns the confirmation code.
     pub async fn request_deletion(&self, facebook_user_id: &str) -> Result<String, StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let code = uuid_code();
         let request = DeletionRequest {
             confirmation_code: code.clone(),
@@ -518,18 +521,19 @@ impl Lifecycle {
             completed_at: None,
             expires_at: None,
         };
-        self.repo.put(&request, Condition::IfAbsent).await?;
+        self.deps.repo.put(&request, Condition::IfAbsent).await?;
         self.disconnect_facebook_user(facebook_user_id, Some(code.clone()))
             .await?;
         let mut e = LifecycleEvent::new(LifecycleKind::DeletionRequested, now);
         e.confirmation_code = Some(code.clone());
-        publish_logged(self.events.as_ref(), &[e]).await;
+        publish_logged(self.deps.events.as_ref(), &[e]).await;
         Ok(code)
     }
 
     /// The status of a data-deletion request.
     pub async fn deletion_status(&self, code: &str) -> Result<Option<DeletionStatus>, StoreError> {
         Ok(self
+            .deps
             .repo
             .get::<DeletionRequest>(&DeletionRequest::key_for(code))
             .await?

@@ -3,10 +3,10 @@
 //! (`store_contract::every_record_kind_has_a_retention`), so a new kind cannot be forgotten by
 //! the purge.
 
-use crate::domain::*;
-use crate::health::records::{
+use crate::connection::records::{
     Activity, Backlog, BrokenNotice, ConnectionHealth, InstallationEntry, ReplayLease,
 };
+use crate::domain::*;
 use crate::health::replay::REPLAY_LEASE_TTL_SECS;
 use crate::store::Record;
 

@@ -107,7 +107,7 @@ fn verify(
     match signed_request::parse(state.meta_app_secret.expose_secret().as_bytes(), sr) {
         Ok(r) => {
             // A captured request must not work forever: Meta sends it at once.
-            let now = state.lifecycle.clock.now().timestamp();
+            let now = state.lifecycle.deps.clock.now().timestamp();
             match r.issued_at {
                 Some(at) if (now - at).abs() <= signed_request::MAX_AGE_SECS => Ok(r.user_id),
                 _ => {

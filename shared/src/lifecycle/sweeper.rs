@@ -68,6 +68,7 @@ impl Lifecycle {
         let mut page = PageRequest::default();
         loop {
             let got = self
+                .deps
                 .repo
                 .store()
                 .query(
@@ -112,7 +113,11 @@ impl Lifecycle {
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
         let deadline = std::time::Instant::now() + RESUME_BUDGET;
-        let entries: Vec<PurgeEntry> = self.repo.query_prefix(PurgeEntry::PARTITION, "").await?;
+        let entries: Vec<PurgeEntry> = self
+            .deps
+            .repo
+            .query_prefix(PurgeEntry::PARTITION, "")
+            .await?;
         // A due entry is purged whole in this run: marking it first would be wasted work.
         for entry in entries.into_iter().filter(|e| !e.marked && e.due_at > now) {
             let PurgeSubject::Organization(org) = &entry.subject else {
@@ -138,6 +143,7 @@ impl Lifecycle {
         report: &mut SweepReport,
     ) -> Result<(), StoreError> {
         let mut pending: Vec<PendingRevocation> = self
+            .deps
             .repo
             .query_prefix(PendingRevocation::PARTITION, "")
             .await?;
@@ -162,14 +168,15 @@ impl Lifecycle {
                 page_pending.insert(p.organization_id.clone());
             }
             if done {
-                self.repo
+                self.deps
+                    .repo
                     .store()
                     .delete(&p.key(), Condition::Always)
                     .await?;
                 report.revocations_done += 1;
             } else {
                 p.attempts += 1;
-                self.repo.put(&p, Condition::Always).await?;
+                self.deps.repo.put(&p, Condition::Always).await?;
                 report.revocations_pending += 1;
             }
         }
@@ -206,7 +213,7 @@ impl Lifecycle {
                 let keys = self.keys_of_request(user, entry).await?;
                 report.items_deleted += keys.len();
                 if !dry_run {
-                    self.repo.store().delete_many(&keys).await?;
+                    self.deps.repo.store().delete_many(&keys).await?;
                 }
                 report.users += 1;
                 keys.len()
@@ -219,11 +226,12 @@ impl Lifecycle {
         let mut events = vec![event];
         events.extend(self.complete_request(entry, now, report).await?);
         // The entry goes last, so a run cut short finds it again.
-        self.repo
+        self.deps
+            .repo
             .store()
             .delete(&entry.key(), Condition::Always)
             .await?;
-        publish_logged(self.events.as_ref(), &events).await;
+        publish_logged(self.deps.events.as_ref(), &events).await;
         Ok(())
     }
 
@@ -244,7 +252,13 @@ impl Lifecycle {
                 limit: Some(ROUND),
                 cursor: None,
             };
-            let keys = self.repo.store().query_organization(org, page).await?.items;
+            let keys = self
+                .deps
+                .repo
+                .store()
+                .query_organization(org, page)
+                .await?
+                .items;
             if keys.is_empty() {
                 return Ok((deleted, true));
             }
@@ -252,7 +266,7 @@ impl Lifecycle {
             if dry_run {
                 return Ok((deleted, true));
             }
-            self.repo.store().delete_many(&keys).await?;
+            self.deps.repo.store().delete_many(&keys).await?;
         }
         Ok((deleted, false))
     }
@@ -269,6 +283,7 @@ impl Lifecycle {
             return Ok(None);
         };
         let Some(mut request) = self
+            .deps
             .repo
             .get::<DeletionRequest>(&DeletionRequest::key_for(code))
             .await?
@@ -279,7 +294,7 @@ impl Lifecycle {
         request.facebook_user_id = None;
         request.completed_at = Some(now);
         request.expires_at = Some(now.timestamp() + DELETION_STATUS_TTL_SECS);
-        self.repo.put(&request, Condition::Always).await?;
+        self.deps.repo.put(&request, Condition::Always).await?;
         report.requests_completed += 1;
         let mut done = LifecycleEvent::new(LifecycleKind::DeletionCompleted, now);
         done.confirmation_code = Some(code.clone());
@@ -297,6 +312,7 @@ impl Lifecycle {
         entry: &PurgeEntry,
     ) -> Result<Vec<Key>, StoreError> {
         let links: Vec<FacebookUserLink> = self
+            .deps
             .repo
             .query_prefix(&FacebookUserLink::partition(user), "")
             .await?;
@@ -304,6 +320,7 @@ impl Lifecycle {
         for link in &links {
             let (org, ig) = (&link.organization_id, &link.ig_account_id);
             let conn = self
+                .deps
                 .repo
                 .get::<InstagramConnection>(&InstagramConnection::key_for(org, ig))
                 .await?;
@@ -337,6 +354,7 @@ impl Lifecycle {
     /// Whether the organization has a live installation again.
     pub(super) async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
         Ok(self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?
@@ -362,11 +380,13 @@ impl Lifecycle {
         let mut deleted = 0;
         for _ in 0..LEFTOVER_PAGES {
             let got = self
+                .deps
                 .repo
                 .store()
                 .query_organization(org, page.clone())
                 .await?;
             let marked: Vec<Key> = self
+                .deps
                 .repo
                 .store()
                 .get_many(&got.items)
@@ -377,7 +397,7 @@ impl Lifecycle {
                 .collect();
             deleted += marked.len();
             if !dry_run && !marked.is_empty() {
-                self.repo.store().delete_many(&marked).await?;
+                self.deps.repo.store().delete_many(&marked).await?;
             }
             match got.next {
                 Some(c) => page.cursor = Some(c),

@@ -52,6 +52,7 @@ impl Lifecycle {
         let mut report = UninstallReport::default();
         for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
             let Some(inst) = self
+                .deps
                 .repo
                 .get::<Installation>(&Installation::key_for(org))
                 .await?
@@ -99,7 +100,7 @@ impl Lifecycle {
     /// `ConditionFailed` if the installation changed meanwhile.
     async fn begin(&self, mut inst: Installation) -> Result<(), StoreError> {
         let org = inst.organization_id.clone();
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let due = now.timestamp() + PURGE_DUE_SECS;
         let mark = now.timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
         let entry = PurgeEntry {
@@ -111,9 +112,10 @@ impl Lifecycle {
             mark_cursor: None,
             accounts: None,
         };
-        self.repo.put(&entry, Condition::Always).await?;
+        self.deps.repo.put(&entry, Condition::Always).await?;
         inst.revoke_token = self.livechat_token_of(&inst).map(|t| {
-            self.cipher
+            self.deps
+                .cipher
                 .seal(&t, &token_context(&org, "livechat.revoke"))
         });
         inst.access_token = None;
@@ -123,11 +125,11 @@ impl Lifecycle {
         inst.updated_at = now;
         inst.expires_at = Some(mark);
         inst.purge_due_at = Some(due);
-        self.repo.save(&mut inst).await?;
+        self.deps.repo.save(&mut inst).await?;
         tracing::info!(organization_id = %org, "uninstalled: purge scheduled");
         self.shred_and_stop_routing(&org, now, mark).await?;
         publish_logged(
-            self.events.as_ref(),
+            self.deps.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::Uninstalled, now).org(&org)],
         )
         .await;
@@ -143,9 +145,13 @@ impl Lifecycle {
         uninstalled_at: chrono::DateTime<chrono::Utc>,
         mark: i64,
     ) -> Result<(), StoreError> {
-        crate::datakey::DataKeys::new(self.repo.clone(), self.cipher.clone(), self.clock.clone())
-            .destroy(org, uninstalled_at, mark)
-            .await?;
+        crate::datakey::DataKeys::new(
+            self.deps.repo.clone(),
+            self.deps.cipher.clone(),
+            self.deps.clock.clone(),
+        )
+        .destroy(org, uninstalled_at, mark)
+        .await?;
         for conn in self.connections_of(org).await? {
             if conn.connected_at <= uninstalled_at {
                 self.stop_routing(org, &conn.ig_account_id).await?;
@@ -158,7 +164,8 @@ impl Lifecycle {
         &self,
         org: &str,
     ) -> Result<Vec<InstagramConnection>, StoreError> {
-        self.repo
+        self.deps
+            .repo
             .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)
             .await
     }
@@ -166,7 +173,7 @@ impl Lifecycle {
     fn livechat_token_of(&self, inst: &Installation) -> Option<secrecy::SecretString> {
         let org = &inst.organization_id;
         let open = |t: &crate::cipher::EncryptedToken, field: &str| {
-            self.cipher.open(t, &token_context(org, field)).ok()
+            self.deps.cipher.open(t, &token_context(org, field)).ok()
         };
         inst.refresh_token
             .as_ref()
@@ -196,6 +203,7 @@ impl Lifecycle {
         report: &mut UninstallReport,
     ) -> Result<(), StoreError> {
         let Some(inst) = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?
@@ -225,7 +233,7 @@ impl Lifecycle {
             return Ok(());
         }
         let key = PurgeEntry::key_for(due, &PurgeSubject::Organization(org.to_string()));
-        if let Some(mut entry) = self.repo.get::<PurgeEntry>(&key).await? {
+        if let Some(mut entry) = self.deps.repo.get::<PurgeEntry>(&key).await? {
             if !entry.marked {
                 self.mark_items(org, &mut entry, mark, deadline, report)
                     .await?;
@@ -246,8 +254,9 @@ impl Lifecycle {
         };
         let org = inst.organization_id.clone();
         let p = self.pending(&org, "livechat", Revocation::Livechat { token }, mark);
-        self.repo.put(&p, Condition::Always).await?;
+        self.deps.repo.put(&p, Condition::Always).await?;
         let cleared = self
+            .deps
             .repo
             .update(&mut inst, |i| {
                 let ours = i.status == InstallationStatus::Uninstalled;
@@ -269,7 +278,7 @@ impl Lifecycle {
         mark: i64,
         uninstalled_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         for mut conn in self.connections_of(org).await? {
             let done = conn.page_token.is_none() && conn.status == ConnectionStatus::Disconnected;
             // A connection made after the uninstall is a reinstall's.
@@ -281,9 +290,9 @@ impl Lifecycle {
             if let Some(token) = conn
                 .page_token
                 .take()
-                .and_then(|t| self.cipher.open(&t, &ctx).ok())
+                .and_then(|t| self.deps.cipher.open(&t, &ctx).ok())
             {
-                let sealed = self.cipher.seal(
+                let sealed = self.deps.cipher.seal(
                     &token,
                     &token_context(org, &format!("instagram.revoke:{}", conn.page_id)),
                 );
@@ -293,19 +302,19 @@ impl Lifecycle {
                     token: sealed,
                 };
                 let p = self.pending(org, &format!("page:{}", conn.page_id), r, mark);
-                self.repo.put(&p, Condition::Always).await?;
+                self.deps.repo.put(&p, Condition::Always).await?;
             }
             let r = Revocation::FacebookGrant {
                 facebook_user_id: conn.facebook_user_id.clone(),
             };
             let p = self.pending(org, &format!("fbuser:{}", conn.facebook_user_id), r, mark);
-            self.repo.put(&p, Condition::Always).await?;
+            self.deps.repo.put(&p, Condition::Always).await?;
             // Routing stops before the record says so: a cut in between is redone next time.
             self.stop_routing(org, &ig).await?;
             conn.status = ConnectionStatus::Disconnected;
             conn.updated_at = now;
             conn.expires_at = Some(mark);
-            self.repo.put(&conn, Condition::Always).await?;
+            self.deps.repo.put(&conn, Condition::Always).await?;
         }
         Ok(())
     }
@@ -319,6 +328,7 @@ impl Lifecycle {
         report: &mut UninstallReport,
     ) -> Result<(), StoreError> {
         let mut pending: Vec<PendingRevocation> = self
+            .deps
             .repo
             .query_prefix(keys::REVOCATIONS, &keys::revocations_of(org))
             .await?;
@@ -338,7 +348,8 @@ impl Lifecycle {
                     .unwrap_or(false);
             page_pending |= !done && matches!(p.revocation, Revocation::PageSubscription { .. });
             if done {
-                self.repo
+                self.deps
+                    .repo
                     .store()
                     .delete(&p.key(), Condition::Always)
                     .await?;
@@ -346,7 +357,7 @@ impl Lifecycle {
             } else {
                 if !left.is_zero() {
                     p.attempts += 1;
-                    self.repo.put(&p, Condition::Always).await?;
+                    self.deps.repo.put(&p, Condition::Always).await?;
                 }
                 report.deferred += 1;
             }
@@ -378,7 +389,7 @@ impl Lifecycle {
                 limit: Some(MARK_PAGE),
                 cursor: entry.mark_cursor.clone().map(Cursor),
             };
-            let got = self.repo.store().query_organization(org, page).await?;
+            let got = self.deps.repo.store().query_organization(org, page).await?;
             let n = got.items.len();
             match self
                 .mark_page(org, &got.items, mark, entry.due_at, deadline)
@@ -408,7 +419,7 @@ impl Lifecycle {
 
     /// Saves the marking position. IfPresent: a purge that already ran is not brought back.
     async fn save_progress(&self, entry: &PurgeEntry) -> Result<(), StoreError> {
-        match self.repo.put(entry, Condition::IfPresent).await {
+        match self.deps.repo.put(entry, Condition::IfPresent).await {
             Ok(()) | Err(StoreError::ConditionFailed) => Ok(()),
             Err(e) => Err(e),
         }
@@ -457,7 +468,7 @@ impl Lifecycle {
         fence: &crate::store::TransactWrite,
     ) -> Result<bool, StoreError> {
         for _ in 0..crate::store::MAX_CONFLICT_RETRIES {
-            let items = self.repo.store().get_many(keys).await?;
+            let items = self.deps.repo.store().get_many(keys).await?;
             let mut writes = vec![fence.clone()];
             for item in items {
                 if let Some(write) = marked_copy(item, mark)? {
@@ -467,7 +478,7 @@ impl Lifecycle {
             if writes.len() == 1 {
                 return Ok(true);
             }
-            match self.repo.store().transact(writes).await {
+            match self.deps.repo.store().transact(writes).await {
                 Ok(()) => return Ok(true),
                 Err(StoreError::ConditionFailed) if self.reinstalled(org).await? => {
                     return Ok(false);

@@ -2,7 +2,6 @@
 //! exactly once, acting as the customer through the agent-token customer grant.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,40 +12,28 @@ use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{
     Action, Context, Part, media_event, referral_fields, render, split_for_livechat,
 };
-use crate::cipher::TokenCipher;
-use crate::clock::Clock;
 use crate::customer::{CustomerSession, Customers};
 use crate::domain::*;
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
-use crate::instagram::graph::{GraphClient, GraphError};
+use crate::instagram::graph::GraphError;
 use crate::jobs::{Envelope, InstagramEventJob, Job, Source};
+use crate::livechat::LivechatError;
 use crate::livechat::chat_api::{
     DeleteEvent, GetChat, ListChats, MarkEventsAsSeen, ResumeChat, SendEvent, SessionField,
     SetCustomerSessionFields, StartChat, UpdateCustomer,
 };
 use crate::livechat::event::Event;
-use crate::livechat::{LivechatClient, LivechatError};
 use crate::outcome::Fail;
 use crate::outcome::{Attempt, Outcome};
-use crate::store::{Condition, Repo};
+use crate::store::Condition;
 use crate::worker::JobHandler;
 
 /// The instagram-to-livechat worker.
 pub struct Inbound {
-    /// Records.
-    pub repo: Repo,
-    /// Token cipher.
-    pub cipher: TokenCipher,
-    /// LiveChat client.
-    pub livechat: LivechatClient,
-    /// Graph API client.
-    pub graph: GraphClient,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
+    /// The table, cipher, clock, events and platform clients.
+    pub deps: crate::deps::Deps,
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
-    /// Lifecycle events (a refused grant).
-    pub events: Arc<dyn crate::events::EventPublisher>,
     /// Metrics, backlog and activity.
     pub observer: crate::health::Observer,
     /// The status page's base URL (the broken-connection notice links it).
@@ -111,7 +98,7 @@ impl Inbound {
         };
         let org = inst.organization_id.clone();
         let event = classify(&job.field, &job.item);
-        let at = timestamp(&job.item).unwrap_or(self.clock.now());
+        let at = timestamp(&job.item).unwrap_or(self.deps.clock.now());
         if let InboundEvent::Message(m) = &event {
             if m.is_echo {
                 if let Some(outcome) = self.echo(&org, job, &m.mid).await? {
@@ -122,8 +109,8 @@ impl Inbound {
         // Exactly once: a claim left in progress means an earlier attempt may have reached
         // LiveChat, so `act` looks there before sending again.
         let claims = Claims {
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
+            repo: self.deps.repo.clone(),
+            clock: self.deps.clock.clone(),
         };
         let idem_id = format!("{}:{}", job.ig_account_id, job.event_id);
         let claimed = claims.claim(&org, Scope::Instagram, &idem_id).await?;
@@ -156,8 +143,8 @@ impl Inbound {
     /// The first chat after a connection broke gets one notice with the status page's link
     /// (replies cannot reach Instagram until it is reconnected); best effort.
     async fn tell_broken(&self, inst: Installation, conn: &InstagramConnection, igsid: &str) {
-        let now = self.clock.now();
-        match crate::health::claim_broken_notice(&self.repo, conn, now).await {
+        let now = self.deps.clock.now();
+        match crate::connection::claim_broken_notice(&self.deps.repo, conn, now).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -165,7 +152,7 @@ impl Inbound {
                 return;
             }
         }
-        let text = crate::health::broken_notice_text(&self.public_base_url);
+        let text = crate::connection::broken_notice_text(&self.public_base_url);
         let id = format!(
             "ig:broken:{}:{}",
             conn.ig_account_id,
@@ -176,7 +163,7 @@ impl Inbound {
             _ => false,
         };
         if !told {
-            crate::health::release_broken_notice(&self.repo, conn).await;
+            crate::connection::release_broken_notice(&self.deps.repo, conn).await;
         }
     }
 
@@ -189,6 +176,7 @@ impl Inbound {
         let ig = job.ig_account_id.as_str();
         let skip = |why| Ok(Err(Outcome::Skipped(why)));
         let Some(route) = self
+            .deps
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(ig))
             .await?
@@ -197,6 +185,7 @@ impl Inbound {
         };
         let org = route.organization_id;
         let Some(inst) = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(&org))
             .await?
@@ -211,7 +200,7 @@ impl Inbound {
             InstallationStatus::Active => {}
         }
         let key = InstagramConnection::key_for(&org, ig);
-        match self.repo.get::<InstagramConnection>(&key).await? {
+        match self.deps.repo.get::<InstagramConnection>(&key).await? {
             None => skip("no Instagram connection"),
             Some(c) if c.status == ConnectionStatus::Disconnected => {
                 skip("Instagram connection disconnected")
@@ -229,7 +218,7 @@ impl Inbound {
         mid: &str,
     ) -> Result<Option<Outcome>, Fail> {
         let echoes = Echoes {
-            repo: &self.repo,
+            repo: &self.deps.repo,
             keys: &self.keys,
             org,
             ig: &job.ig_account_id,
@@ -237,7 +226,10 @@ impl Inbound {
         };
         let message = job.item.get("message").cloned().unwrap_or(Value::Null);
         Ok(
-            match echoes.recognise(mid, &message, self.clock.now()).await? {
+            match echoes
+                .recognise(mid, &message, self.deps.clock.now())
+                .await?
+            {
                 EchoOf::Ours => Some(Outcome::Skipped("echo of a message this app sent")),
                 EchoOf::Undecided => Some(Outcome::Retry {
                     reason: "echo while a send to this customer is in flight".into(),
@@ -258,6 +250,7 @@ impl Inbound {
     ) -> Result<Result<MessageLink, Outcome>, Fail> {
         let (org, ig) = (&conn.organization_id, &conn.ig_account_id);
         if let Some(link) = self
+            .deps
             .repo
             .get::<MessageLink>(&MessageLink::key_for(org, ig, mid))
             .await?
@@ -265,8 +258,8 @@ impl Inbound {
             return Ok(Ok(link));
         }
         let claims = Claims {
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
+            repo: self.deps.repo.clone(),
+            clock: self.deps.clock.clone(),
         };
         claims
             .unsent(org, Scope::Instagram, &format!("{ig}:{mid}"))
@@ -320,8 +313,8 @@ impl Inbound {
                 session.contact.last_customer_message_at = Some(at);
             }
         }
-        session.contact.updated_at = self.clock.now();
-        self.repo.save(&mut session.contact).await?;
+        session.contact.updated_at = self.deps.clock.now();
+        self.deps.repo.save(&mut session.contact).await?;
         Ok(outcome)
     }
 
@@ -402,7 +395,7 @@ impl Inbound {
         chat_id: String,
         delivered: Vec<(String, String)>,
     ) -> Result<(), Fail> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
         let (event_threads, event_ids): (Vec<String>, Vec<String>) = delivered.into_iter().unzip();
         for event_id in &event_ids {
@@ -413,7 +406,7 @@ impl Inbound {
                 mid: mid.clone(),
                 expires_at,
             };
-            self.repo.put(&link, Condition::Always).await?;
+            self.deps.repo.put(&link, Condition::Always).await?;
         }
         let link = MessageLink {
             organization_id: org.to_string(),
@@ -427,7 +420,7 @@ impl Inbound {
             created_at: now,
             expires_at,
         };
-        self.repo.put(&link, Condition::Always).await?;
+        self.deps.repo.put(&link, Condition::Always).await?;
         Ok(())
     }
 
@@ -504,11 +497,7 @@ impl Inbound {
 
     fn customers(&self) -> Customers {
         Customers {
-            repo: self.repo.clone(),
-            cipher: self.cipher.clone(),
-            livechat: self.livechat.clone(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps.clone(),
         }
     }
 
@@ -531,7 +520,7 @@ impl Inbound {
             session.contact.expires_at = None;
             match session.contact.chat_id.clone() {
                 Some(chat_id) => self.route_chat(&mut session, &chat_id).await?,
-                None => self.repo.save(&mut session.contact).await?,
+                None => self.deps.repo.save(&mut session.contact).await?,
             }
         }
         if session.contact.profile_synced_at.is_none() {
@@ -548,8 +537,8 @@ impl Inbound {
     ) -> Option<crate::instagram::graph::Profile> {
         let sealed = conn.page_token.as_ref()?;
         let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
-        let token = self.cipher.open(sealed, &context).ok()?;
-        match self.graph.profile(igsid, &token).await {
+        let token = self.deps.cipher.open(sealed, &context).ok()?;
+        match self.deps.graph.profile(igsid, &token).await {
             Ok(p) => Some(p),
             Err(e) => {
                 let code = match &e {
@@ -588,7 +577,7 @@ impl Inbound {
         }
         match session.act(&update).await {
             Ok(_) if profile.is_some() => {
-                session.contact.profile_synced_at = Some(self.clock.now())
+                session.contact.profile_synced_at = Some(self.deps.clock.now())
             }
             Ok(_) => {}
             Err(_) => tracing::warn!("could not set the customer's profile in LiveChat"),
@@ -612,6 +601,7 @@ impl Inbound {
     async fn quote(&self, session: &mut CustomerSession, ig: &str, mid: &str) -> Option<String> {
         let org = session.inst.organization_id.clone();
         let link = self
+            .deps
             .repo
             .get::<MessageLink>(&MessageLink::key_for(&org, ig, mid))
             .await
@@ -740,7 +730,8 @@ impl Inbound {
     /// written before the contact, so a contact never names a chat that has no route.
     async fn route_chat(&self, session: &mut CustomerSession, chat_id: &str) -> Result<(), Fail> {
         let org = session.org();
-        self.repo
+        self.deps
+            .repo
             .put(
                 &ChatRoute {
                     organization_id: org.to_string(),
@@ -753,7 +744,7 @@ impl Inbound {
             )
             .await?;
         session.contact.chat_id = Some(chat_id.to_string());
-        self.repo.save(&mut session.contact).await?;
+        self.deps.repo.save(&mut session.contact).await?;
         Ok(())
     }
 

@@ -2,7 +2,6 @@
 //! customer on Instagram through the Send API, within Meta's messaging window, and turns every
 //! failure into an action the agent can see.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,25 +9,22 @@ use secrecy::SecretString;
 
 use super::claim::{Claims, Scope};
 use super::echo::Echoes;
-use crate::cipher::TokenCipher;
-use crate::clock::Clock;
 use crate::customer::Customers;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
-use crate::instagram::graph::{GraphClient, GraphError};
+use crate::instagram::graph::GraphError;
 use crate::instagram::send::{
     Author, MAX_TEXT_BYTES, OutMessage, SendRequest, Window, attachment_type, mark_seen,
     message_body, split_for_instagram, window,
 };
 use crate::jobs::Blocked;
 use crate::jobs::{Envelope, Job, LivechatEventJob, Source};
-use crate::livechat::LivechatClient;
 use crate::livechat::event::{AgentEvent, AgentEventKind};
 use crate::livechat::webhook::{ChatWebhook, WebhookThread};
 use crate::outcome::Fail;
 use crate::outcome::{Attempt, Outcome};
 use crate::retry::RetryPolicy;
-use crate::store::{Condition, Repo};
+use crate::store::Condition;
 use crate::worker::JobHandler;
 
 /// Pending-send records outlive any send by far; the sweeper removes leftovers.
@@ -71,22 +67,12 @@ enum PartSent {
 
 /// The livechat-to-instagram worker.
 pub struct Outbound {
-    /// Records.
-    pub repo: Repo,
-    /// Token cipher.
-    pub cipher: TokenCipher,
-    /// LiveChat client (for notices to the agent).
-    pub livechat: LivechatClient,
-    /// Graph API client (Send API).
-    pub graph: GraphClient,
-    /// Time.
-    pub clock: Arc<dyn Clock>,
+    /// The table, cipher, clock, events and platform clients.
+    pub deps: crate::deps::Deps,
     /// Where admins reconnect an account.
     pub public_base_url: String,
     /// Opens the sealed jobs.
     pub keys: crate::datakey::DataKeys,
-    /// Lifecycle events (a refused Page token or grant).
-    pub events: Arc<dyn crate::events::EventPublisher>,
     /// Metrics, backlog and activity.
     pub observer: crate::health::Observer,
 }
@@ -174,17 +160,14 @@ fn messages_for(event: &AgentEventKind) -> Option<(Vec<OutMessage>, Option<Strin
 impl Outbound {
     fn customers(&self) -> Customers {
         Customers {
-            repo: self.repo.clone(),
-            cipher: self.cipher.clone(),
-            livechat: self.livechat.clone(),
-            clock: self.clock.clone(),
-            events: self.events.clone(),
+            deps: self.deps.clone(),
         }
     }
 
     async fn conversation(&self, job: &LivechatEventJob) -> Result<Option<Conversation>, Fail> {
         let org = &job.organization_id;
         let Some(inst) = self
+            .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
             .await?
@@ -199,6 +182,7 @@ impl Outbound {
         };
         // Keys carry the organization: a chat id from another tenant finds nothing here.
         let Some(route) = self
+            .deps
             .repo
             .get::<ChatRoute>(&ChatRoute::key_for(org, chat_id))
             .await?
@@ -206,6 +190,7 @@ impl Outbound {
             return Ok(None);
         };
         let Some(conn) = self
+            .deps
             .repo
             .get::<InstagramConnection>(&InstagramConnection::key_for(org, &route.ig_account_id))
             .await?
@@ -252,9 +237,10 @@ impl Outbound {
     async fn thread_closed(&self, conv: &Conversation) -> Result<Outcome, Fail> {
         let (ig, igsid) = (&conv.route.ig_account_id, &conv.route.igsid);
         let key = Contact::key_for(&conv.inst.organization_id, ig, igsid);
-        if let Some(mut contact) = self.repo.get::<Contact>(&key).await? {
-            let now = self.clock.now();
-            self.repo
+        if let Some(mut contact) = self.deps.repo.get::<Contact>(&key).await? {
+            let now = self.deps.clock.now();
+            self.deps
+                .repo
                 .update(&mut contact, |c| {
                     c.thread_active = Some(false);
                     c.updated_at = now;
@@ -271,7 +257,7 @@ impl Outbound {
             .page_token
             .as_ref()
             .ok_or_else(|| Fail::Park("the Instagram connection has no Page token".into()))?;
-        Ok(self.cipher.open(
+        Ok(self.deps.cipher.open(
             token,
             &page_token_context(&conv.inst.organization_id, &conv.conn.ig_account_id),
         )?)
@@ -279,6 +265,7 @@ impl Outbound {
 
     async fn contact(&self, conv: &Conversation) -> Result<Option<Contact>, Fail> {
         Ok(self
+            .deps
             .repo
             .get::<Contact>(&Contact::key_for(
                 &conv.inst.organization_id,
@@ -290,8 +277,8 @@ impl Outbound {
 
     /// The one notice of a broken spell, in this chat if it is the first; best effort.
     async fn tell_broken(&self, conv: &mut Conversation) {
-        let now = self.clock.now();
-        match crate::health::claim_broken_notice(&self.repo, &conv.conn, now).await {
+        let now = self.deps.clock.now();
+        match crate::connection::claim_broken_notice(&self.deps.repo, &conv.conn, now).await {
             Ok(true) => {}
             Ok(false) => return,
             Err(e) => {
@@ -299,14 +286,14 @@ impl Outbound {
                 return;
             }
         }
-        let text = crate::health::broken_notice_text(&self.public_base_url);
+        let text = crate::connection::broken_notice_text(&self.public_base_url);
         let id = format!(
             "ig:broken:{}:{}",
             conv.conn.ig_account_id,
             conv.conn.updated_at.timestamp()
         );
         if self.tell(conv, &text, &id).await.is_err() {
-            crate::health::release_broken_notice(&self.repo, &conv.conn).await;
+            crate::connection::release_broken_notice(&self.deps.repo, &conv.conn).await;
         }
     }
 
@@ -336,6 +323,7 @@ impl Outbound {
         let token = self.page_token(conv)?;
         let body = mark_seen(&contact.igsid);
         match self
+            .deps
             .graph
             .send_message(&conv.conn.page_id, &token, &body)
             .await
@@ -361,8 +349,9 @@ impl Outbound {
     ) -> Result<Outcome, Fail> {
         let chat_id = conv.route.chat_id.clone();
         if let Some(mut contact) = self.contact(conv).await? {
-            let now = self.clock.now();
-            self.repo
+            let now = self.deps.clock.now();
+            self.deps
+                .repo
                 .update(&mut contact, |c| {
                     c.thread_id = Some(thread.id.clone());
                     c.thread_active = Some(thread.active);
@@ -461,7 +450,7 @@ impl Outbound {
             return Ok(Err(Outcome::Skipped("already sent")));
         };
         let last_message = outgoing.contact.last_customer_message_at;
-        let win = window(last_message, self.clock.now(), outgoing.author);
+        let win = window(last_message, self.deps.clock.now(), outgoing.author);
         if let Some(text) = self.cannot_send(conv, win) {
             self.tell(conv, &text, notice_id).await?;
             return self.finish(claim).await.map(Err);
@@ -523,7 +512,7 @@ impl Outbound {
         let (org, ig) = (&conv.inst.organization_id, &conv.route.ig_account_id);
         self.observer.active(org, ig, Direction::Outbound).await;
         let pending = self.pending_key(conv, sent.part);
-        self.repo.remove(&pending, Condition::Always).await?;
+        self.deps.repo.remove(&pending, Condition::Always).await?;
         Ok(())
     }
 
@@ -564,7 +553,10 @@ impl Outbound {
         if let Some(decided) = self.begin_part(conv, part, message).await? {
             return Ok(Ok(decided));
         }
-        let sent = self.graph.send_message(&conv.conn.page_id, token, body);
+        let sent = self
+            .deps
+            .graph
+            .send_message(&conv.conn.page_id, token, body);
         match sent.await {
             Ok(sent) => {
                 if sent.usage.should_hold() {
@@ -581,7 +573,7 @@ impl Outbound {
             Err(e) => {
                 // Refused: nothing went out, so the next attempt starts afresh.
                 let key = self.pending_key(conv, part);
-                self.repo.remove(&key, Condition::Always).await?;
+                self.deps.repo.remove(&key, Condition::Always).await?;
                 Ok(Err(e))
             }
         }
@@ -596,8 +588,9 @@ impl Outbound {
         part: &str,
         message: &OutMessage,
     ) -> Result<Option<PartSent>, Fail> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         match self
+            .deps
             .repo
             .get::<PendingSend>(&self.pending_key(conv, part))
             .await?
@@ -611,7 +604,7 @@ impl Outbound {
                 );
                 p.started_at = now;
                 p.attempts += 1;
-                self.repo.save(&mut p).await?;
+                self.deps.repo.save(&mut p).await?;
                 Ok(None)
             }
             None => {
@@ -627,7 +620,7 @@ impl Outbound {
                     expires_at: now.timestamp() + PENDING_TTL_SECS,
                     version: 0,
                 };
-                self.repo.create(&mut p).await?;
+                self.deps.repo.create(&mut p).await?;
                 Ok(None)
             }
         }
@@ -635,7 +628,7 @@ impl Outbound {
 
     fn echoes<'a>(&'a self, conv: &'a Conversation) -> Echoes<'a> {
         Echoes {
-            repo: &self.repo,
+            repo: &self.deps.repo,
             keys: &self.keys,
             org: &conv.inst.organization_id,
             ig: &conv.route.ig_account_id,
@@ -646,8 +639,9 @@ impl Outbound {
     /// The account's send pause, if one is on: why, and how long is left.
     async fn paused(&self, conv: &Conversation) -> Result<Option<(String, Duration)>, Fail> {
         let key = SendPause::key_for(&conv.inst.organization_id, &conv.route.ig_account_id);
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         Ok(self
+            .deps
             .repo
             .get::<SendPause>(&key)
             .await?
@@ -657,7 +651,7 @@ impl Outbound {
 
     /// Holds every send to the account for `wait`.
     async fn pause(&self, conv: &Conversation, wait: Duration, reason: String) -> Result<(), Fail> {
-        let until = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let until = self.deps.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
         let pause = SendPause {
             organization_id: conv.inst.organization_id.clone(),
             ig_account_id: conv.route.ig_account_id.clone(),
@@ -665,7 +659,7 @@ impl Outbound {
             reason,
             expires_at: until.timestamp() + 24 * 3600,
         };
-        self.repo.put(&pause, Condition::Always).await?;
+        self.deps.repo.put(&pause, Condition::Always).await?;
         Ok(())
     }
 
@@ -707,8 +701,8 @@ impl Outbound {
 
     fn claims(&self) -> Claims {
         Claims {
-            repo: self.repo.clone(),
-            clock: self.clock.clone(),
+            repo: self.deps.repo.clone(),
+            clock: self.deps.clock.clone(),
         }
     }
 
@@ -725,10 +719,11 @@ impl Outbound {
         thread_id: Option<String>,
         first: bool,
     ) -> Result<(), Fail> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let org = conv.inst.organization_id.clone();
         let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
-        self.repo
+        self.deps
+            .repo
             .put(
                 &MessageLink {
                     organization_id: org.clone(),
@@ -746,7 +741,8 @@ impl Outbound {
             )
             .await?;
         if first {
-            self.repo
+            self.deps
+                .repo
                 .put(
                     &EventLink {
                         organization_id: org,
@@ -814,9 +810,9 @@ impl Outbound {
     /// Meta refused the Page token (190): the connection turns broken (once, announced), and
     /// the message waits for the repair.
     async fn token_refused(&self, conv: &mut Conversation) -> Result<Outcome, Fail> {
-        let now = self.clock.now();
+        let now = self.deps.clock.now();
         let to = ConnectionStatus::Broken;
-        if !crate::health::check::transition(&self.repo, &mut conv.conn, to, now).await? {
+        if !crate::connection::transition(&self.deps.repo, &mut conv.conn, to, now).await? {
             // Disconnected (or marked) meanwhile: the fresh record decides on the retry.
             return Ok(Outcome::Retry {
                 reason: "the connection changed while sending".into(),
@@ -825,7 +821,7 @@ impl Outbound {
         }
         tracing::error!(organization_id = %conv.inst.organization_id, "Page token refused (190); connection marked broken");
         publish_logged(
-            self.events.as_ref(),
+            self.deps.events.as_ref(),
             &[LifecycleEvent::new(LifecycleKind::ConnectionBroken, now)
                 .org(&conv.inst.organization_id)
                 .account(&conv.conn.ig_account_id)

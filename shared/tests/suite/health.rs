@@ -17,10 +17,12 @@ use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use shared::clock::Clock;
+use shared::connection::records::{
+    Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState,
+};
 use shared::domain::*;
 use shared::events::{LifecycleKind, MemoryPublisher};
 use shared::health::check::HealthReport;
-use shared::health::{Activity, Backlog, ConnectionHealth, SubscriptionState, TokenState};
 use shared::jobs::{Blocked, Wire};
 use shared::metrics::Metrics;
 use shared::store::keys;
