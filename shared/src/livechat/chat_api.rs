@@ -192,7 +192,7 @@ pub struct Thread {
 pub struct PostedEvent {
     /// The event id.
     #[serde(default)]
-    pub id: String,
+    pub id: Option<String>,
     /// The id the poster gave it (the bridge's `ig:…`).
     #[serde(default)]
     pub custom_id: Option<String>,

@@ -2,7 +2,8 @@
 //! its notices, cards showing Instagram media), and [`AgentEvent`], what an agent's event in a
 //! chat webhook says (platform.text.com/docs/messaging/agent-chat-api/data-structures#events).
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 /// An event the bridge posts into a chat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -143,98 +144,118 @@ pub struct AgentEvent {
     pub kind: AgentEventKind,
 }
 
-impl<'de> Deserialize<'de> for AgentEvent {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Self::read(&serde_json::Value::deserialize(d)?))
-    }
-}
-
-/// The fields every event has, read apart from its kind so that an odd kind keeps its ids.
-#[derive(Debug, Default, Deserialize)]
-struct Header {
-    #[serde(default)]
-    id: Option<String>,
-    #[serde(default)]
-    author_id: Option<String>,
-    #[serde(default)]
-    custom_id: Option<String>,
-    #[serde(default)]
-    visibility: Option<String>,
-}
-
 /// What an agent's event is.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum AgentEventKind {
     /// A text message.
     Message {
         /// Its text.
-        #[serde(default)]
         text: String,
     },
     /// A file the agent attached (LiveChat's CDN URL).
     File {
         /// Where it is.
-        #[serde(default)]
         url: String,
         /// Its MIME type.
-        #[serde(default)]
         content_type: String,
         /// Its name.
-        #[serde(default)]
         name: String,
         /// Its size in bytes.
-        #[serde(default)]
         size: Option<u64>,
     },
     /// Cards or quick replies.
     RichMessage {
         /// The cards.
-        #[serde(default)]
         elements: Vec<RichElement>,
     },
     /// A system message (LiveChat's own: transfers, closings).
-    #[serde(alias = "system")]
     SystemMessage,
     /// Anything else (forms, custom events, kinds added later).
     #[default]
-    #[serde(other)]
     Other,
 }
 
 /// One card of an agent's rich message.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RichElement {
     /// Its title.
-    #[serde(default)]
     pub title: Option<String>,
     /// Its subtitle.
-    #[serde(default)]
     pub subtitle: Option<String>,
     /// Its buttons.
-    #[serde(default)]
     pub buttons: Vec<RichButton>,
 }
 
 /// A button of an agent's card.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RichButton {
     /// Its label.
-    #[serde(default)]
     pub text: Option<String>,
 }
 
-impl AgentEvent {
-    /// Reads an event; what cannot be read is left out (a kind that cannot be read is
-    /// [`AgentEventKind::Other`], not forwarded as a message).
-    pub fn read(value: &serde_json::Value) -> Self {
-        let header: Header = serde_json::from_value(value.clone()).unwrap_or_default();
+/// A string field, or nothing when absent or of another type.
+fn text(value: &Value, field: &str) -> Option<String> {
+    value.get(field).and_then(Value::as_str).map(str::to_string)
+}
+
+/// The objects of an array field (nothing when absent or of another type).
+fn items<'a>(value: &'a Value, field: &str) -> impl Iterator<Item = &'a Value> {
+    value
+        .get(field)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+}
+
+impl AgentEventKind {
+    /// Reads the kind by its `type`, each field leniently (absent or odd: empty).
+    fn read(value: &Value) -> Self {
+        let field = |f: &str| text(value, f).unwrap_or_default();
+        match value.get("type").and_then(Value::as_str) {
+            Some("message") => AgentEventKind::Message {
+                text: field("text"),
+            },
+            Some("file") => AgentEventKind::File {
+                url: field("url"),
+                content_type: field("content_type"),
+                name: field("name"),
+                size: value.get("size").and_then(Value::as_u64),
+            },
+            Some("rich_message") => AgentEventKind::RichMessage {
+                elements: items(value, "elements").map(RichElement::read).collect(),
+            },
+            Some("system_message" | "system") => AgentEventKind::SystemMessage,
+            _ => AgentEventKind::Other,
+        }
+    }
+}
+
+impl RichElement {
+    fn read(value: &Value) -> Self {
         Self {
-            id: header.id,
-            author_id: header.author_id,
-            custom_id: header.custom_id,
-            visibility: header.visibility,
-            kind: serde_json::from_value(value.clone()).unwrap_or_default(),
+            title: text(value, "title"),
+            subtitle: text(value, "subtitle"),
+            buttons: items(value, "buttons")
+                .map(|b| RichButton {
+                    text: text(b, "text"),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl AgentEvent {
+    /// Reads an event field by field, each leniently: a field of an unexpected type is left
+    /// out on its own (it must not hide the others: a lost `custom_id` or `visibility` would
+    /// send an event back to the customer), and a kind that cannot be told is
+    /// [`AgentEventKind::Other`].
+    pub fn read(value: &Value) -> Self {
+        Self {
+            id: text(value, "id"),
+            author_id: text(value, "author_id"),
+            custom_id: text(value, "custom_id"),
+            visibility: text(value, "visibility"),
+            kind: AgentEventKind::read(value),
         }
     }
 
@@ -319,5 +340,49 @@ mod tests {
             AgentEvent::read(&json!({"type": "message", "text": "x", "visibility": "agents"}));
         assert_eq!(note.not_forwarded(), Some("internal note"));
         assert_eq!(AgentEvent::read(&json!(null)).kind, AgentEventKind::Other);
+    }
+
+    #[test]
+    fn an_odd_field_loses_only_itself() {
+        // A field of an unexpected type must not hide the others: the bridge's own id (or an
+        // internal note's visibility) missed would send an event back to the customer.
+        let ours = AgentEvent::read(&json!({"id": "E1", "type": "message", "text": "x",
+            "custom_id": "ig:M#0", "visibility": 3, "author_id": {"odd": true}}));
+        assert_eq!(ours.id.as_deref(), Some("E1"));
+        assert_eq!(ours.not_forwarded(), Some("the bridge's own event"));
+        let note = AgentEvent::read(&json!({"id": "E2", "type": "message", "text": "x",
+            "visibility": "agents", "custom_id": 7}));
+        assert_eq!(note.not_forwarded(), Some("internal note"));
+        // A file whose size is not a number is still a file (sent without the size check).
+        let file = AgentEvent::read(
+            &json!({"id": "E3", "type": "file", "url": "https://cdn/x.png",
+            "content_type": "image/png", "name": null, "size": "12"}),
+        );
+        assert_eq!(
+            file.kind,
+            AgentEventKind::File {
+                url: "https://cdn/x.png".into(),
+                content_type: "image/png".into(),
+                name: String::new(),
+                size: None,
+            }
+        );
+        let text = AgentEvent::read(&json!({"id": "E4", "type": "message", "text": null}));
+        assert_eq!(
+            text.kind,
+            AgentEventKind::Message {
+                text: String::new()
+            }
+        );
+        let card = AgentEvent::read(&json!({"id": "E5", "type": "rich_message", "elements": [
+            {"title": 5, "subtitle": "Sub", "buttons": null},
+            {"title": "Pick", "buttons": [{"text": "Yes"}, {"text": 1}]}
+        ]}));
+        let AgentEventKind::RichMessage { elements } = card.kind else {
+            panic!("{card:?}")
+        };
+        assert_eq!(elements[0].subtitle.as_deref(), Some("Sub"));
+        assert_eq!(elements[1].title.as_deref(), Some("Pick"));
+        assert_eq!(elements[1].buttons[0].text.as_deref(), Some("Yes"));
     }
 }

@@ -11,7 +11,6 @@
 //! (`visibility: agents`), system messages, and the bridge's own events (`custom_id` `ig:…`), so
 //! nothing loops back to Instagram.
 
-use serde::Deserialize;
 use serde_json::Value;
 
 use super::event::AgentEvent;
@@ -104,20 +103,14 @@ pub enum ChatWebhook {
 }
 
 /// The thread of an `incoming_chat`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookThread {
     /// The thread id.
     pub id: String,
-    /// Whether it is open (LiveChat sends `true` for a new thread).
-    #[serde(default = "yes")]
+    /// Whether it is open (LiveChat sends `true` for a new thread; taken as open when odd).
     pub active: bool,
-    /// Its opening events.
-    #[serde(default)]
+    /// Its opening events (none when odd).
     pub events: Vec<AgentEvent>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl ChatWebhook {
@@ -146,10 +139,18 @@ impl ChatWebhook {
             }
             "incoming_chat" => {
                 let chat_id = required("/payload/chat/id", "chat.id")?;
-                required("/payload/chat/thread/id", "thread.id")?;
-                let thread = body.pointer("/payload/chat/thread").cloned();
-                let thread = serde_json::from_value(thread.unwrap_or_default())
-                    .map_err(|e| format!("incoming_chat thread: {e}"))?;
+                let thread = WebhookThread {
+                    id: required("/payload/chat/thread/id", "thread.id")?,
+                    active: body
+                        .pointer("/payload/chat/thread/active")
+                        .and_then(Value::as_bool)
+                        != Some(false),
+                    events: body
+                        .pointer("/payload/chat/thread/events")
+                        .and_then(Value::as_array)
+                        .map(|events| events.iter().map(AgentEvent::read).collect())
+                        .unwrap_or_default(),
+                };
                 ChatWebhook::IncomingChat { chat_id, thread }
             }
             "events_marked_as_seen" => ChatWebhook::EventsMarkedAsSeen {
@@ -316,6 +317,21 @@ mod tests {
         assert!(
             matches!(decide(off).unwrap(), Decision::Enqueue(j) if j.event_id == "C:deactivated:T")
         );
+        // Odd values in an agent's new thread are read leniently, as the worker always did.
+        let odd = json!({"action": "incoming_chat", "organization_id": "ORG", "payload": {"chat": {"id": "C", "thread": {"id": "T3", "active": null, "events": null}}}});
+        let webhook = ChatWebhook::parse(&odd).unwrap();
+        assert_eq!(
+            webhook,
+            ChatWebhook::IncomingChat {
+                chat_id: "C".into(),
+                thread: WebhookThread {
+                    id: "T3".into(),
+                    active: true,
+                    events: vec![],
+                },
+            }
+        );
+        assert!(matches!(decide(odd).unwrap(), Decision::Enqueue(_)));
         assert!(decide(json!({"organization_id": "ORG"})).is_err());
         assert!(
             decide(json!({"action": "incoming_event", "organization_id": "ORG", "payload": {}}))

@@ -615,7 +615,7 @@ impl Inbound {
         chat.thread?
             .events
             .into_iter()
-            .find(|e| e.id == event_id)?
+            .find(|e| e.id.as_deref() == Some(event_id.as_str()))?
             .text
     }
 
@@ -645,7 +645,7 @@ impl Inbound {
         Ok(thread
             .events
             .into_iter()
-            .filter_map(|e| Some((e.custom_id?, (thread.id.clone(), e.id))))
+            .filter_map(|e| Some((e.custom_id?, (thread.id.clone(), e.id?))))
             .collect())
     }
 
