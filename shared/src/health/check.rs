@@ -433,33 +433,17 @@ impl HealthCheck {
             health.subscription = SubscriptionState::Subscribed;
             return;
         }
-        let now = self.deps.clock.now();
         // Subscribe only a Page still connected: an admin may have disconnected it meanwhile.
         let fresh = self.deps.repo.get::<InstagramConnection>(&conn.key()).await;
         if !matches!(&fresh, Ok(Some(c)) if c.status != ConnectionStatus::Disconnected) {
             return;
         }
-        match self
-            .deps
-            .graph
+        let graph = &self.deps.graph;
+        match graph
             .subscribe_page(&conn.page_id, token, SUBSCRIBED_FIELDS)
             .await
         {
-            Ok(()) => {
-                health.subscription = SubscriptionState::Resubscribed;
-                health.repaired_at = Some(now);
-                health.repair = Some("the Page's webhook subscription was restored".into());
-                report.resubscribed += 1;
-                tracing::warn!(organization_id = %conn.organization_id, "the Page had lost its subscription; subscribed again");
-                publish_logged(
-                    self.deps.events.as_ref(),
-                    &[LifecycleEvent::new(LifecycleKind::Repaired, now)
-                        .org(&conn.organization_id)
-                        .account(&conn.ig_account_id)
-                        .detail("webhook subscription restored")],
-                )
-                .await;
-            }
+            Ok(()) => self.resubscribed(conn, health, report).await,
             Err(e) => {
                 health.subscription = SubscriptionState::Missing;
                 health.problem = Some(format!(
@@ -467,6 +451,26 @@ impl HealthCheck {
                 ));
             }
         }
+    }
+
+    /// The Page is subscribed again: recorded, counted and announced.
+    async fn resubscribed(
+        &self,
+        conn: &InstagramConnection,
+        health: &mut ConnectionHealth,
+        report: &mut HealthReport,
+    ) {
+        let now = self.deps.clock.now();
+        health.subscription = SubscriptionState::Resubscribed;
+        health.repaired_at = Some(now);
+        health.repair = Some("the Page's webhook subscription was restored".into());
+        report.resubscribed += 1;
+        tracing::warn!(organization_id = %conn.organization_id, "the Page had lost its subscription; subscribed again");
+        let event = LifecycleEvent::new(LifecycleKind::Repaired, now)
+            .org(&conn.organization_id)
+            .account(&conn.ig_account_id)
+            .detail("webhook subscription restored");
+        publish_logged(self.deps.events.as_ref(), &[event]).await;
     }
 
     /// A usually busy account silent for [`SILENCE`]: noted once per silence (its subscription

@@ -11,6 +11,7 @@ pub mod uninstall;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
+use crate::cipher::EncryptedToken;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Key, PageRequest, StoreError, keys};
@@ -220,62 +221,28 @@ impl Lifecycle {
     /// Runs one revocation; `Ok(false)` means "retry later".
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
-            Revocation::Livechat { token } => match self
-                .deps
-                .cipher
-                .open(token, &token_context(org, "livechat.revoke"))
-            {
-                Ok(t) => self
-                    .deps
-                    .livechat
-                    .revoke(&t)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
+            Revocation::Livechat { token } => {
+                let context = token_context(org, "livechat.revoke");
+                match self.deps.cipher.open(token, &context) {
+                    Ok(t) => self
+                        .deps
+                        .livechat
+                        .revoke(&t)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
             Revocation::PageSubscription {
                 page_id,
                 ig_account_id,
                 token,
-            } => match self
-                .page_connected_live(page_id, ig_account_id.as_deref())
-                .await
-            {
-                // A deferred unsubscribe must not cut off an installation that connected the
-                // Page after this one let it go.
-                Ok(true) => {
-                    tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
-                    Ok(())
-                }
-                Ok(false) => match self.deps.cipher.open(
-                    token,
-                    &token_context(org, &format!("instagram.revoke:{page_id}")),
-                ) {
-                    Ok(t) => self
-                        .deps
-                        .graph
-                        .unsubscribe_page(page_id, &t)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                },
-                Err(e) => Err(e.to_string()),
-            },
+            } => {
+                self.unsubscribe(org, page_id, ig_account_id.as_deref(), token)
+                    .await
+            }
             Revocation::FacebookGrant { facebook_user_id } => {
-                match self.grant_in_use(facebook_user_id).await {
-                    // Revoking would kill the Page tokens of the other installations too.
-                    Ok(true) => {
-                        tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
-                        Ok(())
-                    }
-                    Ok(false) => self
-                        .deps
-                        .graph
-                        .revoke_grant(facebook_user_id, &self.app_token())
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
-                }
+                self.revoke_grant(org, facebook_user_id).await
             }
         };
         match result {
@@ -285,6 +252,55 @@ impl Lifecycle {
                 false
             }
         }
+    }
+
+    /// Unsubscribes the Page, unless a live installation connected it since.
+    async fn unsubscribe(
+        &self,
+        org: &str,
+        page_id: &str,
+        ig_account_id: Option<&str>,
+        token: &EncryptedToken,
+    ) -> Result<(), String> {
+        // A deferred unsubscribe must not cut off an installation that connected the Page after
+        // this one let it go.
+        if self
+            .page_connected_live(page_id, ig_account_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
+            return Ok(());
+        }
+        let context = token_context(org, &format!("instagram.revoke:{page_id}"));
+        let t = self
+            .deps
+            .cipher
+            .open(token, &context)
+            .map_err(|e| e.to_string())?;
+        let graph = &self.deps.graph;
+        graph
+            .unsubscribe_page(page_id, &t)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Revokes a Facebook user's grant, unless a live installation uses it.
+    async fn revoke_grant(&self, org: &str, facebook_user_id: &str) -> Result<(), String> {
+        // Revoking would kill the Page tokens of the other installations too.
+        if self
+            .grant_in_use(facebook_user_id)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
+            return Ok(());
+        }
+        let graph = &self.deps.graph;
+        let revoked = graph
+            .revoke_grant(facebook_user_id, &self.app_token())
+            .await;
+        revoked.map_err(|e| e.to_string())
     }
 
     async fn schedule(
