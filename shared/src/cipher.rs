@@ -139,8 +139,9 @@ impl TokenCipher {
         &self.current
     }
 
-    /// Encrypts `plaintext`, bound to `context` (e.g. `org:<id>:livechat.access_token`).
-    pub fn seal(&self, plaintext: &SecretString, context: &str) -> EncryptedToken {
+    /// Encrypts `plaintext`, bound to what it is and whose (`context`).
+    pub fn seal(&self, plaintext: &SecretString, context: &TokenContext) -> EncryptedToken {
+        let context = context.associated_data();
         let cipher = &self.keys[&self.current];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         let sealed = cipher
@@ -162,7 +163,12 @@ impl TokenCipher {
     }
 
     /// Decrypts a token sealed under the same `context`.
-    pub fn open(&self, token: &EncryptedToken, context: &str) -> Result<SecretString, CipherError> {
+    pub fn open(
+        &self,
+        token: &EncryptedToken,
+        context: &TokenContext,
+    ) -> Result<SecretString, CipherError> {
+        let context = context.associated_data();
         let mut parts = token.0.splitn(3, ':');
         let (Some(FORMAT), Some(kid), Some(data)) = (parts.next(), parts.next(), parts.next())
         else {
@@ -198,9 +204,129 @@ impl TokenCipher {
     }
 }
 
+/// What a sealed value is and whose: its AES-GCM associated data, so a ciphertext copied to
+/// another field, account or tenant does not open. The text of each is fixed for good: values
+/// sealed under it are stored (a changed text would leave them unreadable).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenContext<'a> {
+    /// An installation's LiveChat agent access token.
+    AgentAccess {
+        /// The organization.
+        org: &'a str,
+    },
+    /// An installation's LiveChat refresh token.
+    AgentRefresh {
+        /// The organization.
+        org: &'a str,
+    },
+    /// A LiveChat token queued for revocation.
+    LivechatRevoke {
+        /// The organization.
+        org: &'a str,
+    },
+    /// A customer's LiveChat token.
+    Customer {
+        /// The organization.
+        org: &'a str,
+        /// The Instagram account.
+        ig: &'a str,
+        /// The customer.
+        igsid: &'a str,
+    },
+    /// An Instagram connection's Page token.
+    Page {
+        /// The organization.
+        org: &'a str,
+        /// The Instagram account.
+        ig: &'a str,
+    },
+    /// A Page token queued for the Page's unsubscribe.
+    PageRevoke {
+        /// The organization.
+        org: &'a str,
+        /// The Page.
+        page: &'a str,
+    },
+    /// A queued job of the organization (under its data key).
+    QueuedJob {
+        /// The organization.
+        org: &'a str,
+    },
+    /// The organization's data key, wrapped under the token key.
+    DataKey {
+        /// The organization.
+        org: &'a str,
+    },
+    /// The install flow's `state`.
+    InstallFlow,
+}
+
+impl TokenContext<'_> {
+    /// The associated data it stands for.
+    pub fn associated_data(&self) -> String {
+        let of = |org: &str, field: &str| format!("org:{org}:{field}");
+        match *self {
+            TokenContext::AgentAccess { org } => of(org, "livechat.access_token"),
+            TokenContext::AgentRefresh { org } => of(org, "livechat.refresh_token"),
+            TokenContext::LivechatRevoke { org } => of(org, "livechat.revoke"),
+            TokenContext::Customer { org, ig, igsid } => {
+                of(org, &format!("livechat.customer_token:{ig}:{igsid}"))
+            }
+            TokenContext::Page { org, ig } => of(org, &format!("instagram.page_token:{ig}")),
+            TokenContext::PageRevoke { org, page } => of(org, &format!("instagram.revoke:{page}")),
+            TokenContext::QueuedJob { org } => of(org, "queued_job"),
+            TokenContext::DataKey { org } => of(org, "data_key"),
+            TokenContext::InstallFlow => "igbridge.install.flow".into(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_context_stands_for_the_text_stored_values_were_sealed_under() {
+        let cases = [
+            (
+                TokenContext::AgentAccess { org: "O" },
+                "org:O:livechat.access_token",
+            ),
+            (
+                TokenContext::AgentRefresh { org: "O" },
+                "org:O:livechat.refresh_token",
+            ),
+            (
+                TokenContext::LivechatRevoke { org: "O" },
+                "org:O:livechat.revoke",
+            ),
+            (
+                TokenContext::Customer {
+                    org: "O",
+                    ig: "I",
+                    igsid: "S",
+                },
+                "org:O:livechat.customer_token:I:S",
+            ),
+            (
+                TokenContext::Page { org: "O", ig: "I" },
+                "org:O:instagram.page_token:I",
+            ),
+            (
+                TokenContext::PageRevoke {
+                    org: "O",
+                    page: "P",
+                },
+                "org:O:instagram.revoke:P",
+            ),
+            (TokenContext::QueuedJob { org: "O" }, "org:O:queued_job"),
+            (TokenContext::DataKey { org: "O" }, "org:O:data_key"),
+            (TokenContext::InstallFlow, "igbridge.install.flow"),
+        ];
+        for (context, text) in cases {
+            assert_eq!(context.associated_data(), text);
+        }
+    }
 
     fn setting(s: &str) -> SecretString {
         SecretString::from(s.to_string())
@@ -213,32 +339,50 @@ mod tests {
     #[test]
     fn round_trips_and_hides_plaintext() {
         let c = TokenCipher::from_setting(&setting(&key(7))).unwrap();
-        let t = c.seal(&setting("dal:SECRET-TOKEN"), "org:a:access");
+        let t = c.seal(
+            &setting("dal:SECRET-TOKEN"),
+            &TokenContext::AgentAccess { org: "a" },
+        );
         assert!(!t.as_str().contains("SECRET"));
         assert_eq!(t.key_id(), Some("k1"));
         assert_eq!(
-            c.open(&t, "org:a:access").unwrap().expose_secret(),
+            c.open(&t, &TokenContext::AgentAccess { org: "a" })
+                .unwrap()
+                .expose_secret(),
             "dal:SECRET-TOKEN"
         );
         // Fresh nonce each time.
-        assert_ne!(t, c.seal(&setting("dal:SECRET-TOKEN"), "org:a:access"));
+        assert_ne!(
+            t,
+            c.seal(
+                &setting("dal:SECRET-TOKEN"),
+                &TokenContext::AgentAccess { org: "a" }
+            )
+        );
     }
 
     #[test]
     fn wrong_context_or_tampering_fails() {
         let c = TokenCipher::from_setting(&setting(&key(7))).unwrap();
-        let t = c.seal(&setting("tok"), "org:a:access");
+        let t = c.seal(&setting("tok"), &TokenContext::AgentAccess { org: "a" });
         assert_eq!(
-            c.open(&t, "org:b:access").unwrap_err(),
+            c.open(&t, &TokenContext::AgentAccess { org: "b" })
+                .unwrap_err(),
             CipherError::Authentication
         );
         let mut s = t.as_str().to_string();
         let last = s.pop().unwrap();
         s.push(if last == 'A' { 'B' } else { 'A' });
-        assert!(c.open(&EncryptedToken(s), "org:a:access").is_err());
+        assert!(
+            c.open(&EncryptedToken(s), &TokenContext::AgentAccess { org: "a" })
+                .is_err()
+        );
         assert_eq!(
-            c.open(&EncryptedToken("plain".into()), "org:a:access")
-                .unwrap_err(),
+            c.open(
+                &EncryptedToken("plain".into()),
+                &TokenContext::AgentAccess { org: "a" }
+            )
+            .unwrap_err(),
             CipherError::Malformed
         );
     }
@@ -246,16 +390,22 @@ mod tests {
     #[test]
     fn rotation_decrypts_old_and_seals_with_new() {
         let old = TokenCipher::from_setting(&setting(&format!("old:{}", key(1)))).unwrap();
-        let t = old.seal(&setting("tok"), "ctx");
+        let t = old.seal(&setting("tok"), &TokenContext::InstallFlow);
         let rotated =
             TokenCipher::from_setting(&setting(&format!("new:{},old:{}", key(2), key(1)))).unwrap();
         assert_eq!(rotated.current_key_id(), "new");
         assert!(rotated.needs_reseal(&t));
-        assert_eq!(rotated.open(&t, "ctx").unwrap().expose_secret(), "tok");
-        let t2 = rotated.seal(&setting("tok"), "ctx");
+        assert_eq!(
+            rotated
+                .open(&t, &TokenContext::InstallFlow)
+                .unwrap()
+                .expose_secret(),
+            "tok"
+        );
+        let t2 = rotated.seal(&setting("tok"), &TokenContext::InstallFlow);
         assert!(!rotated.needs_reseal(&t2));
         assert_eq!(
-            old.open(&t2, "ctx").unwrap_err(),
+            old.open(&t2, &TokenContext::InstallFlow).unwrap_err(),
             CipherError::UnknownKey("new".into())
         );
     }

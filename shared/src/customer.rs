@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 
+use crate::cipher::TokenContext;
 use crate::deps::Deps;
 use crate::domain::*;
 use crate::livechat::CustomerToken;
@@ -45,11 +46,12 @@ pub(crate) struct Customers {
     pub deps: Deps,
 }
 
-fn customer_token_context(c: &Contact) -> String {
-    token_context(
-        &c.organization_id,
-        &format!("livechat.customer_token:{}:{}", c.ig_account_id, c.igsid),
-    )
+fn customer_token_context(c: &Contact) -> TokenContext<'_> {
+    TokenContext::Customer {
+        org: &c.organization_id,
+        ig: &c.ig_account_id,
+        igsid: &c.igsid,
+    }
 }
 
 impl Customers {
@@ -107,7 +109,9 @@ impl Customers {
         match &inst.access_token {
             Some(token) if fresh && Some(token) != refused => Ok(Some(self.deps.cipher.open(
                 token,
-                &token_context(&inst.organization_id, "livechat.access_token"),
+                &TokenContext::AgentAccess {
+                    org: &inst.organization_id,
+                },
             )?)),
             _ => Ok(None),
         }
@@ -125,7 +129,7 @@ impl Customers {
         let refresh = self
             .deps
             .cipher
-            .open(refresh, &token_context(&org, "livechat.refresh_token"))?;
+            .open(refresh, &TokenContext::AgentRefresh { org: &org })?;
         match self.deps.livechat.refresh(&refresh).await {
             Ok(set) => self.store_refreshed(inst, set).await,
             Err(e) if e.is_client_refused() => {
@@ -177,14 +181,14 @@ impl Customers {
     ) -> Result<SecretString, Fail> {
         let org = inst.organization_id.clone();
         let now = self.deps.clock.now();
-        let access = self.deps.cipher.seal(
-            &set.access_token,
-            &token_context(&org, "livechat.access_token"),
-        );
+        let access = self
+            .deps
+            .cipher
+            .seal(&set.access_token, &TokenContext::AgentAccess { org: &org });
         let rotated = set.refresh_token.as_ref().map(|rt| {
             self.deps
                 .cipher
-                .seal(rt, &token_context(&org, "livechat.refresh_token"))
+                .seal(rt, &TokenContext::AgentRefresh { org: &org })
         });
         let stored = self
             .release_lease(inst, |i| {
@@ -220,7 +224,7 @@ impl Customers {
                 token: self
                     .deps
                     .cipher
-                    .seal(token, &token_context(&org, "livechat.revoke")),
+                    .seal(token, &TokenContext::LivechatRevoke { org: &org }),
             },
             attempts: 1,
             expires_at: inst

@@ -17,9 +17,10 @@ use hmac::{Hmac, Mac};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
+use crate::cipher::TokenContext;
 use crate::cipher::{CipherError, EncryptedToken, TokenCipher};
 use crate::clock::Clock;
-use crate::domain::{OrganizationKey, token_context};
+use crate::domain::OrganizationKey;
 use crate::store::{Condition, Repo, StoreError};
 
 /// How long a process trusts a key it read: a destroyed key stops opening jobs within this.
@@ -87,12 +88,12 @@ impl DataKey {
     }
 }
 
-fn context(org: &str) -> String {
-    token_context(org, "queued_job")
+fn context(org: &str) -> TokenContext<'_> {
+    TokenContext::QueuedJob { org }
 }
 
-fn wrap_context(org: &str) -> String {
-    token_context(org, "data_key")
+fn wrap_context(org: &str) -> TokenContext<'_> {
+    TokenContext::DataKey { org }
 }
 
 /// Finds, creates and caches organizations' data keys.

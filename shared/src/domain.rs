@@ -821,15 +821,3 @@ impl Record for SendPause {
         Self::key_for(&self.organization_id, &self.ig_account_id)
     }
 }
-
-/// The associated-data context a token is sealed under: binds it to its organization and field,
-/// so a ciphertext moved to another tenant's item does not open.
-/// The context an Instagram connection's Page token is sealed under.
-pub fn page_token_context(org: &str, ig: &str) -> String {
-    token_context(org, &format!("instagram.page_token:{ig}"))
-}
-
-/// The context the token of a field of `org` is sealed under.
-pub fn token_context(org: &str, field: &str) -> String {
-    format!("org:{org}:{field}")
-}

@@ -14,6 +14,7 @@ use http_body_util::BodyExt;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use shared::app::Services;
+use shared::cipher::TokenContext;
 use shared::clock::{Clock, ManualClock};
 use shared::config::{Config, Settings};
 use shared::domain::*;
@@ -75,11 +76,9 @@ pub fn config_with(livechat: &str, graph: &str, extra: &[(&str, String)]) -> Con
     Config::from_settings(&Settings::from_pairs(pairs)).unwrap()
 }
 
-pub fn seal(cfg: &Config, value: &str, field: &str, org: &str) -> shared::cipher::EncryptedToken {
-    cfg.cipher.seal(
-        &SecretString::from(value.to_string()),
-        &token_context(org, field),
-    )
+pub fn seal(cfg: &Config, value: &str, context: TokenContext) -> shared::cipher::EncryptedToken {
+    cfg.cipher
+        .seal(&SecretString::from(value.to_string()), &context)
 }
 
 impl Harness {
@@ -147,12 +146,11 @@ impl Harness {
             &Installation {
                 organization_id: org.into(),
                 account_id: "acc".into(),
-                access_token: Some(seal(cfg, agent, "livechat.access_token", org)),
+                access_token: Some(seal(cfg, agent, TokenContext::AgentAccess { org })),
                 refresh_token: Some(seal(
                     cfg,
                     &format!("refresh-{agent}"),
-                    "livechat.refresh_token",
-                    org,
+                    TokenContext::AgentRefresh { org },
                 )),
                 access_token_expires_at: Some(start() + chrono::Duration::hours(8)),
                 scopes: vec!["customers:own".into()],
@@ -176,7 +174,7 @@ impl Harness {
                 ig_username: Some("shop".into()),
                 page_id: format!("PAGE-{ig}"),
                 page_name: None,
-                page_token: Some(seal(cfg, page, &format!("instagram.page_token:{ig}"), org)),
+                page_token: Some(seal(cfg, page, TokenContext::Page { org, ig })),
                 facebook_user_id: fbuser.into(),
                 status: ConnectionStatus::Connected,
                 connected_at: self.clock.now(),
@@ -339,8 +337,7 @@ impl Harness {
             customer_token: Some(seal(
                 cfg,
                 &customer_token(igsid),
-                &format!("livechat.customer_token:{ig}:{igsid}"),
-                org,
+                TokenContext::Customer { org, ig, igsid },
             )),
             customer_token_expires_at: Some(now + chrono::Duration::hours(8)),
             last_customer_message_at: ago.map(|a| now - a),

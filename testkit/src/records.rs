@@ -3,22 +3,23 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use shared::cipher::TokenCipher;
+use shared::cipher::{TokenCipher, TokenContext};
 use shared::domain::*;
 use shared::store::{Item, Repo};
 
 /// One record of every kind for `org`, each with whether it always carries `expires_at`.
 /// Tokens in it are sealed placeholders whose plaintext starts with `PLAINTEXT` or `dal:PLAINTEXT`.
 pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(Item, bool)> {
-    let t = |s: &str, ctx: &str| Some(cipher.seal(&SecretString::from(s.to_string()), ctx));
+    let t =
+        |s: &str, ctx: TokenContext| Some(cipher.seal(&SecretString::from(s.to_string()), &ctx));
     let exp = now.timestamp() + 100;
     vec![
         (
             Repo::to_item(&Installation {
                 organization_id: org.into(),
                 account_id: "acc".into(),
-                access_token: t("dal:PLAINTEXT-ACCESS", "a"),
-                refresh_token: t("PLAINTEXT-REFRESH", "r"),
+                access_token: t("dal:PLAINTEXT-ACCESS", TokenContext::AgentAccess { org }),
+                refresh_token: t("PLAINTEXT-REFRESH", TokenContext::AgentRefresh { org }),
                 access_token_expires_at: Some(now),
                 scopes: vec!["customers:own".into()],
                 status: InstallationStatus::Active,
@@ -40,7 +41,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 ig_username: Some("shop".into()),
                 page_id: "100000000000001".into(),
                 page_name: Some("Shop".into()),
-                page_token: t("EAAPLAINTEXT-PAGE", "p"),
+                page_token: t("EAAPLAINTEXT-PAGE", TokenContext::Page { org, ig: "IG" }),
                 facebook_user_id: "fbuser".into(),
                 status: ConnectionStatus::Connected,
                 connected_at: now,
@@ -68,7 +69,14 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 chat_id: Some("CHAT1".into()),
                 thread_id: Some("TH1".into()),
                 thread_active: Some(true),
-                customer_token: t("dal:PLAINTEXT-CUSTOMER", "c"),
+                customer_token: t(
+                    "dal:PLAINTEXT-CUSTOMER",
+                    TokenContext::Customer {
+                        org,
+                        ig: "IG",
+                        igsid: "S",
+                    },
+                ),
                 customer_token_expires_at: Some(now),
                 last_customer_message_at: Some(now),
                 profile_synced_at: None,
@@ -188,7 +196,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
                 organization_id: org.into(),
                 id: "livechat".into(),
                 revocation: Revocation::Livechat {
-                    token: t("PLAINTEXT-REVOKE", "v").unwrap(),
+                    token: t("PLAINTEXT-REVOKE", TokenContext::LivechatRevoke { org }).unwrap(),
                 },
                 attempts: 1,
                 expires_at: exp,
@@ -290,7 +298,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
         (
             Repo::to_item(&OrganizationKey {
                 organization_id: org.into(),
-                key: t("PLAINTEXT-DATAKEY", "k"),
+                key: t("PLAINTEXT-DATAKEY", TokenContext::DataKey { org }),
                 created_at: now,
                 destroyed_at: None,
                 expires_at: None,

@@ -13,6 +13,7 @@ use secrecy::SecretString;
 use serde::Serialize;
 
 use super::replay::{QueuePair, ReplayReport, release_lease, replay, take_lease};
+use crate::cipher::TokenContext;
 use crate::connection::records::{
     Activity, ConnectionHealth, InstallationEntry, SubscriptionState, TokenState,
 };
@@ -402,7 +403,10 @@ impl HealthCheck {
 
     fn page_token(&self, conn: &InstagramConnection) -> Option<SecretString> {
         let sealed = conn.page_token.as_ref()?;
-        let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
+        let context = TokenContext::Page {
+            org: &conn.organization_id,
+            ig: &conn.ig_account_id,
+        };
         self.deps.cipher.open(sealed, &context).ok()
     }
 

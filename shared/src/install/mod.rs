@@ -20,6 +20,7 @@ use axum::routing::{get, post};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
+use crate::cipher::TokenContext;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::instagram::graph::{FACEBOOK_SCOPES, PageAccount, SUBSCRIBED_FIELDS};
@@ -344,14 +345,15 @@ impl Install {
         Installation {
             organization_id: org.to_string(),
             account_id: set.account_id.clone().unwrap_or_default(),
-            access_token: Some(self.deps.cipher.seal(
-                &set.access_token,
-                &token_context(org, "livechat.access_token"),
-            )),
+            access_token: Some(
+                self.deps
+                    .cipher
+                    .seal(&set.access_token, &TokenContext::AgentAccess { org }),
+            ),
             refresh_token: set.refresh_token.as_ref().map(|t| {
                 self.deps
                     .cipher
-                    .seal(t, &token_context(org, "livechat.refresh_token"))
+                    .seal(t, &TokenContext::AgentRefresh { org })
             }),
             access_token_expires_at: Some(now + chrono::Duration::seconds(set.expires_in)),
             scopes: set
@@ -389,7 +391,7 @@ impl Install {
             return None; // its tokens were queued by the uninstall
         }
         let org = &old.organization_id;
-        let context = token_context(org, "livechat.refresh_token");
+        let context = TokenContext::AgentRefresh { org };
         let sealed = old.refresh_token.as_ref()?;
         let old_refresh = self.deps.cipher.open(sealed, &context).ok()?;
         let unchanged = set
@@ -402,7 +404,7 @@ impl Install {
         let token = self
             .deps
             .cipher
-            .seal(&old_refresh, &token_context(org, "livechat.revoke"));
+            .seal(&old_refresh, &TokenContext::LivechatRevoke { org });
         Some(PendingRevocation {
             organization_id: org.clone(),
             id: format!("livechat-replaced:{}", nonce()),
@@ -548,11 +550,13 @@ impl Install {
             ig_username: choice.ig_username.clone(),
             page_id: choice.page_id.clone(),
             page_name: Some(choice.page_name.clone()),
-            page_token: Some(
-                self.deps
-                    .cipher
-                    .seal(token, &page_token_context(org, &choice.ig_account_id)),
-            ),
+            page_token: Some(self.deps.cipher.seal(
+                token,
+                &TokenContext::Page {
+                    org,
+                    ig: &choice.ig_account_id,
+                },
+            )),
             facebook_user_id: facebook_user_id.to_string(),
             status: ConnectionStatus::Connected,
             connected_at: now,

@@ -10,12 +10,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::cipher::{EncryptedToken, TokenCipher};
+use crate::cipher::{EncryptedToken, TokenCipher, TokenContext};
 use crate::domain::OAuthStep;
 use crate::livechat::Organization;
 
 /// What the sealed state binds to: `install.flow` under the token key.
-const CONTEXT: &str = "igbridge.install.flow";
+const CONTEXT: TokenContext = TokenContext::InstallFlow;
 
 /// A Page offered for confirmation, with its token (only ever inside a sealed state).
 #[derive(Clone, Serialize, Deserialize)]
@@ -97,7 +97,7 @@ impl FlowSealer {
     pub fn seal(&self, state: &FlowState) -> String {
         let json = serde_json::to_string(state).expect("flow state serializes");
         self.cipher
-            .seal(&SecretString::from(json), CONTEXT)
+            .seal(&SecretString::from(json), &CONTEXT)
             .as_str()
             .to_string()
     }
@@ -106,7 +106,7 @@ impl FlowSealer {
     pub fn open(&self, token: &str, step: OAuthStep, now: i64) -> Option<FlowState> {
         let json = self
             .cipher
-            .open(&EncryptedToken::from_wire(token), CONTEXT)
+            .open(&EncryptedToken::from_wire(token), &CONTEXT)
             .ok()?;
         let state: FlowState = serde_json::from_str(json.expose_secret()).ok()?;
         (state.step == step && state.expires_at > now).then_some(state)

@@ -11,7 +11,7 @@ pub mod uninstall;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use crate::cipher::EncryptedToken;
+use crate::cipher::{EncryptedToken, TokenContext};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Key, PageRequest, StoreError, keys};
@@ -183,7 +183,10 @@ impl Lifecycle {
     /// pending revocation, purged with the organization.
     pub async fn give_back(&self, org: &str, page: ObtainedPage<'_>) -> Result<(), StoreError> {
         let mark = self.deps.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
-        let context = token_context(org, &format!("instagram.revoke:{}", page.page_id));
+        let context = TokenContext::PageRevoke {
+            org,
+            page: page.page_id,
+        };
         let unsubscribe = Revocation::PageSubscription {
             page_id: page.page_id.to_string(),
             ig_account_id: Some(page.ig_account_id.to_string()),
@@ -222,7 +225,7 @@ impl Lifecycle {
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
             Revocation::Livechat { token } => {
-                let context = token_context(org, "livechat.revoke");
+                let context = TokenContext::LivechatRevoke { org };
                 match self.deps.cipher.open(token, &context) {
                     Ok(t) => self
                         .deps
@@ -272,7 +275,7 @@ impl Lifecycle {
             tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
             return Ok(());
         }
-        let context = token_context(org, &format!("instagram.revoke:{page_id}"));
+        let context = TokenContext::PageRevoke { org, page: page_id };
         let t = self
             .deps
             .cipher
@@ -394,7 +397,11 @@ impl Lifecycle {
             return Ok(false);
         }
         if let Some(sealed) = &conn.page_token {
-            if let Ok(token) = self.deps.cipher.open(sealed, &page_token_context(org, ig)) {
+            if let Ok(token) = self
+                .deps
+                .cipher
+                .open(sealed, &TokenContext::Page { org, ig })
+            {
                 if let Err(e) = self
                     .deps
                     .graph

@@ -13,6 +13,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, UninstallReport};
+use crate::cipher::TokenContext;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError, keys};
@@ -116,7 +117,7 @@ impl Lifecycle {
         inst.revoke_token = self.livechat_token_of(&inst).map(|t| {
             self.deps
                 .cipher
-                .seal(&t, &token_context(&org, "livechat.revoke"))
+                .seal(&t, &TokenContext::LivechatRevoke { org: &org })
         });
         inst.access_token = None;
         inst.refresh_token = None;
@@ -172,16 +173,16 @@ impl Lifecycle {
 
     fn livechat_token_of(&self, inst: &Installation) -> Option<secrecy::SecretString> {
         let org = &inst.organization_id;
-        let open = |t: &crate::cipher::EncryptedToken, field: &str| {
-            self.deps.cipher.open(t, &token_context(org, field)).ok()
+        let open = |t: &crate::cipher::EncryptedToken, context: TokenContext| {
+            self.deps.cipher.open(t, &context).ok()
         };
         inst.refresh_token
             .as_ref()
-            .and_then(|t| open(t, "livechat.refresh_token"))
+            .and_then(|t| open(t, TokenContext::AgentRefresh { org }))
             .or_else(|| {
                 inst.access_token
                     .as_ref()
-                    .and_then(|t| open(t, "livechat.access_token"))
+                    .and_then(|t| open(t, TokenContext::AgentAccess { org }))
             })
     }
 
@@ -286,7 +287,7 @@ impl Lifecycle {
                 continue;
             }
             let ig = conn.ig_account_id.clone();
-            let ctx = page_token_context(org, &ig);
+            let ctx = TokenContext::Page { org, ig: &ig };
             if let Some(token) = conn
                 .page_token
                 .take()
@@ -294,7 +295,10 @@ impl Lifecycle {
             {
                 let sealed = self.deps.cipher.seal(
                     &token,
-                    &token_context(org, &format!("instagram.revoke:{}", conn.page_id)),
+                    &TokenContext::PageRevoke {
+                        org,
+                        page: &conn.page_id,
+                    },
                 );
                 let r = Revocation::PageSubscription {
                     page_id: conn.page_id.clone(),

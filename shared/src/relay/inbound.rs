@@ -12,6 +12,7 @@ use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{
     Action, Context, Part, media_event, referral_fields, render, split_for_livechat,
 };
+use crate::cipher::TokenContext;
 use crate::customer::{CustomerSession, Customers};
 use crate::domain::*;
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
@@ -536,7 +537,10 @@ impl Inbound {
         igsid: &str,
     ) -> Option<crate::instagram::graph::Profile> {
         let sealed = conn.page_token.as_ref()?;
-        let context = page_token_context(&conn.organization_id, &conn.ig_account_id);
+        let context = TokenContext::Page {
+            org: &conn.organization_id,
+            ig: &conn.ig_account_id,
+        };
         let token = self.deps.cipher.open(sealed, &context).ok()?;
         match self.deps.graph.profile(igsid, &token).await {
             Ok(p) => Some(p),

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 
 use super::claim::{Claims, Scope};
 use super::echo::Echoes;
+use crate::cipher::TokenContext;
 use crate::customer::Customers;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
@@ -259,7 +260,10 @@ impl Outbound {
             .ok_or_else(|| Fail::Park("the Instagram connection has no Page token".into()))?;
         Ok(self.deps.cipher.open(
             token,
-            &page_token_context(&conv.inst.organization_id, &conv.conn.ig_account_id),
+            &TokenContext::Page {
+                org: &conv.inst.organization_id,
+                ig: &conv.conn.ig_account_id,
+            },
         )?)
     }
 

@@ -13,6 +13,7 @@ use axum::http::{Request, StatusCode, header};
 use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::Value;
+use shared::cipher::TokenContext;
 use shared::clock::Clock;
 use shared::domain::*;
 use shared::store::Condition;
@@ -396,7 +397,10 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
         .cipher
         .open(
             conn.page_token.as_ref().unwrap(),
-            &token_context(NEW_ORG, &format!("instagram.page_token:{IG_NEW}")),
+            &TokenContext::Page {
+                org: NEW_ORG,
+                ig: IG_NEW,
+            },
         )
         .unwrap();
     assert_eq!(
@@ -696,7 +700,10 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
         .cipher
         .open(
             conn.page_token.as_ref().unwrap(),
-            &token_context(NEW_ORG, &format!("instagram.page_token:{IG}")),
+            &TokenContext::Page {
+                org: NEW_ORG,
+                ig: IG,
+            },
         )
         .unwrap();
     assert_eq!(
@@ -768,18 +775,18 @@ async fn the_install_flow_touches_only_what_the_install_role_allows() {
 /// The installation's LiveChat tokens, opened.
 async fn livechat_tokens(h: &Harness, org: &str) -> (String, String) {
     let inst = h.installation(org).await;
-    let open = |sealed: &Option<shared::cipher::EncryptedToken>, field: &str| {
+    let open = |sealed: &Option<shared::cipher::EncryptedToken>, context: TokenContext| {
         let token = h
             .services
             .config
             .cipher
-            .open(sealed.as_ref().unwrap(), &token_context(org, field))
+            .open(sealed.as_ref().unwrap(), &context)
             .unwrap();
         secrecy::ExposeSecret::expose_secret(&token).to_string()
     };
     (
-        open(&inst.access_token, "livechat.access_token"),
-        open(&inst.refresh_token, "livechat.refresh_token"),
+        open(&inst.access_token, TokenContext::AgentAccess { org }),
+        open(&inst.refresh_token, TokenContext::AgentRefresh { org }),
     )
 }
 

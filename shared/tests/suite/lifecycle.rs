@@ -14,6 +14,7 @@ use axum::http::{Request, StatusCode};
 use bridge::*;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use shared::cipher::TokenContext;
 use shared::clock::Clock;
 use shared::domain::*;
 use shared::events::{EventBridgePublisher, LifecycleEvent, LifecycleKind};
@@ -743,7 +744,13 @@ async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
                 organization_id: format!("gone-{i}"),
                 id: "livechat".into(),
                 revocation: Revocation::Livechat {
-                    token: seal(cfg, "dal:OLD", "livechat.revoke", &format!("gone-{i}")),
+                    token: seal(
+                        cfg,
+                        "dal:OLD",
+                        TokenContext::LivechatRevoke {
+                            org: &format!("gone-{i}"),
+                        },
+                    ),
                 },
                 attempts: 1,
                 expires_at: h.clock.now().timestamp() + 86_400,
