@@ -806,8 +806,9 @@ impl Outbound {
             code.map_or("?".into(), |c| c.to_string())
         );
         self.tell(conv, &text, notice_id).await?;
+        let code = code.map_or("unknown".into(), |c| c.to_string());
         Ok(Outcome::Park(format!(
-            "Send API refused the message: code {code:?}"
+            "Send API refused the message (Meta error {code})"
         )))
     }
 
