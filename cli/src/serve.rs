@@ -34,7 +34,9 @@ const REPLAY_POLL: Duration = Duration::from_secs(5);
 pub fn router(services: &Services) -> axum::Router {
     shared::routes::HttpFunction::ALL
         .into_iter()
-        .fold(axum::Router::new(), |all, f| all.merge(services.router(f)))
+        .fold(axum::Router::new(), |all, f| {
+            all.merge(shared::web::router(services, f))
+        })
 }
 
 /// Starts the health check every `every` (and once now), and the replays it or the status page

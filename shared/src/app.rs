@@ -14,14 +14,13 @@ use crate::function::Resource;
 use crate::ingest::{InstagramIngest, LivechatIngest};
 use crate::instagram::graph::GraphClient;
 use crate::lifecycle::Lifecycle;
-use crate::lifecycle::routes::UninstallState;
+use crate::lifecycle::callbacks::Callbacks;
 use crate::livechat::LivechatClient;
 #[cfg(feature = "sqs")]
 use crate::queue::SqsQueue;
 use crate::queue::{MemoryQueue, MemoryQueueSettings, Queue, Unwired};
 use crate::relay::inbound::Inbound;
 use crate::relay::outbound::Outbound;
-use crate::routes::HttpFunction;
 use crate::store::{DynamoStore, MemoryStore, Repo};
 
 /// The shared services.
@@ -216,9 +215,9 @@ impl Services {
         }
     }
 
-    /// The uninstall function's state.
-    pub fn uninstall_state(&self) -> Arc<UninstallState> {
-        Arc::new(UninstallState {
+    /// The uninstall function's callbacks (LiveChat's app webhook, Meta's callbacks).
+    pub fn callbacks(&self) -> Arc<Callbacks> {
+        Arc::new(Callbacks {
             lifecycle: self.lifecycle(),
             app_webhook_token: self.config.livechat_app_webhook_token.clone(),
             livechat_client_id: self.config.livechat_client_id.clone(),
@@ -240,37 +239,6 @@ impl Services {
             meta_app_id: self.config.meta_app_id.clone(),
             lifecycle: self.lifecycle(),
         })
-    }
-
-    /// The HTTP router of one function: what `igbridge serve` merges. Each Lambda calls its own
-    /// method below instead, so its binary links only its own routes.
-    pub fn router(&self, function: HttpFunction) -> axum::Router {
-        match function {
-            HttpFunction::OauthInstall => self.oauth_install_router(),
-            HttpFunction::InstagramWebhook => self.instagram_webhook_router(),
-            HttpFunction::LivechatWebhook => self.livechat_webhook_router(),
-            HttpFunction::Uninstall => self.uninstall_router(),
-        }
-    }
-
-    /// `functions/oauth-install`'s routes.
-    pub fn oauth_install_router(&self) -> axum::Router {
-        crate::install::install_router(self.install())
-    }
-
-    /// `functions/instagram-webhook`'s routes.
-    pub fn instagram_webhook_router(&self) -> axum::Router {
-        crate::ingest::instagram_router(self.instagram_ingest())
-    }
-
-    /// `functions/livechat-webhook`'s routes.
-    pub fn livechat_webhook_router(&self) -> axum::Router {
-        crate::ingest::livechat_router(self.livechat_ingest())
-    }
-
-    /// `functions/uninstall`'s routes.
-    pub fn uninstall_router(&self) -> axum::Router {
-        crate::lifecycle::routes::uninstall_router(self.uninstall_state())
     }
 
     /// The health check, with both queue pairs for its replays.

@@ -1,15 +1,11 @@
-//! The ingest edge: HTTP routes that authenticate a webhook, split it into jobs and enqueue them
-//! before answering. The same axum routers serve Lambda (through lambda_http) and the local server.
+//! Ingest: an authenticated webhook body split into jobs, each sealed under its organization's
+//! data key and queued (or parked) before the platform gets its answer. The HTTP routes that
+//! authenticate the bodies and answer are in `crate::web::instagram_webhook` and
+//! `crate::web::livechat_webhook`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::Response;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
 
@@ -18,8 +14,19 @@ use crate::datakey::{DataKey, DataKeys};
 use crate::domain::{AccountRoute, ChatRoute};
 use crate::instagram::webhook;
 use crate::jobs::{Envelope, Job, SealedEnvelope, Source, unparsed_jobs};
-use crate::queue::{OutgoingMessage, Queue};
-use crate::store::Repo;
+use crate::queue::{OutgoingMessage, Queue, QueueError};
+use crate::store::{Repo, StoreError};
+
+/// Why a body could not be queued: nothing may be acknowledged, the platform retries.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The table (routes, data keys) failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// The queue (or its dead-letter queue) refused the messages.
+    #[error("queue: {0}")]
+    Queue(#[from] QueueError),
+}
 
 /// Webhook bodies accepted up to this size (Lambda's own limit is 6 MB; Meta has sent > 300 KB).
 pub const MAX_BODY_BYTES: usize = 6 * 1024 * 1024;
@@ -42,35 +49,25 @@ pub struct InstagramIngest {
     pub keys: DataKeys,
 }
 
-/// `GET` and `POST /webhooks/instagram`.
-pub fn instagram_router(state: Arc<InstagramIngest>) -> Router {
-    Router::new()
-        .route(
-            crate::routes::INSTAGRAM_WEBHOOK,
-            get(instagram_handshake).post(instagram_events),
-        )
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
+impl InstagramIngest {
+    /// Meta's subscription handshake: the challenge to echo when the mode is `subscribe` and the
+    /// verify token is ours (compared in constant time), else `None`.
+    pub fn handshake<'a>(
+        &self,
+        mode: Option<&str>,
+        verify_token: Option<&str>,
+        challenge: Option<&'a str>,
+    ) -> Option<&'a str> {
+        let token_ok =
+            verify_token.is_some_and(|t| crate::secret_eq(self.verify_token.expose_secret(), t));
+        (mode == Some("subscribe") && token_ok)
+            .then_some(challenge)
+            .flatten()
+    }
 
-fn text(status: StatusCode, body: &'static str) -> Response {
-    crate::html::plain(status, body)
-}
-
-async fn instagram_handshake(
-    State(state): State<Arc<InstagramIngest>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
-    let token_ok = q
-        .get("hub.verify_token")
-        .is_some_and(|t| crate::secret_eq(state.verify_token.expose_secret(), t));
-    match (mode_ok && token_ok, q.get("hub.challenge")) {
-        (true, Some(challenge)) => crate::html::plain(StatusCode::OK, challenge.clone()),
-        _ => {
-            tracing::warn!("instagram webhook handshake refused");
-            text(StatusCode::FORBIDDEN, "forbidden")
-        }
+    /// Whether `signature` (`X-Hub-Signature-256`) signs `body` with the app secret.
+    pub fn authentic(&self, signature: Option<&str>, body: &[u8]) -> bool {
+        webhook::signature_is_valid(self.app_secret.expose_secret().as_bytes(), signature, body)
     }
 }
 
@@ -85,47 +82,11 @@ pub struct IngestReport {
     pub parked: usize,
 }
 
-async fn instagram_events(
-    State(state): State<Arc<InstagramIngest>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let signature = headers
-        .get("x-hub-signature-256")
-        .and_then(|v| v.to_str().ok());
-    if !webhook::signature_is_valid(
-        state.app_secret.expose_secret().as_bytes(),
-        signature,
-        &body,
-    ) {
-        tracing::warn!(
-            bytes = body.len(),
-            "instagram webhook with a missing or wrong signature refused"
-        );
-        return text(StatusCode::UNAUTHORIZED, "invalid signature");
-    }
-    match ingest_instagram(&state, &body).await {
-        Ok(report) => {
-            tracing::info!(
-                queued = report.queued,
-                unrouted = report.unrouted,
-                parked = report.parked,
-                "instagram webhook accepted"
-            );
-            text(StatusCode::OK, "EVENT_RECEIVED")
-        }
-        Err(reason) => {
-            tracing::error!(%reason, "instagram webhook not queued; Meta will retry");
-            text(StatusCode::SERVICE_UNAVAILABLE, "try again later")
-        }
-    }
-}
-
 /// Splits a verified body and queues its jobs; an error means nothing may be acknowledged.
 pub async fn ingest_instagram(
     state: &InstagramIngest,
     body: &[u8],
-) -> Result<IngestReport, String> {
+) -> Result<IngestReport, IngestError> {
     let now = state.clock.now();
     let dead_letter = state.dead_letter.as_ref();
     let jobs = match webhook::split(body) {
@@ -141,11 +102,7 @@ pub async fn ingest_instagram(
     };
     let routed = routes(state, &jobs).await?;
     let sealed = seal_all(&jobs, &routed, now);
-    state
-        .queue
-        .send(&sealed.messages)
-        .await
-        .map_err(|e| e.to_string())?;
+    state.queue.send(&sealed.messages).await?;
     let mut report = IngestReport {
         queued: sealed.messages.len(),
         unrouted: sealed.unrouted,
@@ -218,7 +175,7 @@ async fn park_unparsed(
     body: &[u8],
     now: DateTime<Utc>,
     seal: Option<(&str, &DataKey)>,
-) -> Result<usize, String> {
+) -> Result<usize, IngestError> {
     let parked = unparsed_jobs(source, reason, body, now);
     let messages: Vec<_> = parked
         .iter()
@@ -227,10 +184,7 @@ async fn park_unparsed(
             None => e.to_message(),
         })
         .collect();
-    dead_letter
-        .send(&messages)
-        .await
-        .map_err(|e| e.to_string())?;
+    dead_letter.send(&messages).await?;
     Ok(messages.len())
 }
 
@@ -239,21 +193,16 @@ async fn park_unparsed(
 async fn routes(
     state: &InstagramIngest,
     jobs: &[webhook::SplitItem<'_>],
-) -> Result<HashMap<String, (String, DataKey)>, String> {
+) -> Result<HashMap<String, (String, DataKey)>, IngestError> {
     let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_ref()).collect();
     let mut routed = HashMap::new();
     for account in accounts {
         let route = state
             .repo
             .get::<AccountRoute>(&AccountRoute::key_for(account))
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if let Some(route) = route {
-            let key = state
-                .keys
-                .to_seal(&route.organization_id)
-                .await
-                .map_err(|e| e.to_string())?;
+            let key = state.keys.to_seal(&route.organization_id).await?;
             // No key: uninstalled while this body was on its way; acknowledged, not stored.
             if let Some(key) = key {
                 routed.insert(account.to_string(), (route.organization_id, key));
@@ -279,47 +228,17 @@ pub struct LivechatIngest {
     pub keys: DataKeys,
 }
 
-/// `POST /webhooks/livechat`.
-pub fn livechat_router(state: Arc<LivechatIngest>) -> Router {
-    Router::new()
-        .route(
-            crate::routes::LIVECHAT_WEBHOOK,
-            axum::routing::post(livechat_events),
-        )
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
-}
-
-async fn livechat_events(State(state): State<Arc<LivechatIngest>>, body: Bytes) -> Response {
-    let value = match crate::livechat::webhook::authenticate(&state.webhook_secret, &body) {
-        Ok(v) => v,
-        Err(e) => {
-            tracing::warn!(reason = %e, bytes = body.len(), "livechat webhook refused");
-            return text(StatusCode::UNAUTHORIZED, "invalid secret_key");
-        }
-    };
-    match ingest_livechat(&state, value, &body).await {
-        Ok(what) => {
-            tracing::info!(result = what, "livechat webhook accepted");
-            text(StatusCode::OK, "ok")
-        }
-        Err(reason) => {
-            tracing::error!(%reason, "livechat webhook not queued; LiveChat will retry");
-            text(StatusCode::SERVICE_UNAVAILABLE, "try again later")
-        }
-    }
-}
-
 /// Queues an authentic LiveChat webhook (or parks it); an error means nothing may be acknowledged.
 pub async fn ingest_livechat(
     state: &LivechatIngest,
     value: serde_json::Value,
     raw: &[u8],
-) -> Result<&'static str, String> {
+) -> Result<&'static str, IngestError> {
     use crate::livechat::webhook::{Decision, decide};
     let now = state.clock.now();
     match decide(value) {
-        Err(reason) => {
+        Err(unreadable) => {
+            let reason = unreadable.to_string();
             // The raw body holds the secret_key; park it without.
             let mut clean: serde_json::Value = serde_json::from_slice(raw).unwrap_or_default();
             if let Some(o) = clean.as_object_mut() {
@@ -348,7 +267,7 @@ async fn enqueue_livechat(
     state: &LivechatIngest,
     job: crate::jobs::LivechatEventJob,
     now: DateTime<Utc>,
-) -> Result<&'static str, String> {
+) -> Result<&'static str, IngestError> {
     // Only chats the bridge created enter the queue: the text of every other chat of
     // the license is acknowledged and never stored.
     let Some(chat) = job.chat_id.as_deref() else {
@@ -357,13 +276,12 @@ async fn enqueue_livechat(
     let route = state
         .repo
         .get::<ChatRoute>(&ChatRoute::key_for(&job.organization_id, chat))
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     if route.is_none() {
         return Ok("not bridged");
     }
     let org = job.organization_id.clone();
-    let Some(key) = state.keys.to_seal(&org).await.map_err(|e| e.to_string())? else {
+    let Some(key) = state.keys.to_seal(&org).await? else {
         return Ok("uninstalled");
     };
     let envelope = Envelope::new(Job::LivechatEvent(job), now);
@@ -375,11 +293,10 @@ async fn enqueue_livechat(
         state
             .dead_letter
             .send(&[parked.seal(&org, &key).to_message()])
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         return Ok("parked: too large to queue");
     }
-    state.queue.send(&[msg]).await.map_err(|e| e.to_string())?;
+    state.queue.send(&[msg]).await?;
     Ok("queued")
 }
 

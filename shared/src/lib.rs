@@ -2,7 +2,6 @@
 //! clock, token cipher) with their AWS and in-memory adapters. The Lambda binaries and the
 //! `igbridge` tool only wire these together.
 
-pub mod api_gateway;
 pub mod app;
 pub mod aws;
 pub mod cipher;
@@ -16,7 +15,6 @@ pub mod domain;
 pub mod events;
 pub mod function;
 pub mod health;
-pub mod html;
 pub mod http;
 pub mod ingest;
 pub mod instagram;
@@ -33,6 +31,7 @@ pub mod relay;
 pub mod retry;
 pub mod routes;
 pub mod store;
+pub mod web;
 pub mod worker;
 
 use sha2::{Digest, Sha256};

@@ -129,17 +129,21 @@ mod create {
     }
 
     /// A queue's ARN (the redrive policy names its dead-letter queue by ARN).
-    async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> Result<String, String> {
+    async fn queue_arn(client: &aws_sdk_sqs::Client, url: &str) -> Result<String, ProvisionError> {
+        let fail = |reason: String| ProvisionError {
+            what: format!("the ARN of {url}"),
+            reason,
+        };
         client
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|e| error_summary(&e))?
+            .map_err(|e| fail(error_summary(&e)))?
             .attributes
             .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| "no DLQ arn".to_string())
+            .ok_or_else(|| fail("no DLQ arn".into()))
     }
 
     /// Creates a FIFO work queue `<name>.fifo` with its dead-letter queue `<name>-dlq.fifo` and a
@@ -168,7 +172,7 @@ mod create {
             .await
             .map_err(|e| fail(error_summary(&e)))?;
         let dlq_url = dlq.queue_url.ok_or_else(|| fail("no DLQ url".into()))?;
-        let arn = queue_arn(client, &dlq_url).await.map_err(fail)?;
+        let arn = queue_arn(client, &dlq_url).await?;
         let redrive = serde_json::json!({
             "deadLetterTargetArn": arn,
             "maxReceiveCount": MAX_RECEIVE_COUNT,

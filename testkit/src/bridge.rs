@@ -224,7 +224,7 @@ impl Harness {
         body: &str,
         signature: Option<String>,
     ) -> (StatusCode, String) {
-        let router = shared::ingest::instagram_router(self.services.instagram_ingest());
+        let router = shared::web::instagram_webhook::router(self.services.instagram_ingest());
         let mut req =
             Request::post("/webhooks/instagram").header("content-type", "application/json");
         if let Some(sig) = signature {
@@ -306,7 +306,7 @@ impl Harness {
 
     /// Posts a LiveChat chat webhook through the livechat-webhook router.
     pub async fn post_livechat(&self, body: &Value) -> StatusCode {
-        let router = shared::ingest::livechat_router(self.services.livechat_ingest());
+        let router = shared::web::livechat_webhook::router(self.services.livechat_ingest());
         let req = Request::post("/webhooks/livechat").header("content-type", "application/json");
         let res = router
             .oneshot(req.body(Body::from(body.to_string())).unwrap())

@@ -72,9 +72,33 @@ const ATTACHMENT_RULES: &[(&str, &[&str], u64)] = &[
     ("file", &["application/pdf"], 25 * MB),
 ];
 
+/// Why Instagram cannot take a file as an attachment (the link is then sent as text and the
+/// agent is told this).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotAttachable {
+    /// A type Instagram does not accept.
+    #[error(
+        "Instagram does not accept {0} files as attachments (images: PNG, JPEG, GIF; audio: AAC, M4A, WAV, MP4; video: MP4, OGG, AVI, MOV, WebM; documents: PDF)"
+    )]
+    Type(String),
+    /// Larger than Instagram accepts for its kind.
+    #[error("the file is {:.1} MB and Instagram accepts {kind} attachments up to {} MB", *.bytes as f64 / MB as f64, .limit / MB)]
+    TooLarge {
+        /// Its kind.
+        kind: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The kind's limit.
+        limit: u64,
+    },
+}
+
 /// The Instagram attachment type for a file of `content_type` and `size` bytes, or why Instagram
-/// cannot take it as an attachment (then the link is sent as text and the agent is told why).
-pub fn attachment_type(content_type: &str, size: Option<u64>) -> Result<&'static str, String> {
+/// cannot take it as an attachment.
+pub fn attachment_type(
+    content_type: &str,
+    size: Option<u64>,
+) -> Result<&'static str, NotAttachable> {
     let ct = content_type
         .split(';')
         .next()
@@ -86,20 +110,18 @@ pub fn attachment_type(content_type: &str, size: Option<u64>) -> Result<&'static
         .find(|(_, types, _)| types.contains(&ct.as_str()))
     else {
         let shown = if ct.is_empty() {
-            "unknown"
+            "unknown".to_string()
         } else {
-            ct.as_str()
+            ct
         };
-        return Err(format!(
-            "Instagram does not accept {shown} files as attachments (images: PNG, JPEG, GIF; audio: AAC, M4A, WAV, MP4; video: MP4, OGG, AVI, MOV, WebM; documents: PDF)"
-        ));
+        return Err(NotAttachable::Type(shown));
     };
     match size {
-        Some(n) if n > *limit => Err(format!(
-            "the file is {:.1} MB and Instagram accepts {kind} attachments up to {} MB",
-            n as f64 / MB as f64,
-            limit / MB
-        )),
+        Some(n) if n > *limit => Err(NotAttachable::TooLarge {
+            kind,
+            bytes: n,
+            limit: *limit,
+        }),
         _ => Ok(kind),
     }
 }
@@ -401,6 +423,7 @@ mod tests {
         assert!(
             attachment_type("image/png", Some(8 * MB + 1))
                 .unwrap_err()
+                .to_string()
                 .contains("8 MB")
         );
         assert_eq!(attachment_type("video/mp4", Some(25 * MB)), Ok("video"));
@@ -415,9 +438,15 @@ mod tests {
         assert!(
             attachment_type("application/msword", None)
                 .unwrap_err()
+                .to_string()
                 .contains("does not accept")
         );
         assert!(attachment_type("image/webp", None).is_err());
-        assert!(attachment_type("", None).unwrap_err().contains("unknown"));
+        assert!(
+            attachment_type("", None)
+                .unwrap_err()
+                .to_string()
+                .contains("unknown files")
+        );
     }
 }

@@ -5,18 +5,9 @@
 //! stored before LiveChat authorizes, no cookies are set, and Page tokens reach the browser only
 //! sealed inside the 15-minute state.
 
-pub mod pages;
 pub mod state;
 pub mod status;
 
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use axum::Router;
-use axum::extract::{Form, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -51,28 +42,10 @@ pub struct Install {
     pub lifecycle: crate::lifecycle::Lifecycle,
 }
 
-/// The install routes: `/install`, both callbacks (GET: the platform's redirect; POST: the same,
-/// posted back by the tab with its secret) and the confirmation.
-pub fn install_router(install: Arc<Install>) -> Router {
-    Router::new()
-        .route(routes::INSTALL, get(start))
-        .route(
-            routes::LIVECHAT_CALLBACK,
-            get(livechat_return).post(livechat_callback),
-        )
-        .route(
-            routes::FACEBOOK_CALLBACK,
-            get(facebook_return).post(facebook_callback),
-        )
-        .route(routes::FACEBOOK_SELECT, post(confirm))
-        .route(routes::STATUS, get(status::start).post(status::act))
-        .route(routes::STATUS_WIDGET, get(status::widget))
-        .with_state(install)
-}
-
-/// Why an install step stopped; each answers with the page that says so.
+/// Why a step of the install flow or the status page stopped; the web edge
+/// (`crate::web::oauth_install`) answers each with the page that says so.
 #[derive(Debug, thiserror::Error)]
-enum StepError {
+pub enum StepError {
     /// Forged, expired, wrong-step or already used state.
     #[error("forged, expired or reused state")]
     BadState,
@@ -84,59 +57,103 @@ enum StepError {
     Cancelled(&'static str),
     /// A platform refused a step (`what` is shown; the error is logged).
     #[error("{what}: {detail}")]
-    Platform { what: &'static str, detail: String },
+    Platform {
+        /// What failed, in the person's words.
+        what: &'static str,
+        /// The platform's error (logged, never shown).
+        detail: String,
+    },
+    /// LiveChat granted fewer scopes than the bridge needs (only an owner or admin can grant them).
+    #[error("LiveChat scope {0} not granted")]
+    MissingScope(&'static str),
+    /// Facebook refused to subscribe the app to the Page.
+    #[error("Page subscription refused: {0}")]
+    SubscribeRefused(String),
+    /// The confirmation named a Page that was not offered.
+    #[error("the chosen Page was not offered")]
+    NoPageChosen,
+    /// Another live installation holds the Instagram account.
+    #[error("the Instagram account is connected to another installation")]
+    ConnectedElsewhere {
+        /// The account's username, when known.
+        ig_username: Option<String>,
+    },
+    /// Uninstalled while the person confirmed: nothing stored, the Page and grant given back.
+    #[error("uninstalled while the connection was confirmed")]
+    UninstalledMeanwhile,
+    /// A configured URL the flow builds on does not parse.
+    #[error("misconfigured: {0}")]
+    Misconfigured(String),
+    /// The status page's sign-in code was refused by LiveChat.
+    #[error("status sign-in refused: {0}")]
+    SignInRefused(String),
+    /// LiveChat did not let the bridge check the signed-in person's role.
+    #[error("role not readable: {0}")]
+    RoleUnknown(String),
+    /// The signed-in person is not an owner or administrator.
+    #[error("not an owner or administrator")]
+    NotAdmin,
+    /// LiveChat did not say (consistently) which organization signed in.
+    #[error("organization of the sign-in unknown")]
+    OrganizationUnknown,
+    /// The signed-in organization has no live installation.
+    #[error("not installed")]
+    NotInstalled,
+    /// The installation changed during the sign-in (it may have been uninstalled).
+    #[error("installation changed during the sign-in")]
+    ChangedMeanwhile,
+    /// The status session ended (or its state is not authentic).
+    #[error("status session ended")]
+    SignedOut,
+    /// Uninstalled during the status session.
+    #[error("uninstalled during the status session")]
+    NoLongerInstalled,
     /// Our store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
 
-impl IntoResponse for StepError {
-    fn into_response(self) -> Response {
-        match self {
-            StepError::BadState => {
-                tracing::warn!("install request with a forged, expired or reused state");
-                pages::error(
-                    StatusCode::BAD_REQUEST,
-                    "This link has expired",
-                    "The installation link is invalid, expired or was already used. Nothing was changed.",
-                )
-            }
-            StepError::OtherBrowser => {
-                tracing::warn!("install step from a browser that did not start the flow");
-                pages::other_browser()
-            }
-            StepError::Cancelled(at) => pages::error(
-                StatusCode::BAD_REQUEST,
-                "Installation cancelled",
-                &format!("{at} did not authorize igbridge, so nothing was connected."),
-            ),
-            StepError::Platform { what, detail } => {
-                tracing::warn!(step = what, error = %detail, "install step refused");
-                pages::error(
-                    StatusCode::BAD_GATEWAY,
-                    "The installation could not continue",
-                    &format!("{what}. Nothing was connected; please try again."),
-                )
-            }
-            StepError::Store(e) => {
-                tracing::error!(error = %e, "install step failed");
-                pages::error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Something went wrong",
-                    "igbridge could not save the installation. Nothing was connected; please try again.",
-                )
-            }
-        }
-    }
+/// What the browser posts back at each step: the flow's sealed state and the tab's secret.
+#[derive(Clone, Copy)]
+pub struct Posted<'a> {
+    /// The sealed state.
+    pub state: &'a str,
+    /// The tab's secret (its SHA-256 is the state's binding).
+    pub browser: &'a str,
+}
+
+/// A Page the person manages that cannot be connected, and why.
+pub struct NotEligible {
+    /// Page name.
+    pub page_name: String,
+    /// Why not.
+    pub reason: &'static str,
+}
+
+/// The confirmation to show: the organization, the Pages that can be connected and those that
+/// cannot, and the sealed state the confirmation posts.
+pub struct Offer {
+    /// The next step's sealed state.
+    pub state: String,
+    /// The LiveChat organization that authorized.
+    pub organization: Organization,
+    /// The Pages that can be connected (none: the page explains how to link one).
+    pub pages: Vec<OfferedPage>,
+    /// The Pages that cannot, with the reason.
+    pub not_eligible: Vec<NotEligible>,
+}
+
+/// A connection made.
+pub struct Connected {
+    /// The Instagram account's username, when known.
+    pub ig_username: Option<String>,
+    /// The Page's name.
+    pub page_name: String,
 }
 
 fn nonce() -> String {
     let bytes: [u8; 16] = rand::rng().random();
     hex::encode(bytes)
-}
-
-fn field<'a>(form: &'a HashMap<String, String>, name: &str) -> &'a str {
-    form.get(name).map(String::as_str).unwrap_or_default()
 }
 
 impl Install {
@@ -145,52 +162,87 @@ impl Install {
     }
 
     /// The state of a posted step, if authentic, current and posted by the starting browser.
-    fn open(
-        &self,
-        form: &HashMap<String, String>,
-        step: OAuthStep,
-    ) -> Result<FlowState, StepError> {
+    fn open(&self, posted: Posted<'_>, step: OAuthStep) -> Result<FlowState, StepError> {
         let now = self.deps.clock.now().timestamp();
         let state = self
             .sealer
-            .open(field(form, "state"), step, now)
+            .open(posted.state, step, now)
             .ok_or(StepError::BadState)?;
-        if !state.bound_to(field(form, "browser")) {
+        if !state.bound_to(posted.browser) {
             return Err(StepError::OtherBrowser);
         }
         Ok(state)
     }
 
-    fn livechat_authorize(&self, state: &str) -> String {
-        let mut url = reqwest::Url::parse(&format!("{}/", self.livechat_accounts_base_url))
-            .expect("configured base URL is valid");
-        url.query_pairs_mut()
-            .append_pair("response_type", "code")
-            .append_pair("client_id", &self.livechat_client_id)
-            .append_pair(
-                "redirect_uri",
-                &self.redirect_uri(routes::LIVECHAT_CALLBACK),
-            )
-            .append_pair("state", state);
-        url.to_string()
+    /// `base` with `path` and the query `pairs`, or why the configured base is no URL.
+    fn url(base: &str, path: &str, pairs: &[(&str, &str)]) -> Result<String, StepError> {
+        let mut url = reqwest::Url::parse(&format!("{base}{path}"))
+            .map_err(|e| StepError::Misconfigured(format!("{base}: {e}")))?;
+        url.query_pairs_mut().extend_pairs(pairs);
+        Ok(url.to_string())
     }
 
-    fn facebook_dialog(&self, state: &str) -> String {
-        let mut url = reqwest::Url::parse(&format!(
-            "{}/{}/dialog/oauth",
-            self.facebook_dialog_base_url, self.graph_api_version
-        ))
-        .expect("configured base URL is valid");
-        url.query_pairs_mut()
-            .append_pair("client_id", &self.meta_app_id)
-            .append_pair(
-                "redirect_uri",
-                &self.redirect_uri(routes::FACEBOOK_CALLBACK),
-            )
-            .append_pair("state", state)
-            .append_pair("response_type", "code")
-            .append_pair("scope", FACEBOOK_SCOPES);
-        url.to_string()
+    fn livechat_authorize(&self, state: &str) -> Result<String, StepError> {
+        let redirect = self.redirect_uri(routes::LIVECHAT_CALLBACK);
+        Self::url(
+            &self.livechat_accounts_base_url,
+            "/",
+            &[
+                ("response_type", "code"),
+                ("client_id", &self.livechat_client_id),
+                ("redirect_uri", &redirect),
+                ("state", state),
+            ],
+        )
+    }
+
+    fn facebook_dialog(&self, state: &str) -> Result<String, StepError> {
+        let redirect = self.redirect_uri(routes::FACEBOOK_CALLBACK);
+        Self::url(
+            &self.facebook_dialog_base_url,
+            &format!("/{}/dialog/oauth", self.graph_api_version),
+            &[
+                ("client_id", &self.meta_app_id),
+                ("redirect_uri", &redirect),
+                ("state", state),
+                ("response_type", "code"),
+                ("scope", FACEBOOK_SCOPES),
+            ],
+        )
+    }
+
+    /// Where a tab whose secret hashes to `binding` goes to sign in with LiveChat: the install
+    /// (`OAuthStep::Livechat`) or the status page (`OAuthStep::StatusSignIn`); `None` for a
+    /// binding that is not one (the page that creates it is shown). Nothing is stored:
+    /// unauthenticated traffic costs no writes.
+    pub fn sign_in_with_livechat(
+        &self,
+        binding: &str,
+        step: OAuthStep,
+    ) -> Option<Result<String, StepError>> {
+        if !is_binding(binding) {
+            return None;
+        }
+        let state = FlowState {
+            step,
+            flow: nonce(),
+            binding: binding.to_string(),
+            expires_at: self.deps.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
+            organization: None,
+            facebook_user_id: None,
+            pages: vec![],
+        };
+        Some(self.livechat_authorize(&self.sealer.seal(&state)))
+    }
+
+    /// The granted scopes of a LiveChat token set.
+    fn granted(set: &crate::livechat::TokenSet) -> Vec<&str> {
+        set.scope
+            .as_deref()
+            .unwrap_or("")
+            .split(',')
+            .map(str::trim)
+            .collect()
     }
 
     /// The authorization code of the LiveChat step: tokens, the scopes checked, and who the
@@ -198,52 +250,38 @@ impl Install {
     async fn authorize_livechat(
         &self,
         code: &str,
-    ) -> Result<(crate::livechat::TokenSet, Organization), Response> {
+    ) -> Result<(crate::livechat::TokenSet, Organization), StepError> {
+        let platform = |what: &'static str| {
+            move |e: crate::livechat::LivechatError| StepError::Platform {
+                what,
+                detail: e.to_string(),
+            }
+        };
         let set = self
-            .deps.livechat
+            .deps
+            .livechat
             .exchange_code(code, &self.redirect_uri(routes::LIVECHAT_CALLBACK))
             .await
-            .map_err(|e| {
-                StepError::Platform {
-                    what: "LiveChat did not accept the authorization code (it may have expired or been used)",
-                    detail: e.to_string(),
-                }
-                .into_response()
-            })?;
-        let granted: Vec<&str> = set
-            .scope
-            .as_deref()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .collect();
+            .map_err(platform(
+                "LiveChat did not accept the authorization code (it may have expired or been used)",
+            ))?;
+        let granted = Self::granted(&set);
         if let Some(missing) = REQUIRED_SCOPES.iter().find(|s| !granted.contains(s)) {
-            return Err(pages::error(
-                StatusCode::FORBIDDEN,
-                "Missing permission",
-                &format!(
-                    "igbridge needs the LiveChat permission {missing}, which only an owner or administrator can grant. Ask an administrator to install igbridge. Nothing was installed."
-                ),
-            ));
+            return Err(StepError::MissingScope(missing));
         }
         let org = self
             .deps
             .livechat
             .organization(&set.access_token)
             .await
-            .map_err(|e| {
-                StepError::Platform {
-                    what: "LiveChat did not say which organization authorized igbridge",
-                    detail: e.to_string(),
-                }
-                .into_response()
-            })?;
+            .map_err(platform(
+                "LiveChat did not say which organization authorized igbridge",
+            ))?;
         if set.organization_id.as_deref() != Some(org.organization_id.as_str()) {
             return Err(StepError::Platform {
                 what: "LiveChat named two different organizations",
                 detail: "token and organizations/my disagree".into(),
-            }
-            .into_response());
+            });
         }
         Ok((set, org))
     }
@@ -484,24 +522,19 @@ impl Install {
         org: &str,
         facebook_user_id: &str,
         choice: &OfferedPage,
-    ) -> Result<Response, StepError> {
+    ) -> Result<Connected, StepError> {
         let now = self.deps.clock.now();
         let token = SecretString::from(choice.page_token.clone());
-        if let Err(e) = self
-            .deps
+        self.deps
             .graph
             .subscribe_page(&choice.page_id, &token, SUBSCRIBED_FIELDS)
             .await
-        {
-            tracing::warn!(error = %e, "Page subscription failed");
-            return Ok(pages::error(
-                StatusCode::BAD_GATEWAY,
-                "Could not subscribe the Page",
-                "Facebook refused to subscribe igbridge to the Page's Instagram messages. Check that you have full control of the Page, then try again. Nothing was connected.",
-            ));
-        }
+            .map_err(|e| StepError::SubscribeRefused(e.to_string()))?;
+        let elsewhere = || StepError::ConnectedElsewhere {
+            ig_username: choice.ig_username.clone(),
+        };
         let Some(route_condition) = self.route_condition(org, &choice.ig_account_id).await? else {
-            return Ok(pages::already_connected(choice.ig_username.as_deref()));
+            return Err(elsewhere());
         };
         let conn = self.connection_of(org, facebook_user_id, choice, &token, now);
         let before = self
@@ -516,7 +549,7 @@ impl Install {
         match stored {
             Ok(()) => {}
             Err(StoreError::ConditionFailed) => {
-                return self.refused(org, facebook_user_id, choice, &token).await;
+                return Err(self.refused(org, facebook_user_id, choice, &token).await);
             }
             Err(e) => return Err(e.into()),
         }
@@ -529,10 +562,10 @@ impl Install {
                 .account(&choice.ig_account_id)],
         )
         .await;
-        Ok(pages::success(
-            choice.ig_username.as_deref(),
-            &choice.page_name,
-        ))
+        Ok(Connected {
+            ig_username: choice.ig_username.clone(),
+            page_name: choice.page_name.clone(),
+        })
     }
 
     /// The connection a confirmed choice makes, its Page token sealed.
@@ -614,14 +647,20 @@ impl Install {
         facebook_user_id: &str,
         choice: &OfferedPage,
         token: &SecretString,
-    ) -> Result<Response, StepError> {
+    ) -> StepError {
         let inst = self
             .deps
             .repo
             .get::<Installation>(&Installation::key_for(org))
-            .await?;
-        if inst.is_some_and(|i| i.status != InstallationStatus::Uninstalled) {
-            return Ok(pages::already_connected(choice.ig_username.as_deref()));
+            .await;
+        match inst {
+            Err(e) => return e.into(),
+            Ok(Some(i)) if i.status != InstallationStatus::Uninstalled => {
+                return StepError::ConnectedElsewhere {
+                    ig_username: choice.ig_username.clone(),
+                };
+            }
+            Ok(_) => {}
         }
         tracing::warn!(organization_id = %org, "a connection confirmed after the uninstall: nothing stored, the Page and the grant given back");
         let page = crate::lifecycle::ObtainedPage {
@@ -630,12 +669,10 @@ impl Install {
             token,
             facebook_user_id,
         };
-        self.lifecycle.give_back(org, page).await?;
-        Ok(pages::error(
-            StatusCode::CONFLICT,
-            "igbridge was uninstalled",
-            "igbridge was uninstalled from this LiveChat organization while you confirmed, so nothing was connected and Facebook's access was given back. Install igbridge again to connect the account.",
-        ))
+        match self.lifecycle.give_back(org, page).await {
+            Ok(()) => StepError::UninstalledMeanwhile,
+            Err(e) => e.into(),
+        }
     }
 }
 
@@ -674,109 +711,104 @@ impl Install {
     }
 }
 
-/// `GET /install`: the page that creates this tab's flow secret; `GET /install?b=<its hash>`: on
-/// to LiveChat with a state bound to the tab. Nothing is stored: unauthenticated traffic costs
-/// no writes.
-async fn start(
-    State(app): State<Arc<Install>>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Some(binding) = q.get("b").filter(|b| is_binding(b)) else {
-        return pages::begin();
-    };
-    let state = FlowState {
-        step: OAuthStep::Livechat,
-        flow: nonce(),
-        binding: binding.clone(),
-        expires_at: app.deps.clock.now().timestamp() + OAUTH_STATE_TTL_SECS,
-        organization: None,
-        facebook_user_id: None,
-        pages: vec![],
-    };
-    Redirect::to(&app.livechat_authorize(&app.sealer.seal(&state))).into_response()
-}
-
-/// `GET /oauth/livechat/callback`: LiveChat's redirect. With our state it is posted back with
-/// the tab's secret; without (an install started in the Marketplace) this tab starts its own
-/// bound flow, whose LiveChat authorization is immediate for a signed-in administrator.
-async fn livechat_return(Query(q): Query<HashMap<String, String>>) -> Response {
-    let Some(code) = q.get("code") else {
-        return StepError::Cancelled("LiveChat").into_response();
-    };
-    match q.get("state") {
-        Some(state) => pages::post_back(
-            routes::LIVECHAT_CALLBACK,
-            &[("code", code), ("state", state)],
-        ),
-        None => pages::begin(),
+impl Install {
+    /// The LiveChat step of the install (`POST /oauth/livechat/callback` from the starting
+    /// tab): the installation stored with LiveChat's tokens, then on to Facebook Login — the
+    /// dialog's URL, with the next step's state.
+    pub async fn install_livechat(
+        &self,
+        posted: Posted<'_>,
+        code: &str,
+    ) -> Result<String, StepError> {
+        let state = self.open(posted, OAuthStep::Livechat)?;
+        let (set, org) = self.authorize_livechat(code).await?;
+        self.save_installation(&set, &org.organization_id, true)
+            .await?;
+        let installed = LifecycleEvent::new(LifecycleKind::Installed, self.deps.clock.now())
+            .org(&org.organization_id);
+        publish_logged(self.deps.events.as_ref(), &[installed]).await;
+        let next = FlowState {
+            organization: Some(org),
+            ..state.next(OAuthStep::Facebook)
+        };
+        self.facebook_dialog(&self.sealer.seal(&next))
     }
-}
 
-/// `POST /oauth/livechat/callback`: the code, from the browser that started the flow.
-async fn livechat_callback(
-    State(app): State<Arc<Install>>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let now = app.deps.clock.now().timestamp();
-    if let Some(sign_in) = app
-        .sealer
-        .open(field(&form, "state"), OAuthStep::StatusSignIn, now)
-    {
-        return status::signed_in(&app, &form, sign_in).await;
+    /// The Facebook step (`POST /oauth/facebook/callback` from the starting tab): the Pages
+    /// offered for confirmation. Nothing is stored yet.
+    pub async fn offer(&self, posted: Posted<'_>, code: &str) -> Result<Offer, StepError> {
+        let state = self.open(posted, OAuthStep::Facebook)?;
+        let org = state.organization.clone().ok_or(StepError::BadState)?;
+        let (me, accounts) = self.facebook_pages(code).await?;
+        let (offered, not_eligible) = offered_pages(accounts);
+        let next = FlowState {
+            facebook_user_id: Some(me),
+            pages: offered.clone(),
+            ..state.next(OAuthStep::Confirm)
+        };
+        Ok(Offer {
+            state: self.sealer.seal(&next),
+            organization: org,
+            pages: offered,
+            not_eligible,
+        })
     }
-    let state = match app.open(&form, OAuthStep::Livechat) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let (set, org) = match app.authorize_livechat(field(&form, "code")).await {
-        Ok(v) => v,
-        Err(page) => return page,
-    };
-    if let Err(e) = app
-        .save_installation(&set, &org.organization_id, true)
-        .await
-    {
-        return StepError::from(e).into_response();
-    }
-    publish_logged(
-        app.deps.events.as_ref(),
-        &[
-            LifecycleEvent::new(LifecycleKind::Installed, app.deps.clock.now())
-                .org(&org.organization_id),
-        ],
-    )
-    .await;
-    let next = FlowState {
-        organization: Some(org),
-        ..state.next(OAuthStep::Facebook)
-    };
-    pages::go_on(
-        "LiveChat is authorized",
-        &app.facebook_dialog(&app.sealer.seal(&next)),
-        "Continue with Facebook",
-    )
-}
 
-/// `GET /oauth/facebook/callback`: Facebook's redirect, posted back with the tab's secret.
-async fn facebook_return(Query(q): Query<HashMap<String, String>>) -> Response {
-    match (q.get("code"), q.get("state")) {
-        (Some(code), Some(state)) => pages::post_back(
-            routes::FACEBOOK_CALLBACK,
-            &[("code", code), ("state", state)],
-        ),
-        (None, _) => StepError::Cancelled("Facebook").into_response(),
-        (_, None) => StepError::BadState.into_response(),
+    /// The confirmation (`POST /oauth/facebook/select`): the flow spent once, the chosen Page
+    /// connected.
+    pub async fn confirm(&self, posted: Posted<'_>, page_id: &str) -> Result<Connected, StepError> {
+        let state = self.open(posted, OAuthStep::Confirm)?;
+        let (Some(org), Some(user)) = (state.organization.clone(), state.facebook_user_id.clone())
+        else {
+            return Err(StepError::BadState);
+        };
+        let choice = state
+            .pages
+            .iter()
+            .find(|p| p.page_id == page_id)
+            .ok_or(StepError::NoPageChosen)?;
+        self.spend(&state, &org.organization_id).await?;
+        self.connect(&org.organization_id, &user, choice).await
+    }
+
+    /// Facebook Login's code → the Facebook user and the Pages they manage.
+    async fn facebook_pages(&self, code: &str) -> Result<(String, Vec<PageAccount>), StepError> {
+        let fail = |what: &'static str| {
+            move |e: crate::instagram::graph::GraphError| StepError::Platform {
+                what,
+                detail: e.to_string(),
+            }
+        };
+        let graph = &self.deps.graph;
+        let redirect = self.redirect_uri(routes::FACEBOOK_CALLBACK);
+        let short = graph
+            .exchange_code(&self.meta_app_id, &redirect, code)
+            .await
+            .map_err(fail("Facebook did not accept the login code"))?;
+        let long = graph
+            .long_lived_token(&self.meta_app_id, &short)
+            .await
+            .map_err(fail("Facebook did not give a long-lived token"))?;
+        let me = graph
+            .me(&long)
+            .await
+            .map_err(fail("Facebook did not name the logged-in user"))?;
+        let accounts = graph
+            .pages(&long)
+            .await
+            .map_err(fail("Facebook did not list your Pages"))?;
+        Ok((me, accounts))
     }
 }
 
 /// The Pages of `/me/accounts` the bridge can connect, and those it cannot, with the reason.
-fn offered_pages(accounts: Vec<PageAccount>) -> (Vec<OfferedPage>, Vec<pages::NotEligible>) {
+fn offered_pages(accounts: Vec<PageAccount>) -> (Vec<OfferedPage>, Vec<NotEligible>) {
     let mut out = Vec::new();
     let mut rest = Vec::new();
     for p in accounts {
         let name = p.name.clone().unwrap_or_else(|| p.id.clone());
         if let Err(why) = p.eligibility() {
-            rest.push(pages::NotEligible {
+            rest.push(NotEligible {
                 page_name: name,
                 reason: why.reason(),
             });
@@ -795,114 +827,4 @@ fn offered_pages(accounts: Vec<PageAccount>) -> (Vec<OfferedPage>, Vec<pages::No
         });
     }
     (out, rest)
-}
-
-/// Facebook Login's code → the Facebook user and the Pages they manage.
-async fn facebook_pages(
-    app: &Install,
-    code: &str,
-) -> Result<(String, Vec<PageAccount>), StepError> {
-    let fail = |what: &'static str| {
-        move |e: crate::instagram::graph::GraphError| StepError::Platform {
-            what,
-            detail: e.to_string(),
-        }
-    };
-    let redirect = app.redirect_uri(routes::FACEBOOK_CALLBACK);
-    let short = app
-        .deps
-        .graph
-        .exchange_code(&app.meta_app_id, &redirect, code)
-        .await
-        .map_err(fail("Facebook did not accept the login code"))?;
-    let long = app
-        .deps
-        .graph
-        .long_lived_token(&app.meta_app_id, &short)
-        .await
-        .map_err(fail("Facebook did not give a long-lived token"))?;
-    let me = app
-        .deps
-        .graph
-        .me(&long)
-        .await
-        .map_err(fail("Facebook did not name the logged-in user"))?;
-    let accounts = app
-        .deps
-        .graph
-        .pages(&long)
-        .await
-        .map_err(fail("Facebook did not list your Pages"))?;
-    Ok((me, accounts))
-}
-
-/// `POST /oauth/facebook/callback`: the code, from the browser that started the flow → the
-/// confirmation page (nothing is stored yet).
-async fn facebook_callback(
-    State(app): State<Arc<Install>>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let state = match app.open(&form, OAuthStep::Facebook) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let Some(org) = state.organization.clone() else {
-        return StepError::BadState.into_response();
-    };
-    let (me, accounts) = match facebook_pages(&app, field(&form, "code")).await {
-        Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let (offered, not_eligible) = offered_pages(accounts);
-    if offered.is_empty() {
-        return pages::no_pages(&not_eligible);
-    }
-    let shown: Vec<pages::Choice<'_>> = offered
-        .iter()
-        .map(|c| pages::Choice {
-            page_id: &c.page_id,
-            page_name: &c.page_name,
-            ig_username: c.ig_username.as_deref(),
-        })
-        .collect();
-    let next = FlowState {
-        facebook_user_id: Some(me),
-        pages: offered.clone(),
-        ..state.next(OAuthStep::Confirm)
-    };
-    pages::confirm(&app.sealer.seal(&next), &org, &shown, &not_eligible)
-}
-
-/// `POST /oauth/facebook/select`: the person confirmed the organization and the Page.
-async fn confirm(
-    State(app): State<Arc<Install>>,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let state = match app.open(&form, OAuthStep::Confirm) {
-        Ok(s) => s,
-        Err(e) => return e.into_response(),
-    };
-    let (Some(org), Some(user)) = (state.organization.clone(), state.facebook_user_id.clone())
-    else {
-        return StepError::BadState.into_response();
-    };
-    let Some(choice) = state
-        .pages
-        .iter()
-        .find(|p| p.page_id == field(&form, "page_id"))
-    else {
-        return pages::error(
-            StatusCode::BAD_REQUEST,
-            "No Page chosen",
-            "The chosen Page was not among those offered. Nothing was connected.",
-        );
-    };
-    let connected = async {
-        app.spend(&state, &org.organization_id).await?;
-        app.connect(&org.organization_id, &user, choice).await
-    };
-    match connected.await {
-        Ok(page) => page,
-        Err(e) => e.into_response(),
-    }
 }

@@ -2,19 +2,32 @@
 //! wiped at uninstall, every item of the organization gets a TTL and a purge entry, and the
 //! sweeper hard-deletes what is due whatever DynamoDB's TTL lag.
 
+pub mod callbacks;
 pub mod retention;
-pub mod routes;
 pub mod signed_request;
 pub mod sweeper;
 pub mod uninstall;
 
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cipher::{EncryptedToken, TokenContext};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::store::{Condition, Key, PageRequest, StoreError, keys};
+
+/// Why a revocation did not happen (the sweeper retries it).
+#[derive(Debug, thiserror::Error)]
+enum RevokeError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("token: {0}")]
+    Cipher(#[from] crate::cipher::CipherError),
+    #[error("LiveChat: {0}")]
+    Livechat(#[from] crate::livechat::LivechatError),
+    #[error("Graph: {0}")]
+    Graph(#[from] crate::instagram::graph::GraphError),
+}
 
 /// The table calls the lifecycle makes (uninstall, deauthorize, data deletion, the sweeper):
 /// the uninstall and deletion-sweeper roles grant exactly these (the template test checks).
@@ -221,19 +234,14 @@ impl Lifecycle {
         Ok(())
     }
 
-    /// Runs one revocation; `Ok(false)` means "retry later".
+    /// Runs one revocation; `false` means "retry later".
     async fn revoke(&self, org: &str, r: &Revocation) -> bool {
         let result = match r {
             Revocation::Livechat { token } => {
                 let context = TokenContext::LivechatRevoke { org };
                 match self.deps.cipher.open(token, &context) {
-                    Ok(t) => self
-                        .deps
-                        .livechat
-                        .revoke(&t)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(t) => self.deps.livechat.revoke(&t).await.map_err(Into::into),
+                    Err(e) => Err(e.into()),
                 }
             }
             Revocation::PageSubscription {
@@ -264,38 +272,22 @@ impl Lifecycle {
         page_id: &str,
         ig_account_id: Option<&str>,
         token: &EncryptedToken,
-    ) -> Result<(), String> {
+    ) -> Result<(), RevokeError> {
         // A deferred unsubscribe must not cut off an installation that connected the Page after
         // this one let it go.
-        if self
-            .page_connected_live(page_id, ig_account_id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if self.page_connected_live(page_id, ig_account_id).await? {
             tracing::info!(organization_id = %org, "Page subscription kept: another live installation connected the Page");
             return Ok(());
         }
         let context = TokenContext::PageRevoke { org, page: page_id };
-        let t = self
-            .deps
-            .cipher
-            .open(token, &context)
-            .map_err(|e| e.to_string())?;
-        let graph = &self.deps.graph;
-        graph
-            .unsubscribe_page(page_id, &t)
-            .await
-            .map_err(|e| e.to_string())
+        let t = self.deps.cipher.open(token, &context)?;
+        Ok(self.deps.graph.unsubscribe_page(page_id, &t).await?)
     }
 
     /// Revokes a Facebook user's grant, unless a live installation uses it.
-    async fn revoke_grant(&self, org: &str, facebook_user_id: &str) -> Result<(), String> {
+    async fn revoke_grant(&self, org: &str, facebook_user_id: &str) -> Result<(), RevokeError> {
         // Revoking would kill the Page tokens of the other installations too.
-        if self
-            .grant_in_use(facebook_user_id)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        if self.grant_in_use(facebook_user_id).await? {
             tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
             return Ok(());
         }
@@ -303,7 +295,7 @@ impl Lifecycle {
         let revoked = graph
             .revoke_grant(facebook_user_id, &self.app_token())
             .await;
-        revoked.map_err(|e| e.to_string())
+        Ok(revoked?)
     }
 
     async fn schedule(
@@ -561,11 +553,6 @@ impl Lifecycle {
             .get::<DeletionRequest>(&DeletionRequest::key_for(code))
             .await?
             .map(|r| r.status))
-    }
-
-    /// The JSON Meta expects from the data-deletion callback.
-    pub fn deletion_answer(public_base_url: &str, code: &str) -> Value {
-        json!({"url": format!("{public_base_url}/meta/data-deletion/{code}"), "confirmation_code": code})
     }
 }
 

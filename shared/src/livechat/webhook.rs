@@ -113,9 +113,26 @@ pub struct WebhookThread {
     pub events: Vec<AgentEvent>,
 }
 
+/// Why an authentic chat webhook cannot be read (what it lacks); the body is then parked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreadable(pub String);
+
+impl From<&str> for Unreadable {
+    fn from(what: &str) -> Self {
+        Unreadable(what.to_string())
+    }
+}
+
+impl From<String> for Unreadable {
+    fn from(what: String) -> Self {
+        Unreadable(what)
+    }
+}
+
 impl ChatWebhook {
     /// Reads an authentic body; `Err` says what it lacks (the body is then parked).
-    pub fn parse(body: &Value) -> Result<Self, String> {
+    pub fn parse(body: &Value) -> Result<Self, Unreadable> {
         let action = str_at(body, "/action").ok_or("no action")?;
         let required = |pointer: &str, what: &str| {
             str_at(body, pointer)
@@ -205,7 +222,7 @@ impl ChatWebhook {
 }
 
 /// Decides on an authentic body; `Err` means it is not a chat webhook we can read.
-pub fn decide(mut body: Value) -> Result<Decision, String> {
+pub fn decide(mut body: Value) -> Result<Decision, Unreadable> {
     if let Some(obj) = body.as_object_mut() {
         obj.remove("secret_key");
     }

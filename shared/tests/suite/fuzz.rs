@@ -249,7 +249,11 @@ fn show(input: &[u8]) -> String {
 }
 
 async fn send(services: &Services, f: HttpFunction, req: Request<Body>) -> StatusCode {
-    services.router(f).oneshot(req).await.unwrap().status()
+    shared::web::router(services, f)
+        .oneshot(req)
+        .await
+        .unwrap()
+        .status()
 }
 
 /// Messages waiting in all four queues (an unauthenticated input must not change it).
@@ -591,7 +595,7 @@ async fn api_gateway_events() {
         if let Ok(LambdaRequest::ApiGatewayV2(event)) = serde_json::from_str::<LambdaRequest>(text)
         {
             assert_eq!(
-                shared::api_gateway::convertible(&event),
+                shared::web::api_gateway::convertible(&event),
                 converted.is_ok(),
                 "seed {} input {i}: the guard and lambda_http disagree: {}",
                 seed(),

@@ -31,7 +31,7 @@ use wiremock::{Mock, ResponseTemplate};
 #[tokio::test]
 async fn handshake_answers_the_challenge_only_with_the_right_token() {
     let h = Harness::new().await;
-    let router = shared::ingest::instagram_router(h.services.instagram_ingest());
+    let router = shared::web::instagram_webhook::router(h.services.instagram_ingest());
     let ok = router
         .clone()
         .oneshot(Request::get("/webhooks/instagram?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=CHALLENGE_ACCEPTED").body(Body::empty()).unwrap())

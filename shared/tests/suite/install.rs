@@ -32,7 +32,7 @@ struct Answer {
 }
 
 async fn call(h: &Harness, req: Request<Body>) -> Answer {
-    let res = shared::install::install_router(h.services.install())
+    let res = shared::web::oauth_install::router(h.services.install())
         .oneshot(req)
         .await
         .unwrap();

@@ -119,7 +119,7 @@ async fn org_items(store: &dyn Store, org: &str) -> Vec<Item> {
 }
 
 async fn app_webhook(h: &Harness, token: Option<&str>, body: Value) -> StatusCode {
-    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let router = shared::web::uninstall::router(h.services.callbacks());
     let uri = match token {
         Some(t) => format!("/webhooks/livechat/app?token={t}"),
         None => "/webhooks/livechat/app".into(),
@@ -132,7 +132,7 @@ async fn app_webhook(h: &Harness, token: Option<&str>, body: Value) -> StatusCod
 }
 
 async fn form(h: &Harness, uri: &str, signed: &str) -> (StatusCode, String) {
-    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let router = shared::web::uninstall::router(h.services.callbacks());
     let body = format!("signed_request={}", signed);
     let req = Request::post(uri)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -147,7 +147,7 @@ async fn form(h: &Harness, uri: &str, signed: &str) -> (StatusCode, String) {
 }
 
 async fn get(h: &Harness, uri: &str) -> (StatusCode, String) {
-    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let router = shared::web::uninstall::router(h.services.callbacks());
     let res = router
         .oneshot(Request::get(uri).body(Body::empty()).unwrap())
         .await

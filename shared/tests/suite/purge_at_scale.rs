@@ -130,7 +130,7 @@ async fn count_items(store: &dyn Store, org: &str) -> usize {
 }
 
 async fn uninstall_webhook(h: &Harness, org: &str) -> StatusCode {
-    let router = shared::lifecycle::routes::uninstall_router(h.services.uninstall_state());
+    let router = shared::web::uninstall::router(h.services.callbacks());
     let body = json!({"applicationID": "APP_ID_0001", "clientID": "CLIENT_ID_0001",
         "date": "2026-03-01T12:00:00+00:00", "event": "application_uninstalled",
         "licenseID": 100000001, "organizationID": org, "payload": {"applicationID": "APP_ID_0001"},

@@ -50,7 +50,7 @@ async fn the_install_walks_through_in_chromium() {
     ]))
     .unwrap();
     let services = Services::memory(config, Arc::new(SystemClock));
-    let router = shared::install::install_router(services.install());
+    let router = shared::web::oauth_install::router(services.install());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
         .await
         .unwrap();

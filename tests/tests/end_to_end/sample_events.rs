@@ -70,8 +70,7 @@ async fn api_gateway_samples_cover_every_route_and_are_accepted() {
         assert_eq!(request.method().as_str(), route.method, "{file}");
         let (parts, body) = request.into_parts();
         let body = axum::body::Body::from(body.to_vec());
-        let response = services
-            .router(route.function)
+        let response = shared::web::router(&services, route.function)
             .oneshot(axum::http::Request::from_parts(parts, body))
             .await
             .unwrap();

@@ -70,7 +70,7 @@ async fn the_status_page_walks_through_in_chromium() {
     .await;
     h.seed_contact(ORG, IG, IGSID, CHAT, Some(chrono::Duration::hours(1)))
         .await;
-    let router = shared::install::install_router(h.services.install());
+    let router = shared::web::oauth_install::router(h.services.install());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", app_port))
         .await
         .unwrap();

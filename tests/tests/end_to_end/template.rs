@@ -94,7 +94,7 @@ async fn probe(router: &axum::Router, method: &str, path: &str) -> (StatusCode, 
 async fn each_function_serves_exactly_its_declared_routes() {
     let services = Services::memory(local_config(), Arc::new(SystemClock));
     for function in HttpFunction::ALL {
-        let router = services.router(function);
+        let router = shared::web::router(&services, function);
         let paths: BTreeSet<&str> = ROUTES.iter().map(|r| r.path).collect();
         for path in paths {
             let concrete = path.replace("{code}", "ABC123");

@@ -1,11 +1,12 @@
-//! The install pages: server-rendered HTML with the one small script of `crate::html` (it ties
+//! The install pages: server-rendered HTML with the one small script of `super::html` (it ties
 //! the flow to the browser tab), no external resources, no cookies; readable on a phone, with
 //! headings, labels and sufficient contrast.
 
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use crate::html::{esc, page};
+use super::html::{esc, page};
+use crate::install::{NotEligible, Offer};
 use crate::livechat::Organization;
 use crate::routes;
 
@@ -99,14 +100,6 @@ fn organization_card(org: &Organization) -> String {
     )
 }
 
-/// A Page the person manages that cannot be connected, and why.
-pub struct NotEligible {
-    /// Page name.
-    pub page_name: String,
-    /// Why not.
-    pub reason: &'static str,
-}
-
 fn not_eligible_list(rest: &[NotEligible]) -> String {
     if rest.is_empty() {
         return String::new();
@@ -140,35 +133,22 @@ igbridge access to that Page.</li></ol></div><p><a class=\"button\" href=\"/inst
     )
 }
 
-/// A Page offered in the chooser.
-pub struct Choice<'a> {
-    /// Page id.
-    pub page_id: &'a str,
-    /// Page name.
-    pub page_name: &'a str,
-    /// Instagram username.
-    pub ig_username: Option<&'a str>,
-}
-
 /// The confirmation: which LiveChat organization (name, owner) and which Page and Instagram
 /// account, with an explicit POST; the Pages that cannot be connected are listed below it.
-pub fn confirm(
-    state: &str,
-    org: &Organization,
-    choices: &[Choice<'_>],
-    rest: &[NotEligible],
-) -> Response {
+pub fn confirm(offer: &Offer) -> Response {
+    let (org, rest) = (&offer.organization, &offer.not_eligible);
     let mut options = String::new();
-    for (i, c) in choices.iter().enumerate() {
+    for (i, c) in offer.pages.iter().enumerate() {
         let ig = c
             .ig_username
+            .as_deref()
             .map(|u| format!(" — Instagram @{}", esc(u)))
             .unwrap_or_default();
         options.push_str(&format!(
             "<label for=\"page-{i}\"><input type=\"radio\" id=\"page-{i}\" name=\"page_id\" value=\"{}\"{}> Facebook Page {}{}</label>",
-            esc(c.page_id),
+            esc(&c.page_id),
             if i == 0 { " checked" } else { "" },
-            esc(c.page_name),
+            esc(&c.page_name),
             ig
         ));
     }
@@ -185,7 +165,7 @@ nothing has been connected.</p></div>\
 <p><button type=\"submit\">Connect to {}</button></p></form>{}",
             organization_card(org),
             routes::FACEBOOK_SELECT,
-            esc(state),
+            esc(&offer.state),
             esc(&org.name),
             not_eligible_list(rest)
         ),

@@ -64,7 +64,7 @@ enum Answer<R> {
 /// The answer to a request the function cannot read: 400, with the security headers every page
 /// carries.
 fn bad_request() -> ApiGatewayV2httpResponse {
-    let (parts, _) = crate::html::plain(StatusCode::BAD_REQUEST, "").into_parts();
+    let (parts, _) = super::html::plain(StatusCode::BAD_REQUEST, "").into_parts();
     let mut response = ApiGatewayV2httpResponse::default();
     response.status_code = 400;
     response.headers = parts.headers;
