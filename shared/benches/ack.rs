@@ -11,6 +11,7 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::json;
 use shared::datakey::DataKey;
+use shared::ids::OrgId;
 use shared::instagram::webhook::{sign, signature_is_valid, split};
 use shared::jobs::SealedEnvelope;
 
@@ -45,10 +46,16 @@ fn production(secret: &[u8], sig: &str, body: &[u8], key: &DataKey) -> usize {
         .iter()
         .map(|j| {
             let ids = (j.group(), j.dedup_id());
-            SealedEnvelope::seal_job("org", key, now, (&ids.0, &ids.1), j.job_json())
-                .to_message()
-                .body
-                .len()
+            SealedEnvelope::seal_job(
+                &OrgId::from("org"),
+                key,
+                now,
+                (&ids.0, &ids.1),
+                j.job_json(),
+            )
+            .to_message()
+            .body
+            .len()
         })
         .sum()
 }

@@ -9,6 +9,7 @@ use secrecy::SecretString;
 use crate::cipher::TokenContext;
 use crate::deps::Deps;
 use crate::domain::*;
+use crate::ids::{IgAccountId, Igsid, OrgId};
 use crate::livechat::CustomerToken;
 use crate::livechat::chat_api::{Action, SendEvent};
 use crate::livechat::event::Event;
@@ -286,8 +287,8 @@ impl Customers {
     pub async fn session(
         &self,
         inst: Installation,
-        ig: &str,
-        igsid: &str,
+        ig: &IgAccountId,
+        igsid: &Igsid,
         create: bool,
     ) -> Result<Option<CustomerSession>, Fail> {
         let key = Contact::key_for(&inst.organization_id, ig, igsid);
@@ -323,15 +324,15 @@ impl Customers {
     async fn create(
         &self,
         mut inst: Installation,
-        ig: &str,
-        igsid: &str,
+        ig: &IgAccountId,
+        igsid: &Igsid,
     ) -> Result<CustomerSession, Fail> {
         let granted = self.grant(&mut inst, None).await?;
         let now = self.deps.clock.now();
         let mut contact = Contact {
             organization_id: inst.organization_id.clone(),
-            ig_account_id: ig.to_string(),
-            igsid: igsid.to_string(),
+            ig_account_id: ig.to_owned(),
+            igsid: igsid.to_owned(),
             customer_id: granted.entity_id.clone(),
             chat_id: None,
             thread_id: None,
@@ -361,7 +362,7 @@ impl Customers {
 
 impl CustomerSession {
     /// The organization acted in.
-    pub fn org(&self) -> String {
+    pub fn org(&self) -> OrgId {
         self.inst.organization_id.clone()
     }
 

@@ -21,6 +21,7 @@ use crate::cipher::TokenContext;
 use crate::cipher::{CipherError, EncryptedToken, TokenCipher};
 use crate::clock::Clock;
 use crate::domain::OrganizationKey;
+use crate::ids::OrgId;
 use crate::store::{Condition, Repo, StoreError};
 
 /// How long a process trusts a key it read: a destroyed key stops opening jobs within this.
@@ -60,13 +61,13 @@ impl DataKey {
     }
 
     /// Seals a job body, bound to its organization.
-    pub fn seal(&self, org: &str, plaintext: String) -> EncryptedToken {
+    pub fn seal(&self, org: &OrgId, plaintext: String) -> EncryptedToken {
         self.cipher
             .seal(&SecretString::from(plaintext), &context(org))
     }
 
     /// Opens a body sealed by [`DataKey::seal`].
-    pub fn open(&self, org: &str, sealed: &EncryptedToken) -> Result<String, CipherError> {
+    pub fn open(&self, org: &OrgId, sealed: &EncryptedToken) -> Result<String, CipherError> {
         self.cipher
             .open(sealed, &context(org))
             .map(|s| s.expose_secret().to_string())
@@ -88,11 +89,11 @@ impl DataKey {
     }
 }
 
-fn context(org: &str) -> TokenContext<'_> {
+fn context(org: &OrgId) -> TokenContext<'_> {
     TokenContext::QueuedJob { org }
 }
 
-fn wrap_context(org: &str) -> TokenContext<'_> {
+fn wrap_context(org: &OrgId) -> TokenContext<'_> {
     TokenContext::DataKey { org }
 }
 
@@ -102,7 +103,7 @@ pub struct DataKeys {
     repo: Repo,
     master: TokenCipher,
     clock: Arc<dyn Clock>,
-    cache: Arc<Mutex<HashMap<String, (Instant, DataKey)>>>,
+    cache: Arc<Mutex<HashMap<OrgId, (Instant, DataKey)>>>,
 }
 
 impl DataKeys {
@@ -116,7 +117,7 @@ impl DataKeys {
         }
     }
 
-    fn cached(&self, org: &str) -> Option<DataKey> {
+    fn cached(&self, org: &OrgId) -> Option<DataKey> {
         let cache = self.cache.lock().expect("key cache lock");
         cache
             .get(org)
@@ -124,11 +125,11 @@ impl DataKeys {
             .map(|(_, k)| k.clone())
     }
 
-    fn remember(&self, org: &str, key: &DataKey) {
+    fn remember(&self, org: &OrgId, key: &DataKey) {
         self.cache
             .lock()
             .expect("key cache lock")
-            .insert(org.to_string(), (Instant::now(), key.clone()));
+            .insert(org.to_owned(), (Instant::now(), key.clone()));
     }
 
     /// Forgets every cached key (tests; a process is otherwise short-lived).
@@ -137,7 +138,7 @@ impl DataKeys {
     }
 
     /// The stored record: `Some(None)` for a destroyed key.
-    async fn stored(&self, org: &str) -> Result<Option<Option<DataKey>>, StoreError> {
+    async fn stored(&self, org: &OrgId) -> Result<Option<Option<DataKey>>, StoreError> {
         if let Some(k) = self.cached(org) {
             return Ok(Some(Some(k)));
         }
@@ -157,13 +158,13 @@ impl DataKeys {
     }
 
     /// The key to open an organization's jobs; `None` once uninstall destroyed it.
-    pub async fn to_open(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+    pub async fn to_open(&self, org: &OrgId) -> Result<Option<DataKey>, StoreError> {
         Ok(self.stored(org).await?.flatten())
     }
 
     /// The key to seal an organization's jobs, made on first use; `None` when uninstall
     /// destroyed it (the organization's data is then not queued at all).
-    pub async fn to_seal(&self, org: &str) -> Result<Option<DataKey>, StoreError> {
+    pub async fn to_seal(&self, org: &OrgId) -> Result<Option<DataKey>, StoreError> {
         if let Some(found) = self.stored(org).await? {
             return Ok(found);
         }
@@ -181,7 +182,7 @@ impl DataKeys {
 
     /// Installs a new key for a (re)installed organization, replacing a destroyed one. A key
     /// already live is kept.
-    pub async fn renew(&self, org: &str) -> Result<(), StoreError> {
+    pub async fn renew(&self, org: &OrgId) -> Result<(), StoreError> {
         if self.to_open(org).await?.is_some() {
             return Ok(());
         }
@@ -189,10 +190,10 @@ impl DataKeys {
         self.repo.put(&record, Condition::Always).await
     }
 
-    fn fresh(&self, org: &str) -> Result<(OrganizationKey, DataKey), StoreError> {
+    fn fresh(&self, org: &OrgId) -> Result<(OrganizationKey, DataKey), StoreError> {
         let raw: [u8; 32] = rand::random();
         let record = OrganizationKey {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             key: Some(self.master.seal(
                 &SecretString::from(STANDARD.encode(raw)),
                 &wrap_context(org),
@@ -208,7 +209,7 @@ impl DataKeys {
     /// re-creates it), unless the key there now was made after `before` (a reinstall's).
     pub async fn destroy(
         &self,
-        org: &str,
+        org: &OrgId,
         before: DateTime<Utc>,
         expires_at: i64,
     ) -> Result<(), StoreError> {
@@ -225,7 +226,7 @@ impl DataKeys {
             None => Condition::IfAbsent,
         };
         let tombstone = OrganizationKey {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             key: None,
             created_at: current.map_or(before, |k| k.created_at),
             destroyed_at: Some(self.clock.now()),
@@ -238,7 +239,7 @@ impl DataKeys {
         }
     }
 
-    fn unwrap(&self, org: &str, sealed: &EncryptedToken) -> Result<DataKey, StoreError> {
+    fn unwrap(&self, org: &OrgId, sealed: &EncryptedToken) -> Result<DataKey, StoreError> {
         let b64 = self
             .master
             .open(sealed, &wrap_context(org))

@@ -6,6 +6,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::cipher::EncryptedToken;
+use crate::ids::{
+    AccountId, ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId, PageId, ThreadId,
+};
 use crate::store::{Key, Record, Versioned, keys};
 
 /// How long message links are kept (for unsends, replies, reactions).
@@ -33,9 +36,9 @@ pub enum InstallationStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Installation {
     /// LiveChat organization id.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The LiveChat account that installed the app.
-    pub account_id: String,
+    pub account_id: AccountId,
     /// Agent access token (absent once wiped).
     pub access_token: Option<EncryptedToken>,
     /// Refresh token (absent once wiped).
@@ -68,7 +71,7 @@ pub struct Installation {
 
 impl Installation {
     /// The key of an organization's installation.
-    pub fn key_for(org: &str) -> Key {
+    pub fn key_for(org: &OrgId) -> Key {
         keys::installation(org)
     }
 }
@@ -105,19 +108,19 @@ pub enum ConnectionStatus {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstagramConnection {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// Instagram professional account id (webhook `entry.id`).
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// Instagram username, for pages shown to admins.
     pub ig_username: Option<String>,
     /// Facebook Page id.
-    pub page_id: String,
+    pub page_id: PageId,
     /// Facebook Page name.
     pub page_name: Option<String>,
     /// Page access token (absent once wiped).
     pub page_token: Option<EncryptedToken>,
     /// App-scoped id of the Facebook user who connected it (deauthorize and deletion callbacks).
-    pub facebook_user_id: String,
+    pub facebook_user_id: FacebookUserId,
     /// State.
     pub status: ConnectionStatus,
     /// When it was connected.
@@ -130,7 +133,7 @@ pub struct InstagramConnection {
 
 impl InstagramConnection {
     /// The key of one connection.
-    pub fn key_for(org: &str, ig_account_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, ig_account_id: &IgAccountId) -> Key {
         keys::connection(org, ig_account_id)
     }
 }
@@ -146,16 +149,16 @@ impl Record for InstagramConnection {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountRoute {
     /// Instagram professional account id.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The organization it belongs to.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// TTL once due for purge.
     pub expires_at: Option<i64>,
 }
 
 impl AccountRoute {
     /// The key of an account's route.
-    pub fn key_for(ig_account_id: &str) -> Key {
+    pub fn key_for(ig_account_id: &IgAccountId) -> Key {
         keys::account_route(ig_account_id)
     }
 }
@@ -171,17 +174,17 @@ impl Record for AccountRoute {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Contact {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The business's Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The customer's Instagram-scoped id.
-    pub igsid: String,
+    pub igsid: Igsid,
     /// LiveChat customer id (`entity_id`).
     pub customer_id: String,
     /// The customer's LiveChat chat, once started.
-    pub chat_id: Option<String>,
+    pub chat_id: Option<ChatId>,
     /// The latest thread seen.
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ThreadId>,
     /// Whether that thread is active (`false` after `chat_deactivated`; unknown when absent).
     #[serde(default)]
     pub thread_active: Option<bool>,
@@ -204,7 +207,7 @@ pub struct Contact {
 
 impl Contact {
     /// The key of a contact.
-    pub fn key_for(org: &str, ig_account_id: &str, igsid: &str) -> Key {
+    pub fn key_for(org: &OrgId, ig_account_id: &IgAccountId, igsid: &Igsid) -> Key {
         keys::contact(org, ig_account_id, igsid)
     }
 }
@@ -229,20 +232,20 @@ impl Record for Contact {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatRoute {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// LiveChat chat id.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// The business's Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The customer.
-    pub igsid: String,
+    pub igsid: Igsid,
     /// TTL once due for purge.
     pub expires_at: Option<i64>,
 }
 
 impl ChatRoute {
     /// The key of a chat's route.
-    pub fn key_for(org: &str, chat_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, chat_id: &ChatId) -> Key {
         keys::chat_route(org, chat_id)
     }
 }
@@ -268,22 +271,22 @@ pub enum Direction {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MessageLink {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The business's Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// Meta message id.
-    pub mid: String,
+    pub mid: Mid,
     /// LiveChat chat id.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// LiveChat thread id.
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ThreadId>,
     /// LiveChat event ids (a message with attachments becomes several events).
     #[serde(default)]
-    pub event_ids: Vec<String>,
+    pub event_ids: Vec<EventId>,
     /// The thread of each event in `event_ids` (the parts of one message can land in two threads
     /// when the chat closes between them); empty on links that predate it (then `thread_id`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub event_threads: Vec<String>,
+    pub event_threads: Vec<ThreadId>,
     /// Which way it went.
     pub direction: Direction,
     /// When it was bridged.
@@ -294,7 +297,7 @@ pub struct MessageLink {
 
 impl MessageLink {
     /// Each event with the thread it was posted to.
-    pub fn events(&self) -> Vec<(String, String)> {
+    pub fn events(&self) -> Vec<(ThreadId, EventId)> {
         self.event_ids
             .iter()
             .enumerate()
@@ -311,7 +314,7 @@ impl MessageLink {
     }
 
     /// The key of the link for a mid.
-    pub fn key_for(org: &str, ig_account_id: &str, mid: &str) -> Key {
+    pub fn key_for(org: &OrgId, ig_account_id: &IgAccountId, mid: &Mid) -> Key {
         keys::message_link(org, ig_account_id, mid)
     }
 }
@@ -327,20 +330,20 @@ impl Record for MessageLink {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventLink {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// LiveChat chat id.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// LiveChat event id.
-    pub event_id: String,
+    pub event_id: EventId,
     /// Meta message id.
-    pub mid: String,
+    pub mid: Mid,
     /// TTL (always set).
     pub expires_at: i64,
 }
 
 impl EventLink {
     /// The key of the link for a LiveChat event.
-    pub fn key_for(org: &str, chat_id: &str, event_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, chat_id: &ChatId, event_id: &EventId) -> Key {
         keys::event_link(org, chat_id, event_id)
     }
 }
@@ -366,7 +369,7 @@ pub enum IdempotencyState {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// Which stream the event id belongs to (e.g. `instagram`, `livechat`).
     pub scope: String,
     /// The platform's event id.
@@ -405,7 +408,7 @@ impl Versioned for IdempotencyRecord {
 
 impl IdempotencyRecord {
     /// The key of the record for one event.
-    pub fn key_for(org: &str, scope: &str, event_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, scope: &str, event_id: &str) -> Key {
         keys::idempotency(org, scope, event_id)
     }
 }
@@ -442,7 +445,7 @@ pub struct OAuthState {
     /// The step it spent.
     pub step: OAuthStep,
     /// The organization it was for.
-    pub organization_id: Option<String>,
+    pub organization_id: Option<OrgId>,
     /// When it was spent.
     pub created_at: DateTime<Utc>,
     /// TTL (always set).
@@ -479,7 +482,7 @@ pub struct DeletionRequest {
     /// The confirmation code given to Meta.
     pub confirmation_code: String,
     /// The app-scoped Facebook user id whose data is deleted (wiped on completion).
-    pub facebook_user_id: Option<String>,
+    pub facebook_user_id: Option<FacebookUserId>,
     /// Progress.
     pub status: DeletionStatus,
     /// When Meta asked.
@@ -509,9 +512,9 @@ impl Record for DeletionRequest {
 #[serde(tag = "type", content = "id", rename_all = "snake_case")]
 pub enum PurgeSubject {
     /// Every item of an organization.
-    Organization(String),
+    Organization(OrgId),
     /// Every item tied to a Facebook user (deauthorize, data deletion).
-    FacebookUser(String),
+    FacebookUser(FacebookUserId),
 }
 
 /// Finds the connections a Facebook user made (Meta's deauthorize and data-deletion callbacks
@@ -519,23 +522,27 @@ pub enum PurgeSubject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FacebookUserLink {
     /// App-scoped Facebook user id.
-    pub facebook_user_id: String,
+    pub facebook_user_id: FacebookUserId,
     /// The organization of the connection.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The connected Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// TTL once due for purge.
     pub expires_at: Option<i64>,
 }
 
 impl FacebookUserLink {
     /// The partition of a user's links.
-    pub fn partition(facebook_user_id: &str) -> String {
+    pub fn partition(facebook_user_id: &FacebookUserId) -> String {
         keys::facebook_user(facebook_user_id)
     }
 
     /// The key of one link.
-    pub fn key_for(facebook_user_id: &str, org: &str, ig_account_id: &str) -> Key {
+    pub fn key_for(
+        facebook_user_id: &FacebookUserId,
+        org: &OrgId,
+        ig_account_id: &IgAccountId,
+    ) -> Key {
         keys::facebook_user_link(facebook_user_id, org, ig_account_id)
     }
 }
@@ -563,18 +570,18 @@ pub enum Revocation {
     /// Unsubscribe a Page from the app's webhooks (needs the Page token).
     PageSubscription {
         /// The Page.
-        page_id: String,
+        page_id: PageId,
         /// Its Instagram account (to see, before a retry, whether another installation has
         /// connected the Page since).
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        ig_account_id: Option<String>,
+        ig_account_id: Option<IgAccountId>,
         /// Its token, sealed under `instagram.revoke:<page>` context.
         token: EncryptedToken,
     },
     /// Revoke the app's grant for a Facebook user (with the app token; no user token kept).
     FacebookGrant {
         /// App-scoped user id.
-        facebook_user_id: String,
+        facebook_user_id: FacebookUserId,
     },
 }
 
@@ -595,7 +602,7 @@ impl Revocation {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingRevocation {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// Unique id within the organization.
     pub id: String,
     /// What to revoke.
@@ -611,7 +618,7 @@ impl PendingRevocation {
     pub const PARTITION: &'static str = keys::REVOCATIONS;
 
     /// The key of one.
-    pub fn key_for(org: &str, id: &str) -> Key {
+    pub fn key_for(org: &OrgId, id: &str) -> Key {
         keys::pending_revocation(org, id)
     }
 }
@@ -655,9 +662,9 @@ pub struct PurgeEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DisconnectedAccount {
     /// The organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
 }
 
 impl PurgeEntry {
@@ -667,8 +674,8 @@ impl PurgeEntry {
     /// The key of an entry: sorted by due time.
     pub fn key_for(due_at: i64, subject: &PurgeSubject) -> Key {
         let (kind, id) = match subject {
-            PurgeSubject::Organization(id) => ("ORG", id),
-            PurgeSubject::FacebookUser(id) => ("FBUSER", id),
+            PurgeSubject::Organization(id) => ("ORG", id.as_str()),
+            PurgeSubject::FacebookUser(id) => ("FBUSER", id.as_str()),
         };
         keys::purge_entry(due_at, kind, id)
     }
@@ -692,7 +699,7 @@ impl Record for PurgeEntry {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrganizationKey {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The 32-byte key, sealed under `org:<org>:data_key`; absent once destroyed (a tombstone,
     /// so that nothing re-creates a key for an uninstalled organization until it is installed
     /// again).
@@ -710,7 +717,7 @@ pub struct OrganizationKey {
 impl OrganizationKey {
     /// The key of an organization's data key: its own partition, so the webhooks may read and
     /// create it without access to anything else.
-    pub fn key_for(org: &str) -> Key {
+    pub fn key_for(org: &OrgId) -> Key {
         keys::data_key(org)
     }
 }
@@ -730,13 +737,13 @@ impl Record for OrganizationKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingSend {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The business's Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The customer.
-    pub igsid: String,
+    pub igsid: Igsid,
     /// The LiveChat event and part being sent (`{event key}#{part}`).
-    pub livechat_event_id: String,
+    pub livechat_event_id: EventId,
     /// When the latest attempt started.
     pub started_at: DateTime<Utc>,
     /// A keyed hash (the organization's data key) of what was sent, to know its echo.
@@ -747,7 +754,7 @@ pub struct PendingSend {
     pub attempts: u32,
     /// Meta's message id, once the answer or the echo gave it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mid: Option<String>,
+    pub mid: Option<Mid>,
     /// TTL (always set).
     pub expires_at: i64,
     /// Version for conditional writes (the echo and a retry may race).
@@ -766,12 +773,17 @@ impl Versioned for PendingSend {
 
 impl PendingSend {
     /// The partition of a conversation's pending sends.
-    pub fn partition(org: &str, ig_account_id: &str, igsid: &str) -> String {
+    pub fn partition(org: &OrgId, ig_account_id: &IgAccountId, igsid: &Igsid) -> String {
         keys::pending_sends(org, ig_account_id, igsid)
     }
 
     /// The key of one pending send.
-    pub fn key_for(org: &str, ig_account_id: &str, igsid: &str, event_id: &str) -> Key {
+    pub fn key_for(
+        org: &OrgId,
+        ig_account_id: &IgAccountId,
+        igsid: &Igsid,
+        event_id: &EventId,
+    ) -> Key {
         Key::new(
             Self::partition(org, ig_account_id, igsid),
             event_id.to_string(),
@@ -797,9 +809,9 @@ impl Record for PendingSend {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SendPause {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The business's Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// No send before this.
     pub until: DateTime<Utc>,
     /// Why, for the agent's notice (e.g. "Instagram's rate limit (Meta error 613)").
@@ -810,7 +822,7 @@ pub struct SendPause {
 
 impl SendPause {
     /// The key of an account's pause.
-    pub fn key_for(org: &str, ig_account_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, ig_account_id: &IgAccountId) -> Key {
         keys::send_pause(org, ig_account_id)
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::Mutex;
 
+use crate::ids::{IgAccountId, OrgId};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -66,10 +67,10 @@ pub struct LifecycleEvent {
     pub kind: LifecycleKind,
     /// The LiveChat organization, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub organization_id: Option<String>,
+    pub organization_id: Option<OrgId>,
     /// The Instagram account, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ig_account_id: Option<String>,
+    pub ig_account_id: Option<IgAccountId>,
     /// The data-deletion confirmation code, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation_code: Option<String>,
@@ -98,14 +99,14 @@ impl LifecycleEvent {
     }
 
     /// With the organization.
-    pub fn org(mut self, org: &str) -> Self {
-        self.organization_id = Some(org.to_string());
+    pub fn org(mut self, org: &OrgId) -> Self {
+        self.organization_id = Some(org.to_owned());
         self
     }
 
     /// With the Instagram account.
-    pub fn account(mut self, ig: &str) -> Self {
-        self.ig_account_id = Some(ig.to_string());
+    pub fn account(mut self, ig: &IgAccountId) -> Self {
+        self.ig_account_id = Some(ig.to_owned());
         self
     }
 

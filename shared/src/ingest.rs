@@ -12,6 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::clock::Clock;
 use crate::datakey::{DataKey, DataKeys};
 use crate::domain::{AccountRoute, ChatRoute};
+use crate::ids::OrgId;
 use crate::instagram::webhook;
 use crate::jobs::{Envelope, Job, SealedEnvelope, Source, unparsed_jobs};
 use crate::queue::{OutgoingMessage, Queue, QueueError};
@@ -128,14 +129,14 @@ pub async fn ingest_instagram(
 /// A body's jobs sealed for the queue, those too large for it, and how many had no route.
 struct Sealed<'a> {
     messages: Vec<OutgoingMessage>,
-    oversized: Vec<(&'a str, &'a DataKey, String)>,
+    oversized: Vec<(&'a OrgId, &'a DataKey, String)>,
     unrouted: usize,
 }
 
 /// Seals each routed job under its organization's data key.
 fn seal_all<'a>(
     jobs: &[webhook::SplitItem<'_>],
-    routed: &'a HashMap<String, (String, DataKey)>,
+    routed: &'a HashMap<String, (OrgId, DataKey)>,
     now: DateTime<Utc>,
 ) -> Sealed<'a> {
     let mut sealed = Sealed {
@@ -174,7 +175,7 @@ async fn park_unparsed(
     reason: &str,
     body: &[u8],
     now: DateTime<Utc>,
-    seal: Option<(&str, &DataKey)>,
+    seal: Option<(&OrgId, &DataKey)>,
 ) -> Result<usize, IngestError> {
     let parked = unparsed_jobs(source, reason, body, now);
     let messages: Vec<_> = parked
@@ -193,13 +194,13 @@ async fn park_unparsed(
 async fn routes(
     state: &InstagramIngest,
     jobs: &[webhook::SplitItem<'_>],
-) -> Result<HashMap<String, (String, DataKey)>, IngestError> {
+) -> Result<HashMap<String, (OrgId, DataKey)>, IngestError> {
     let accounts: BTreeSet<&str> = jobs.iter().map(|j| j.ig_account_id.as_ref()).collect();
     let mut routed = HashMap::new();
     for account in accounts {
         let route = state
             .repo
-            .get::<AccountRoute>(&AccountRoute::key_for(account))
+            .get::<AccountRoute>(&AccountRoute::key_for(&account.into()))
             .await?;
         if let Some(route) = route {
             let key = state.keys.to_seal(&route.organization_id).await?;
@@ -270,7 +271,7 @@ async fn enqueue_livechat(
 ) -> Result<&'static str, IngestError> {
     // Only chats the bridge created enter the queue: the text of every other chat of
     // the license is acknowledged and never stored.
-    let Some(chat) = job.chat_id.as_deref() else {
+    let Some(chat) = job.chat_id.as_ref() else {
         return Ok("not bridged: no chat");
     };
     let route = state

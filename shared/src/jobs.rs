@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cipher::EncryptedToken;
 use crate::datakey::DataKey;
+use crate::ids::{ChatId, IgAccountId, Igsid, OrgId};
 use crate::queue::OutgoingMessage;
 
 /// The envelope version this build writes.
@@ -32,9 +33,9 @@ pub enum Source {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InstagramEventJob {
     /// The business's Instagram account (recipient inbound, sender for echoes).
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The customer's IGSID (the other party).
-    pub igsid: String,
+    pub igsid: Igsid,
     /// The event's natural id: the mid, or kind + timestamp + sender.
     pub event_id: String,
     /// Which array it came from: `messaging`, `standby` or `changes`.
@@ -49,13 +50,13 @@ pub struct InstagramEventJob {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LivechatEventJob {
     /// The organization that sent it.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The webhook action (`incoming_event`, …).
     pub action: String,
     /// The event id used for deduplication.
     pub event_id: String,
     /// The chat, when the action has one.
-    pub chat_id: Option<String>,
+    pub chat_id: Option<ChatId>,
     /// The webhook body without its `secret_key`.
     pub webhook: Value,
 }
@@ -241,7 +242,7 @@ pub struct SealedEnvelope {
     /// Envelope version.
     pub v: u32,
     /// Whose key opens it.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// When the webhook was received.
     pub received_at: DateTime<Utc>,
     /// The message group, keyed-hashed (one conversation, without naming the customer).
@@ -269,7 +270,7 @@ pub enum Wire {
 
 impl Envelope {
     /// Seals the envelope under the organization's data key.
-    pub fn seal(&self, org: &str, key: &DataKey) -> SealedEnvelope {
+    pub fn seal(&self, org: &OrgId, key: &DataKey) -> SealedEnvelope {
         let job = serde_json::to_string(&self.job).expect("a job always serializes");
         let mut sealed = SealedEnvelope::seal_job(
             org,
@@ -302,7 +303,7 @@ impl SealedEnvelope {
     /// Seals a job already written as JSON (the ack path writes it straight from the raw
     /// item), with its natural group and deduplication ids.
     pub fn seal_job(
-        org: &str,
+        org: &OrgId,
         key: &DataKey,
         received_at: DateTime<Utc>,
         (group, dedup): (&str, &str),
@@ -310,7 +311,7 @@ impl SealedEnvelope {
     ) -> Self {
         SealedEnvelope {
             v: ENVELOPE_VERSION,
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             received_at,
             group: key.queue_id(group),
             dedup: key.queue_id(dedup),

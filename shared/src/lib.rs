@@ -16,6 +16,7 @@ pub mod events;
 pub mod function;
 pub mod health;
 pub mod http;
+pub mod ids;
 pub mod ingest;
 pub mod instagram;
 pub mod install;

@@ -171,7 +171,7 @@ pub async fn process_batch_until(
 #[derive(serde::Deserialize, Default)]
 struct Head {
     #[serde(default)]
-    organization_id: Option<String>,
+    organization_id: Option<crate::ids::OrgId>,
     #[serde(default)]
     received_at: Option<DateTime<Utc>>,
     #[serde(default)]
@@ -195,7 +195,7 @@ async fn observe(
         return;
     };
     let head = Head::of(&job.body);
-    let org = head.organization_id.as_deref();
+    let org = head.organization_id.as_ref();
     match outcome {
         Outcome::Done => {
             sample.count(Metric::MessagesBridged);

@@ -172,7 +172,7 @@ impl Harness {
                 organization_id: org.into(),
                 ig_account_id: ig.into(),
                 ig_username: Some("shop".into()),
-                page_id: format!("PAGE-{ig}"),
+                page_id: format!("PAGE-{ig}").into(),
                 page_name: None,
                 page_token: Some(seal(cfg, page, TokenContext::Page { org, ig })),
                 facebook_user_id: fbuser.into(),
@@ -216,7 +216,7 @@ impl Harness {
         )
         .await
         .unwrap();
-        self.services.data_keys().renew(org).await.unwrap();
+        self.services.data_keys().renew(&org.into()).await.unwrap();
     }
 
     pub async fn post_webhook(
@@ -447,7 +447,7 @@ impl Harness {
     pub async fn installation(&self, org: &str) -> Installation {
         self.services
             .repo
-            .get(&Installation::key_for(org))
+            .get(&Installation::key_for(&org.into()))
             .await
             .unwrap()
             .expect("the installation exists")
@@ -456,7 +456,7 @@ impl Harness {
     pub async fn contact(&self) -> Option<Contact> {
         self.services
             .repo
-            .get(&Contact::key_for(ORG, IG, IGSID))
+            .get(&Contact::key_for(&ORG.into(), &IG.into(), &IGSID.into()))
             .await
             .unwrap()
     }

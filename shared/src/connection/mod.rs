@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{ConnectionStatus, InstagramConnection};
 use crate::events::{EventPublisher, LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::{IgAccountId, OrgId};
 use crate::store::{Condition, Repo, StoreError};
 use records::Backlog;
 
@@ -41,8 +42,8 @@ pub async fn transition(
 pub async fn repaired(
     repo: &Repo,
     events: &dyn EventPublisher,
-    org: &str,
-    ig: Option<&str>,
+    org: &OrgId,
+    ig: Option<&IgAccountId>,
     what: &str,
     replay: bool,
     now: DateTime<Utc>,
@@ -71,7 +72,7 @@ pub async fn repaired(
 /// (workers, the health check, the status page) are serialised by its version.
 pub async fn update_backlog(
     repo: &Repo,
-    org: &str,
+    org: &OrgId,
     mut change: impl FnMut(&mut Backlog) -> bool,
 ) -> Result<Backlog, StoreError> {
     for _ in 0..crate::store::MAX_CONFLICT_RETRIES {

@@ -5,6 +5,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::domain::Direction;
+use crate::ids::{IgAccountId, OrgId};
 use crate::store::{Key, Record, Versioned, keys};
 
 /// An organization's jobs that did not go through at once: what its status page shows as
@@ -12,7 +13,7 @@ use crate::store::{Key, Record, Versioned, keys};
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Backlog {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// Jobs parked since the last replay.
     #[serde(default)]
     pub parked: u64,
@@ -54,9 +55,9 @@ pub struct Backlog {
 
 impl Backlog {
     /// An empty backlog of `org`.
-    pub fn new(org: &str) -> Self {
+    pub fn new(org: &OrgId) -> Self {
         Self {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             ..Self::default()
         }
     }
@@ -128,9 +129,9 @@ pub enum SubscriptionState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ConnectionHealth {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// The Page token.
     #[serde(default)]
     pub token: TokenState,
@@ -171,9 +172,9 @@ impl Record for ConnectionHealth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Activity {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// Which way.
     pub direction: Direction,
     /// The last message (to the hour: workers write at most once an hour).
@@ -191,7 +192,7 @@ impl Activity {
     pub const DAYS: usize = 7;
 
     /// The key of one direction's activity.
-    pub fn key_for(org: &str, ig: &str, direction: Direction) -> Key {
+    pub fn key_for(org: &OrgId, ig: &IgAccountId, direction: Direction) -> Key {
         keys::activity(org, ig, direction_tag(direction))
     }
 
@@ -234,9 +235,9 @@ impl Record for Activity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokenNotice {
     /// Owning organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// The Instagram account.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// When the connection broke (epoch seconds; one notice per spell).
     pub since: i64,
     /// TTL (always set: 30 days).
@@ -254,7 +255,7 @@ impl Record for BrokenNotice {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstallationEntry {
     /// The organization.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// TTL once due for purge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
@@ -280,7 +281,7 @@ mod tests {
             parked: 3,
             parked_blocked: 1,
             last_parked_at: Some(at),
-            ..Backlog::new("o")
+            ..Backlog::new(&OrgId::from("o"))
         };
         assert_eq!(b.parked_at(at + chrono::Duration::days(5)), (3, 1));
         assert_eq!(b.parked_at(at + chrono::Duration::days(6)), (0, 0));

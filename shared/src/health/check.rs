@@ -21,6 +21,7 @@ use crate::connection::{repaired, transition};
 use crate::customer::Customers;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::OrgId;
 use crate::instagram::graph::SUBSCRIBED_FIELDS;
 use crate::instagram::graph::TokenInfo;
 use crate::metrics::{Metric, Metrics, Sample};
@@ -149,7 +150,7 @@ pub struct HealthCheck {
 
 /// A pending replay request: the organization, and when the replay was asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PendingReplay(pub String, pub DateTime<Utc>);
+pub struct PendingReplay(pub OrgId, pub DateTime<Utc>);
 
 /// What a health run was asked to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,7 +159,7 @@ pub enum HealthInput {
     Run,
     /// Replay one organization's parked jobs (an `igbridge.repaired` or
     /// `igbridge.replay_requested` event).
-    Replay(String),
+    Replay(OrgId),
 }
 
 impl HealthInput {
@@ -174,7 +175,7 @@ impl HealthInput {
                 if k == LifecycleKind::Repaired.detail_type()
                     || k == LifecycleKind::ReplayRequested.detail_type() =>
             {
-                HealthInput::Replay(org.to_string())
+                HealthInput::Replay(org.into())
             }
             _ => HealthInput::Run,
         }
@@ -249,7 +250,7 @@ impl HealthCheck {
     /// the checks: [`HealthCheck::serve_replays`]).
     pub async fn check_installation(
         &self,
-        org: &str,
+        org: &OrgId,
         deadline: Instant,
     ) -> Result<HealthReport, StoreError> {
         let mut report = HealthReport {
@@ -584,7 +585,7 @@ impl HealthCheck {
     /// Never waits for the lease: a burst of events ends as a burst of short runs.
     pub async fn serve_replays(
         &self,
-        first: Option<&str>,
+        first: Option<&OrgId>,
         deadline: Instant,
     ) -> Result<HealthReport, StoreError> {
         let mut report = HealthReport {
@@ -592,7 +593,7 @@ impl HealthCheck {
             ..HealthReport::default()
         };
         let mut served = std::collections::HashSet::new();
-        let mut first = first.map(str::to_string);
+        let mut first = first.cloned();
         loop {
             let Some(holder) = take_lease(&self.deps.repo, self.deps.clock.as_ref()).await? else {
                 report.replays_left = self.pending_replays().await?.len() as u64;
@@ -619,7 +620,7 @@ impl HealthCheck {
     /// While holding the lease: replays every pending request not served yet in this run.
     async fn replay_pending(
         &self,
-        first: Option<String>,
+        first: Option<OrgId>,
         deadline: Instant,
         served: &mut std::collections::HashSet<PendingReplay>,
         report: &mut HealthReport,
@@ -671,7 +672,7 @@ impl HealthCheck {
     /// replay holds the lease.
     pub async fn replay_requested(
         &self,
-        org: &str,
+        org: &OrgId,
         deadline: Instant,
     ) -> Result<Option<ReplayReport>, StoreError> {
         let Some(holder) = take_lease(&self.deps.repo, self.deps.clock.as_ref()).await? else {
@@ -694,7 +695,7 @@ impl HealthCheck {
     }
 
     /// Replays `org`'s parked jobs (the caller holds the lease).
-    async fn replay_org(&self, org: &str, deadline: Instant) -> Result<ReplayReport, StoreError> {
+    async fn replay_org(&self, org: &OrgId, deadline: Instant) -> Result<ReplayReport, StoreError> {
         let now = self.deps.clock.now();
         let (queues, repo, metrics) = (&self.queues, &self.deps.repo, &self.metrics);
         replay(queues, repo, metrics, now, org, deadline)

@@ -15,6 +15,7 @@ use crate::clock::Clock;
 use crate::connection::records::{Activity, Backlog};
 use crate::connection::update_backlog;
 use crate::domain::Direction;
+use crate::ids::{IgAccountId, OrgId};
 use crate::jobs::Blocked;
 use crate::metrics::Metrics;
 use crate::store::{Repo, StoreError};
@@ -28,9 +29,9 @@ pub const WRITE_EVERY: chrono::Duration = chrono::Duration::hours(1);
 #[derive(Default)]
 pub struct Written {
     /// When each (organization, account, direction)'s activity was last written.
-    active: Mutex<HashMap<(String, String, Direction), DateTime<Utc>>>,
+    active: Mutex<HashMap<(OrgId, IgAccountId, Direction), DateTime<Utc>>>,
     /// When each organization's delay was last written.
-    delayed: Mutex<HashMap<String, DateTime<Utc>>>,
+    delayed: Mutex<HashMap<OrgId, DateTime<Utc>>>,
 }
 
 /// How long after an admin's accepted replay request the status page accepts another.
@@ -56,7 +57,7 @@ pub enum ReplayAsked {
 /// Each accepted request starts one run of the health function; nothing else may (docs/security.md).
 pub async fn ask_replay(
     repo: &Repo,
-    org: &str,
+    org: &OrgId,
     now: DateTime<Utc>,
 ) -> Result<ReplayAsked, StoreError> {
     let mut answer = ReplayAsked::NothingParked;
@@ -110,7 +111,7 @@ impl Observer {
     }
 
     /// A job of `org` was parked.
-    pub async fn parked(&self, org: &str, blocked: Option<Blocked>, reason: &str) {
+    pub async fn parked(&self, org: &OrgId, blocked: Option<Blocked>, reason: &str) {
         let now = self.clock.now();
         let out = update_backlog(&self.repo, org, |b| {
             b.parked += 1;
@@ -126,9 +127,9 @@ impl Observer {
     }
 
     /// A job of `org` was put back for later (written at most once an hour per process).
-    pub async fn delayed(&self, org: &str, reason: &str) {
+    pub async fn delayed(&self, org: &OrgId, reason: &str) {
         let now = self.clock.now();
-        if !due(&self.written.delayed, org.to_string(), now) {
+        if !due(&self.written.delayed, org.to_owned(), now) {
             return;
         }
         let out = update_backlog(&self.repo, org, |b| {
@@ -143,11 +144,11 @@ impl Observer {
     }
 
     /// A message went through `ig`'s connection (written at most once an hour per process).
-    pub async fn active(&self, org: &str, ig: &str, direction: Direction) {
+    pub async fn active(&self, org: &OrgId, ig: &IgAccountId, direction: Direction) {
         let now = self.clock.now();
         if !due(
             &self.written.active,
-            (org.to_string(), ig.to_string(), direction),
+            (org.to_owned(), ig.to_owned(), direction),
             now,
         ) {
             return;
@@ -155,8 +156,8 @@ impl Observer {
         let key = Activity::key_for(org, ig, direction);
         let out = async {
             let mut a = self.repo.get::<Activity>(&key).await?.unwrap_or(Activity {
-                organization_id: org.to_string(),
-                ig_account_id: ig.to_string(),
+                organization_id: org.to_owned(),
+                ig_account_id: ig.to_owned(),
                 direction,
                 last_at: now,
                 days: vec![],

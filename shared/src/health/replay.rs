@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::ids::OrgId;
 use crate::jobs::{Job, Wire};
 use crate::metrics::{Metric, Metrics};
 use crate::queue::{OutgoingMessage, Queue, QueueError, ReceivedMessage, queue_id};
@@ -137,7 +138,7 @@ struct Move {
 /// The work-queue message replaying a dead-letter one of `org`, or `None` when it stays: another
 /// organization's, an unparsed body, or a job parked after the replay started (it failed again
 /// during this replay, and waits for the next one instead of going round within this one).
-fn replay_of(m: &ReceivedMessage, org: &str, started: DateTime<Utc>) -> Option<Move> {
+fn replay_of(m: &ReceivedMessage, org: &OrgId, started: DateTime<Utc>) -> Option<Move> {
     let mut wire = Wire::decode(&m.body).ok()?;
     if wire.is_unparsed() || owner(&wire) != Some(org) {
         return None;
@@ -163,7 +164,7 @@ fn replay_of(m: &ReceivedMessage, org: &str, started: DateTime<Utc>) -> Option<M
 /// the report even when an error stops it (the error is returned beside it).
 pub async fn replay_queue(
     pair: &QueuePair,
-    org: &str,
+    org: &OrgId,
     started: DateTime<Utc>,
     deadline: Instant,
 ) -> (ReplayReport, Option<QueueError>) {
@@ -198,7 +199,7 @@ pub async fn replay_queue(
 /// One pass over a dead-letter queue.
 struct Scan<'a> {
     pair: &'a QueuePair,
-    org: &'a str,
+    org: &'a OrgId,
     started: DateTime<Utc>,
     deadline: Instant,
     report: &'a mut ReplayReport,
@@ -266,7 +267,7 @@ pub async fn replay(
     repo: &Repo,
     metrics: &Metrics,
     now: chrono::DateTime<chrono::Utc>,
-    org: &str,
+    org: &OrgId,
     deadline: Instant,
 ) -> Result<ReplayReport, Box<dyn std::error::Error + Send + Sync>> {
     let mut total = ReplayReport {
@@ -319,7 +320,7 @@ mod tests {
     use crate::queue::{MemoryQueue, MemoryQueueSettings};
     use crate::store::MemoryStore;
 
-    fn parked_job(org: &str, id: &str, at: DateTime<Utc>, blocked: bool) -> OutgoingMessage {
+    fn parked_job(org: &OrgId, id: &str, at: DateTime<Utc>, blocked: bool) -> OutgoingMessage {
         let mut env = Envelope::new(
             Job::LivechatEvent(LivechatEventJob {
                 organization_id: org.into(),
@@ -372,11 +373,11 @@ mod tests {
         let (dlq, work, pair) = pair(&clock);
         let later = t0 + chrono::Duration::seconds(10);
         dlq.send(&[
-            parked_job("X", "a", t0, true),
-            parked_job("Y", "b", t0, true),
-            parked_job("X", "c", later, true),
-            parked_job("X", "d", t0, false),
-            parked_job("X", "e", t0, true),
+            parked_job(&OrgId::from("X"), "a", t0, true),
+            parked_job(&OrgId::from("Y"), "b", t0, true),
+            parked_job(&OrgId::from("X"), "c", later, true),
+            parked_job(&OrgId::from("X"), "d", t0, false),
+            parked_job(&OrgId::from("X"), "e", t0, true),
         ])
         .await
         .unwrap();
@@ -384,7 +385,7 @@ mod tests {
         let started = t0 + chrono::Duration::seconds(5);
         // X's jobs parked before the replay started, in order, whatever they were parked for: a,
         // d and e; c was parked after it started (it failed again during it), b is Y's.
-        let (r, err) = replay_queue(&pair, "X", started, soon).await;
+        let (r, err) = replay_queue(&pair, &OrgId::from("X"), started, soon).await;
         assert!(err.is_none());
         assert_eq!(
             (r.replayed, r.parked, r.blocked, r.left, r.complete),
@@ -410,16 +411,16 @@ mod tests {
         let clock = Arc::new(ManualClock::new(t0));
         let (dlq, work, pair) = pair(&clock);
         let mut parked: Vec<OutgoingMessage> = (0..9)
-            .map(|i| parked_job("Y", &format!("y{i}"), t0, true))
+            .map(|i| parked_job(&OrgId::from("Y"), &format!("y{i}"), t0, true))
             .collect();
         // The tenth message of the first receive: X's conversation, parked for another reason;
         // its blocked job comes in the next receive.
-        parked.push(parked_job("X", "refused", t0, false));
-        parked.push(parked_job("X", "waiting", t0, true));
+        parked.push(parked_job(&OrgId::from("X"), "refused", t0, false));
+        parked.push(parked_job(&OrgId::from("X"), "waiting", t0, true));
         dlq.send(&parked).await.unwrap();
         let soon = Instant::now() + Duration::from_secs(30);
         let started = t0 + chrono::Duration::seconds(5);
-        let (r, err) = replay_queue(&pair, "X", started, soon).await;
+        let (r, err) = replay_queue(&pair, &OrgId::from("X"), started, soon).await;
         assert!(err.is_none());
         let moved = work.receive(10, Duration::ZERO).await.unwrap();
         let moved: Vec<String> = ids(&moved).into_iter().map(|(id, _)| id).collect();
@@ -438,15 +439,21 @@ mod tests {
         let t0 = Utc::now();
         let clock = Arc::new(ManualClock::new(t0));
         let (dlq, work, pair) = pair(&clock);
-        let mut unmarked = parked_job("X", "crashed", t0, false);
+        let mut unmarked = parked_job(&OrgId::from("X"), "crashed", t0, false);
         let mut wire = Wire::decode(&unmarked.body).unwrap();
         wire.set_parked(None);
         unmarked.body = wire.to_message().body;
-        dlq.send(&[unmarked, parked_job("X", "waiting", t0, true)])
+        dlq.send(&[unmarked, parked_job(&OrgId::from("X"), "waiting", t0, true)])
             .await
             .unwrap();
         let soon = Instant::now() + Duration::from_secs(30);
-        let (r, _) = replay_queue(&pair, "X", t0 + chrono::Duration::seconds(1), soon).await;
+        let (r, _) = replay_queue(
+            &pair,
+            &OrgId::from("X"),
+            t0 + chrono::Duration::seconds(1),
+            soon,
+        )
+        .await;
         assert_eq!((r.replayed, r.parked, r.blocked), (2, 1, 1));
         let moved = work.receive(10, Duration::ZERO).await.unwrap();
         let moved: Vec<String> = ids(&moved).into_iter().map(|(id, _)| id).collect();

@@ -1,6 +1,7 @@
 //! What an Instagram messaging item means: a typed view over the raw item, tolerant of unknown
 //! fields and kinds (unknown ones are kept as [`InboundEvent::Other`] so they are shown, not lost).
 
+use crate::ids::Mid;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
@@ -22,7 +23,7 @@ pub struct Attachment {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReplyTo {
     /// An earlier message.
-    Message(String),
+    Message(Mid),
     /// A story of the business.
     Story {
         /// Story CDN URL (expires).
@@ -53,7 +54,7 @@ pub struct Referral {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Message {
     /// Meta message id.
-    pub mid: String,
+    pub mid: Mid,
     /// Text, if any.
     pub text: Option<String>,
     /// Attachments, in order.
@@ -74,7 +75,7 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reaction {
     /// The message reacted to.
-    pub mid: String,
+    pub mid: Mid,
     /// `react`, `unreact`, or something new.
     pub action: String,
     /// Named reaction (`love`, …).
@@ -91,12 +92,12 @@ pub enum InboundEvent {
     /// The customer unsent a message.
     Unsend {
         /// The unsent message.
-        mid: String,
+        mid: Mid,
     },
     /// The customer edited a message.
     Edit {
         /// The edited message.
-        mid: String,
+        mid: Mid,
         /// New text.
         text: Option<String>,
     },
@@ -105,12 +106,12 @@ pub enum InboundEvent {
     /// Read receipt.
     Read {
         /// Last message read.
-        mid: String,
+        mid: Mid,
     },
     /// Icebreaker or template button.
     Postback {
         /// Message id (v11+).
-        mid: Option<String>,
+        mid: Option<Mid>,
         /// Button title.
         title: Option<String>,
         /// Payload.
@@ -150,7 +151,7 @@ fn referral(v: &Value) -> Referral {
 }
 
 fn message(m: &Value) -> InboundEvent {
-    let mid = s(m.get("mid")).unwrap_or_default();
+    let mid = Mid::from(s(m.get("mid")).unwrap_or_default());
     if m.get("is_deleted") == Some(&Value::Bool(true)) {
         return InboundEvent::Unsend { mid };
     }
@@ -169,7 +170,7 @@ fn message(m: &Value) -> InboundEvent {
         .unwrap_or_default();
     let reply_to = m.get("reply_to").and_then(|r| {
         if let Some(mid) = s(r.get("mid")) {
-            Some(ReplyTo::Message(mid))
+            Some(ReplyTo::Message(mid.into()))
         } else {
             r.get("story").map(|st| ReplyTo::Story {
                 url: s(st.get("url")),
@@ -201,20 +202,20 @@ pub fn classify(field: &str, item: &Value) -> InboundEvent {
     match kind.as_str() {
         "message" => message(body),
         "message_edit" => InboundEvent::Edit {
-            mid: s(body.get("mid")).unwrap_or_default(),
+            mid: s(body.get("mid")).unwrap_or_default().into(),
             text: s(body.get("text")),
         },
         "reaction" => InboundEvent::Reaction(Reaction {
-            mid: s(body.get("mid")).unwrap_or_default(),
+            mid: s(body.get("mid")).unwrap_or_default().into(),
             action: s(body.get("action")).unwrap_or_else(|| "react".into()),
             reaction: s(body.get("reaction")),
             emoji: s(body.get("emoji")),
         }),
         "read" => InboundEvent::Read {
-            mid: s(body.get("mid")).unwrap_or_default(),
+            mid: s(body.get("mid")).unwrap_or_default().into(),
         },
         "postback" => InboundEvent::Postback {
-            mid: s(body.get("mid")),
+            mid: s(body.get("mid")).map(Mid::from),
             title: s(body.get("title")),
             payload: s(body.get("payload")),
         },

@@ -5,6 +5,7 @@
 //! Secret" on — Meta's recommendation for server-side apps (graph-api/guides/secure-requests).
 //! Customer media is never downloaded: Meta's platform policy lets an app keep only the CDN URL.
 
+use crate::ids::Mid;
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use secrecy::{ExposeSecret, SecretString};
@@ -628,7 +629,7 @@ impl GraphClient {
             message_id: answer
                 .get("message_id")
                 .and_then(Value::as_str)
-                .map(str::to_string),
+                .map(Mid::from),
             usage,
         })
     }
@@ -638,7 +639,7 @@ impl GraphClient {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendResponse {
     /// The sent message's id (its echo carries the same `mid`); none for sender actions.
-    pub message_id: Option<String>,
+    pub message_id: Option<Mid>,
     /// The usage Meta reported with it.
     pub usage: Usage,
 }

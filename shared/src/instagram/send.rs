@@ -278,7 +278,7 @@ pub fn message_body(igsid: &str, message: OutMessage, window: Window) -> SendReq
     };
     SendRequest {
         recipient: Recipient {
-            id: igsid.to_string(),
+            id: igsid.to_owned(),
         },
         content: SendContent::Message {
             message,
@@ -292,7 +292,7 @@ pub fn message_body(igsid: &str, message: OutMessage, window: Window) -> SendReq
 pub fn mark_seen(igsid: &str) -> SendRequest {
     SendRequest {
         recipient: Recipient {
-            id: igsid.to_string(),
+            id: igsid.to_owned(),
         },
         content: SendContent::SenderAction {
             sender_action: "mark_seen",

@@ -117,7 +117,7 @@ pub fn natural_id(item: &Value, kind: &str) -> String {
         ("message", Some(mid)) if body.get("is_deleted") == Some(&Value::Bool(true)) => {
             format!("unsend:{mid}")
         }
-        ("message", Some(mid)) => mid.to_string(),
+        ("message", Some(mid)) => mid.to_owned(),
         ("message_edit", Some(mid)) => format!(
             "edit:{mid}:{}",
             body.get("num_edit")
@@ -165,8 +165,8 @@ impl SplitItem<'_> {
             serde_json::from_str(raw.get()).map_err(|e| SplitError::Malformed(e.to_string()))
         };
         Ok(InstagramEventJob {
-            ig_account_id: self.ig_account_id.to_string(),
-            igsid: self.igsid.to_string(),
+            ig_account_id: self.ig_account_id.as_ref().into(),
+            igsid: self.igsid.as_ref().into(),
             event_id: self.event_id.clone(),
             field: self.field.to_string(),
             entry_time: self.entry_time.map(parse).transpose()?,
@@ -431,8 +431,8 @@ mod oracle {
             customer.ok_or_else(|| SplitError::Malformed("item without a customer id".into()))?;
         Ok(InstagramEventJob {
             event_id: natural_id(item, &kind),
-            ig_account_id: account,
-            igsid,
+            ig_account_id: crate::ids::IgAccountId::from(account),
+            igsid: crate::ids::Igsid::from(igsid),
             field: field.to_string(),
             entry_time,
             item: item.clone(),
@@ -454,10 +454,12 @@ mod oracle {
         let recipient = id_str(value.pointer("/recipient/id"));
         InstagramEventJob {
             event_id: format!("change:{field}:{}", digest(&change)),
-            ig_account_id: recipient
-                .or_else(|| entry_id.map(str::to_string))
-                .unwrap_or_else(|| "0".into()),
-            igsid: sender.unwrap_or_else(|| "unknown".into()),
+            ig_account_id: crate::ids::IgAccountId::from(
+                recipient
+                    .or_else(|| entry_id.map(str::to_string))
+                    .unwrap_or_else(|| "0".into()),
+            ),
+            igsid: crate::ids::Igsid::from(sender.unwrap_or_else(|| "unknown".into())),
             field: format!("changes:{field}"),
             entry_time,
             item: change,

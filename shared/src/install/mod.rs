@@ -14,6 +14,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::cipher::TokenContext;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::{FacebookUserId, IgAccountId, OrgId, PageId};
 use crate::instagram::graph::{FACEBOOK_SCOPES, PageAccount, SUBSCRIBED_FIELDS};
 use crate::livechat::{Organization, REQUIRED_SCOPES};
 use crate::routes;
@@ -292,7 +293,7 @@ impl Install {
     async fn save_installation(
         &self,
         set: &crate::livechat::TokenSet,
-        org: &str,
+        org: &OrgId,
         revive: bool,
     ) -> Result<(), StoreError> {
         let now = self.deps.clock.now();
@@ -324,7 +325,7 @@ impl Install {
             .await?;
         // Listed for the health check (purged with the organization).
         let entry = crate::connection::records::InstallationEntry {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             expires_at: None,
         };
         self.deps.repo.put(&entry, Condition::Always).await?;
@@ -376,12 +377,12 @@ impl Install {
     fn installation_of(
         &self,
         set: &crate::livechat::TokenSet,
-        org: &str,
+        org: &OrgId,
         installed_at: chrono::DateTime<chrono::Utc>,
     ) -> Installation {
         let now = self.deps.clock.now();
         Installation {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             account_id: set.account_id.clone().unwrap_or_default(),
             access_token: Some(
                 self.deps
@@ -454,12 +455,12 @@ impl Install {
     }
 
     /// Spends the flow: a confirmation is carried out once.
-    async fn spend(&self, state: &FlowState, org: &str) -> Result<(), StepError> {
+    async fn spend(&self, state: &FlowState, org: &OrgId) -> Result<(), StepError> {
         let now = self.deps.clock.now();
         let used = OAuthState {
             nonce: state.flow.clone(),
             step: OAuthStep::Confirm,
-            organization_id: Some(org.to_string()),
+            organization_id: Some(org.to_owned()),
             created_at: now,
             expires_at: state.expires_at,
         };
@@ -475,8 +476,8 @@ impl Install {
     /// there is no route, the route is already `org`'s, or its installation is gone.
     async fn route_condition(
         &self,
-        org: &str,
-        ig_account_id: &str,
+        org: &OrgId,
+        ig_account_id: &IgAccountId,
     ) -> Result<Option<Condition>, StoreError> {
         let current = self
             .deps
@@ -519,8 +520,8 @@ impl Install {
     /// confirmation (or a status-page reconnect) landing after the uninstall stores nothing.
     async fn connect(
         &self,
-        org: &str,
-        facebook_user_id: &str,
+        org: &OrgId,
+        facebook_user_id: &FacebookUserId,
         choice: &OfferedPage,
     ) -> Result<Connected, StepError> {
         let now = self.deps.clock.now();
@@ -571,14 +572,14 @@ impl Install {
     /// The connection a confirmed choice makes, its Page token sealed.
     fn connection_of(
         &self,
-        org: &str,
-        facebook_user_id: &str,
+        org: &OrgId,
+        facebook_user_id: &FacebookUserId,
         choice: &OfferedPage,
         token: &SecretString,
         now: chrono::DateTime<chrono::Utc>,
     ) -> InstagramConnection {
         InstagramConnection {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             ig_account_id: choice.ig_account_id.clone(),
             ig_username: choice.ig_username.clone(),
             page_id: choice.page_id.clone(),
@@ -590,7 +591,7 @@ impl Install {
                     ig: &choice.ig_account_id,
                 },
             )),
-            facebook_user_id: facebook_user_id.to_string(),
+            facebook_user_id: facebook_user_id.to_owned(),
             status: ConnectionStatus::Connected,
             connected_at: now,
             updated_at: now,
@@ -602,19 +603,19 @@ impl Install {
     /// installation is installed (`ConditionFailed` otherwise, or when the route was taken).
     async fn store_connection(
         &self,
-        org: &str,
+        org: &OrgId,
         conn: &InstagramConnection,
         route_condition: Condition,
-        facebook_user_id: &str,
+        facebook_user_id: &FacebookUserId,
     ) -> Result<(), StoreError> {
         let route = AccountRoute {
             ig_account_id: conn.ig_account_id.clone(),
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             expires_at: None,
         };
         let link = FacebookUserLink {
-            facebook_user_id: facebook_user_id.to_string(),
-            organization_id: org.to_string(),
+            facebook_user_id: facebook_user_id.to_owned(),
+            organization_id: org.to_owned(),
             ig_account_id: conn.ig_account_id.clone(),
             expires_at: None,
         };
@@ -643,8 +644,8 @@ impl Install {
     /// subscription, the person's grant), since no purge will ever know of it.
     async fn refused(
         &self,
-        org: &str,
-        facebook_user_id: &str,
+        org: &OrgId,
+        facebook_user_id: &FacebookUserId,
         choice: &OfferedPage,
         token: &SecretString,
     ) -> StepError {
@@ -681,15 +682,15 @@ impl Install {
     /// repaired, and the jobs parked waiting for it are replayed.
     async fn reset_health(
         &self,
-        org: &str,
-        ig: &str,
+        org: &OrgId,
+        ig: &IgAccountId,
         before: Option<ConnectionStatus>,
     ) -> Result<(), StoreError> {
         let now = self.deps.clock.now();
         let was_broken = before == Some(ConnectionStatus::Broken);
         let health = crate::connection::records::ConnectionHealth {
-            organization_id: org.to_string(),
-            ig_account_id: ig.to_string(),
+            organization_id: org.to_owned(),
+            ig_account_id: ig.to_owned(),
             repaired_at: was_broken.then_some(now),
             repair: was_broken.then(|| "reconnected by an admin".to_string()),
             ..Default::default()
@@ -756,7 +757,11 @@ impl Install {
 
     /// The confirmation (`POST /oauth/facebook/select`): the flow spent once, the chosen Page
     /// connected.
-    pub async fn confirm(&self, posted: Posted<'_>, page_id: &str) -> Result<Connected, StepError> {
+    pub async fn confirm(
+        &self,
+        posted: Posted<'_>,
+        page_id: &PageId,
+    ) -> Result<Connected, StepError> {
         let state = self.open(posted, OAuthStep::Confirm)?;
         let (Some(org), Some(user)) = (state.organization.clone(), state.facebook_user_id.clone())
         else {
@@ -772,7 +777,10 @@ impl Install {
     }
 
     /// Facebook Login's code → the Facebook user and the Pages they manage.
-    async fn facebook_pages(&self, code: &str) -> Result<(String, Vec<PageAccount>), StepError> {
+    async fn facebook_pages(
+        &self,
+        code: &str,
+    ) -> Result<(FacebookUserId, Vec<PageAccount>), StepError> {
         let fail = |what: &'static str| {
             move |e: crate::instagram::graph::GraphError| StepError::Platform {
                 what,
@@ -797,7 +805,7 @@ impl Install {
             .pages(&long)
             .await
             .map_err(fail("Facebook did not list your Pages"))?;
-        Ok((me, accounts))
+        Ok((me.into(), accounts))
     }
 }
 
@@ -819,9 +827,9 @@ fn offered_pages(accounts: Vec<PageAccount>) -> (Vec<OfferedPage>, Vec<NotEligib
             continue;
         };
         out.push(OfferedPage {
-            page_id: p.id,
+            page_id: p.id.into(),
             page_name: name,
-            ig_account_id: ig.id,
+            ig_account_id: ig.id.into(),
             ig_username: ig.username,
             page_token: token.expose_secret().to_string(),
         });

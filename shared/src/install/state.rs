@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cipher::{EncryptedToken, TokenCipher, TokenContext};
 use crate::domain::OAuthStep;
+use crate::ids::{FacebookUserId, IgAccountId, PageId};
 use crate::livechat::Organization;
 
 /// What the sealed state binds to: `install.flow` under the token key.
@@ -21,11 +22,11 @@ const CONTEXT: TokenContext = TokenContext::InstallFlow;
 #[derive(Clone, Serialize, Deserialize)]
 pub struct OfferedPage {
     /// Facebook Page id.
-    pub page_id: String,
+    pub page_id: PageId,
     /// Page name.
     pub page_name: String,
     /// Linked Instagram professional account id.
-    pub ig_account_id: String,
+    pub ig_account_id: IgAccountId,
     /// Its username.
     pub ig_username: Option<String>,
     /// The Page access token.
@@ -48,7 +49,7 @@ pub struct FlowState {
     pub organization: Option<Organization>,
     /// Who logged in to Facebook.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub facebook_user_id: Option<String>,
+    pub facebook_user_id: Option<FacebookUserId>,
     /// The Pages offered for confirmation.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pages: Vec<OfferedPage>,

@@ -15,6 +15,7 @@ use crate::connection::records::{Activity, Backlog, ConnectionHealth};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
 use crate::health::ReplayAsked;
+use crate::ids::{IgAccountId, OrgId};
 use crate::livechat::Organization;
 use crate::routes;
 use crate::store::{StoreError, keys};
@@ -30,7 +31,7 @@ pub enum StatusAction {
     /// Reconnect an Instagram account (or connect another): on to Facebook Login.
     Reconnect,
     /// Disconnect this Instagram account.
-    Disconnect(String),
+    Disconnect(IgAccountId),
     /// Nothing (an unknown button): the page is shown again.
     Show,
 }
@@ -200,7 +201,7 @@ impl Install {
 
     /// The session a button posted, if authentic, current, from the signed-in tab, and its
     /// organization still has igbridge installed.
-    async fn session(&self, posted: Posted<'_>) -> Result<(FlowState, String), StepError> {
+    async fn session(&self, posted: Posted<'_>) -> Result<(FlowState, OrgId), StepError> {
         let now = self.deps.clock.now().timestamp();
         let session = self
             .sealer
@@ -245,7 +246,7 @@ impl Install {
     /// The Replay button: accepted once (nothing parked, a request pending, or one accepted
     /// under a minute ago is answered instead), and only an accepted request publishes the
     /// event that starts a replay.
-    async fn replay(&self, org: &str) -> Result<ReplayAsked, StoreError> {
+    async fn replay(&self, org: &OrgId) -> Result<ReplayAsked, StoreError> {
         let now = self.deps.clock.now();
         let asked = crate::health::ask_replay(&self.deps.repo, org, now).await?;
         if asked == ReplayAsked::Accepted {
@@ -289,7 +290,7 @@ impl Install {
         })
     }
 
-    async fn connection_views(&self, org: &str) -> Result<Vec<ConnectionView>, StoreError> {
+    async fn connection_views(&self, org: &OrgId) -> Result<Vec<ConnectionView>, StoreError> {
         let repo = &self.deps.repo;
         let conns: Vec<InstagramConnection> = repo
             .query_prefix(&keys::organization(org), keys::CONNECTION_PREFIX)

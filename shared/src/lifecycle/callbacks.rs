@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::Lifecycle;
 use super::signed_request::{self, SignedRequestError};
 use crate::domain::DeletionStatus;
+use crate::ids::{FacebookUserId, OrgId};
 use crate::store::StoreError;
 
 /// What the callbacks need.
@@ -69,7 +70,7 @@ pub struct AppWebhook {
     pub event: Option<String>,
     /// The organization.
     #[serde(rename = "organizationID", default)]
-    pub organization_id: Option<String>,
+    pub organization_id: Option<OrgId>,
     /// When LiveChat sent it (RFC 3339 with an offset).
     #[serde(default)]
     pub date: Option<String>,
@@ -124,7 +125,7 @@ impl Callbacks {
     }
 
     /// The Facebook user a `signed_request` names, if Meta signed it within the last day.
-    fn verify(&self, signed: Option<&str>) -> Result<String, CallbackError> {
+    fn verify(&self, signed: Option<&str>) -> Result<FacebookUserId, CallbackError> {
         let signed = signed.ok_or(CallbackError::NoSignedRequest)?;
         let secret = self.meta_app_secret.expose_secret().as_bytes();
         let request = signed_request::parse(secret, signed).map_err(|e| match e {
@@ -134,7 +135,9 @@ impl Callbacks {
         // A captured request must not work forever: Meta sends it at once.
         let now = self.lifecycle.deps.clock.now().timestamp();
         match request.issued_at {
-            Some(at) if (now - at).abs() <= signed_request::MAX_AGE_SECS => Ok(request.user_id),
+            Some(at) if (now - at).abs() <= signed_request::MAX_AGE_SECS => {
+                Ok(request.user_id.into())
+            }
             _ => Err(CallbackError::Expired),
         }
     }

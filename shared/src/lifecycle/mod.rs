@@ -14,6 +14,7 @@ use serde_json::json;
 use crate::cipher::{EncryptedToken, TokenContext};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::{FacebookUserId, IgAccountId, OrgId, PageId};
 use crate::store::{Condition, Key, PageRequest, StoreError, keys};
 
 /// Why a revocation did not happen (the sweeper retries it).
@@ -47,13 +48,13 @@ pub const TABLE_ACTIONS: &[&str] = &[
 #[derive(Clone, Copy)]
 pub struct ObtainedPage<'a> {
     /// The Page subscribed.
-    pub page_id: &'a str,
+    pub page_id: &'a PageId,
     /// Its Instagram account.
-    pub ig_account_id: &'a str,
+    pub ig_account_id: &'a IgAccountId,
     /// Its Page token.
     pub token: &'a SecretString,
     /// Who granted it.
-    pub facebook_user_id: &'a str,
+    pub facebook_user_id: &'a FacebookUserId,
 }
 
 /// TTL set on every item of an uninstalled organization (the policy's promise).
@@ -97,7 +98,7 @@ impl Lifecycle {
 
     /// Stops routing an Instagram account to `org` at once: its webhooks are then acknowledged,
     /// not stored. A route that already points elsewhere is left alone.
-    async fn stop_routing(&self, org: &str, ig: &str) -> Result<(), StoreError> {
+    async fn stop_routing(&self, org: &OrgId, ig: &IgAccountId) -> Result<(), StoreError> {
         let only_ours = Condition::IfEquals {
             attribute: "organization_id".into(),
             value: json!(org),
@@ -119,8 +120,8 @@ impl Lifecycle {
     /// run.
     async fn page_connected_live(
         &self,
-        page_id: &str,
-        ig_account_id: Option<&str>,
+        page_id: &PageId,
+        ig_account_id: Option<&IgAccountId>,
     ) -> Result<bool, StoreError> {
         let Some(ig) = ig_account_id else {
             return Ok(false);
@@ -156,7 +157,7 @@ impl Lifecycle {
     /// Whether a live installation (another, or this one installed again) holds a connection
     /// this Facebook user made. `DELETE /{user}/permissions` revokes every token the person gave
     /// the app, so the grant may only go when nothing live depends on it.
-    async fn grant_in_use(&self, facebook_user_id: &str) -> Result<bool, StoreError> {
+    async fn grant_in_use(&self, facebook_user_id: &FacebookUserId) -> Result<bool, StoreError> {
         let links: Vec<FacebookUserLink> = self
             .deps
             .repo
@@ -194,19 +195,19 @@ impl Lifecycle {
     /// person's grant, unless a live connection uses it — in that order (the grant's revocation
     /// kills the Page token the unsubscribe needs). What fails now is left to the sweeper as a
     /// pending revocation, purged with the organization.
-    pub async fn give_back(&self, org: &str, page: ObtainedPage<'_>) -> Result<(), StoreError> {
+    pub async fn give_back(&self, org: &OrgId, page: ObtainedPage<'_>) -> Result<(), StoreError> {
         let mark = self.deps.clock.now().timestamp() + RETENTION_AFTER_UNINSTALL_SECS;
         let context = TokenContext::PageRevoke {
             org,
             page: page.page_id,
         };
         let unsubscribe = Revocation::PageSubscription {
-            page_id: page.page_id.to_string(),
-            ig_account_id: Some(page.ig_account_id.to_string()),
+            page_id: page.page_id.to_owned(),
+            ig_account_id: Some(page.ig_account_id.to_owned()),
             token: self.deps.cipher.seal(page.token, &context),
         };
         let grant = Revocation::FacebookGrant {
-            facebook_user_id: page.facebook_user_id.to_string(),
+            facebook_user_id: page.facebook_user_id.to_owned(),
         };
         let page_done = self.revoke(org, &unsubscribe).await;
         let grant_done = page_done && self.revoke(org, &grant).await;
@@ -223,7 +224,7 @@ impl Lifecycle {
                 continue;
             }
             let pending = PendingRevocation {
-                organization_id: org.to_string(),
+                organization_id: org.to_owned(),
                 id,
                 revocation,
                 attempts: 1,
@@ -235,7 +236,7 @@ impl Lifecycle {
     }
 
     /// Runs one revocation; `false` means "retry later".
-    async fn revoke(&self, org: &str, r: &Revocation) -> bool {
+    async fn revoke(&self, org: &OrgId, r: &Revocation) -> bool {
         let result = match r {
             Revocation::Livechat { token } => {
                 let context = TokenContext::LivechatRevoke { org };
@@ -249,7 +250,7 @@ impl Lifecycle {
                 ig_account_id,
                 token,
             } => {
-                self.unsubscribe(org, page_id, ig_account_id.as_deref(), token)
+                self.unsubscribe(org, page_id, ig_account_id.as_ref(), token)
                     .await
             }
             Revocation::FacebookGrant { facebook_user_id } => {
@@ -268,9 +269,9 @@ impl Lifecycle {
     /// Unsubscribes the Page, unless a live installation connected it since.
     async fn unsubscribe(
         &self,
-        org: &str,
-        page_id: &str,
-        ig_account_id: Option<&str>,
+        org: &OrgId,
+        page_id: &PageId,
+        ig_account_id: Option<&IgAccountId>,
         token: &EncryptedToken,
     ) -> Result<(), RevokeError> {
         // A deferred unsubscribe must not cut off an installation that connected the Page after
@@ -285,7 +286,11 @@ impl Lifecycle {
     }
 
     /// Revokes a Facebook user's grant, unless a live installation uses it.
-    async fn revoke_grant(&self, org: &str, facebook_user_id: &str) -> Result<(), RevokeError> {
+    async fn revoke_grant(
+        &self,
+        org: &OrgId,
+        facebook_user_id: &FacebookUserId,
+    ) -> Result<(), RevokeError> {
         // Revoking would kill the Page tokens of the other installations too.
         if self.grant_in_use(facebook_user_id).await? {
             tracing::info!(organization_id = %org, "Facebook grant kept: another live installation uses it");
@@ -321,7 +326,7 @@ impl Lifecycle {
     /// wipe their tokens, tell the affected chats, and schedule their data for purge.
     pub async fn disconnect_facebook_user(
         &self,
-        facebook_user_id: &str,
+        facebook_user_id: &FacebookUserId,
         deletion_code: Option<String>,
     ) -> Result<usize, StoreError> {
         let now = self.deps.clock.now();
@@ -364,7 +369,7 @@ impl Lifecycle {
             );
         }
         self.schedule(
-            PurgeSubject::FacebookUser(facebook_user_id.to_string()),
+            PurgeSubject::FacebookUser(facebook_user_id.to_owned()),
             now.timestamp() + PURGE_DUE_SECS,
             deletion_code,
             Some(accounts),
@@ -379,7 +384,11 @@ impl Lifecycle {
     /// acknowledged and skipped) and the account's data scheduled for purge as a deauthorize
     /// would. Only gets and puts: the internet-facing function that runs it deletes nothing
     /// itself; the sweeper purges. False when there was nothing connected.
-    pub async fn disconnect_account(&self, org: &str, ig: &str) -> Result<bool, StoreError> {
+    pub async fn disconnect_account(
+        &self,
+        org: &OrgId,
+        ig: &IgAccountId,
+    ) -> Result<bool, StoreError> {
         let now = self.deps.clock.now();
         let key = InstagramConnection::key_for(org, ig);
         let Some(mut conn) = self.deps.repo.get::<InstagramConnection>(&key).await? else {
@@ -414,8 +423,8 @@ impl Lifecycle {
             now.timestamp() + PURGE_DUE_SECS,
             None,
             Some(vec![DisconnectedAccount {
-                organization_id: org.to_string(),
-                ig_account_id: ig.to_string(),
+                organization_id: org.to_owned(),
+                ig_account_id: ig.to_owned(),
             }]),
         )
         .await?;
@@ -431,7 +440,7 @@ impl Lifecycle {
     }
 
     /// Posts "the Instagram account was disconnected" into each chat of the account; nothing more.
-    async fn tell_chats(&self, org: &str, ig: &str) {
+    async fn tell_chats(&self, org: &OrgId, ig: &IgAccountId) {
         let customers = crate::customer::Customers {
             deps: self.deps.clone(),
         };
@@ -467,7 +476,11 @@ impl Lifecycle {
     }
 
     /// Keys of everything of an organization that belongs to one Instagram account.
-    pub async fn keys_of_account(&self, org: &str, ig: &str) -> Result<Vec<Key>, StoreError> {
+    pub async fn keys_of_account(
+        &self,
+        org: &OrgId,
+        ig: &IgAccountId,
+    ) -> Result<Vec<Key>, StoreError> {
         let mut out = Vec::new();
         let mut chats = Vec::new();
         let mut maybe = Vec::new();
@@ -525,12 +538,15 @@ impl Lifecycle {
     }
 
     /// Meta data deletion: schedules the user's data for deletion and returns the confirmation code.
-    pub async fn request_deletion(&self, facebook_user_id: &str) -> Result<String, StoreError> {
+    pub async fn request_deletion(
+        &self,
+        facebook_user_id: &FacebookUserId,
+    ) -> Result<String, StoreError> {
         let now = self.deps.clock.now();
         let code = uuid_code();
         let request = DeletionRequest {
             confirmation_code: code.clone(),
-            facebook_user_id: Some(facebook_user_id.to_string()),
+            facebook_user_id: Some(facebook_user_id.to_owned()),
             status: DeletionStatus::Pending,
             requested_at: now,
             completed_at: None,

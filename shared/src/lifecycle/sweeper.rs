@@ -9,6 +9,7 @@ use serde::Serialize;
 use super::{DELETION_STATUS_TTL_SECS, Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS};
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::{FacebookUserId, OrgId};
 use crate::store::{Condition, Key, PageRequest, Record, Repo, StoreError};
 
 /// Keys per round when purging an organization (a DynamoDB page of the keys-only index holds
@@ -150,7 +151,7 @@ impl Lifecycle {
         pending.sort_by_key(|p| p.revocation.order());
         // Organizations with a Page unsubscribe still pending: their grants wait (revoking a
         // grant kills the Page tokens the unsubscribe needs).
-        let mut page_pending: std::collections::HashSet<String> = pending
+        let mut page_pending: std::collections::HashSet<OrgId> = pending
             .iter()
             .skip(MAX_REVOCATIONS_PER_RUN)
             .filter(|p| matches!(p.revocation, Revocation::PageSubscription { .. }))
@@ -239,7 +240,7 @@ impl Lifecycle {
     /// whether it is all gone (else the next run resumes).
     async fn purge_organization(
         &self,
-        org: &str,
+        org: &OrgId,
         dry_run: bool,
     ) -> Result<(usize, bool), StoreError> {
         let mut deleted = 0;
@@ -308,7 +309,7 @@ impl Lifecycle {
     /// connection, route and link stay, and so does the data it uses).
     async fn keys_of_request(
         &self,
-        user: &str,
+        user: &FacebookUserId,
         entry: &PurgeEntry,
     ) -> Result<Vec<Key>, StoreError> {
         let links: Vec<FacebookUserLink> = self
@@ -325,7 +326,7 @@ impl Lifecycle {
                 .get::<InstagramConnection>(&InstagramConnection::key_for(org, ig))
                 .await?;
             // Someone else's connection now, or this user's new consent: kept.
-            let someone_else = conn.as_ref().is_some_and(|c| c.facebook_user_id != user);
+            let someone_else = conn.as_ref().is_some_and(|c| c.facebook_user_id != *user);
             let reconnected = conn.is_some_and(|c| {
                 c.status != ConnectionStatus::Disconnected && c.connected_at > entry.scheduled_at
             });
@@ -333,7 +334,7 @@ impl Lifecycle {
                 None => true,
                 Some(accounts) => accounts
                     .iter()
-                    .any(|a| &a.organization_id == org && &a.ig_account_id == ig),
+                    .any(|a| a.organization_id == org && a.ig_account_id == ig),
             };
             if someone_else {
                 keys.push(link.key()); // this user's link to an account that is no longer theirs
@@ -352,7 +353,7 @@ impl Lifecycle {
     }
 
     /// Whether the organization has a live installation again.
-    pub(super) async fn reinstalled(&self, org: &str) -> Result<bool, StoreError> {
+    pub(super) async fn reinstalled(&self, org: &OrgId) -> Result<bool, StoreError> {
         Ok(self
             .deps
             .repo
@@ -368,7 +369,7 @@ impl Lifecycle {
     /// remain (the next run starts over and finds only what is left).
     async fn purge_leftovers(
         &self,
-        org: &str,
+        org: &OrgId,
         mark: i64,
         now: i64,
         dry_run: bool,

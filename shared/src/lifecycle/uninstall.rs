@@ -16,6 +16,7 @@ use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, Uninstall
 use crate::cipher::TokenContext;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::OrgId;
 use crate::store::{Condition, Cursor, Key, PageRequest, Record, StoreError, keys};
 
 /// How long the uninstall webhook works before answering: LiveChat expects an answer within
@@ -36,7 +37,7 @@ impl Lifecycle {
     /// installation (a delayed or replayed webhook) leaves a newer installation alone.
     pub async fn uninstall(
         &self,
-        org: &str,
+        org: &OrgId,
         sent_at: Option<chrono::DateTime<chrono::Utc>>,
     ) -> Result<UninstallReport, StoreError> {
         self.uninstall_until(org, sent_at, Instant::now() + UNINSTALL_BUDGET)
@@ -46,7 +47,7 @@ impl Lifecycle {
     /// [`Lifecycle::uninstall`] with an explicit deadline for the resumable part.
     pub async fn uninstall_until(
         &self,
-        org: &str,
+        org: &OrgId,
         sent_at: Option<chrono::DateTime<chrono::Utc>>,
         deadline: Instant,
     ) -> Result<UninstallReport, StoreError> {
@@ -142,7 +143,7 @@ impl Lifecycle {
     /// is left alone.
     async fn shred_and_stop_routing(
         &self,
-        org: &str,
+        org: &OrgId,
         uninstalled_at: chrono::DateTime<chrono::Utc>,
         mark: i64,
     ) -> Result<(), StoreError> {
@@ -163,7 +164,7 @@ impl Lifecycle {
 
     pub(super) async fn connections_of(
         &self,
-        org: &str,
+        org: &OrgId,
     ) -> Result<Vec<InstagramConnection>, StoreError> {
         self.deps
             .repo
@@ -186,9 +187,15 @@ impl Lifecycle {
             })
     }
 
-    fn pending(&self, org: &str, id: &str, revocation: Revocation, mark: i64) -> PendingRevocation {
+    fn pending(
+        &self,
+        org: &OrgId,
+        id: &str,
+        revocation: Revocation,
+        mark: i64,
+    ) -> PendingRevocation {
         PendingRevocation {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             id: id.to_string(),
             revocation,
             attempts: 0,
@@ -199,7 +206,7 @@ impl Lifecycle {
     /// The resumable part; returns early, with progress saved, at `deadline`.
     pub(super) async fn finish(
         &self,
-        org: &str,
+        org: &OrgId,
         deadline: Instant,
         report: &mut UninstallReport,
     ) -> Result<(), StoreError> {
@@ -233,7 +240,7 @@ impl Lifecycle {
         if Instant::now() >= deadline {
             return Ok(());
         }
-        let key = PurgeEntry::key_for(due, &PurgeSubject::Organization(org.to_string()));
+        let key = PurgeEntry::key_for(due, &PurgeSubject::Organization(org.to_owned()));
         if let Some(mut entry) = self.deps.repo.get::<PurgeEntry>(&key).await? {
             if !entry.marked {
                 self.mark_items(org, &mut entry, mark, deadline, report)
@@ -275,7 +282,7 @@ impl Lifecycle {
     /// Facebook grant's), record wiped and disconnected, route stopped. Idempotent.
     async fn disconnect_all(
         &self,
-        org: &str,
+        org: &OrgId,
         mark: i64,
         uninstalled_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), StoreError> {
@@ -327,7 +334,7 @@ impl Lifecycle {
     /// sweeper.
     async fn revoke_pending(
         &self,
-        org: &str,
+        org: &OrgId,
         deadline: Instant,
         report: &mut UninstallReport,
     ) -> Result<(), StoreError> {
@@ -336,7 +343,7 @@ impl Lifecycle {
             .repo
             .query_prefix(keys::REVOCATIONS, &keys::revocations_of(org))
             .await?;
-        pending.retain(|p| p.organization_id == org);
+        pending.retain(|p| p.organization_id == *org);
         pending.sort_by_key(|p| p.revocation.order());
         let mut page_pending = false;
         for mut p in pending {
@@ -373,7 +380,7 @@ impl Lifecycle {
     /// cached customer token), a page at a time, saving the position after each page.
     async fn mark_items(
         &self,
-        org: &str,
+        org: &OrgId,
         entry: &mut PurgeEntry,
         mark: i64,
         deadline: Instant,
@@ -439,7 +446,7 @@ impl Lifecycle {
     /// (reinstalled: marking stops).
     async fn mark_page(
         &self,
-        org: &str,
+        org: &OrgId,
         keys: &[Key],
         mark: i64,
         due: i64,
@@ -466,7 +473,7 @@ impl Lifecycle {
     /// One transaction's worth of [`Lifecycle::mark_page`], retried when an item changed.
     async fn mark_chunk(
         &self,
-        org: &str,
+        org: &OrgId,
         keys: &[Key],
         mark: i64,
         fence: &crate::store::TransactWrite,

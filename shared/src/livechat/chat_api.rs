@@ -4,6 +4,7 @@
 //! sends any of them; `CustomerSession::act` sends one as the session's customer, renewing the
 //! customer token once when LiveChat refuses it.
 
+use crate::ids::{ChatId, EventId, ThreadId};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize, Serializer};
@@ -44,7 +45,7 @@ pub struct StartChat {
 pub struct NewChat {
     /// The chat to resume (absent when starting one).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
+    pub id: Option<ChatId>,
     /// The new thread and its first events.
     pub thread: NewThread,
 }
@@ -78,12 +79,12 @@ impl Action for StartChat {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct StartedChat {
     /// The new chat.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// Its thread.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// Ids of the initial events, in order.
     #[serde(default)]
-    pub event_ids: Vec<String>,
+    pub event_ids: Vec<EventId>,
 }
 
 /// `resume_chat`: a new thread in an inactive chat, opening with `events`.
@@ -97,10 +98,10 @@ pub struct ResumeChat {
 
 impl ResumeChat {
     /// Resumes `chat_id` with `events`.
-    pub fn with(chat_id: &str, events: Vec<Event>) -> Self {
+    pub fn with(chat_id: &ChatId, events: Vec<Event>) -> Self {
         Self {
             chat: NewChat {
-                id: Some(chat_id.to_string()),
+                id: Some(chat_id.clone()),
                 thread: NewThread { events },
             },
             continuous: true,
@@ -117,17 +118,17 @@ impl Action for ResumeChat {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ResumedChat {
     /// The new thread.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// Ids of the initial events.
     #[serde(default)]
-    pub event_ids: Vec<String>,
+    pub event_ids: Vec<EventId>,
 }
 
 /// `send_event` into the chat's active thread (or, with `attach_to_last_thread`, its last one).
 #[derive(Debug, Clone, Serialize)]
 pub struct SendEvent {
     /// The chat.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// The event.
     pub event: Event,
     /// Posts into the last thread even when it is inactive (for notices).
@@ -144,17 +145,17 @@ impl Action for SendEvent {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct SentEvent {
     /// The posted event's id.
-    pub event_id: String,
+    pub event_id: EventId,
 }
 
 /// `get_chat`: a chat with one thread (the given one, or its latest).
 #[derive(Debug, Clone, Serialize)]
 pub struct GetChat {
     /// The chat.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// The thread; absent: the latest.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub thread_id: Option<String>,
+    pub thread_id: Option<ThreadId>,
 }
 
 impl Action for GetChat {
@@ -167,7 +168,7 @@ impl Action for GetChat {
 pub struct Chat {
     /// The chat id.
     #[serde(default)]
-    pub id: String,
+    pub id: ChatId,
     /// The thread asked for (absent for a chat without threads).
     #[serde(default)]
     pub thread: Option<Thread>,
@@ -178,7 +179,7 @@ pub struct Chat {
 pub struct Thread {
     /// The thread id.
     #[serde(default)]
-    pub id: String,
+    pub id: ThreadId,
     /// Whether it is the chat's open thread.
     #[serde(default)]
     pub active: bool,
@@ -192,7 +193,7 @@ pub struct Thread {
 pub struct PostedEvent {
     /// The event id.
     #[serde(default)]
-    pub id: Option<String>,
+    pub id: Option<EventId>,
     /// The id the poster gave it (the bridge's `ig:…`).
     #[serde(default)]
     pub custom_id: Option<String>,
@@ -225,14 +226,14 @@ pub struct ChatList {
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct ChatSummary {
     /// The chat id.
-    pub id: String,
+    pub id: ChatId,
 }
 
 /// `mark_events_as_seen`: the customer saw the chat up to a time.
 #[derive(Debug, Clone, Serialize)]
 pub struct MarkEventsAsSeen {
     /// The chat.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// Up to when (RFC 3339 with microseconds, as LiveChat writes it).
     #[serde(serialize_with = "rfc3339_micros")]
     pub seen_up_to: DateTime<Utc>,
@@ -251,11 +252,11 @@ impl Action for MarkEventsAsSeen {
 #[derive(Debug, Clone, Serialize)]
 pub struct DeleteEvent {
     /// The chat.
-    pub chat_id: String,
+    pub chat_id: ChatId,
     /// The event's thread.
-    pub thread_id: String,
+    pub thread_id: ThreadId,
     /// The event.
-    pub event_id: String,
+    pub event_id: EventId,
 }
 
 impl Action for DeleteEvent {
@@ -334,7 +335,7 @@ mod tests {
                 json!({"chat": {"thread": {"events": [{"type": "message", "text": "Hi"}]}}, "continuous": true}),
             ),
             (
-                serde_json::to_value(ResumeChat::with("C1", vec![])).unwrap(),
+                serde_json::to_value(ResumeChat::with(&ChatId::from("C1"), vec![])).unwrap(),
                 json!({"chat": {"id": "C1", "thread": {"events": []}}, "continuous": true}),
             ),
             (

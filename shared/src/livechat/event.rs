@@ -2,6 +2,7 @@
 //! its notices, cards showing Instagram media), and [`AgentEvent`], what an agent's event in a
 //! chat webhook says (platform.text.com/docs/messaging/agent-chat-api/data-structures#events).
 
+use crate::ids::EventId;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -133,7 +134,7 @@ impl Button {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgentEvent {
     /// The event id.
-    pub id: Option<String>,
+    pub id: Option<EventId>,
     /// Who wrote it (an agent's e-mail, a bot's id, or the customer's id).
     pub author_id: Option<String>,
     /// The poster's id for it (the bridge's start with `ig:`).
@@ -251,7 +252,7 @@ impl AgentEvent {
     /// [`AgentEventKind::Other`].
     pub fn read(value: &Value) -> Self {
         Self {
-            id: text(value, "id"),
+            id: text(value, "id").map(EventId::from),
             author_id: text(value, "author_id"),
             custom_id: text(value, "custom_id"),
             visibility: text(value, "visibility"),

@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 
 use crate::config::RotatingSecret;
 use crate::http::{is_retryable_error, is_retryable_status};
+use crate::ids::{AccountId, OrgId};
 
 /// Scopes the bridge cannot work without: the agent-token customer grant, and reading the
 /// organization's agents to name its owner on the confirmation page.
@@ -147,9 +148,9 @@ pub struct TokenSet {
     /// Lifetime in seconds.
     pub expires_in: i64,
     /// The organization.
-    pub organization_id: Option<String>,
+    pub organization_id: Option<OrgId>,
     /// The account that authorized.
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     /// Granted scopes, comma-separated.
     pub scope: Option<String>,
 }
@@ -158,7 +159,7 @@ pub struct TokenSet {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct Organization {
     /// The organization id.
-    pub organization_id: String,
+    pub organization_id: OrgId,
     /// Its name (Global Accounts API `organizations/my`).
     pub name: String,
     /// The owner's login e-mail (Configuration API `list_agents`, role `owner`).
@@ -173,7 +174,7 @@ pub struct Agent {
     pub id: String,
     /// The account id (what the token exchange names).
     #[serde(default)]
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     /// Role in the organization.
     pub role: Option<String>,
 }

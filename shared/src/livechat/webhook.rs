@@ -11,6 +11,7 @@
 //! (`visibility: agents`), system messages, and the bridge's own events (`custom_id` `ig:…`), so
 //! nothing loops back to Instagram.
 
+use crate::ids::{ChatId, ThreadId};
 use serde_json::Value;
 
 use super::event::AgentEvent;
@@ -65,23 +66,23 @@ pub enum ChatWebhook {
     /// `incoming_event`: an event posted in a chat.
     IncomingEvent {
         /// The chat.
-        chat_id: String,
+        chat_id: ChatId,
         /// The thread it was posted in.
-        thread_id: Option<String>,
+        thread_id: Option<ThreadId>,
         /// The event.
         event: AgentEvent,
     },
     /// `incoming_chat`: an agent started or reopened a thread.
     IncomingChat {
         /// The chat.
-        chat_id: String,
+        chat_id: ChatId,
         /// The new thread, with its opening events.
         thread: WebhookThread,
     },
     /// `events_marked_as_seen`: someone read the chat.
     EventsMarkedAsSeen {
         /// The chat.
-        chat_id: String,
+        chat_id: ChatId,
         /// Who read it.
         user_id: String,
         /// Up to when (as LiveChat wrote it).
@@ -90,9 +91,9 @@ pub enum ChatWebhook {
     /// `chat_deactivated`: the chat's thread closed.
     ChatDeactivated {
         /// The chat.
-        chat_id: String,
+        chat_id: ChatId,
         /// The closed thread.
-        thread_id: String,
+        thread_id: ThreadId,
     },
     /// `event_updated`: an agent edited an event.
     EventUpdated,
@@ -106,7 +107,7 @@ pub enum ChatWebhook {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebhookThread {
     /// The thread id.
-    pub id: String,
+    pub id: ThreadId,
     /// Whether it is open (LiveChat sends `true` for a new thread; taken as open when odd).
     pub active: bool,
     /// Its opening events (none when odd).
@@ -142,7 +143,7 @@ impl ChatWebhook {
         let optional = |pointer: &str| str_at(body, pointer).unwrap_or_default().to_string();
         Ok(match action {
             "incoming_event" => {
-                let chat_id = required("/payload/chat_id", "chat_id")?;
+                let chat_id: ChatId = required("/payload/chat_id", "chat_id")?.into();
                 let event = body
                     .pointer("/payload/event")
                     .ok_or("incoming_event without event")?;
@@ -150,14 +151,14 @@ impl ChatWebhook {
                 str_at(event, "/id").ok_or("event without id")?;
                 ChatWebhook::IncomingEvent {
                     chat_id,
-                    thread_id: str_at(body, "/payload/thread_id").map(str::to_string),
+                    thread_id: str_at(body, "/payload/thread_id").map(ThreadId::from),
                     event: AgentEvent::read(event),
                 }
             }
             "incoming_chat" => {
-                let chat_id = required("/payload/chat/id", "chat.id")?;
+                let chat_id: ChatId = required("/payload/chat/id", "chat.id")?.into();
                 let thread = WebhookThread {
-                    id: required("/payload/chat/thread/id", "thread.id")?,
+                    id: required("/payload/chat/thread/id", "thread.id")?.into(),
                     active: body
                         .pointer("/payload/chat/thread/active")
                         .and_then(Value::as_bool)
@@ -171,13 +172,13 @@ impl ChatWebhook {
                 ChatWebhook::IncomingChat { chat_id, thread }
             }
             "events_marked_as_seen" => ChatWebhook::EventsMarkedAsSeen {
-                chat_id: required("/payload/chat_id", "chat_id")?,
+                chat_id: required("/payload/chat_id", "chat_id")?.into(),
                 user_id: optional("/payload/user_id"),
                 seen_up_to: optional("/payload/seen_up_to"),
             },
             "chat_deactivated" => ChatWebhook::ChatDeactivated {
-                chat_id: required("/payload/chat_id", "chat_id")?,
-                thread_id: optional("/payload/thread_id"),
+                chat_id: required("/payload/chat_id", "chat_id")?.into(),
+                thread_id: optional("/payload/thread_id").into(),
             },
             "event_updated" => ChatWebhook::EventUpdated,
             "incoming_rich_message_postback" => ChatWebhook::IncomingRichMessagePostback,
@@ -187,7 +188,7 @@ impl ChatWebhook {
 
     /// The job it makes: its event id names the platform event (a redelivered webhook is the
     /// same job) and its chat; or why it makes none.
-    fn job_key(&self) -> Result<(String, String), &'static str> {
+    fn job_key(&self) -> Result<(String, ChatId), &'static str> {
         match self {
             ChatWebhook::IncomingEvent { chat_id, event, .. } => {
                 if let Some(why) = event.not_forwarded() {
@@ -236,7 +237,7 @@ pub fn decide(mut body: Value) -> Result<Decision, Unreadable> {
     };
     let action = str_at(&body, "/action").unwrap_or_default().to_string();
     Ok(Decision::Enqueue(LivechatEventJob {
-        organization_id,
+        organization_id: organization_id.into(),
         action,
         event_id,
         chat_id: Some(chat_id),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::domain::{IDEMPOTENCY_TTL_SECS, IdempotencyRecord, IdempotencyState};
+use crate::ids::OrgId;
 use crate::store::{Repo, StoreError};
 
 // A claim remembers an unsend for as long as the unsent message's job can wait parked.
@@ -53,10 +54,10 @@ pub(crate) struct Claims {
 
 impl Claims {
     /// A fresh claim of `event_id`, in progress from now.
-    fn record(&self, org: &str, scope: Scope, event_id: &str) -> IdempotencyRecord {
+    fn record(&self, org: &OrgId, scope: Scope, event_id: &str) -> IdempotencyRecord {
         let now = self.clock.now();
         IdempotencyRecord {
-            organization_id: org.to_string(),
+            organization_id: org.to_owned(),
             scope: scope.as_str().to_string(),
             event_id: event_id.to_string(),
             state: IdempotencyState::InProgress,
@@ -73,7 +74,7 @@ impl Claims {
     /// Claims `event_id` of `scope` for `org`.
     pub async fn claim(
         &self,
-        org: &str,
+        org: &OrgId,
         scope: Scope,
         event_id: &str,
     ) -> Result<Claimed, StoreError> {
@@ -103,7 +104,12 @@ impl Claims {
     /// is written done-and-unsent, so any later delivery (a replay of its parked job) is
     /// skipped; a claim an attempt left in progress is marked unsent, and its recovery takes
     /// back what it posted. The claim outlives the dead-letter retention.
-    pub async fn unsent(&self, org: &str, scope: Scope, event_id: &str) -> Result<(), StoreError> {
+    pub async fn unsent(
+        &self,
+        org: &OrgId,
+        scope: Scope,
+        event_id: &str,
+    ) -> Result<(), StoreError> {
         let mut record = IdempotencyRecord {
             state: IdempotencyState::Done,
             completed_at: Some(self.clock.now()),
@@ -164,19 +170,29 @@ mod tests {
             repo: Repo::new(Arc::new(MemoryStore::new())),
             clock: Arc::new(ManualClock::new(chrono::Utc::now())),
         };
-        let Claimed::Fresh(mut first) = claims.claim("o", Scope::Livechat, "e").await.unwrap()
+        let Claimed::Fresh(mut first) = claims
+            .claim(&OrgId::from("o"), Scope::Livechat, "e")
+            .await
+            .unwrap()
         else {
             panic!("a new event is fresh")
         };
         first.parts_done = 1;
         claims.progress(&mut first).await.unwrap();
-        let Claimed::Recover(again) = claims.claim("o", Scope::Livechat, "e").await.unwrap() else {
+        let Claimed::Recover(again) = claims
+            .claim(&OrgId::from("o"), Scope::Livechat, "e")
+            .await
+            .unwrap()
+        else {
             panic!("an unfinished claim is recovered")
         };
         assert_eq!(again.parts_done, 1);
         // The same id in the other stream is another event.
         assert!(matches!(
-            claims.claim("o", Scope::Instagram, "e").await.unwrap(),
+            claims
+                .claim(&OrgId::from("o"), Scope::Instagram, "e")
+                .await
+                .unwrap(),
             Claimed::Fresh(_)
         ));
         // A stale copy cannot overwrite newer progress.
@@ -188,7 +204,10 @@ mod tests {
         ));
         claims.finish(again).await.unwrap();
         assert!(matches!(
-            claims.claim("o", Scope::Livechat, "e").await.unwrap(),
+            claims
+                .claim(&OrgId::from("o"), Scope::Livechat, "e")
+                .await
+                .unwrap(),
             Claimed::Done
         ));
     }
@@ -200,17 +219,34 @@ mod tests {
             clock: Arc::new(ManualClock::new(chrono::Utc::now())),
         };
         // Not claimed yet: the delivery that comes later finds it unsent.
-        claims.unsent("o", Scope::Instagram, "m1").await.unwrap();
+        claims
+            .unsent(&OrgId::from("o"), Scope::Instagram, "m1")
+            .await
+            .unwrap();
         assert!(matches!(
-            claims.claim("o", Scope::Instagram, "m1").await.unwrap(),
+            claims
+                .claim(&OrgId::from("o"), Scope::Instagram, "m1")
+                .await
+                .unwrap(),
             Claimed::Unsent
         ));
         // Claimed by an attempt that stopped part-way: its recovery sees the unsend.
-        let Claimed::Fresh(_) = claims.claim("o", Scope::Instagram, "m2").await.unwrap() else {
+        let Claimed::Fresh(_) = claims
+            .claim(&OrgId::from("o"), Scope::Instagram, "m2")
+            .await
+            .unwrap()
+        else {
             panic!("fresh")
         };
-        claims.unsent("o", Scope::Instagram, "m2").await.unwrap();
-        let Claimed::Recover(r) = claims.claim("o", Scope::Instagram, "m2").await.unwrap() else {
+        claims
+            .unsent(&OrgId::from("o"), Scope::Instagram, "m2")
+            .await
+            .unwrap();
+        let Claimed::Recover(r) = claims
+            .claim(&OrgId::from("o"), Scope::Instagram, "m2")
+            .await
+            .unwrap()
+        else {
             panic!("an unfinished claim is recovered")
         };
         assert!(r.unsent);

@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::datakey::DataKeys;
 use crate::domain::{Direction, MessageLink, PendingSend};
+use crate::ids::{IgAccountId, Igsid, Mid, OrgId};
 use crate::instagram::send::{OutMessage, echo_signature};
 use crate::store::{Repo, StoreError};
 
@@ -41,22 +42,22 @@ pub(crate) enum EchoOf {
 pub(crate) struct Echoes<'a> {
     pub repo: &'a Repo,
     pub keys: &'a DataKeys,
-    pub org: &'a str,
-    pub ig: &'a str,
-    pub igsid: &'a str,
+    pub org: &'a OrgId,
+    pub ig: &'a IgAccountId,
+    pub igsid: &'a Igsid,
 }
 
 impl Echoes<'_> {
     /// Gives the pending send the echo's `mid`; false if another echo did first or the send
     /// completed meanwhile.
-    async fn resolve(&self, p: &mut PendingSend, mid: &str) -> Result<bool, StoreError> {
+    async fn resolve(&self, p: &mut PendingSend, mid: &Mid) -> Result<bool, StoreError> {
         let resolved = self
             .repo
             .update(p, |p| {
                 if p.mid.is_some() {
                     return false;
                 }
-                p.mid = Some(mid.to_string());
+                p.mid = Some(mid.to_owned());
                 true
             })
             .await;
@@ -89,7 +90,7 @@ impl Echoes<'_> {
     /// matches.
     pub async fn recognise(
         &self,
-        mid: &str,
+        mid: &Mid,
         message: &Value,
         now: DateTime<Utc>,
     ) -> Result<EchoOf, StoreError> {

@@ -15,6 +15,7 @@ use super::render::{
 use crate::cipher::TokenContext;
 use crate::customer::{CustomerSession, Customers};
 use crate::domain::*;
+use crate::ids::{ChatId, EventId, IgAccountId, Igsid, Mid, OrgId, ThreadId};
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
 use crate::instagram::graph::GraphError;
 use crate::jobs::{Envelope, InstagramEventJob, Job, Source};
@@ -59,10 +60,10 @@ struct Attempted {
 }
 
 /// Event ids paired with the thread they were posted to.
-fn in_thread(thread: &str, event_ids: Vec<String>) -> Vec<(String, String)> {
+fn in_thread(thread: &ThreadId, event_ids: Vec<EventId>) -> Vec<(ThreadId, EventId)> {
     event_ids
         .into_iter()
-        .map(|id| (thread.to_string(), id))
+        .map(|id| (thread.clone(), id))
         .collect()
 }
 
@@ -143,7 +144,7 @@ impl Inbound {
 
     /// The first chat after a connection broke gets one notice with the status page's link
     /// (replies cannot reach Instagram until it is reconnected); best effort.
-    async fn tell_broken(&self, inst: Installation, conn: &InstagramConnection, igsid: &str) {
+    async fn tell_broken(&self, inst: Installation, conn: &InstagramConnection, igsid: &Igsid) {
         let now = self.deps.clock.now();
         match crate::connection::claim_broken_notice(&self.deps.repo, conn, now).await {
             Ok(true) => {}
@@ -174,7 +175,7 @@ impl Inbound {
         &self,
         job: &InstagramEventJob,
     ) -> Result<Result<(Installation, InstagramConnection), Outcome>, Fail> {
-        let ig = job.ig_account_id.as_str();
+        let ig = &job.ig_account_id;
         let skip = |why| Ok(Err(Outcome::Skipped(why)));
         let Some(route) = self
             .deps
@@ -214,9 +215,9 @@ impl Inbound {
     /// later; anything else (`None`) is shown as a staff message.
     async fn echo(
         &self,
-        org: &str,
+        org: &OrgId,
         job: &InstagramEventJob,
-        mid: &str,
+        mid: &Mid,
     ) -> Result<Option<Outcome>, Fail> {
         let echoes = Echoes {
             repo: &self.deps.repo,
@@ -247,7 +248,7 @@ impl Inbound {
     async fn unsent_link(
         &self,
         conn: &InstagramConnection,
-        mid: &str,
+        mid: &Mid,
     ) -> Result<Result<MessageLink, Outcome>, Fail> {
         let (org, ig) = (&conn.organization_id, &conn.ig_account_id);
         if let Some(link) = self
@@ -296,7 +297,7 @@ impl Inbound {
             tracing::info!("event for a customer who has no chat yet; nothing to do");
             return Ok(Outcome::Skipped("no chat for this customer yet"));
         };
-        let ig = conn.ig_account_id.as_str();
+        let ig = &conn.ig_account_id;
         let outcome = match action {
             Action::MarkSeen => self.mark_seen(&mut session, at).await?,
             Action::Delete(_) => match &unsent {
@@ -340,7 +341,7 @@ impl Inbound {
     async fn post_event(
         &self,
         session: &mut CustomerSession,
-        ig: &str,
+        ig: &IgAccountId,
         job: &InstagramEventJob,
         event: &InboundEvent,
         attempt: Attempted,
@@ -390,18 +391,19 @@ impl Inbound {
     /// Records which LiveChat events (each with its thread) a mid became, both ways.
     async fn link(
         &self,
-        org: &str,
-        ig: &str,
-        mid: String,
-        chat_id: String,
-        delivered: Vec<(String, String)>,
+        org: &OrgId,
+        ig: &IgAccountId,
+        mid: Mid,
+        chat_id: ChatId,
+        delivered: Vec<(ThreadId, EventId)>,
     ) -> Result<(), Fail> {
         let now = self.deps.clock.now();
         let expires_at = now.timestamp() + MESSAGE_LINK_TTL_SECS;
-        let (event_threads, event_ids): (Vec<String>, Vec<String>) = delivered.into_iter().unzip();
+        let (event_threads, event_ids): (Vec<ThreadId>, Vec<EventId>) =
+            delivered.into_iter().unzip();
         for event_id in &event_ids {
             let link = EventLink {
-                organization_id: org.to_string(),
+                organization_id: org.to_owned(),
                 chat_id: chat_id.clone(),
                 event_id: event_id.clone(),
                 mid: mid.clone(),
@@ -410,8 +412,8 @@ impl Inbound {
             self.deps.repo.put(&link, Condition::Always).await?;
         }
         let link = MessageLink {
-            organization_id: org.to_string(),
-            ig_account_id: ig.to_string(),
+            organization_id: org.to_owned(),
+            ig_account_id: ig.to_owned(),
             mid,
             chat_id,
             thread_id: event_threads.first().cloned(),
@@ -434,7 +436,7 @@ impl Inbound {
         link: &MessageLink,
     ) -> Result<Outcome, Fail> {
         let events = link.events();
-        let events = events.iter().map(|(t, e)| (t.as_str(), e.as_str()));
+        let events = events.iter().map(|(t, e)| (t, e));
         let missing = self.delete_events(session, &link.chat_id, events).await?;
         if missing > 0 {
             tracing::warn!(
@@ -458,12 +460,12 @@ impl Inbound {
         parts: Vec<Part>,
     ) -> Result<Outcome, Fail> {
         let already = self.existing(session).await?;
-        let posted: Vec<(String, String)> = Self::events_for(key, parts, &already)
+        let posted: Vec<(ThreadId, EventId)> = Self::events_for(key, parts, &already)
             .into_iter()
             .filter_map(Result::err)
             .collect();
         if let Some(chat_id) = session.contact.chat_id.clone() {
-            let posted = posted.iter().map(|(t, e)| (t.as_str(), e.as_str()));
+            let posted = posted.iter().map(|(t, e)| (t, e));
             self.delete_events(session, &chat_id, posted).await?;
         }
         Ok(Outcome::Skipped(
@@ -475,15 +477,15 @@ impl Inbound {
     async fn delete_events<'a>(
         &self,
         session: &mut CustomerSession,
-        chat_id: &str,
-        events: impl Iterator<Item = (&'a str, &'a str)>,
+        chat_id: &ChatId,
+        events: impl Iterator<Item = (&'a ThreadId, &'a EventId)>,
     ) -> Result<usize, Fail> {
         let mut missing = 0;
         for (thread_id, event_id) in events {
             let delete = DeleteEvent {
-                chat_id: chat_id.to_string(),
-                thread_id: thread_id.to_string(),
-                event_id: event_id.to_string(),
+                chat_id: chat_id.to_owned(),
+                thread_id: thread_id.clone(),
+                event_id: event_id.clone(),
             };
             match session.act(&delete).await {
                 Ok(_) => {}
@@ -507,10 +509,10 @@ impl Inbound {
         &self,
         inst: Installation,
         conn: &InstagramConnection,
-        igsid: &str,
+        igsid: &Igsid,
         create: bool,
     ) -> Result<Option<CustomerSession>, Fail> {
-        let ig = conn.ig_account_id.as_str();
+        let ig = &conn.ig_account_id;
         let found = self.customers().session(inst, ig, igsid, create).await?;
         let Some(mut session) = found else {
             return Ok(None);
@@ -534,7 +536,7 @@ impl Inbound {
     async fn profile(
         &self,
         conn: &InstagramConnection,
-        igsid: &str,
+        igsid: &Igsid,
     ) -> Option<crate::instagram::graph::Profile> {
         let sealed = conn.page_token.as_ref()?;
         let context = TokenContext::Page {
@@ -602,7 +604,12 @@ impl Inbound {
     }
 
     /// The text of the LiveChat event a mid was bridged to, for quoting; best effort.
-    async fn quote(&self, session: &mut CustomerSession, ig: &str, mid: &str) -> Option<String> {
+    async fn quote(
+        &self,
+        session: &mut CustomerSession,
+        ig: &IgAccountId,
+        mid: &Mid,
+    ) -> Option<String> {
         let org = session.inst.organization_id.clone();
         let link = self
             .deps
@@ -627,7 +634,7 @@ impl Inbound {
     async fn existing(
         &self,
         session: &mut CustomerSession,
-    ) -> Result<HashMap<String, (String, String)>, Fail> {
+    ) -> Result<HashMap<String, (ThreadId, EventId)>, Fail> {
         if session.contact.chat_id.is_none() {
             let list = session.act(&ListChats { limit: 1 }).await?;
             let found = list.chats_summary.into_iter().next().map(|c| c.id);
@@ -658,8 +665,8 @@ impl Inbound {
     fn events_for(
         key: &str,
         parts: Vec<Part>,
-        already: &HashMap<String, (String, String)>,
-    ) -> Vec<Result<Event, (String, String)>> {
+        already: &HashMap<String, (ThreadId, EventId)>,
+    ) -> Vec<Result<Event, (ThreadId, EventId)>> {
         let mut out = Vec::new();
         let mut index = 0;
         for part in parts {
@@ -692,7 +699,7 @@ impl Inbound {
         key: &str,
         parts: Vec<Part>,
         recovering: bool,
-    ) -> Result<Vec<(String, String)>, Fail> {
+    ) -> Result<Vec<(ThreadId, EventId)>, Fail> {
         let already = if recovering {
             self.existing(session).await?
         } else {
@@ -722,7 +729,7 @@ impl Inbound {
         &self,
         session: &mut CustomerSession,
         events: &[Event],
-    ) -> Result<Vec<(String, String)>, Fail> {
+    ) -> Result<Vec<(ThreadId, EventId)>, Fail> {
         let started = session.act(&StartChat::with(events.to_vec())).await?;
         session.contact.thread_id = Some(started.thread_id.clone());
         session.contact.thread_active = Some(true);
@@ -732,14 +739,18 @@ impl Inbound {
 
     /// The contact gains its chat: the chat route (agent replies find the customer by it) is
     /// written before the contact, so a contact never names a chat that has no route.
-    async fn route_chat(&self, session: &mut CustomerSession, chat_id: &str) -> Result<(), Fail> {
+    async fn route_chat(
+        &self,
+        session: &mut CustomerSession,
+        chat_id: &ChatId,
+    ) -> Result<(), Fail> {
         let org = session.org();
         self.deps
             .repo
             .put(
                 &ChatRoute {
-                    organization_id: org.to_string(),
-                    chat_id: chat_id.to_string(),
+                    organization_id: org.to_owned(),
+                    chat_id: chat_id.to_owned(),
                     ig_account_id: session.contact.ig_account_id.clone(),
                     igsid: session.contact.igsid.clone(),
                     expires_at: None,
@@ -747,7 +758,7 @@ impl Inbound {
                 Condition::Always,
             )
             .await?;
-        session.contact.chat_id = Some(chat_id.to_string());
+        session.contact.chat_id = Some(chat_id.to_owned());
         self.deps.repo.save(&mut session.contact).await?;
         Ok(())
     }
@@ -759,9 +770,9 @@ impl Inbound {
     async fn post(
         &self,
         session: &mut CustomerSession,
-        chat_id: &str,
+        chat_id: &ChatId,
         events: &[Event],
-    ) -> Result<Vec<(String, String)>, Fail> {
+    ) -> Result<Vec<(ThreadId, EventId)>, Fail> {
         let mut out = Vec::new();
         let mut rest: &[Event] = events;
         if session.contact.thread_active != Some(false) {
@@ -798,14 +809,14 @@ impl Inbound {
     async fn send_events(
         &self,
         session: &mut CustomerSession,
-        chat_id: &str,
+        chat_id: &ChatId,
         events: &[Event],
-    ) -> Result<Vec<(String, String)>, Fail> {
+    ) -> Result<Vec<(ThreadId, EventId)>, Fail> {
         let mut out = Vec::new();
         for ev in events {
             let thread = session.contact.thread_id.clone().unwrap_or_default();
             let send = SendEvent {
-                chat_id: chat_id.to_string(),
+                chat_id: chat_id.to_owned(),
                 event: ev.clone(),
                 attach_to_last_thread: false,
             };
@@ -825,9 +836,9 @@ impl Inbound {
     async fn resume(
         &self,
         session: &mut CustomerSession,
-        chat_id: &str,
+        chat_id: &ChatId,
         events: &[Event],
-    ) -> Result<Vec<(String, String)>, Fail> {
+    ) -> Result<Vec<(ThreadId, EventId)>, Fail> {
         let resume = ResumeChat::with(chat_id, events.to_vec());
         let resumed = session.act(&resume).await?;
         session.contact.thread_id = Some(resumed.thread_id.clone());
@@ -838,10 +849,10 @@ impl Inbound {
     async fn follow_active_thread(
         &self,
         session: &mut CustomerSession,
-        chat_id: &str,
+        chat_id: &ChatId,
     ) -> Result<bool, Fail> {
         let get = GetChat {
-            chat_id: chat_id.to_string(),
+            chat_id: chat_id.to_owned(),
             thread_id: None,
         };
         let Some(thread) = session.act(&get).await?.thread.filter(|t| t.active) else {

@@ -13,6 +13,7 @@ use crate::cipher::TokenContext;
 use crate::customer::Customers;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::{EventId, Mid, ThreadId};
 use crate::instagram::graph::GraphError;
 use crate::instagram::send::{
     Author, MAX_TEXT_BYTES, OutMessage, SendRequest, Window, attachment_type, mark_seen,
@@ -45,7 +46,7 @@ const DEFAULT_PAUSE: Duration = Duration::from_secs(60);
 struct Outgoing {
     contact: Contact,
     author: Author,
-    event_id: String,
+    event_id: EventId,
     messages: Vec<OutMessage>,
     note: Option<String>,
 }
@@ -54,14 +55,14 @@ struct Outgoing {
 struct SentPart<'a> {
     index: usize,
     part: &'a str,
-    mid: Option<String>,
-    event_id: &'a str,
+    mid: Option<Mid>,
+    event_id: &'a EventId,
 }
 
 /// What became of one part's send.
 enum PartSent {
     /// Sent (now or by an earlier attempt), with Meta's message id.
-    Sent(Option<String>),
+    Sent(Option<Mid>),
     /// An attempt may have sent it; its echo has not been seen yet.
     Unconfirmed,
 }
@@ -385,7 +386,7 @@ impl Outbound {
         &self,
         conv: &mut Conversation,
         event: &AgentEvent,
-        thread_id: Option<String>,
+        thread_id: Option<ThreadId>,
         key: &str,
         attempt: Attempt,
     ) -> Result<Outcome, Fail> {
@@ -502,7 +503,7 @@ impl Outbound {
         conv: &Conversation,
         claim: &mut IdempotencyRecord,
         sent: SentPart<'_>,
-        thread_id: Option<String>,
+        thread_id: Option<ThreadId>,
     ) -> Result<(), Fail> {
         if let Some(mid) = &sent.mid {
             let first = sent.index == 0;
@@ -538,7 +539,7 @@ impl Outbound {
             &conv.inst.organization_id,
             &conv.route.ig_account_id,
             &conv.route.igsid,
-            part,
+            &part.into(),
         )
     }
 
@@ -616,7 +617,7 @@ impl Outbound {
                     organization_id: conv.inst.organization_id.clone(),
                     ig_account_id: conv.route.ig_account_id.clone(),
                     igsid: conv.route.igsid.clone(),
-                    livechat_event_id: part.to_string(),
+                    livechat_event_id: part.into(),
                     started_at: now,
                     fingerprint: self.echoes(conv).fingerprint(message).await?,
                     attempts: 1,
@@ -718,9 +719,9 @@ impl Outbound {
     async fn record(
         &self,
         conv: &Conversation,
-        mid: &str,
-        event_id: &str,
-        thread_id: Option<String>,
+        mid: &Mid,
+        event_id: &EventId,
+        thread_id: Option<ThreadId>,
         first: bool,
     ) -> Result<(), Fail> {
         let now = self.deps.clock.now();
@@ -732,10 +733,10 @@ impl Outbound {
                 &MessageLink {
                     organization_id: org.clone(),
                     ig_account_id: conv.route.ig_account_id.clone(),
-                    mid: mid.to_string(),
+                    mid: mid.to_owned(),
                     chat_id: conv.route.chat_id.clone(),
                     thread_id,
-                    event_ids: vec![event_id.to_string()],
+                    event_ids: vec![event_id.clone()],
                     event_threads: vec![],
                     direction: Direction::Outbound,
                     created_at: now,
@@ -751,8 +752,8 @@ impl Outbound {
                     &EventLink {
                         organization_id: org,
                         chat_id: conv.route.chat_id.clone(),
-                        event_id: event_id.to_string(),
-                        mid: mid.to_string(),
+                        event_id: event_id.clone(),
+                        mid: mid.to_owned(),
                         expires_at,
                     },
                     Condition::Always,

@@ -38,7 +38,7 @@ pub enum Action {
     /// Mark the chat seen up to the event's time.
     MarkSeen,
     /// Delete the events of this message (unsend).
-    Delete(String),
+    Delete(crate::ids::Mid),
 }
 
 /// The LiveChat event that shows customer media from its CDN URL: a card whose image is the

@@ -9,14 +9,15 @@
 //! pending revocations are one partition each, so the sweeper reads them with one query.
 
 use super::Key;
+use crate::ids::{ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
 
 /// An organization's partition root.
-pub fn organization(org: &str) -> String {
+pub fn organization(org: &OrgId) -> String {
     format!("ORG#{org}")
 }
 
 /// The installation.
-pub fn installation(org: &str) -> Key {
+pub fn installation(org: &OrgId) -> Key {
     Key::new(organization(org), "INSTALLATION")
 }
 
@@ -24,62 +25,62 @@ pub fn installation(org: &str) -> Key {
 pub const CONNECTION_PREFIX: &str = "IGCONN#";
 
 /// One Instagram connection.
-pub fn connection(org: &str, ig: &str) -> Key {
+pub fn connection(org: &OrgId, ig: &IgAccountId) -> Key {
     Key::new(organization(org), format!("{CONNECTION_PREFIX}{ig}"))
 }
 
 /// The route from an Instagram account to its organization.
-pub fn account_route(ig: &str) -> Key {
+pub fn account_route(ig: &IgAccountId) -> Key {
     Key::new(format!("IGACCT#{ig}"), "ROUTE")
 }
 
 /// Partition prefix of an account's contacts.
-pub fn contacts_of(org: &str, ig: &str) -> String {
+pub fn contacts_of(org: &OrgId, ig: &IgAccountId) -> String {
     format!("{}#CONTACT#{ig}#", organization(org))
 }
 
 /// One contact.
-pub fn contact(org: &str, ig: &str, igsid: &str) -> Key {
+pub fn contact(org: &OrgId, ig: &IgAccountId, igsid: &Igsid) -> Key {
     Key::new(format!("{}{igsid}", contacts_of(org, ig)), "CONTACT")
 }
 
 /// Partition prefix of an organization's chat routes.
-pub fn chat_routes_of(org: &str) -> String {
+pub fn chat_routes_of(org: &OrgId) -> String {
     format!("{}#CHAT#", organization(org))
 }
 
 /// The route from a LiveChat chat to its customer.
-pub fn chat_route(org: &str, chat: &str) -> Key {
+pub fn chat_route(org: &OrgId, chat: &ChatId) -> Key {
     Key::new(format!("{}{chat}", chat_routes_of(org)), "ROUTE")
 }
 
 /// Partition prefix of an account's message links.
-pub fn message_links_of(org: &str, ig: &str) -> String {
+pub fn message_links_of(org: &OrgId, ig: &IgAccountId) -> String {
     format!("{}#MID#{ig}#", organization(org))
 }
 
 /// A message link (Instagram mid → LiveChat events).
-pub fn message_link(org: &str, ig: &str, mid: &str) -> Key {
+pub fn message_link(org: &OrgId, ig: &IgAccountId, mid: &Mid) -> Key {
     Key::new(format!("{}{mid}", message_links_of(org, ig)), "LINK")
 }
 
 /// Partition prefix of every event link of an organization.
-pub fn event_links(org: &str) -> String {
+pub fn event_links(org: &OrgId) -> String {
     format!("{}#EVENT#", organization(org))
 }
 
 /// Partition prefix of one chat's event links.
-pub fn event_links_of(org: &str, chat: &str) -> String {
+pub fn event_links_of(org: &OrgId, chat: &ChatId) -> String {
     format!("{}{chat}#", event_links(org))
 }
 
 /// An event link (LiveChat event → Instagram mid).
-pub fn event_link(org: &str, chat: &str, event: &str) -> Key {
+pub fn event_link(org: &OrgId, chat: &ChatId, event: &EventId) -> Key {
     Key::new(format!("{}{event}", event_links_of(org, chat)), "LINK")
 }
 
 /// An idempotency record.
-pub fn idempotency(org: &str, scope: &str, event: &str) -> Key {
+pub fn idempotency(org: &OrgId, scope: &str, event: &str) -> Key {
     Key::new(
         format!("{}#IDEM#{scope}#{event}", organization(org)),
         "IDEM",
@@ -87,17 +88,17 @@ pub fn idempotency(org: &str, scope: &str, event: &str) -> Key {
 }
 
 /// Partition prefix of an account's pending sends.
-pub fn pending_sends_of(org: &str, ig: &str) -> String {
+pub fn pending_sends_of(org: &OrgId, ig: &IgAccountId) -> String {
     format!("{}#PENDING#{ig}#", organization(org))
 }
 
 /// The partition of one conversation's pending sends.
-pub fn pending_sends(org: &str, ig: &str, igsid: &str) -> String {
+pub fn pending_sends(org: &OrgId, ig: &IgAccountId, igsid: &Igsid) -> String {
     format!("{}{igsid}", pending_sends_of(org, ig))
 }
 
 /// The send pause of one Instagram account (Meta throttled it or its usage is near the limit).
-pub fn send_pause(org: &str, ig: &str) -> Key {
+pub fn send_pause(org: &OrgId, ig: &IgAccountId) -> Key {
     Key::new(format!("{}#PAUSE#{ig}", organization(org)), "PAUSE")
 }
 
@@ -112,12 +113,12 @@ pub fn deletion_request(code: &str) -> Key {
 }
 
 /// The partition of a Facebook user's links.
-pub fn facebook_user(user: &str) -> String {
+pub fn facebook_user(user: &FacebookUserId) -> String {
     format!("FBUSER#{user}")
 }
 
 /// One link from a Facebook user to a connection they made.
-pub fn facebook_user_link(user: &str, org: &str, ig: &str) -> Key {
+pub fn facebook_user_link(user: &FacebookUserId, org: &OrgId, ig: &IgAccountId) -> Key {
     Key::new(facebook_user(user), format!("ORG#{org}#IG#{ig}"))
 }
 
@@ -125,12 +126,12 @@ pub fn facebook_user_link(user: &str, org: &str, ig: &str) -> Key {
 pub const REVOCATIONS: &str = "REVOKE";
 
 /// Sort-key prefix of one organization's pending revocations.
-pub fn revocations_of(org: &str) -> String {
+pub fn revocations_of(org: &OrgId) -> String {
     format!("{org}#")
 }
 
 /// One pending revocation.
-pub fn pending_revocation(org: &str, id: &str) -> Key {
+pub fn pending_revocation(org: &OrgId, id: &str) -> Key {
     Key::new(REVOCATIONS, format!("{}{id}", revocations_of(org)))
 }
 
@@ -148,28 +149,28 @@ pub fn purges_due(now: i64) -> super::SkRange {
 }
 
 /// The backlog of an organization's jobs (parked, delayed, replayed), for its status page.
-pub fn backlog(org: &str) -> Key {
+pub fn backlog(org: &OrgId) -> Key {
     Key::new(organization(org), "BACKLOG")
 }
 
 /// What the last health check found on one connection.
-pub fn connection_health(org: &str, ig: &str) -> Key {
+pub fn connection_health(org: &OrgId, ig: &IgAccountId) -> Key {
     Key::new(organization(org), format!("IGHEALTH#{ig}"))
 }
 
 /// When one connection last carried a message one way (`in` or `out`).
-pub fn activity(org: &str, ig: &str, direction: &str) -> Key {
+pub fn activity(org: &OrgId, ig: &IgAccountId, direction: &str) -> Key {
     Key::new(organization(org), format!("IGACTIVITY#{ig}#{direction}"))
 }
 
 /// The one notice of a connection's broken spell (`since`: when it broke, epoch seconds).
-pub fn broken_notice(org: &str, ig: &str, since: i64) -> Key {
+pub fn broken_notice(org: &OrgId, ig: &IgAccountId, since: i64) -> Key {
     Key::new(organization(org), format!("NOTICE#{ig}#{since}"))
 }
 
 /// Whether `key` is one of the health records of account `ig` in `org`'s root partition (its
 /// health, activity and notices), which an account's purge deletes with the rest of it.
-pub fn is_account_health(key: &Key, org: &str, ig: &str) -> bool {
+pub fn is_account_health(key: &Key, org: &OrgId, ig: &IgAccountId) -> bool {
     key.pk == organization(org)
         && (key.sk == format!("IGHEALTH#{ig}")
             || key.sk.starts_with(&format!("IGACTIVITY#{ig}#"))
@@ -186,11 +187,11 @@ pub fn replay_lease() -> Key {
 pub const INSTALLATIONS: &str = "INSTALLATIONS";
 
 /// One installation's entry in that list.
-pub fn installation_entry(org: &str) -> Key {
+pub fn installation_entry(org: &OrgId) -> Key {
     Key::new(INSTALLATIONS, org)
 }
 
 /// An organization's data key.
-pub fn data_key(org: &str) -> Key {
+pub fn data_key(org: &OrgId) -> Key {
     Key::new(format!("DATAKEY#{org}"), "KEY")
 }

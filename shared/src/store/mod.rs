@@ -470,7 +470,7 @@ impl Repo {
     /// data key of no organization, which every function's role may read), so the first
     /// request does not pay the TLS handshake. A failure is left to that first request.
     pub async fn warm_up(&self) {
-        let _ = self.store.get(&keys::data_key("-")).await;
+        let _ = self.store.get(&keys::data_key(&"-".into())).await;
     }
 
     /// Reads a record.

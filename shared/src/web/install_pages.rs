@@ -3,12 +3,35 @@
 //! headings, labels and sufficient contrast.
 
 use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
 
 use super::html::{esc, page};
-use crate::install::{NotEligible, Offer};
+use crate::domain::OAuthStep;
+use crate::install::{Install, NotEligible, Offer};
 use crate::livechat::Organization;
 use crate::routes;
+
+/// `?b=`: the SHA-256 of the tab's flow secret (`GET /install`, `GET /status`).
+#[derive(Deserialize)]
+pub struct Start {
+    b: Option<String>,
+}
+
+/// `GET /install` and `GET /status`: `begin`, the page that creates the tab's flow secret; with
+/// `?b=<its hash>`, on to LiveChat with a state for `step` bound to the tab.
+pub fn to_livechat(
+    app: &Install,
+    start: Start,
+    step: OAuthStep,
+    begin: fn() -> Response,
+) -> Response {
+    match start.b.map(|b| app.sign_in_with_livechat(&b, step)) {
+        Some(Some(Ok(url))) => Redirect::to(&url).into_response(),
+        Some(Some(Err(e))) => e.into_response(),
+        Some(None) | None => begin(),
+    }
+}
 
 /// Something failed; says what and offers a retry.
 pub fn error(status: StatusCode, title: &str, what: &str) -> Response {

@@ -8,11 +8,12 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::{install_pages as pages, status_page};
+use super::install_pages::{self as pages, Start};
+use super::status_page;
 use crate::domain::OAuthStep;
 use crate::install::{Install, Posted, StepError};
 use crate::routes;
@@ -36,12 +37,6 @@ pub fn router(install: Arc<Install>) -> Router {
         )
         .route(routes::STATUS_WIDGET, get(status_page::widget))
         .with_state(install)
-}
-
-/// `?b=`: the SHA-256 of the tab's flow secret (`GET /install`, `GET /status`).
-#[derive(Deserialize)]
-pub(super) struct Start {
-    b: Option<String>,
 }
 
 /// A platform's redirect: `?code=&state=` (no code: the person cancelled).
@@ -74,22 +69,10 @@ struct ConfirmPost {
     page_id: String,
 }
 
-/// `GET /install` (and `GET /status`, with its step): the page that creates the tab's flow
-/// secret; with `?b=<its hash>`, on to LiveChat with a state bound to the tab.
-pub(super) fn to_livechat(app: &Install, start: Start, step: OAuthStep) -> Response {
-    let begin = || match step {
-        OAuthStep::StatusSignIn => status_page::begin(),
-        _ => pages::begin(),
-    };
-    match start.b.map(|b| app.sign_in_with_livechat(&b, step)) {
-        Some(Some(Ok(url))) => Redirect::to(&url).into_response(),
-        Some(Some(Err(e))) => e.into_response(),
-        Some(None) | None => begin(),
-    }
-}
-
+/// `GET /install`: the page that creates the tab's flow secret; with `?b=<its hash>`, on to
+/// LiveChat with a state bound to the tab.
 async fn start(State(app): State<Arc<Install>>, Query(q): Query<Start>) -> Response {
-    to_livechat(&app, q, OAuthStep::Livechat)
+    pages::to_livechat(&app, q, OAuthStep::Livechat, pages::begin)
 }
 
 /// `GET /oauth/livechat/callback`: LiveChat's redirect. With our state it is posted back with
@@ -164,7 +147,7 @@ async fn confirm(
         state: &form.state,
         browser: &form.browser,
     };
-    let done = app.confirm(posted, &form.page_id).await?;
+    let done = app.confirm(posted, &form.page_id.as_str().into()).await?;
     Ok(pages::success(done.ig_username.as_deref(), &done.page_name))
 }
 

@@ -11,8 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::html::{esc, page};
-use super::install_pages;
-use super::oauth_install::{Start, to_livechat};
+use super::install_pages::{self, Start, to_livechat};
 use crate::connection::records::{Backlog, ConnectionHealth, SubscriptionState, TokenState};
 use crate::domain::*;
 use crate::health::ReplayAsked;
@@ -40,7 +39,7 @@ impl ButtonPost {
         match self.action.as_str() {
             "replay" => StatusAction::Replay,
             "reconnect" => StatusAction::Reconnect,
-            "disconnect" => StatusAction::Disconnect(self.ig.clone()),
+            "disconnect" => StatusAction::Disconnect(self.ig.as_str().into()),
             _ => StatusAction::Show,
         }
     }
@@ -49,7 +48,7 @@ impl ButtonPost {
 /// `GET /status`: the page that starts this tab's sign-in at once; `GET /status?b=<binding>`:
 /// on to LiveChat's authorization with a state bound to the tab.
 pub(super) async fn start(State(app): State<Arc<Install>>, Query(q): Query<Start>) -> Response {
-    to_livechat(&app, q, OAuthStep::StatusSignIn)
+    to_livechat(&app, q, OAuthStep::StatusSignIn, begin)
 }
 
 /// `GET /status/widget`: LiveChat shows an app's settings in a frame of its Agent App, where
@@ -365,7 +364,7 @@ fn connection_card(v: &ConnectionView, token: &str) -> String {
     let name = c
         .ig_username
         .as_deref()
-        .map_or_else(|| c.ig_account_id.clone(), |u| format!("@{u}"));
+        .map_or_else(|| c.ig_account_id.to_string(), |u| format!("@{u}"));
     let state = match c.status {
         ConnectionStatus::Connected => "<span class=\"ok\">✔ Connected</span>",
         ConnectionStatus::Broken => {

@@ -3,6 +3,7 @@
 //! oldest like LiveChat does); a refresh racing an uninstall never brings tokens back; two
 //! workers writing one contact keep each other's changes.
 
+use shared::ids::{IgAccountId, Igsid, OrgId};
 use testkit::bridge;
 
 use std::sync::Arc;
@@ -122,7 +123,12 @@ async fn a_refresh_racing_an_uninstall_never_brings_tokens_back() {
         async move { run_concurrently(&h).await }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let report = h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    let report = h
+        .services
+        .lifecycle()
+        .uninstall(&OrgId::from(ORG), None)
+        .await
+        .unwrap();
     assert!(report.uninstalled);
     worker.await.unwrap();
     assert_eq!(h.livechat.refreshes(), 1, "the refresh did happen");
@@ -150,7 +156,11 @@ async fn two_workers_writing_one_contact_keep_both_changes() {
         Some(chrono::Duration::hours(30)),
     )
     .await;
-    let key = Contact::key_for(ORG, IG, IGSID);
+    let key = Contact::key_for(
+        &OrgId::from(ORG),
+        &IgAccountId::from(IG),
+        &Igsid::from(IGSID),
+    );
     let repo = &h.services.repo;
     let mut a: Contact = repo.get(&key).await.unwrap().unwrap();
     let mut b = a.clone();

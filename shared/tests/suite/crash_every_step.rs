@@ -6,6 +6,7 @@
 //! visible effect per platform event and nothing lost. The report line lists paths × crash
 //! points.
 
+use shared::ids::OrgId;
 use testkit::bridge;
 
 use std::sync::Arc;
@@ -220,7 +221,7 @@ async fn check(h: &Harness, path: Path, label: &str) {
             let route: Option<ChatRoute> = h
                 .services
                 .repo
-                .get(&ChatRoute::key_for(ORG, &chat))
+                .get(&ChatRoute::key_for(&OrgId::from(ORG), &chat))
                 .await
                 .unwrap();
             assert!(

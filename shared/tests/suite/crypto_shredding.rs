@@ -2,6 +2,7 @@
 //! uninstall destroys the key, and from then on no copy can be read — the workers drop them as
 //! purged. Only chats the bridge created enter the queue at all.
 
+use shared::ids::OrgId;
 use testkit::bridge;
 
 use std::time::Duration;
@@ -82,11 +83,16 @@ async fn parked_and_queued_jobs_are_unreadable_after_uninstall_and_dropped_as_pu
         h.open(body).await;
     }
 
-    let report = h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    let report = h
+        .services
+        .lifecycle()
+        .uninstall(&OrgId::from(ORG), None)
+        .await
+        .unwrap();
     assert!(report.uninstalled);
     let keys = h.services.data_keys();
     assert!(
-        keys.to_open(ORG).await.unwrap().is_none(),
+        keys.to_open(&OrgId::from(ORG)).await.unwrap().is_none(),
         "the key is gone"
     );
 
@@ -132,7 +138,11 @@ async fn a_reinstall_gets_a_new_key_and_old_copies_stay_unreadable() {
         .receive(1, Duration::from_millis(50))
         .await
         .unwrap();
-    h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    h.services
+        .lifecycle()
+        .uninstall(&OrgId::from(ORG), None)
+        .await
+        .unwrap();
     h.clock.advance(chrono::Duration::minutes(5));
     h.install(ORG, IG, "dal:AGENT-A2", "PAGE-TOKEN-A2").await;
     h.deliver(&webhook(vec![text("MID_NEW", "after reinstall")]))
@@ -140,7 +150,13 @@ async fn a_reinstall_gets_a_new_key_and_old_copies_stay_unreadable() {
     let Wire::Sealed(old) = Wire::decode(&old[0].body).unwrap() else {
         panic!("sealed")
     };
-    let key = h.services.data_keys().to_open(ORG).await.unwrap().unwrap();
+    let key = h
+        .services
+        .data_keys()
+        .to_open(&OrgId::from(ORG))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(
         old.open(&key).is_err(),
         "the new key does not open old copies"
@@ -178,9 +194,9 @@ async fn only_chats_the_bridge_created_enter_the_queue() {
     assert!(
         h.services
             .repo
-            .get::<OrganizationKey>(&OrganizationKey::key_for(
+            .get::<OrganizationKey>(&OrganizationKey::key_for(&OrgId::from(
                 "00000000-0000-4000-8000-0000000000ff"
-            ))
+            )))
             .await
             .unwrap()
             .is_none()
@@ -194,7 +210,11 @@ async fn after_uninstall_no_webhook_brings_the_key_back() {
     let h = Harness::new().await;
     h.seed_contact(ORG, IG, IGSID, CHAT, Some(chrono::Duration::hours(1)))
         .await;
-    h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    h.services
+        .lifecycle()
+        .uninstall(&OrgId::from(ORG), None)
+        .await
+        .unwrap();
     assert_eq!(
         h.post_livechat(&agent_reply(CHAT, "THREAD0002_9", "late reply"))
             .await,
@@ -204,10 +224,17 @@ async fn after_uninstall_no_webhook_brings_the_key_back() {
     let stored: OrganizationKey = h
         .services
         .repo
-        .get(&OrganizationKey::key_for(ORG))
+        .get(&OrganizationKey::key_for(&OrgId::from(ORG)))
         .await
         .unwrap()
         .unwrap();
     assert!(stored.key.is_none(), "a tombstone, not a new key");
-    assert!(h.services.data_keys().to_open(ORG).await.unwrap().is_none());
+    assert!(
+        h.services
+            .data_keys()
+            .to_open(&OrgId::from(ORG))
+            .await
+            .unwrap()
+            .is_none()
+    );
 }

@@ -4,6 +4,7 @@
 //! LiveChat refusing for longer than the retry window. Against the test kit's strict fakes, on
 //! the in-memory FIFO queues with the worker's own retry delays and a manual clock.
 
+use shared::ids::{IgAccountId, Igsid, Mid, OrgId};
 use testkit::bridge;
 
 use std::sync::Arc;
@@ -69,7 +70,11 @@ async fn run_outbound_for(h: &Harness, span: Span, step: Span) {
 async fn outbound_link(h: &Harness, mid: &str) -> Option<MessageLink> {
     h.services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, mid))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from(mid),
+        ))
         .await
         .unwrap()
 }
@@ -136,7 +141,14 @@ async fn a_request_lost_before_meta_acted_is_sent_once_the_echo_window_passes() 
     let pending = h
         .services
         .repo
-        .query_prefix::<PendingSend>(&PendingSend::partition(ORG, IG, IGSID), "")
+        .query_prefix::<PendingSend>(
+            &PendingSend::partition(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Igsid::from(IGSID),
+            ),
+            "",
+        )
         .await
         .unwrap();
     assert!(pending.is_empty(), "nothing left pending");

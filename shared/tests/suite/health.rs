@@ -5,6 +5,7 @@
 //! (LiveChat sign-in, admins only, no cookies) shows it all, and reconnecting replays exactly
 //! that installation's parked jobs, in order, once.
 
+use shared::ids::{IgAccountId, OrgId};
 use testkit::bridge;
 
 use std::collections::HashMap;
@@ -59,7 +60,10 @@ fn kinds(events: &MemoryPublisher) -> Vec<LifecycleKind> {
 async fn health_of(h: &Harness, org: &str, ig: &str) -> ConnectionHealth {
     h.services
         .repo
-        .get(&keys::connection_health(org, ig))
+        .get(&keys::connection_health(
+            &OrgId::from(org),
+            &IgAccountId::from(ig),
+        ))
         .await
         .unwrap()
         .expect("a health record")
@@ -68,7 +72,10 @@ async fn health_of(h: &Harness, org: &str, ig: &str) -> ConnectionHealth {
 async fn connection(h: &Harness, org: &str, ig: &str) -> InstagramConnection {
     h.services
         .repo
-        .get(&InstagramConnection::key_for(org, ig))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(org),
+            &IgAccountId::from(ig),
+        ))
         .await
         .unwrap()
         .unwrap()
@@ -77,10 +84,10 @@ async fn connection(h: &Harness, org: &str, ig: &str) -> InstagramConnection {
 async fn backlog(h: &Harness, org: &str) -> Backlog {
     h.services
         .repo
-        .get(&keys::backlog(org))
+        .get(&keys::backlog(&OrgId::from(org)))
         .await
         .unwrap()
-        .unwrap_or_else(|| Backlog::new(org))
+        .unwrap_or_else(|| Backlog::new(&OrgId::from(org)))
 }
 
 /// Every body in a dead-letter queue, left in place (received, then made visible again).
@@ -105,7 +112,7 @@ async fn parked(q: &dyn shared::queue::Queue) -> Vec<Wire> {
 
 fn org_of(w: &Wire) -> String {
     match w {
-        Wire::Sealed(s) => s.organization_id.clone(),
+        Wire::Sealed(s) => s.organization_id.to_string(),
         Wire::Plain(_) => String::new(),
     }
 }
@@ -190,7 +197,7 @@ async fn a_livechat_token_due_to_expire_is_refreshed_ahead_of_time_and_a_refused
     let replayed = h
         .services
         .health()
-        .replay_requested(ORG, soon())
+        .replay_requested(&OrgId::from(ORG), soon())
         .await
         .unwrap();
     assert_eq!(replayed.unwrap().replayed, 2);
@@ -300,7 +307,7 @@ async fn a_broken_token_is_found_shown_and_reconnecting_replays_exactly_its_jobs
     let replayed = h
         .services
         .health()
-        .replay_requested(ORG, soon())
+        .replay_requested(&OrgId::from(ORG), soon())
         .await
         .unwrap()
         .unwrap();
@@ -332,7 +339,7 @@ async fn a_broken_token_is_found_shown_and_reconnecting_replays_exactly_its_jobs
     assert!(
         h.services
             .health()
-            .replay_requested(ORG, soon())
+            .replay_requested(&OrgId::from(ORG), soon())
             .await
             .unwrap()
             .is_none()
@@ -396,7 +403,7 @@ async fn the_status_page_is_for_admins_of_an_installed_organization_and_its_sess
     // The account's purge takes its health records too (its check, its activity).
     let account_records = |keys: Vec<shared::store::Key>| -> Vec<String> {
         keys.into_iter()
-            .filter(|k| keys::is_account_health(k, ORG, IG))
+            .filter(|k| keys::is_account_health(k, &OrgId::from(ORG), &IgAccountId::from(IG)))
             .map(|k| k.sk)
             .collect()
     };
@@ -519,7 +526,11 @@ async fn a_refused_send_is_no_proof_that_the_connection_works() {
         "payload": {"user_id": "agent1@example.com", "chat_id": CHAT, "seen_up_to": "2026-03-01T12:00:00.000000Z"}, "additional_data": {}});
     h.post_livechat(&seen).await;
     assert!(h.work_outbound().await.is_empty());
-    let key = Activity::key_for(ORG, IG, Direction::Outbound);
+    let key = Activity::key_for(
+        &OrgId::from(ORG),
+        &IgAccountId::from(IG),
+        Direction::Outbound,
+    );
     let written: Option<Activity> = h.services.repo.get(&key).await.unwrap();
     assert!(written.is_none(), "{written:?}");
     h.graph.decline(PAGE, &["instagram_manage_messages"]);

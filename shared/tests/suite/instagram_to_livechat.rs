@@ -2,6 +2,7 @@
 //! instagram-webhook router, the in-memory FIFO queue, and the instagram-to-livechat worker,
 //! against loopback fakes of the Graph API and LiveChat (wiremock) with documented payloads.
 
+use shared::ids::{ChatId, EventId, IgAccountId, Igsid, Mid, OrgId, ThreadId};
 use testkit::bridge;
 
 use std::sync::Arc;
@@ -215,7 +216,10 @@ async fn first_message_creates_the_customer_with_profile_and_starts_a_continuous
     let route: ChatRoute = h
         .services
         .repo
-        .get(&ChatRoute::key_for(ORG, "CHAT000001"))
+        .get(&ChatRoute::key_for(
+            &OrgId::from(ORG),
+            &ChatId::from("CHAT000001"),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -223,13 +227,17 @@ async fn first_message_creates_the_customer_with_profile_and_starts_a_continuous
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("MID_TEXT_0001"),
+        ))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         (link.chat_id.as_str(), link.event_ids.clone()),
-        ("CHAT000001", vec!["THREAD0001_1".to_string()])
+        ("CHAT000001", vec![EventId::from("THREAD0001_1")])
     );
     assert!(link.expires_at > start().timestamp());
 }
@@ -266,7 +274,11 @@ async fn later_messages_use_send_event_and_an_inactive_chat_is_resumed_with_the_
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "M3"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("M3"),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -311,7 +323,11 @@ async fn media_is_shown_from_its_cdn_url_and_never_downloaded() {
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "MID_MEDIA_0002"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("MID_MEDIA_0002"),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -386,7 +402,11 @@ async fn a_crash_after_livechat_accepted_does_not_duplicate_on_retry() {
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "M2"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("M2"),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -663,7 +683,11 @@ async fn a_multi_entry_batch_reaches_each_tenant_with_its_own_tokens_only() {
     assert!(
         h.services
             .repo
-            .get::<Contact>(&Contact::key_for(org_b, "17841400000000002", "IGSID_2002"))
+            .get::<Contact>(&Contact::key_for(
+                &OrgId::from(org_b),
+                &IgAccountId::from("17841400000000002"),
+                &Igsid::from("IGSID_2002")
+            ))
             .await
             .unwrap()
             .is_some()
@@ -671,7 +695,11 @@ async fn a_multi_entry_batch_reaches_each_tenant_with_its_own_tokens_only() {
     assert!(
         h.services
             .repo
-            .get::<Contact>(&Contact::key_for(ORG, "17841400000000002", "IGSID_2002"))
+            .get::<Contact>(&Contact::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from("17841400000000002"),
+                &Igsid::from("IGSID_2002")
+            ))
             .await
             .unwrap()
             .is_none()
@@ -877,18 +905,25 @@ async fn a_thread_an_agent_reopened_takes_the_next_message_instead_of_parking_it
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "M2"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("M2"),
+        ))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         link.events(),
         vec![(
-            reopened.clone(),
-            last.events[0]["id"].as_str().unwrap().to_string()
+            ThreadId::from(reopened.clone()),
+            EventId::from(last.events[0]["id"].as_str().unwrap())
         )]
     );
-    assert_eq!(h.contact().await.unwrap().thread_id, Some(reopened));
+    assert_eq!(
+        h.contact().await.unwrap().thread_id,
+        Some(ThreadId::from(reopened))
+    );
 }
 
 #[tokio::test]
@@ -1070,7 +1105,8 @@ async fn a_parked_message_the_customer_unsent_is_not_posted_by_its_replay() {
     h.deliver(&webhook(vec![unsend])).await;
     assert!(h.work().await.is_empty());
     // The admin replays what is parked, once LiveChat accepts again.
-    let asked = shared::health::ask_replay(&h.services.repo, ORG, h.clock.now()).await;
+    let asked =
+        shared::health::ask_replay(&h.services.repo, &OrgId::from(ORG), h.clock.now()).await;
     assert_eq!(asked.unwrap(), shared::health::ReplayAsked::Accepted);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let replayed = h.services.health().serve_replays(None, deadline).await;

@@ -3,6 +3,7 @@
 //! forwarded links, races, and every bad-input case. No response ever sets a cookie, and every
 //! page carries the security headers.
 
+use shared::ids::{FacebookUserId, IgAccountId, OrgId};
 use testkit::bridge;
 
 use std::collections::HashMap;
@@ -260,9 +261,13 @@ async fn confirm(h: &Harness, tab: &Tab, confirmation: &Answer, page_id: &str) -
 async fn nothing_connected(h: &Harness, ig: &str) -> bool {
     let mut none = true;
     for key in [
-        InstagramConnection::key_for(NEW_ORG, ig),
-        AccountRoute::key_for(ig),
-        FacebookUserLink::key_for(FB_USER, NEW_ORG, ig),
+        InstagramConnection::key_for(&OrgId::from(NEW_ORG), &IgAccountId::from(ig)),
+        AccountRoute::key_for(&IgAccountId::from(ig)),
+        FacebookUserLink::key_for(
+            &FacebookUserId::from(FB_USER),
+            &OrgId::from(NEW_ORG),
+            &IgAccountId::from(ig),
+        ),
     ] {
         none &= h.services.repo.store().get(&key).await.unwrap().is_none();
     }
@@ -379,7 +384,10 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(NEW_ORG, IG_NEW))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(NEW_ORG),
+            &IgAccountId::from(IG_NEW),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -410,7 +418,7 @@ async fn the_confirmation_names_the_organization_and_the_page_and_only_then_conn
     let route: AccountRoute = h
         .services
         .repo
-        .get(&AccountRoute::key_for(IG_NEW))
+        .get(&AccountRoute::key_for(&IgAccountId::from(IG_NEW)))
         .await
         .unwrap()
         .unwrap();
@@ -524,7 +532,7 @@ async fn forged_expired_wrong_step_or_missing_states_are_refused_and_store_nothi
     assert!(
         h.services
             .repo
-            .get::<Installation>(&Installation::key_for(NEW_ORG))
+            .get::<Installation>(&Installation::key_for(&OrgId::from(NEW_ORG)))
             .await
             .unwrap()
             .is_none()
@@ -580,7 +588,7 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
     assert!(
         h.services
             .repo
-            .get::<Installation>(&Installation::key_for(NEW_ORG))
+            .get::<Installation>(&Installation::key_for(&OrgId::from(NEW_ORG)))
             .await
             .unwrap()
             .is_none()
@@ -600,7 +608,7 @@ async fn failed_exchanges_and_missing_scopes_leave_nothing_half_made() {
         assert!(
             h.services
                 .repo
-                .get::<Installation>(&Installation::key_for(NEW_ORG))
+                .get::<Installation>(&Installation::key_for(&OrgId::from(NEW_ORG)))
                 .await
                 .unwrap()
                 .is_none()
@@ -661,7 +669,7 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
     let route: AccountRoute = h
         .services
         .repo
-        .get(&AccountRoute::key_for(IG))
+        .get(&AccountRoute::key_for(&IgAccountId::from(IG)))
         .await
         .unwrap()
         .unwrap();
@@ -669,7 +677,10 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
     assert!(
         h.services
             .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(NEW_ORG, IG))
+            .get::<InstagramConnection>(&InstagramConnection::key_for(
+                &OrgId::from(NEW_ORG),
+                &IgAccountId::from(IG)
+            ))
             .await
             .unwrap()
             .is_none()
@@ -690,7 +701,10 @@ async fn an_account_connected_to_another_live_installation_is_refused_and_reconn
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(NEW_ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(NEW_ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -754,7 +768,7 @@ async fn the_install_flow_touches_only_what_the_install_role_allows() {
     store.record(false);
     h.services
         .lifecycle()
-        .uninstall(NEW_ORG, None)
+        .uninstall(&OrgId::from(NEW_ORG), None)
         .await
         .unwrap();
     // A confirms after the uninstall: refused, what it obtained given back.
@@ -842,7 +856,7 @@ async fn a_confirmation_after_the_uninstall_connects_nothing_and_gives_back_what
     assert_eq!(shown.status, StatusCode::OK, "{}", shown.body);
     h.services
         .lifecycle()
-        .uninstall(NEW_ORG, None)
+        .uninstall(&OrgId::from(NEW_ORG), None)
         .await
         .unwrap();
     let res = confirm(&h, &tab, &shown, "100000000000009").await;
@@ -895,7 +909,7 @@ async fn two_organizations_confirming_the_same_account_at_once_cannot_both_conne
     let route: AccountRoute = h
         .services
         .repo
-        .get(&AccountRoute::key_for(IG_NEW))
+        .get(&AccountRoute::key_for(&IgAccountId::from(IG_NEW)))
         .await
         .unwrap()
         .unwrap();
@@ -913,7 +927,10 @@ async fn two_organizations_confirming_the_same_account_at_once_cannot_both_conne
     assert!(
         h.services
             .repo
-            .get::<InstagramConnection>(&InstagramConnection::key_for(loser, IG_NEW))
+            .get::<InstagramConnection>(&InstagramConnection::key_for(
+                &OrgId::from(loser),
+                &IgAccountId::from(IG_NEW)
+            ))
             .await
             .unwrap()
             .is_none()
@@ -1065,7 +1082,10 @@ async fn the_page_list_is_followed_to_its_end_and_only_messaging_pages_are_offer
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(NEW_ORG, IG_NEW))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(NEW_ORG),
+            &IgAccountId::from(IG_NEW),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -1135,9 +1155,13 @@ async fn a_refused_page_subscription_connects_nothing_and_says_so() {
             && res.body.contains("Nothing was connected")
     );
     for key in [
-        InstagramConnection::key_for(NEW_ORG, IG_NEW),
-        AccountRoute::key_for(IG_NEW),
-        FacebookUserLink::key_for(FB_USER, NEW_ORG, IG_NEW),
+        InstagramConnection::key_for(&OrgId::from(NEW_ORG), &IgAccountId::from(IG_NEW)),
+        AccountRoute::key_for(&IgAccountId::from(IG_NEW)),
+        FacebookUserLink::key_for(
+            &FacebookUserId::from(FB_USER),
+            &OrgId::from(NEW_ORG),
+            &IgAccountId::from(IG_NEW),
+        ),
     ] {
         assert!(
             h.services.repo.store().get(&key).await.unwrap().is_none(),

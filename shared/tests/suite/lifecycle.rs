@@ -2,6 +2,7 @@
 //! of LiveChat and the Graph API: revocations, token wipe, TTLs, the 7-day purge, Meta's
 //! deauthorize and data-deletion callbacks, and forged requests.
 
+use shared::ids::{ChatId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
 use testkit::bridge;
 use testkit::moto;
 
@@ -236,7 +237,7 @@ async fn uninstall_revokes_wipes_and_the_sweep_purges_only_that_organization_aft
     }
     assert!(
         store
-            .get(&AccountRoute::key_for(IG))
+            .get(&AccountRoute::key_for(&IgAccountId::from(IG)))
             .await
             .unwrap()
             .is_none()
@@ -300,7 +301,7 @@ async fn uninstall_revokes_wipes_and_the_sweep_purges_only_that_organization_aft
     );
     assert!(
         store
-            .get(&Installation::key_for(ORG))
+            .get(&Installation::key_for(&OrgId::from(ORG)))
             .await
             .unwrap()
             .is_none()
@@ -423,7 +424,10 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -442,7 +446,10 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -456,7 +463,10 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -464,7 +474,7 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     assert!(conn.page_token.is_none());
     assert!(
         store
-            .get(&AccountRoute::key_for(IG))
+            .get(&AccountRoute::key_for(&IgAccountId::from(IG)))
             .await
             .unwrap()
             .is_none()
@@ -478,7 +488,7 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     // Organization B (another Facebook user) is untouched.
     assert!(
         store
-            .get(&AccountRoute::key_for(IG_B))
+            .get(&AccountRoute::key_for(&IgAccountId::from(IG_B)))
             .await
             .unwrap()
             .is_some()
@@ -494,28 +504,42 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     assert_eq!(report.users, 1);
     assert!(
         store
-            .get(&InstagramConnection::key_for(ORG, IG))
+            .get(&InstagramConnection::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG)
+            ))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .get(&Contact::key_for(ORG, IG, IGSID))
+            .get(&Contact::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Igsid::from(IGSID)
+            ))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .get(&ChatRoute::key_for(ORG, "CHAT000001"))
+            .get(&ChatRoute::key_for(
+                &OrgId::from(ORG),
+                &ChatId::from("CHAT000001")
+            ))
             .await
             .unwrap()
             .is_none()
     );
     assert!(
         store
-            .get(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+            .get(&MessageLink::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Mid::from("MID_TEXT_0001")
+            ))
             .await
             .unwrap()
             .is_none()
@@ -523,14 +547,18 @@ async fn deauthorize_disconnects_the_users_accounts_tells_the_chats_and_schedule
     // The LiveChat installation itself stays: only the Facebook user's connection went.
     assert!(
         store
-            .get(&Installation::key_for(ORG))
+            .get(&Installation::key_for(&OrgId::from(ORG)))
             .await
             .unwrap()
             .is_some()
     );
     assert!(
         store
-            .get(&Contact::key_for(ORG_B, IG_B, "IGSID_2002"))
+            .get(&Contact::key_for(
+                &OrgId::from(ORG_B),
+                &IgAccountId::from(IG_B),
+                &Igsid::from("IGSID_2002")
+            ))
             .await
             .unwrap()
             .is_some()
@@ -600,14 +628,14 @@ async fn data_deletion_answers_with_a_status_url_and_completes_after_the_sweep()
 async fn lifecycle_events_reach_eventbridge_with_ids_only() {
     let (h, _, sqs, url) = on_moto().await;
     let mut e = LifecycleEvent::new(LifecycleKind::InstagramConnected, h.clock.now())
-        .org(ORG)
-        .account(IG);
+        .org(&OrgId::from(ORG))
+        .account(&IgAccountId::from(IG));
     e.items = None;
     h.services
         .events
         .publish(&[
             e.clone(),
-            LifecycleEvent::new(LifecycleKind::Installed, h.clock.now()).org(ORG),
+            LifecycleEvent::new(LifecycleKind::Installed, h.clock.now()).org(&OrgId::from(ORG)),
         ])
         .await
         .unwrap();
@@ -741,7 +769,7 @@ async fn revocations_failing_in_an_outage_do_not_hold_up_the_purges() {
     for i in 0..50 {
         repo.put(
             &PendingRevocation {
-                organization_id: format!("gone-{i}"),
+                organization_id: format!("gone-{i}").into(),
                 id: "livechat".into(),
                 revocation: Revocation::Livechat {
                     token: seal(
@@ -906,12 +934,19 @@ async fn marking_never_overwrites_what_a_reinstall_wrote_meanwhile() {
     let repo = &h.services.repo;
     let mut reinstalled = h.installation(ORG).await;
     let mut reconnected: InstagramConnection = repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
     let mut contact: Contact = repo
-        .get(&Contact::key_for(ORG, IG, IGSID))
+        .get(&Contact::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Igsid::from(IGSID),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -933,7 +968,7 @@ async fn marking_never_overwrites_what_a_reinstall_wrote_meanwhile() {
         .services
         .lifecycle()
         .uninstall_until(
-            ORG,
+            &OrgId::from(ORG),
             None,
             std::time::Instant::now() + Duration::from_secs(30),
         )
@@ -945,7 +980,10 @@ async fn marking_never_overwrites_what_a_reinstall_wrote_meanwhile() {
         "the reinstall landed"
     );
     let conn: InstagramConnection = repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -953,7 +991,11 @@ async fn marking_never_overwrites_what_a_reinstall_wrote_meanwhile() {
     assert_eq!(conn.expires_at, None, "not marked for the purge");
     assert_eq!(conn.status, ConnectionStatus::Connected);
     let contact: Contact = repo
-        .get(&Contact::key_for(ORG, IG, IGSID))
+        .get(&Contact::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Igsid::from(IGSID),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -1046,8 +1088,8 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
         .services
         .repo
         .get(&ChatRoute::key_for(
-            ORG,
-            contact.chat_id.as_deref().unwrap(),
+            &OrgId::from(ORG),
+            &ChatId::from(contact.chat_id.as_deref().unwrap()),
         ))
         .await
         .unwrap()
@@ -1056,7 +1098,11 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
     assert!(
         h.services
             .repo
-            .get::<MessageLink>(&MessageLink::key_for(ORG, IG, "MID_TEXT_0001"))
+            .get::<MessageLink>(&MessageLink::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Mid::from("MID_TEXT_0001")
+            ))
             .await
             .unwrap()
             .is_none(),
@@ -1065,7 +1111,11 @@ async fn a_reinstall_within_the_7_days_survives_the_purge_of_what_the_uninstall_
     assert!(
         h.services
             .repo
-            .get::<MessageLink>(&MessageLink::key_for(ORG, IG, "MID_TEXT_0009"))
+            .get::<MessageLink>(&MessageLink::key_for(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Mid::from("MID_TEXT_0009")
+            ))
             .await
             .unwrap()
             .is_some(),
@@ -1092,10 +1142,10 @@ async fn a_reinstalled_organization_with_tens_of_thousands_of_leftovers_is_purge
                 &MessageLink {
                     organization_id: ORG.into(),
                     ig_account_id: IG.into(),
-                    mid: format!("MID_OLD_{i:05}"),
+                    mid: format!("MID_OLD_{i:05}").into(),
                     chat_id: "CHAT000001".into(),
                     thread_id: None,
-                    event_ids: vec![format!("E{i}")],
+                    event_ids: vec![format!("E{i}").into()],
                     event_threads: vec![],
                     direction: Direction::Inbound,
                     created_at: h.clock.now(),
@@ -1147,7 +1197,7 @@ async fn an_account_connected_again_after_a_data_deletion_request_survives_its_p
         .to_string();
     let repo = &h.services.repo;
     assert!(
-        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+        repo.get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(IG)))
             .await
             .unwrap()
             .is_none(),
@@ -1166,13 +1216,16 @@ async fn an_account_connected_again_after_a_data_deletion_request_survives_its_p
         .unwrap();
     assert_eq!(report.requests_completed, 1);
     let conn: InstagramConnection = repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .expect("the new connection survives the purge");
     assert_eq!(conn.status, ConnectionStatus::Connected);
     assert!(
-        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+        repo.get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(IG)))
             .await
             .unwrap()
             .is_some(),
@@ -1215,7 +1268,12 @@ async fn every_record_kind_of_an_organization_is_gone_7_days_after_uninstall() {
         // The samples' installation stands in for the harness's (same key).
         store.put(item, Condition::Always).await.unwrap();
     }
-    let report = h.services.lifecycle().uninstall(ORG, None).await.unwrap();
+    let report = h
+        .services
+        .lifecycle()
+        .uninstall(&OrgId::from(ORG), None)
+        .await
+        .unwrap();
     assert!(report.uninstalled);
     h.clock.advance(chrono::Duration::days(7));
     for _ in 0..2 {
@@ -1350,7 +1408,7 @@ async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
     // The webhook's invocation ends right after the unskippable part.
     let lifecycle = h.services.lifecycle();
     lifecycle
-        .uninstall_until(ORG, None, std::time::Instant::now())
+        .uninstall_until(&OrgId::from(ORG), None, std::time::Instant::now())
         .await
         .unwrap();
     h.clock.advance(chrono::Duration::minutes(10));
@@ -1363,13 +1421,21 @@ async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
     assert_eq!(inst.status, InstallationStatus::Active);
     assert!(inst.expires_at.is_none());
     let conn: InstagramConnection = repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
     assert!(conn.expires_at.is_none() && conn.status == ConnectionStatus::Connected);
     assert!(
-        h.services.data_keys().to_open(ORG).await.unwrap().is_some(),
+        h.services
+            .data_keys()
+            .to_open(&OrgId::from(ORG))
+            .await
+            .unwrap()
+            .is_some(),
         "the reinstall's data key is live"
     );
     // At the due date only what the uninstall marked goes; the reinstall keeps working.
@@ -1408,22 +1474,29 @@ async fn a_data_deletion_request_spares_an_account_someone_else_connected_since(
         .unwrap();
     let repo = &h.services.repo;
     let conn: InstagramConnection = repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .expect("B's connection survives A's request");
     assert_eq!(conn.facebook_user_id, "fbuser-b");
     assert!(
-        repo.get::<AccountRoute>(&AccountRoute::key_for(IG))
+        repo.get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(IG)))
             .await
             .unwrap()
             .is_some()
     );
     assert!(
-        repo.get::<FacebookUserLink>(&FacebookUserLink::key_for("fbuser", ORG, IG))
-            .await
-            .unwrap()
-            .is_none(),
+        repo.get::<FacebookUserLink>(&FacebookUserLink::key_for(
+            &FacebookUserId::from("fbuser"),
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG)
+        ))
+        .await
+        .unwrap()
+        .is_none(),
         "A's stale link is gone"
     );
 }
@@ -1455,7 +1528,7 @@ async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
     store.put_many(links).await.unwrap();
     let lifecycle = h.services.lifecycle();
     lifecycle
-        .uninstall_until(ORG, None, std::time::Instant::now())
+        .uninstall_until(&OrgId::from(ORG), None, std::time::Instant::now())
         .await
         .unwrap();
     // Each page's batch read takes 100 ms, as a large page does on DynamoDB.
@@ -1480,7 +1553,14 @@ async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
     let inst = h.installation(ORG).await;
     assert_eq!(inst.status, InstallationStatus::Active, "not overwritten");
     assert!(inst.expires_at.is_none());
-    assert!(h.services.data_keys().to_open(ORG).await.unwrap().is_some());
+    assert!(
+        h.services
+            .data_keys()
+            .to_open(&OrgId::from(ORG))
+            .await
+            .unwrap()
+            .is_some()
+    );
     h.deliver(&webhook(vec![text("MID_AFTER", "still here")]))
         .await;
     assert!(h.work().await.is_empty());

@@ -2,6 +2,7 @@
 //! router, the in-memory FIFO queue and the livechat-to-instagram worker, against loopback fakes
 //! of the Graph API (Send API) and LiveChat.
 
+use shared::ids::{EventId, IgAccountId, Igsid, Mid, OrgId};
 use testkit::bridge;
 
 use std::time::Duration;
@@ -79,18 +80,29 @@ async fn agent_text_is_sent_and_recorded_before_its_echo() {
     let link: MessageLink = h
         .services
         .repo
-        .get(&MessageLink::key_for(ORG, IG, "MID_SENT_0001"))
+        .get(&MessageLink::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Mid::from("MID_SENT_0001"),
+        ))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(
         (link.direction, link.event_ids.clone()),
-        (Direction::Outbound, vec!["THREAD0002_3".to_string()])
+        (Direction::Outbound, vec![EventId::from("THREAD0002_3")])
     );
     let pending: Vec<PendingSend> = h
         .services
         .repo
-        .query_prefix(&PendingSend::partition(ORG, IG, IGSID), "")
+        .query_prefix(
+            &PendingSend::partition(
+                &OrgId::from(ORG),
+                &IgAccountId::from(IG),
+                &Igsid::from(IGSID),
+            ),
+            "",
+        )
         .await
         .unwrap();
     assert!(pending.is_empty(), "pending marker cleared after recording");
@@ -251,7 +263,10 @@ async fn send_api_errors_become_actions() {
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -417,7 +432,11 @@ async fn agent_reads_mark_seen_and_deactivation_makes_the_next_message_resume() 
     let contact: Contact = h
         .services
         .repo
-        .get(&Contact::key_for(ORG, IG, IGSID))
+        .get(&Contact::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+            &Igsid::from(IGSID),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -585,7 +604,10 @@ async fn a_reply_to_a_disconnected_account_tells_the_agent_and_parks_nothing() {
     let mut conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();

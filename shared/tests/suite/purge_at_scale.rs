@@ -4,6 +4,7 @@
 //! failing) and replayed. In both, the sweeper finishes the marking, and at uninstall + 7 days
 //! nothing of the organization is left. Prints items per second for marking and purging.
 
+use shared::ids::{IgAccountId, OrgId};
 use testkit::bridge;
 use testkit::moto;
 
@@ -154,13 +155,13 @@ async fn assert_uninstalled(h: &Harness, org: &str, ig: &str) {
     let entry = PurgeEntry::key_for(due, &PurgeSubject::Organization(org.into()));
     assert!(repo.get::<PurgeEntry>(&entry).await.unwrap().is_some());
     assert!(
-        repo.get::<AccountRoute>(&AccountRoute::key_for(ig))
+        repo.get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(ig)))
             .await
             .unwrap()
             .is_none()
     );
     let key = repo
-        .get::<OrganizationKey>(&OrganizationKey::key_for(org))
+        .get::<OrganizationKey>(&OrganizationKey::key_for(&OrgId::from(org)))
         .await
         .unwrap();
     assert!(
@@ -309,7 +310,8 @@ async fn an_uninstall_killed_at_random_points_still_purges_everything() {
         };
         s.faulty.fail_call(n, at);
         let kill_after = Duration::from_millis(rng.random_range(5..2500));
-        let run = tokio::time::timeout(kill_after, lifecycle.uninstall(ORG_B, None)).await;
+        let run =
+            tokio::time::timeout(kill_after, lifecycle.uninstall(&OrgId::from(ORG_B), None)).await;
         s.faulty.heal();
         if attempts > 12 {
             break;

@@ -1,6 +1,7 @@
 //! One contract suite for the store port, run against the in-memory adapter and against
 //! DynamoDB on moto server over the real AWS wire protocol.
 
+use shared::ids::{IgAccountId, Igsid, OrgId};
 use testkit::moto;
 
 use std::collections::HashMap;
@@ -383,13 +384,15 @@ async fn records_round_trip_and_expiring_ones_carry_ttl(store: Arc<dyn Store>) {
         }
     }
     let inst: Installation = repo
-        .get(&Installation::key_for(ORG))
+        .get(&Installation::key_for(&OrgId::from(ORG)))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(inst.status, InstallationStatus::Active);
     // A record read under the wrong type is an error, not a silent mix-up.
-    let wrong = repo.get::<Contact>(&Installation::key_for(ORG)).await;
+    let wrong = repo
+        .get::<Contact>(&Installation::key_for(&OrgId::from(ORG)))
+        .await;
     assert!(matches!(wrong, Err(StoreError::Codec(_))));
     // Every item of the organization is found by the index, the purge schedule is not.
     let keys = store
@@ -445,8 +448,13 @@ async fn tokens_are_never_stored_in_plaintext(store: Arc<dyn Store>) {
     }
     let mut all = Vec::new();
     for pk in [
-        Installation::key_for(ORG).pk,
-        Contact::key_for(ORG, "17841400000000001", "IGSID_1001").pk,
+        Installation::key_for(&OrgId::from(ORG)).pk,
+        Contact::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from("17841400000000001"),
+            &Igsid::from("IGSID_1001"),
+        )
+        .pk,
     ] {
         all.extend(
             store

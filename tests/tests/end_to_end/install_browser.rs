@@ -7,6 +7,7 @@
 //! nothing stored; then the business's own install, confirmed. Screenshots of each page are
 //! saved under `target/tmp/install-screenshots/`.
 
+use shared::ids::{FacebookUserId, IgAccountId, OrgId};
 use testkit::moto;
 
 use std::sync::{Arc, Mutex};
@@ -132,23 +133,26 @@ async fn the_install_walks_through_in_chromium() {
     let nothing = || async {
         for ig in ["17841400000000021", "17841400000000022"] {
             assert!(
-                repo.get::<AccountRoute>(&AccountRoute::key_for(ig))
+                repo.get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(ig)))
                     .await
                     .unwrap()
                     .is_none()
             );
             assert!(
-                repo.get::<InstagramConnection>(&InstagramConnection::key_for("attacker-org", ig))
-                    .await
-                    .unwrap()
-                    .is_none()
+                repo.get::<InstagramConnection>(&InstagramConnection::key_for(
+                    &OrgId::from("attacker-org"),
+                    &IgAccountId::from(ig)
+                ))
+                .await
+                .unwrap()
+                .is_none()
             );
         }
         assert!(
             repo.get::<FacebookUserLink>(&FacebookUserLink::key_for(
-                "fbuser",
-                "attacker-org",
-                "17841400000000021"
+                &FacebookUserId::from("fbuser"),
+                &OrgId::from("attacker-org"),
+                &IgAccountId::from("17841400000000021")
             ))
             .await
             .unwrap()
@@ -234,7 +238,9 @@ async fn the_install_walks_through_in_chromium() {
     assert!(graph.subscription("100000000000022").is_some());
     let route: AccountRoute = services
         .repo
-        .get(&AccountRoute::key_for("17841400000000022"))
+        .get(&AccountRoute::key_for(&IgAccountId::from(
+            "17841400000000022",
+        )))
         .await
         .unwrap()
         .unwrap();
@@ -283,7 +289,9 @@ async fn the_install_walks_through_in_chromium() {
     assert!(
         services
             .repo
-            .get::<AccountRoute>(&AccountRoute::key_for("17841400000000021"))
+            .get::<AccountRoute>(&AccountRoute::key_for(&IgAccountId::from(
+                "17841400000000021"
+            )))
             .await
             .unwrap()
             .is_none()

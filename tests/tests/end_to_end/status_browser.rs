@@ -5,6 +5,7 @@
 //! parked for another reason with the button; and disconnects. Screenshots of each state are
 //! saved under `target/tmp/status-screenshots/`.
 
+use shared::ids::{IgAccountId, OrgId};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +165,11 @@ async fn the_status_page_walks_through_in_chromium() {
     b.heading_becomes("Confirm the connection").await;
     b.click("button[type=submit]").await;
     b.heading_becomes("Instagram is connected").await;
-    let replayed = health.replay_requested(ORG, soon()).await.unwrap().unwrap();
+    let replayed = health
+        .replay_requested(&OrgId::from(ORG), soon())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(replayed.replayed, 2);
     h.work_outbound().await;
     assert_eq!(sent_texts(&h), ["first", "second"]);
@@ -219,7 +224,10 @@ async fn the_status_page_walks_through_in_chromium() {
     let conn: InstagramConnection = h
         .services
         .repo
-        .get(&InstagramConnection::key_for(ORG, IG))
+        .get(&InstagramConnection::key_for(
+            &OrgId::from(ORG),
+            &IgAccountId::from(IG),
+        ))
         .await
         .unwrap()
         .unwrap();

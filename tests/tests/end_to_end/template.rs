@@ -3,6 +3,7 @@
 //! expect, each function is given exactly the settings, secrets, resources and clients its
 //! manifest (`shared::function`) lists, and its policies grant no wildcard.
 
+use shared::ids::{ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -560,11 +561,16 @@ fn each_function_holds_only_its_own_secrets() {
 fn webhook_functions_read_only_their_partitions() {
     let t = template();
     let res = resources(&t);
-    let route = shared::domain::AccountRoute::key_for("17841400000000001").pk;
-    let chat = shared::domain::ChatRoute::key_for("org", "CHAT1").pk;
-    let data_key = shared::domain::OrganizationKey::key_for("org").pk;
-    let installation = shared::domain::Installation::key_for("org").pk;
-    let contact = shared::domain::Contact::key_for("org", "17841400000000001", "IGSID").pk;
+    let route = shared::domain::AccountRoute::key_for(&IgAccountId::from("17841400000000001")).pk;
+    let chat = shared::domain::ChatRoute::key_for(&OrgId::from("org"), &ChatId::from("CHAT1")).pk;
+    let data_key = shared::domain::OrganizationKey::key_for(&OrgId::from("org")).pk;
+    let installation = shared::domain::Installation::key_for(&OrgId::from("org")).pk;
+    let contact = shared::domain::Contact::key_for(
+        &OrgId::from("org"),
+        &IgAccountId::from("17841400000000001"),
+        &Igsid::from("IGSID"),
+    )
+    .pk;
     for (role, key) in [
         ("InstagramWebhookRole", route),
         ("LivechatWebhookRole", chat),
@@ -617,17 +623,22 @@ fn the_install_function_reaches_only_its_partitions() {
     let statements = table_statements(&template(), "OAuthInstallRole");
     let (org, ig) = ("00000000-0000-4000-8000-00000000a001", "17841400000000001");
     let reached = [
-        Installation::key_for(org).pk,
-        InstagramConnection::key_for(org, ig).pk,
-        keys::backlog(org).pk,
-        keys::connection_health(org, ig).pk,
-        AccountRoute::key_for(ig).pk,
-        FacebookUserLink::key_for("fbuser", org, ig).pk,
+        Installation::key_for(&OrgId::from(org)).pk,
+        InstagramConnection::key_for(&OrgId::from(org), &IgAccountId::from(ig)).pk,
+        keys::backlog(&OrgId::from(org)).pk,
+        keys::connection_health(&OrgId::from(org), &IgAccountId::from(ig)).pk,
+        AccountRoute::key_for(&IgAccountId::from(ig)).pk,
+        FacebookUserLink::key_for(
+            &FacebookUserId::from("fbuser"),
+            &OrgId::from(org),
+            &IgAccountId::from(ig),
+        )
+        .pk,
         keys::oauth_state("nonce").pk,
-        keys::installation_entry(org).pk,
-        keys::data_key(org).pk,
+        keys::installation_entry(&OrgId::from(org)).pk,
+        keys::data_key(&OrgId::from(org)).pk,
         keys::purge_entry(1, "fbuser", "x").pk,
-        keys::pending_revocation(org, "livechat").pk,
+        keys::pending_revocation(&OrgId::from(org), "livechat").pk,
     ];
     for pk in &reached {
         for action in ["dynamodb:GetItem", "dynamodb:PutItem"] {
@@ -635,12 +646,26 @@ fn the_install_function_reaches_only_its_partitions() {
         }
     }
     let never = [
-        Contact::key_for(org, ig, "IGSID").pk,
-        ChatRoute::key_for(org, "CHAT").pk,
-        keys::message_link(org, ig, "mid").pk,
-        keys::event_link(org, "CHAT", "EV").pk,
-        keys::idempotency(org, "instagram", "mid").pk,
-        keys::pending_sends(org, ig, "IGSID"),
+        Contact::key_for(
+            &OrgId::from(org),
+            &IgAccountId::from(ig),
+            &Igsid::from("IGSID"),
+        )
+        .pk,
+        ChatRoute::key_for(&OrgId::from(org), &ChatId::from("CHAT")).pk,
+        keys::message_link(&OrgId::from(org), &IgAccountId::from(ig), &Mid::from("mid")).pk,
+        keys::event_link(
+            &OrgId::from(org),
+            &ChatId::from("CHAT"),
+            &EventId::from("EV"),
+        )
+        .pk,
+        keys::idempotency(&OrgId::from(org), "instagram", "mid").pk,
+        keys::pending_sends(
+            &OrgId::from(org),
+            &IgAccountId::from(ig),
+            &Igsid::from("IGSID"),
+        ),
         keys::replay_lease().pk,
     ];
     for pk in &never {
