@@ -220,7 +220,7 @@ impl Customers {
         let now = self.deps.clock.now();
         let pending = PendingRevocation {
             organization_id: org.clone(),
-            id: format!("livechat:{}", now.timestamp_millis()),
+            id: format!("livechat:{}", now.timestamp_millis()).into(),
             revocation: Revocation::Livechat {
                 token: self
                     .deps

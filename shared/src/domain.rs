@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::cipher::EncryptedToken;
 use crate::ids::{
-    AccountId, ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId, PageId, ThreadId,
+    AccountId, ChatId, ClaimedEventId, DeletionCode, EventId, FacebookUserId, FlowId, IgAccountId,
+    Igsid, Mid, OrgId, PageId, RevocationId, Stream, ThreadId,
 };
 use crate::store::{Key, Record, Versioned, keys};
 
@@ -370,10 +371,10 @@ pub enum IdempotencyState {
 pub struct IdempotencyRecord {
     /// Owning organization.
     pub organization_id: OrgId,
-    /// Which stream the event id belongs to (e.g. `instagram`, `livechat`).
-    pub scope: String,
-    /// The platform's event id.
-    pub event_id: String,
+    /// Which stream the event id belongs to (stored as `instagram` or `livechat`).
+    pub scope: Stream,
+    /// The platform event, as its job names it.
+    pub event_id: ClaimedEventId,
     /// Progress.
     pub state: IdempotencyState,
     /// When it was claimed.
@@ -408,7 +409,7 @@ impl Versioned for IdempotencyRecord {
 
 impl IdempotencyRecord {
     /// The key of the record for one event.
-    pub fn key_for(org: &OrgId, scope: &str, event_id: &str) -> Key {
+    pub fn key_for(org: &OrgId, scope: Stream, event_id: &ClaimedEventId) -> Key {
         keys::idempotency(org, scope, event_id)
     }
 }
@@ -416,7 +417,7 @@ impl IdempotencyRecord {
 impl Record for IdempotencyRecord {
     const KIND: &'static str = "idempotency";
     fn key(&self) -> Key {
-        Self::key_for(&self.organization_id, &self.scope, &self.event_id)
+        Self::key_for(&self.organization_id, self.scope, &self.event_id)
     }
 }
 
@@ -441,7 +442,7 @@ pub enum OAuthStep {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OAuthState {
     /// The flow id.
-    pub nonce: String,
+    pub nonce: FlowId,
     /// The step it spent.
     pub step: OAuthStep,
     /// The organization it was for.
@@ -454,7 +455,7 @@ pub struct OAuthState {
 
 impl OAuthState {
     /// The key of a flow id.
-    pub fn key_for(nonce: &str) -> Key {
+    pub fn key_for(nonce: &FlowId) -> Key {
         keys::oauth_state(nonce)
     }
 }
@@ -480,7 +481,7 @@ pub enum DeletionStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeletionRequest {
     /// The confirmation code given to Meta.
-    pub confirmation_code: String,
+    pub confirmation_code: DeletionCode,
     /// The app-scoped Facebook user id whose data is deleted (wiped on completion).
     pub facebook_user_id: Option<FacebookUserId>,
     /// Progress.
@@ -495,7 +496,7 @@ pub struct DeletionRequest {
 
 impl DeletionRequest {
     /// The key of a request.
-    pub fn key_for(code: &str) -> Key {
+    pub fn key_for(code: &DeletionCode) -> Key {
         keys::deletion_request(code)
     }
 }
@@ -604,7 +605,7 @@ pub struct PendingRevocation {
     /// Owning organization.
     pub organization_id: OrgId,
     /// Unique id within the organization.
-    pub id: String,
+    pub id: RevocationId,
     /// What to revoke.
     pub revocation: Revocation,
     /// Attempts so far.
@@ -618,7 +619,7 @@ impl PendingRevocation {
     pub const PARTITION: &'static str = keys::REVOCATIONS;
 
     /// The key of one.
-    pub fn key_for(org: &OrgId, id: &str) -> Key {
+    pub fn key_for(org: &OrgId, id: &RevocationId) -> Key {
         keys::pending_revocation(org, id)
     }
 }
@@ -673,11 +674,10 @@ impl PurgeEntry {
 
     /// The key of an entry: sorted by due time.
     pub fn key_for(due_at: i64, subject: &PurgeSubject) -> Key {
-        let (kind, id) = match subject {
-            PurgeSubject::Organization(id) => ("ORG", id.as_str()),
-            PurgeSubject::FacebookUser(id) => ("FBUSER", id.as_str()),
-        };
-        keys::purge_entry(due_at, kind, id)
+        match subject {
+            PurgeSubject::Organization(org) => keys::organization_purge(due_at, org),
+            PurgeSubject::FacebookUser(user) => keys::facebook_user_purge(due_at, user),
+        }
     }
 
     /// The inclusive sort-key range of entries due at or before `now`.

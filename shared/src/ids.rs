@@ -171,6 +171,44 @@ id!(
     EventId
 );
 
+id!(
+    /// One platform event as its job names it (`{ig account}:{event}` for Instagram, the chat
+    /// and event for LiveChat): the key of its claim, within its [`Stream`].
+    ClaimedEventId
+);
+id!(
+    /// An install flow: its sealed states carry it, its confirmation spends it once.
+    FlowId
+);
+id!(
+    /// A data-deletion request's confirmation code (alphanumeric, given to Meta).
+    DeletionCode
+);
+id!(
+    /// A pending revocation, unique within its organization.
+    RevocationId
+);
+
+/// Which platform's stream an event id belongs to (ids are unique only within one stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stream {
+    /// Instagram webhook events.
+    Instagram,
+    /// LiveChat events.
+    Livechat,
+}
+
+impl Stream {
+    /// As stored in keys and records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Instagram => "instagram",
+            Stream::Livechat => "livechat",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +221,13 @@ mod tests {
         assert_eq!(back, org);
         assert_eq!(org, "ORG-1");
         assert_eq!(&*org, "ORG-1");
-        assert_eq!(org.to_owned(), "ORG-1");
+        assert_eq!(org.to_string(), "ORG-1");
+    }
+
+    #[test]
+    fn a_stream_is_stored_as_it_always_was() {
+        for s in [Stream::Instagram, Stream::Livechat] {
+            assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        }
     }
 }

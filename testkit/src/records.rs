@@ -128,7 +128,7 @@ pub fn every_kind(org: &str, cipher: &TokenCipher, now: DateTime<Utc>) -> Vec<(I
         (
             Repo::to_item(&IdempotencyRecord {
                 organization_id: org.into(),
-                scope: "instagram".into(),
+                scope: shared::ids::Stream::Instagram,
                 event_id: "MID_TEXT_0001".into(),
                 state: IdempotencyState::InProgress,
                 claimed_at: now,

@@ -8,6 +8,7 @@
 pub mod state;
 pub mod status;
 
+use crate::ids::FlowId;
 use rand::Rng;
 use secrecy::{ExposeSecret, SecretString};
 
@@ -446,7 +447,7 @@ impl Install {
             .seal(&old_refresh, &TokenContext::LivechatRevoke { org });
         Some(PendingRevocation {
             organization_id: org.clone(),
-            id: format!("livechat-replaced:{}", nonce()),
+            id: format!("livechat-replaced:{}", nonce()).into(),
             revocation: Revocation::Livechat { token },
             attempts: 0,
             expires_at: self.deps.clock.now().timestamp()
@@ -458,7 +459,7 @@ impl Install {
     async fn spend(&self, state: &FlowState, org: &OrgId) -> Result<(), StepError> {
         let now = self.deps.clock.now();
         let used = OAuthState {
-            nonce: state.flow.clone(),
+            nonce: FlowId::from(state.flow.clone()),
             step: OAuthStep::Confirm,
             organization_id: Some(org.to_owned()),
             created_at: now,

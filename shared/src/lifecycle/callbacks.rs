@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
+use serde_json::Value;
 
 use super::Lifecycle;
 use super::signed_request::{self, SignedRequestError};
@@ -58,22 +59,34 @@ pub enum CallbackError {
     Store(#[from] StoreError),
 }
 
-/// LiveChat's app webhook body (platform.text.com, "App webhooks"); fields the bridge does not
-/// use are tolerated.
-#[derive(Debug, Deserialize)]
+/// LiveChat's app webhook body (platform.text.com, "App webhooks"): only the fields the bridge
+/// uses, read one by one.
+#[derive(Debug, Default)]
 pub struct AppWebhook {
-    /// The app it is for.
-    #[serde(rename = "clientID", default)]
+    /// The app it is for (`clientID`).
     pub client_id: Option<String>,
     /// `application_uninstalled`, `application_installed`, …
-    #[serde(default)]
     pub event: Option<String>,
-    /// The organization.
-    #[serde(rename = "organizationID", default)]
+    /// The organization (`organizationID`).
     pub organization_id: Option<OrgId>,
     /// When LiveChat sent it (RFC 3339 with an offset).
-    #[serde(default)]
     pub date: Option<String>,
+}
+
+impl AppWebhook {
+    /// Reads a JSON body field by field: LiveChat documents each as a string, and one of
+    /// another type reads as absent instead of making the whole body unreadable (an uninstall
+    /// refused for an odd `date` would not be retried, and its tokens and data would stay).
+    pub fn read(body: &[u8]) -> Result<Self, CallbackError> {
+        let value: Value = serde_json::from_slice(body).map_err(|_| CallbackError::NotJson)?;
+        let text = |k: &str| value.get(k).and_then(Value::as_str).map(str::to_string);
+        Ok(AppWebhook {
+            client_id: text("clientID"),
+            event: text("event"),
+            organization_id: text("organizationID").map(OrgId::from),
+            date: text("date"),
+        })
+    }
 }
 
 /// What an app webhook did.
@@ -88,10 +101,10 @@ pub enum AppWebhookDone {
 /// The JSON Meta expects from the data-deletion callback.
 #[derive(Debug, Serialize)]
 pub struct DeletionAnswer {
-    /// The status page of the request.
-    pub url: String,
     /// Its code (alphanumeric, as Meta requires).
     pub confirmation_code: String,
+    /// The status page of the request.
+    pub url: String,
 }
 
 impl Callbacks {
@@ -102,7 +115,7 @@ impl Callbacks {
 
     /// An app webhook whose token was checked: an uninstall of our app is carried out.
     pub async fn app_webhook(&self, body: &[u8]) -> Result<AppWebhookDone, CallbackError> {
-        let hook: AppWebhook = serde_json::from_slice(body).map_err(|_| CallbackError::NotJson)?;
+        let hook = AppWebhook::read(body)?;
         if hook.client_id.as_deref() != Some(self.livechat_client_id.as_str()) {
             return Err(CallbackError::OtherClient);
         }

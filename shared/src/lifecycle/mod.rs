@@ -8,6 +8,8 @@ pub mod signed_request;
 pub mod sweeper;
 pub mod uninstall;
 
+use crate::ids::DeletionCode;
+use crate::ids::RevocationId;
 use secrecy::SecretString;
 use serde_json::json;
 
@@ -225,7 +227,7 @@ impl Lifecycle {
             }
             let pending = PendingRevocation {
                 organization_id: org.to_owned(),
-                id,
+                id: RevocationId::from(id),
                 revocation,
                 attempts: 1,
                 expires_at: mark,
@@ -545,7 +547,7 @@ impl Lifecycle {
         let now = self.deps.clock.now();
         let code = uuid_code();
         let request = DeletionRequest {
-            confirmation_code: code.clone(),
+            confirmation_code: DeletionCode::from(code.clone()),
             facebook_user_id: Some(facebook_user_id.to_owned()),
             status: DeletionStatus::Pending,
             requested_at: now,
@@ -566,7 +568,7 @@ impl Lifecycle {
         Ok(self
             .deps
             .repo
-            .get::<DeletionRequest>(&DeletionRequest::key_for(code))
+            .get::<DeletionRequest>(&DeletionRequest::key_for(&DeletionCode::from(code)))
             .await?
             .map(|r| r.status))
     }

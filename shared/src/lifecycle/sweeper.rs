@@ -3,6 +3,7 @@
 //! counts only. Idempotent and resumable: a run cut short continues at the next one, and nothing
 //! not due is touched.
 
+use crate::ids::DeletionCode;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -286,7 +287,7 @@ impl Lifecycle {
         let Some(mut request) = self
             .deps
             .repo
-            .get::<DeletionRequest>(&DeletionRequest::key_for(code))
+            .get::<DeletionRequest>(&DeletionRequest::key_for(&DeletionCode::from(code)))
             .await?
         else {
             return Ok(None);

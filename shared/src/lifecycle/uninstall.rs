@@ -10,6 +10,7 @@
 //!    so this invocation (within its time budget), a replayed webhook, a restarted invocation or
 //!    the sweeper carries on where the last one stopped.
 
+use crate::ids::RevocationId;
 use std::time::{Duration, Instant};
 
 use super::{Lifecycle, PURGE_DUE_SECS, RETENTION_AFTER_UNINSTALL_SECS, UninstallReport};
@@ -196,7 +197,7 @@ impl Lifecycle {
     ) -> PendingRevocation {
         PendingRevocation {
             organization_id: org.to_owned(),
-            id: id.to_string(),
+            id: RevocationId::from(id.to_string()),
             revocation,
             attempts: 0,
             expires_at: mark,

@@ -7,29 +7,11 @@ use std::sync::Arc;
 
 use crate::clock::Clock;
 use crate::domain::{IDEMPOTENCY_TTL_SECS, IdempotencyRecord, IdempotencyState};
-use crate::ids::OrgId;
+use crate::ids::{ClaimedEventId, OrgId, Stream};
 use crate::store::{Repo, StoreError};
 
 // A claim remembers an unsend for as long as the unsent message's job can wait parked.
 const _: () = assert!(IDEMPOTENCY_TTL_SECS >= crate::provision::DLQ_RETENTION_SECS as i64);
-
-/// Which platform's event ids a claim is for (ids are unique only within one stream).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scope {
-    /// Instagram webhook events (`{ig account}:{event id}`).
-    Instagram,
-    /// LiveChat events (`{chat}:{event id}` or the webhook's event id).
-    Livechat,
-}
-
-impl Scope {
-    fn as_str(self) -> &'static str {
-        match self {
-            Scope::Instagram => "instagram",
-            Scope::Livechat => "livechat",
-        }
-    }
-}
 
 /// What the claim found.
 #[derive(Debug)]
@@ -54,12 +36,12 @@ pub(crate) struct Claims {
 
 impl Claims {
     /// A fresh claim of `event_id`, in progress from now.
-    fn record(&self, org: &OrgId, scope: Scope, event_id: &str) -> IdempotencyRecord {
+    fn record(&self, org: &OrgId, scope: Stream, event_id: &str) -> IdempotencyRecord {
         let now = self.clock.now();
         IdempotencyRecord {
             organization_id: org.to_owned(),
-            scope: scope.as_str().to_string(),
-            event_id: event_id.to_string(),
+            scope,
+            event_id: event_id.into(),
             state: IdempotencyState::InProgress,
             claimed_at: now,
             completed_at: None,
@@ -75,7 +57,7 @@ impl Claims {
     pub async fn claim(
         &self,
         org: &OrgId,
-        scope: Scope,
+        scope: Stream,
         event_id: &str,
     ) -> Result<Claimed, StoreError> {
         let mut record = self.record(org, scope, event_id);
@@ -84,7 +66,7 @@ impl Claims {
             Err(StoreError::ConditionFailed) => {}
             Err(e) => return Err(e),
         }
-        let key = IdempotencyRecord::key_for(org, scope.as_str(), event_id);
+        let key = IdempotencyRecord::key_for(org, scope, &ClaimedEventId::from(event_id));
         match self.repo.get::<IdempotencyRecord>(&key).await? {
             Some(r) if r.state == IdempotencyState::Done && r.unsent => Ok(Claimed::Unsent),
             Some(r) if r.state == IdempotencyState::Done => Ok(Claimed::Done),
@@ -107,7 +89,7 @@ impl Claims {
     pub async fn unsent(
         &self,
         org: &OrgId,
-        scope: Scope,
+        scope: Stream,
         event_id: &str,
     ) -> Result<(), StoreError> {
         let mut record = IdempotencyRecord {
@@ -120,7 +102,7 @@ impl Claims {
             Err(StoreError::ConditionFailed) => {}
             other => return other,
         }
-        let key = IdempotencyRecord::key_for(org, scope.as_str(), event_id);
+        let key = IdempotencyRecord::key_for(org, scope, &ClaimedEventId::from(event_id));
         let Some(mut claimed) = self.repo.get::<IdempotencyRecord>(&key).await? else {
             return Ok(());
         };
@@ -171,7 +153,7 @@ mod tests {
             clock: Arc::new(ManualClock::new(chrono::Utc::now())),
         };
         let Claimed::Fresh(mut first) = claims
-            .claim(&OrgId::from("o"), Scope::Livechat, "e")
+            .claim(&OrgId::from("o"), Stream::Livechat, "e")
             .await
             .unwrap()
         else {
@@ -180,7 +162,7 @@ mod tests {
         first.parts_done = 1;
         claims.progress(&mut first).await.unwrap();
         let Claimed::Recover(again) = claims
-            .claim(&OrgId::from("o"), Scope::Livechat, "e")
+            .claim(&OrgId::from("o"), Stream::Livechat, "e")
             .await
             .unwrap()
         else {
@@ -190,7 +172,7 @@ mod tests {
         // The same id in the other stream is another event.
         assert!(matches!(
             claims
-                .claim(&OrgId::from("o"), Scope::Instagram, "e")
+                .claim(&OrgId::from("o"), Stream::Instagram, "e")
                 .await
                 .unwrap(),
             Claimed::Fresh(_)
@@ -205,7 +187,7 @@ mod tests {
         claims.finish(again).await.unwrap();
         assert!(matches!(
             claims
-                .claim(&OrgId::from("o"), Scope::Livechat, "e")
+                .claim(&OrgId::from("o"), Stream::Livechat, "e")
                 .await
                 .unwrap(),
             Claimed::Done
@@ -220,30 +202,30 @@ mod tests {
         };
         // Not claimed yet: the delivery that comes later finds it unsent.
         claims
-            .unsent(&OrgId::from("o"), Scope::Instagram, "m1")
+            .unsent(&OrgId::from("o"), Stream::Instagram, "m1")
             .await
             .unwrap();
         assert!(matches!(
             claims
-                .claim(&OrgId::from("o"), Scope::Instagram, "m1")
+                .claim(&OrgId::from("o"), Stream::Instagram, "m1")
                 .await
                 .unwrap(),
             Claimed::Unsent
         ));
         // Claimed by an attempt that stopped part-way: its recovery sees the unsend.
         let Claimed::Fresh(_) = claims
-            .claim(&OrgId::from("o"), Scope::Instagram, "m2")
+            .claim(&OrgId::from("o"), Stream::Instagram, "m2")
             .await
             .unwrap()
         else {
             panic!("fresh")
         };
         claims
-            .unsent(&OrgId::from("o"), Scope::Instagram, "m2")
+            .unsent(&OrgId::from("o"), Stream::Instagram, "m2")
             .await
             .unwrap();
         let Claimed::Recover(r) = claims
-            .claim(&OrgId::from("o"), Scope::Instagram, "m2")
+            .claim(&OrgId::from("o"), Stream::Instagram, "m2")
             .await
             .unwrap()
         else {

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::claim::{Claims, Scope};
+use super::claim::Claims;
 use super::echo::{EchoOf, Echoes, RECHECK_AFTER};
 use super::render::{
     Action, Context, Part, media_event, referral_fields, render, split_for_livechat,
@@ -15,6 +15,7 @@ use super::render::{
 use crate::cipher::TokenContext;
 use crate::customer::{CustomerSession, Customers};
 use crate::domain::*;
+use crate::ids::Stream;
 use crate::ids::{ChatId, EventId, IgAccountId, Igsid, Mid, OrgId, ThreadId};
 use crate::instagram::event::{InboundEvent, ReplyTo, classify, timestamp};
 use crate::instagram::graph::GraphError;
@@ -115,7 +116,7 @@ impl Inbound {
             clock: self.deps.clock.clone(),
         };
         let idem_id = format!("{}:{}", job.ig_account_id, job.event_id);
-        let claimed = claims.claim(&org, Scope::Instagram, &idem_id).await?;
+        let claimed = claims.claim(&org, Stream::Instagram, &idem_id).await?;
         if matches!(claimed, super::claim::Claimed::Unsent) {
             return Ok(Outcome::Skipped(
                 "unsent by the customer before it was delivered",
@@ -264,7 +265,7 @@ impl Inbound {
             clock: self.deps.clock.clone(),
         };
         claims
-            .unsent(org, Scope::Instagram, &format!("{ig}:{mid}"))
+            .unsent(org, Stream::Instagram, &format!("{ig}:{mid}"))
             .await?;
         tracing::info!(
             unsend_unknown = 1,

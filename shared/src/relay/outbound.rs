@@ -7,12 +7,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use secrecy::SecretString;
 
-use super::claim::{Claims, Scope};
+use super::claim::Claims;
 use super::echo::Echoes;
 use crate::cipher::TokenContext;
 use crate::customer::Customers;
 use crate::domain::*;
 use crate::events::{LifecycleEvent, LifecycleKind, publish_logged};
+use crate::ids::Stream;
 use crate::ids::{EventId, Mid, ThreadId};
 use crate::instagram::graph::GraphError;
 use crate::instagram::send::{
@@ -450,7 +451,7 @@ impl Outbound {
             return Ok(Err(Outcome::Blocked(Blocked::ConnectionBroken)));
         }
         let org = conv.inst.organization_id.clone();
-        let claimed = self.claims().claim(&org, Scope::Livechat, key).await?;
+        let claimed = self.claims().claim(&org, Stream::Livechat, key).await?;
         let Some((mut claim, _)) = claimed.into_record() else {
             return Ok(Err(Outcome::Skipped("already sent")));
         };

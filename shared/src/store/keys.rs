@@ -9,7 +9,10 @@
 //! pending revocations are one partition each, so the sweeper reads them with one query.
 
 use super::Key;
-use crate::ids::{ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
+use crate::ids::{
+    ChatId, ClaimedEventId, DeletionCode, EventId, FacebookUserId, FlowId, IgAccountId, Igsid, Mid,
+    OrgId, RevocationId, Stream,
+};
 
 /// An organization's partition root.
 pub fn organization(org: &OrgId) -> String {
@@ -80,9 +83,9 @@ pub fn event_link(org: &OrgId, chat: &ChatId, event: &EventId) -> Key {
 }
 
 /// An idempotency record.
-pub fn idempotency(org: &OrgId, scope: &str, event: &str) -> Key {
+pub fn idempotency(org: &OrgId, stream: Stream, event: &ClaimedEventId) -> Key {
     Key::new(
-        format!("{}#IDEM#{scope}#{event}", organization(org)),
+        format!("{}#IDEM#{}#{event}", organization(org), stream.as_str()),
         "IDEM",
     )
 }
@@ -103,12 +106,12 @@ pub fn send_pause(org: &OrgId, ig: &IgAccountId) -> Key {
 }
 
 /// A used install flow (single use).
-pub fn oauth_state(nonce: &str) -> Key {
+pub fn oauth_state(nonce: &FlowId) -> Key {
     Key::new(format!("OAUTHSTATE#{nonce}"), "STATE")
 }
 
 /// A data-deletion request's status.
-pub fn deletion_request(code: &str) -> Key {
+pub fn deletion_request(code: &DeletionCode) -> Key {
     Key::new(format!("DELETION#{code}"), "REQUEST")
 }
 
@@ -131,16 +134,21 @@ pub fn revocations_of(org: &OrgId) -> String {
 }
 
 /// One pending revocation.
-pub fn pending_revocation(org: &OrgId, id: &str) -> Key {
+pub fn pending_revocation(org: &OrgId, id: &RevocationId) -> Key {
     Key::new(REVOCATIONS, format!("{}{id}", revocations_of(org)))
 }
 
 /// The partition of the purge schedule.
 pub const PURGES: &str = "PURGE";
 
-/// One purge entry, sorted by due time.
-pub fn purge_entry(due_at: i64, kind: &str, id: &str) -> Key {
-    Key::new(PURGES, format!("{due_at:012}#{kind}#{id}"))
+/// The purge entry of an organization, sorted by due time.
+pub fn organization_purge(due_at: i64, org: &OrgId) -> Key {
+    Key::new(PURGES, format!("{due_at:012}#ORG#{org}"))
+}
+
+/// The purge entry of a Facebook user's data (deauthorize, data deletion), sorted by due time.
+pub fn facebook_user_purge(due_at: i64, user: &FacebookUserId) -> Key {
+    Key::new(PURGES, format!("{due_at:012}#FBUSER#{user}"))
 }
 
 /// The sort-key range of purge entries due at or before `now`.

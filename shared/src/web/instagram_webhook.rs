@@ -30,8 +30,11 @@ pub enum InstagramWebhookError {
     #[error("handshake refused")]
     HandshakeRefused,
     /// A body without Meta's signature over it.
-    #[error("missing or wrong signature")]
-    BadSignature,
+    #[error("missing or wrong signature over {bytes} bytes")]
+    BadSignature {
+        /// The body's size (logged; the body never is).
+        bytes: usize,
+    },
     /// An authentic body not queued: Meta retries it.
     #[error("not queued: {0}")]
     NotQueued(#[from] IngestError),
@@ -44,8 +47,11 @@ impl IntoResponse for InstagramWebhookError {
                 tracing::warn!("instagram webhook handshake refused");
                 plain(StatusCode::FORBIDDEN, "forbidden")
             }
-            Self::BadSignature => {
-                tracing::warn!("instagram webhook with a missing or wrong signature refused");
+            Self::BadSignature { bytes } => {
+                tracing::warn!(
+                    bytes,
+                    "instagram webhook with a missing or wrong signature refused"
+                );
                 plain(StatusCode::UNAUTHORIZED, "invalid signature")
             }
             Self::NotQueued(reason) => {
@@ -90,8 +96,8 @@ async fn events(
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
     if !state.authentic(signature, &body) {
-        tracing::warn!(bytes = body.len(), "unsigned instagram webhook body");
-        return Err(InstagramWebhookError::BadSignature);
+        let bytes = body.len();
+        return Err(InstagramWebhookError::BadSignature { bytes });
     }
     let report = ingest_instagram(&state, &body).await?;
     tracing::info!(

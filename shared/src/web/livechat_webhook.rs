@@ -28,8 +28,13 @@ pub fn router(state: Arc<LivechatIngest>) -> Router {
 #[derive(Debug, thiserror::Error)]
 pub enum LivechatWebhookError {
     /// No `secret_key`, or not ours.
-    #[error("refused: {0}")]
-    Unauthenticated(#[from] AuthError),
+    #[error("refused: {reason} ({bytes} bytes)")]
+    Unauthenticated {
+        /// Why.
+        reason: AuthError,
+        /// The body's size (logged; the body never is).
+        bytes: usize,
+    },
     /// An authentic body not queued: LiveChat retries it.
     #[error("not queued: {0}")]
     NotQueued(#[from] IngestError),
@@ -38,8 +43,8 @@ pub enum LivechatWebhookError {
 impl IntoResponse for LivechatWebhookError {
     fn into_response(self) -> Response {
         match self {
-            Self::Unauthenticated(reason) => {
-                tracing::warn!(%reason, "livechat webhook refused");
+            Self::Unauthenticated { reason, bytes } => {
+                tracing::warn!(%reason, bytes, "livechat webhook refused");
                 plain(StatusCode::UNAUTHORIZED, "invalid secret_key")
             }
             Self::NotQueued(reason) => {
@@ -54,8 +59,9 @@ async fn events(
     State(state): State<Arc<LivechatIngest>>,
     body: Bytes,
 ) -> Result<Response, LivechatWebhookError> {
-    let value = authenticate(&state.webhook_secret, &body).inspect_err(|_| {
-        tracing::warn!(bytes = body.len(), "unauthenticated livechat webhook body");
+    let value = authenticate(&state.webhook_secret, &body).map_err(|reason| {
+        let bytes = body.len();
+        LivechatWebhookError::Unauthenticated { reason, bytes }
     })?;
     let what = ingest_livechat(&state, value, &body).await?;
     tracing::info!(result = what, "livechat webhook accepted");

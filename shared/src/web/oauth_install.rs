@@ -206,7 +206,14 @@ impl IntoResponse for StepError {
                 "Something went wrong",
                 "igbridge could not save the installation. Nothing was connected; please try again.",
             ),
-            status => status_page::refused(status),
+            status @ (StepError::SignInRefused(_)
+            | StepError::RoleUnknown(_)
+            | StepError::NotAdmin
+            | StepError::OrganizationUnknown
+            | StepError::NotInstalled
+            | StepError::ChangedMeanwhile
+            | StepError::SignedOut
+            | StepError::NoLongerInstalled) => status_page::refused(status),
         }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use axum::extract::{Form, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
@@ -142,7 +142,12 @@ pub(super) fn refused(e: StepError) -> Response {
             "igbridge is no longer installed in this LiveChat organization.",
         ),
         StepError::NotInstalled => return not_installed(),
-        other => return other.into_response(),
+        // Only the status page's refusals come here (`super::oauth_install` draws the rest).
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Something went wrong",
+            "The status page could not be shown. Please sign in again.",
+        ),
     };
     sign_in_again(status, title, what)
 }

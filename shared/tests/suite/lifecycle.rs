@@ -2,6 +2,8 @@
 //! of LiveChat and the Graph API: revocations, token wipe, TTLs, the 7-day purge, Meta's
 //! deauthorize and data-deletion callbacks, and forged requests.
 
+use shared::ids::DeletionCode;
+use shared::ids::FlowId;
 use shared::ids::{ChatId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
 use testkit::bridge;
 use testkit::moto;
@@ -365,6 +367,38 @@ async fn forged_app_webhooks_are_rejected_and_change_nothing() {
     );
 }
 
+/// LiveChat documents the app webhook's fields as strings; one of another type reads as absent
+/// (as it always did), never as an unreadable body: an uninstall with an odd `date` still
+/// uninstalls (a 400 would not be retried, and the tokens and data would stay), and a body that
+/// is JSON but no object names no client of ours.
+#[tokio::test]
+async fn an_app_webhook_is_read_field_by_field() {
+    let h = Harness::new().await;
+    for odd in [json!(null), json!("x"), json!([1])] {
+        assert_eq!(
+            app_webhook(&h, Some("lc-app-token"), odd).await,
+            StatusCode::FORBIDDEN
+        );
+    }
+    let mut other_event = uninstalled(ORG);
+    other_event["event"] = json!(7);
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), other_event).await,
+        StatusCode::OK
+    );
+    assert_eq!(h.installation(ORG).await.status, InstallationStatus::Active);
+    let mut odd_date = uninstalled(ORG);
+    odd_date["date"] = json!(1772366400);
+    assert_eq!(
+        app_webhook(&h, Some("lc-app-token"), odd_date).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        h.installation(ORG).await.status,
+        InstallationStatus::Uninstalled
+    );
+}
+
 #[tokio::test]
 async fn a_failed_revocation_is_retried_by_the_sweeper_and_the_purge_happens_regardless() {
     let h = Harness::new().await;
@@ -598,7 +632,7 @@ async fn data_deletion_answers_with_a_status_url_and_completes_after_the_sweep()
     let request: DeletionRequest = h
         .services
         .repo
-        .get(&DeletionRequest::key_for(&code))
+        .get(&DeletionRequest::key_for(&DeletionCode::from(&code)))
         .await
         .unwrap()
         .unwrap();
@@ -1242,7 +1276,7 @@ async fn an_account_connected_again_after_a_data_deletion_request_survives_its_p
     );
     // The status record holds the code and the outcome, no personal data.
     let request: DeletionRequest = repo
-        .get(&DeletionRequest::key_for(&code))
+        .get(&DeletionRequest::key_for(&DeletionCode::from(&code)))
         .await
         .unwrap()
         .unwrap();
@@ -1315,8 +1349,14 @@ async fn every_record_kind_of_an_organization_is_gone_7_days_after_uninstall() {
     }
     // Records outside any partition the organization owns: only what expires on its own.
     for (key, kind) in [
-        (OAuthState::key_for("nonce"), OAuthState::KIND),
-        (DeletionRequest::key_for("code"), DeletionRequest::KIND),
+        (
+            OAuthState::key_for(&FlowId::from("nonce")),
+            OAuthState::KIND,
+        ),
+        (
+            DeletionRequest::key_for(&DeletionCode::from("code")),
+            DeletionRequest::KIND,
+        ),
     ] {
         if let Some(item) = store.get(&key).await.unwrap() {
             assert!(
@@ -1389,8 +1429,8 @@ async fn a_reinstall_during_marking_stops_it_and_keeps_the_new_records() {
             .put(
                 &IdempotencyRecord {
                     organization_id: ORG.into(),
-                    scope: "instagram".into(),
-                    event_id: format!("E{i:05}"),
+                    scope: shared::ids::Stream::Instagram,
+                    event_id: format!("E{i:05}").into(),
                     state: IdempotencyState::Done,
                     claimed_at: h.clock.now(),
                     completed_at: Some(h.clock.now()),
@@ -1511,8 +1551,8 @@ async fn a_reinstall_while_the_sweeper_is_marking_stops_it_between_pages() {
         .map(|i| {
             shared::store::Repo::to_item(&IdempotencyRecord {
                 organization_id: ORG.into(),
-                scope: "instagram".into(),
-                event_id: format!("E{i:05}"),
+                scope: shared::ids::Stream::Instagram,
+                event_id: format!("E{i:05}").into(),
                 state: IdempotencyState::Done,
                 claimed_at: h.clock.now(),
                 completed_at: Some(h.clock.now()),

@@ -1,6 +1,7 @@
 //! One contract suite for the store port, run against the in-memory adapter and against
 //! DynamoDB on moto server over the real AWS wire protocol.
 
+use shared::ids::FlowId;
 use shared::ids::{IgAccountId, Igsid, OrgId};
 use testkit::moto;
 
@@ -134,7 +135,7 @@ async fn delete_returns_old_item_and_take_is_single_use(store: Arc<dyn Store>) {
     for _ in 0..8 {
         let r = repo.clone();
         tasks.push(tokio::spawn(async move {
-            r.take::<OAuthState>(&OAuthState::key_for("n1"))
+            r.take::<OAuthState>(&OAuthState::key_for(&FlowId::from("n1")))
                 .await
                 .unwrap()
         }));
@@ -148,7 +149,7 @@ async fn delete_returns_old_item_and_take_is_single_use(store: Arc<dyn Store>) {
     assert_eq!(got, vec![state], "exactly one taker gets the state");
     assert!(
         store
-            .get(&OAuthState::key_for("n1"))
+            .get(&OAuthState::key_for(&FlowId::from("n1")))
             .await
             .unwrap()
             .is_none()

@@ -3,6 +3,9 @@
 //! expect, each function is given exactly the settings, secrets, resources and clients its
 //! manifest (`shared::function`) lists, and its policies grant no wildcard.
 
+use shared::ids::ClaimedEventId;
+use shared::ids::FlowId;
+use shared::ids::RevocationId;
 use shared::ids::{ChatId, EventId, FacebookUserId, IgAccountId, Igsid, Mid, OrgId};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -634,11 +637,11 @@ fn the_install_function_reaches_only_its_partitions() {
             &IgAccountId::from(ig),
         )
         .pk,
-        keys::oauth_state("nonce").pk,
+        keys::oauth_state(&FlowId::from("nonce")).pk,
         keys::installation_entry(&OrgId::from(org)).pk,
         keys::data_key(&OrgId::from(org)).pk,
-        keys::purge_entry(1, "fbuser", "x").pk,
-        keys::pending_revocation(&OrgId::from(org), "livechat").pk,
+        keys::facebook_user_purge(1, &"x".into()).pk,
+        keys::pending_revocation(&OrgId::from(org), &RevocationId::from("livechat")).pk,
     ];
     for pk in &reached {
         for action in ["dynamodb:GetItem", "dynamodb:PutItem"] {
@@ -660,7 +663,12 @@ fn the_install_function_reaches_only_its_partitions() {
             &EventId::from("EV"),
         )
         .pk,
-        keys::idempotency(&OrgId::from(org), "instagram", "mid").pk,
+        keys::idempotency(
+            &OrgId::from(org),
+            shared::ids::Stream::Instagram,
+            &ClaimedEventId::from("mid"),
+        )
+        .pk,
         keys::pending_sends(
             &OrgId::from(org),
             &IgAccountId::from(ig),
