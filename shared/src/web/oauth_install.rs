@@ -58,6 +58,15 @@ struct CodePost {
     code: String,
 }
 
+impl CodePost {
+    fn posted(&self) -> Posted<'_> {
+        Posted {
+            state: &self.state,
+            browser: &self.browser,
+        }
+    }
+}
+
 /// The confirmation: the state, the tab's secret and the chosen Page.
 #[derive(Deserialize)]
 struct ConfirmPost {
@@ -67,6 +76,15 @@ struct ConfirmPost {
     browser: String,
     #[serde(default)]
     page_id: String,
+}
+
+impl ConfirmPost {
+    fn posted(&self) -> Posted<'_> {
+        Posted {
+            state: &self.state,
+            browser: &self.browser,
+        }
+    }
 }
 
 /// `GET /install`: the page that creates the tab's flow secret; with `?b=<its hash>`, on to
@@ -99,11 +117,7 @@ async fn livechat_callback(
         let session = app.sign_in(sign_in, &form.browser, &form.code).await?;
         return status_page::show(&app, &session, None).await;
     }
-    let posted = Posted {
-        state: &form.state,
-        browser: &form.browser,
-    };
-    let facebook = app.install_livechat(posted, &form.code).await?;
+    let facebook = app.install_livechat(form.posted(), &form.code).await?;
     Ok(pages::go_on(
         "LiveChat is authorized",
         &facebook,
@@ -127,11 +141,7 @@ async fn facebook_callback(
     State(app): State<Arc<Install>>,
     Form(form): Form<CodePost>,
 ) -> Result<Response, StepError> {
-    let posted = Posted {
-        state: &form.state,
-        browser: &form.browser,
-    };
-    let offer = app.offer(posted, &form.code).await?;
+    let offer = app.offer(form.posted(), &form.code).await?;
     if offer.pages.is_empty() {
         return Ok(pages::no_pages(&offer.not_eligible));
     }
@@ -143,11 +153,9 @@ async fn confirm(
     State(app): State<Arc<Install>>,
     Form(form): Form<ConfirmPost>,
 ) -> Result<Response, StepError> {
-    let posted = Posted {
-        state: &form.state,
-        browser: &form.browser,
-    };
-    let done = app.confirm(posted, &form.page_id.as_str().into()).await?;
+    let done = app
+        .confirm(form.posted(), &form.page_id.as_str().into())
+        .await?;
     Ok(pages::success(done.ig_username.as_deref(), &done.page_name))
 }
 

@@ -282,6 +282,14 @@ otherwise <a href=\"/install\">install igbridge again</a>.".to_string(),
     )
 }
 
+/// "1 message", "2 messages".
+fn messages(n: impl Into<u64>) -> String {
+    match n.into() {
+        1 => "1 message".to_string(),
+        n => format!("{n} messages"),
+    }
+}
+
 fn backlog_card(b: &Backlog, token: &str, now: DateTime<Utc>) -> String {
     let (parked, parked_blocked) = b.parked_at(now);
     let mut out = format!(
@@ -289,9 +297,13 @@ fn backlog_card(b: &Backlog, token: &str, now: DateTime<Utc>) -> String {
         if parked == 0 {
             "<span class=\"ok\">✔ none parked</span>".to_string()
         } else {
+            let waiting = match parked_blocked {
+                0 => "none".to_string(),
+                n => n.to_string(),
+            };
             format!(
-                "<span class=\"bad\">{} message(s)</span>, {} of them waiting for a repair (sent automatically once repaired)",
-                parked, parked_blocked
+                "<span class=\"bad\">{}</span>, {waiting} of them waiting for a repair (sent automatically once repaired)",
+                messages(parked)
             )
         }
     );
@@ -311,9 +323,9 @@ fn backlog_card(b: &Backlog, token: &str, now: DateTime<Utc>) -> String {
     }
     if b.replayed_at.is_some() {
         out.push_str(&format!(
-            "<dt>Last replay</dt><dd>{}: {} message(s) sent again</dd>",
+            "<dt>Last replay</dt><dd>{}: {} sent again</dd>",
             when(b.replayed_at),
-            b.replayed
+            messages(b.replayed)
         ));
     }
     if let Some(at) = b.replay_requested_at {

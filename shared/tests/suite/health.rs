@@ -292,7 +292,12 @@ async fn a_broken_token_is_found_shown_and_reconnecting_replays_exactly_its_jobs
         "{}",
         page.body
     );
-    assert!(page.body.contains("3 message(s)"), "{}", page.body);
+    assert!(
+        page.body
+            .contains("3 messages</span>, 3 of them waiting for a repair"),
+        "{}",
+        page.body
+    );
 
     // Reconnect: Facebook Login gives the Page its new token; the jobs of ORG alone go, in order.
     let session = hidden(&page.body, "state");

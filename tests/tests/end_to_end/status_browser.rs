@@ -157,7 +157,7 @@ async fn the_status_page_walks_through_in_chromium() {
     agent_replies(&h, &["first", "second"]).await;
     assert!(sent_texts(&h).is_empty());
     open_status(&b, &base).await;
-    sees(&b, &["2 message(s), 2 of them waiting for a repair"]).await;
+    sees(&b, &["2 messages, 2 of them waiting for a repair"]).await;
     b.shot("4-parked-messages").await;
 
     // Reconnect: Facebook Login, the confirmation, connected; the parked replies go, in order.
@@ -175,11 +175,7 @@ async fn the_status_page_walks_through_in_chromium() {
     assert_eq!(sent_texts(&h), ["first", "second"]);
     health.run(soon()).await.unwrap();
     open_status(&b, &base).await;
-    sees(
-        &b,
-        &["✔ Connected", "2 message(s) sent again", "none parked"],
-    )
-    .await;
+    sees(&b, &["✔ Connected", "2 messages sent again", "none parked"]).await;
     b.shot("5-reconnected").await;
 
     // A reply Meta refuses for good is parked for a human; the admin replays it with the button.
@@ -187,7 +183,7 @@ async fn the_status_page_walks_through_in_chromium() {
         .fail_next("POST", "messages", fixture("meta/error_100_param_value"), 1);
     agent_replies(&h, &["third"]).await;
     open_status(&b, &base).await;
-    sees(&b, &["1 message(s), 0 of them waiting for a repair"]).await;
+    sees(&b, &["1 message, none of them waiting for a repair"]).await;
     b.click("form.inline button").await;
     b.heading_becomes("Instagram connections").await;
     sees(&b, &["Replay requested"]).await;
